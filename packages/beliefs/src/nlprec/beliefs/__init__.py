@@ -1,0 +1,1 @@
+"""Breakpoint transformers for modelling and tracking intermediate beliefs"""

@@ -1,0 +1,1 @@
+"""Compact clinical encoders by knowledge distillation and continual learning"""

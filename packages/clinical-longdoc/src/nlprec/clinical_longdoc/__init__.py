@@ -1,0 +1,1 @@
+"""Clinical-Longformer / Clinical-BigBird long-document models"""

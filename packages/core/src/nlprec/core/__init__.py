@@ -1,0 +1,1 @@
+"""MLflow-tracked pipeline runner, models and data resolution for nlprec"""

@@ -1,0 +1,1 @@
+"""MOHAWK: distilling transformers into Mamba-2 (SSD) students"""

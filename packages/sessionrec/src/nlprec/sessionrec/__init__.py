@@ -1,0 +1,1 @@
+"""PISA: repeat-aware session recommendation with ACT-R and transformers"""

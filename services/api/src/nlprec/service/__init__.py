@@ -1,0 +1,1 @@
+"""nlprec retrieval and recommendation HTTP service"""
