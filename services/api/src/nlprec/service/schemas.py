@@ -1,0 +1,189 @@
+"""Request and response bodies.
+
+Request models are built from the configured `Limits` (`request_models(limits)`), so the OpenAPI
+schema states the limits the service enforces, and a request past one is a 422 problem naming the
+field and the limit. Response models do not depend on configuration.
+"""
+
+from dataclasses import dataclass
+from typing import Annotated, Literal, Self
+
+from nlprec.service.config import Limits
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+SearchMode = Literal["bm25", "dense", "hybrid"]
+
+
+# ---------------------------------------------------------------- responses
+
+
+class Timings(BaseModel):
+    total_ms: float = Field(description="time inside the service for this request")
+    model_ms: float = Field(description="time in model calls (includes waiting for a micro-batch)")
+
+
+class SearchResult(BaseModel):
+    id: str
+    score: float
+    title: str
+    snippet: str
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    mode: SearchMode
+    rerank: bool
+    model_versions: dict[str, str]
+    timings: Timings
+
+
+class BatchSearchResponse(BaseModel):
+    results: list[list[SearchResult]] = Field(description="one result list per query, in order")
+    mode: SearchMode
+    rerank: bool
+    model_versions: dict[str, str]
+    timings: Timings
+
+
+class RerankResponse(BaseModel):
+    scores: list[float] = Field(description="one relevance score per document, in input order")
+    ranking: list[int] = Field(description="document indices, best first")
+    model_versions: dict[str, str]
+    timings: Timings
+
+
+class RecommendedItem(BaseModel):
+    item: str
+    score: float
+    repeat: bool = Field(description="the user has had this item before")
+
+
+class RecommendResponse(BaseModel):
+    items: list[RecommendedItem]
+    fallback: bool = Field(description="popularity fallback (unknown user and no history)")
+    model_version: str
+    timings: Timings
+
+
+class EventsResponse(BaseModel):
+    received: int
+    added: int = Field(description="events new to the service")
+    duplicates: int = Field(description="events whose event_id was already seen (ignored)")
+
+
+class DocumentsResponse(BaseModel):
+    added: int
+    ids: list[str]
+
+
+class DeletedResponse(BaseModel):
+    deleted: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ModelStatus(BaseModel):
+    source: str
+    ready: bool
+    versions: dict[str, str] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class Readiness(BaseModel):
+    ready: bool
+    models: dict[str, ModelStatus]
+
+
+# ---------------------------------------------------------------- requests
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    item: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    timestamp: float = Field(description="seconds since the epoch (listening time or basket time)")
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+        description="idempotency key: an event_id seen before is ignored"
+    )
+
+
+@dataclass(frozen=True)
+class RequestModels:
+    search: type[BaseModel]
+    batch_search: type[BaseModel]
+    rerank: type[BaseModel]
+    recommend: type[BaseModel]
+    events: type[BaseModel]
+    documents: type[BaseModel]
+
+
+def request_models(limits: Limits) -> RequestModels:
+    """Request bodies whose constraints are the configured limits."""
+    Query = Annotated[str, StringConstraints(min_length=1, max_length=limits.max_query_chars)]
+    K = Annotated[
+        int, Field(ge=1, le=limits.max_k, description=f"results wanted (1-{limits.max_k})")
+    ]
+    Document = Annotated[str, StringConstraints(max_length=limits.max_document_chars)]
+    Item = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    batch = {"min_length": 1, "max_length": limits.max_batch}
+
+    class SearchRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        query: Query
+        k: K = 10
+        mode: SearchMode = "hybrid"
+        rerank: bool = False
+
+    class BatchSearchRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        queries: list[Query] = Field(**batch)
+        k: K = 10
+        mode: SearchMode = "hybrid"
+        rerank: bool = False
+
+    class RerankRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        query: Query
+        documents: list[Document] = Field(**batch)
+
+    class RecommendRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        user_id: Item | None = None
+        history: list[list[Item]] | None = Field(
+            None,
+            max_length=limits.max_history,
+            description="baskets (or single-item sessions) oldest first, instead of user_id",
+        )
+        k: K = 10
+        exclude_seen: bool = False
+
+        @model_validator(mode="after")
+        def _one_of_user_or_history(self) -> Self:
+            if (self.user_id is None) == (self.history is None):
+                raise ValueError("give exactly one of user_id and history")
+            return self
+
+    class EventsRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        events: list[EventIn] = Field(**batch)
+
+    class DocumentIn(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        id: Item
+        title: Document = ""
+        text: Document
+
+    class DocumentsRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        documents: list[DocumentIn] = Field(**batch)
+
+    return RequestModels(
+        search=SearchRequest,
+        batch_search=BatchSearchRequest,
+        rerank=RerankRequest,
+        recommend=RecommendRequest,
+        events=EventsRequest,
+        documents=DocumentsRequest,
+    )

@@ -1,0 +1,194 @@
+"""Search, rerank and index updates on a `nlprec.ranking` SearchEngine, served asynchronously.
+
+Which call goes where:
+
+- dense queries go through a micro-batcher: one `encode_queries` for the whole batch, then one
+  `search_dense_vectors` with the largest k asked, each caller keeping its own top k;
+- hybrid queries go through a second micro-batcher, grouped by k, as one `search(..., 'hybrid')`;
+- bm25 queries run directly (no encoder involved, cheap);
+- reranked searches run `search(..., rerank=True)` one request at a time.
+
+Every call that touches a transformer holds `model_lane`: a Hugging Face fast tokenizer must not
+be used from two threads at once (it raises "Already borrowed"), and on a small CPU two
+concurrent forward passes are no faster than one after the other anyway. Document updates are
+writes: they wait for running reads, run alone, and save the engine (atomically) before answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from nlprec.service.batching import MicroBatcher
+from nlprec.service.concurrency import ModelRunner
+from nlprec.service.config import BatchingConfig
+from nlprec.service.problems import ProblemError
+
+
+class Engine(Protocol):
+    """What the service needs of `nlprec.ranking.engine.SearchEngine`."""
+
+    has_reranker: bool
+    model_versions: dict[str, str]
+
+    def search(
+        self, queries: list[str], k: int, mode: str, rerank: bool = False
+    ) -> list[list[Any]]: ...
+    def encode_queries(self, queries: list[str]) -> np.ndarray: ...
+    def search_dense_vectors(self, vectors: np.ndarray, k: int) -> list[list[Any]]: ...
+    def rerank(self, query: str, documents: list[str]) -> list[float]: ...
+    def document(self, doc_id: str) -> dict[str, str]: ...
+    def add_documents(self, documents: list[dict[str, str]]) -> Any: ...
+    def delete_document(self, doc_id: str) -> Any: ...
+    def save(self, directory: str | Path) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ScoredDocument:
+    id: str
+    score: float
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class QueryItem:
+    query: str
+    k: int
+
+
+class SearchBackend:
+    def __init__(
+        self,
+        engine: Engine,
+        runner: ModelRunner,
+        batching: BatchingConfig,
+        save_dir: Path,
+        on_batch: Callable[[str, int], None] | None = None,
+    ):
+        self.engine, self.runner, self.save_dir = engine, runner, save_dir
+        self.model_lane = asyncio.Lock()
+        batch_options = {
+            "max_batch_size": batching.max_batch_size,
+            "max_wait_s": batching.max_wait_ms / 1000,
+        }
+        self.dense_batcher: MicroBatcher[QueryItem, list[ScoredDocument]] = MicroBatcher(
+            self._dense_batch,
+            self._run_in_lane,
+            on_batch=(lambda n: on_batch("dense", n)) if on_batch else None,
+            **batch_options,
+        )
+        self.hybrid_batcher: MicroBatcher[QueryItem, list[ScoredDocument]] = MicroBatcher(
+            self._hybrid_batch,
+            self._run_in_lane,
+            on_batch=(lambda n: on_batch("hybrid", n)) if on_batch else None,
+            **batch_options,
+        )
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        return {str(k): str(v) for k, v in self.engine.model_versions.items()}
+
+    async def stop(self) -> None:
+        await self.dense_batcher.stop()
+        await self.hybrid_batcher.stop()
+
+    # ------------------------------------------------------------ model calls (worker threads)
+
+    def _documents(self, hits: Sequence[Any]) -> list[ScoredDocument]:
+        found = []
+        for hit in hits:
+            document = self.engine.document(hit.doc_id)
+            found.append(
+                ScoredDocument(
+                    hit.doc_id,
+                    float(hit.score),
+                    document.get("title", ""),
+                    document.get("text", ""),
+                )
+            )
+        return found
+
+    def _dense_batch(self, items: list[QueryItem]) -> list[list[ScoredDocument]]:
+        vectors = self.engine.encode_queries([item.query for item in items])  # (n_items, dim)
+        deepest = max(item.k for item in items)
+        hits = self.engine.search_dense_vectors(vectors, deepest)
+        # The top k of an exact top-`deepest` list is the top k.
+        return [self._documents(found[: item.k]) for item, found in zip(items, hits)]
+
+    def _hybrid_batch(self, items: list[QueryItem]) -> list[list[ScoredDocument]]:
+        # Fusion depth may depend on k, so only queries with the same k share a call.
+        results: list[list[ScoredDocument] | None] = [None] * len(items)
+        by_k: dict[int, list[int]] = {}
+        for position, item in enumerate(items):
+            by_k.setdefault(item.k, []).append(position)
+        for k, positions in by_k.items():
+            hits = self.engine.search([items[p].query for p in positions], k, "hybrid")
+            for position, found in zip(positions, hits):
+                results[position] = self._documents(found)
+        return results  # type: ignore[return-value]
+
+    def _search_direct(
+        self, queries: list[str], k: int, mode: str, rerank: bool
+    ) -> list[list[ScoredDocument]]:
+        return [
+            self._documents(found) for found in self.engine.search(queries, k, mode, rerank=rerank)
+        ]
+
+    def _update_and_save(self, change: Callable[[], Any]) -> Any:
+        result = change()
+        self.engine.save(self.save_dir)  # atomic in the ranking package: no half-written index
+        return result
+
+    # ------------------------------------------------------------ async API (event loop)
+
+    async def _run_in_lane(self, fn: Callable[..., Any], *args: Any) -> Any:
+        async with self.model_lane:
+            return await self.runner.read(fn, *args)
+
+    def _require_reranker(self) -> None:
+        if not self.engine.has_reranker:
+            raise ProblemError(
+                409, "no-reranker", "the loaded ranking model has no reranker; use rerank=false"
+            )
+
+    async def search_many(
+        self, queries: list[str], k: int, mode: str, rerank: bool
+    ) -> tuple[list[list[ScoredDocument]], float]:
+        """Results per query and the milliseconds spent waiting for and in model calls."""
+        start = time.perf_counter()
+        if rerank:
+            self._require_reranker()
+            results = await self._run_in_lane(self._search_direct, queries, k, mode, True)
+        elif mode == "bm25":
+            results = await self.runner.read(self._search_direct, queries, k, mode, False)
+        else:
+            batcher = self.dense_batcher if mode == "dense" else self.hybrid_batcher
+            results = list(
+                await asyncio.gather(*(batcher.submit(QueryItem(q, k)) for q in queries))
+            )
+        return results, (time.perf_counter() - start) * 1000
+
+    async def rerank(self, query: str, documents: list[str]) -> tuple[list[float], float]:
+        self._require_reranker()
+        start = time.perf_counter()
+        scores = await self._run_in_lane(self.engine.rerank, query, documents)
+        return [float(s) for s in scores], (time.perf_counter() - start) * 1000
+
+    async def add_documents(self, documents: list[dict[str, str]]) -> None:
+        await self.runner.write(self._update_and_save, lambda: self.engine.add_documents(documents))
+
+    async def delete_document(self, doc_id: str) -> None:
+        try:
+            await self.runner.write(
+                self._update_and_save, lambda: self.engine.delete_document(doc_id)
+            )
+        except KeyError as missing:
+            raise ProblemError(
+                404, "unknown-document", f"no document with id {doc_id!r}"
+            ) from missing
