@@ -1,0 +1,101 @@
+"""Next-session metrics, repeat- and explore-aware.
+
+For a case with truth set T (the target session's items), history H (items of every earlier
+session) and top-k list R:
+
+- Recall@k = |R ∩ T| / |T|;  PHR@k (personal hit ratio) = 1[|R ∩ T| > 0];
+- NDCG@k = Σ_{i: R_i ∈ T} 1/log2(i+2) / IDCG, with IDCG over min(k, |T|) items, or over all
+  |T| items with ``ideal="all"`` (the Reality-Check definition);
+- the ``_rep`` / ``_exp`` variants use T ∩ H / T \\ H as truth and average over the cases
+  where that set is non-empty;
+- RepR@k = |R ∩ H| / k (repeat share of what is recommended);
+- Pop@k = mean over R of train popularity / max train popularity.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+from nlprec.sessionrec.split import Case, Split
+
+IDEAL_CHOICES = ("k", "all")
+
+
+def top_k(scores: np.ndarray, k: int) -> list[np.ndarray]:
+    """Indices of the k best finite scores per row, best first. [B, n] -> B arrays of <= k."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # [B, k]
+    rows = np.arange(len(scores))[:, None]
+    order = np.argsort(-scores[rows, part], axis=1, kind="stable")
+    best = part[rows, order]
+    return [b[np.isfinite(s[b])] for b, s in zip(best, scores)]
+
+
+def dcg(ranked: np.ndarray, truth: set[int]) -> float:
+    return sum(1.0 / np.log2(i + 2) for i, item in enumerate(ranked.tolist()) if item in truth)
+
+
+def ideal_dcg(n_true: int, k: int, ideal: str) -> float:
+    n = n_true if ideal == "all" else min(n_true, k)
+    return float(np.sum(1.0 / np.log2(np.arange(n) + 2)))
+
+
+def case_metrics(
+    ranked: np.ndarray,
+    truth: set[int],
+    history: set[int],
+    k: int,
+    popularity: np.ndarray,
+    ideal: str = "k",
+) -> dict[str, float]:
+    """Every metric of one case (keys without the @k); missing keys = not defined here."""
+    if ideal not in IDEAL_CHOICES:
+        raise ValueError(f"ideal must be one of {IDEAL_CHOICES}, got {ideal!r}")
+    ranked = ranked[:k]
+    out: dict[str, float] = {}
+    for suffix, target in (("", truth), ("_rep", truth & history), ("_exp", truth - history)):
+        if not target:
+            continue
+        hits = len(set(ranked.tolist()) & target)
+        out[f"recall{suffix}"] = hits / len(target)
+        out[f"phr{suffix}"] = float(hits > 0)
+        out[f"ndcg{suffix}"] = dcg(ranked, target) / ideal_dcg(len(target), k, ideal)
+    out["repr"] = sum(item in history for item in ranked.tolist()) / k
+    top = popularity.max() if popularity.max() > 0 else 1.0
+    out["pop"] = float(popularity[ranked].mean() / top) if len(ranked) else 0.0
+    return out
+
+
+def evaluate(
+    model,
+    split: Split,
+    cases: list[Case],
+    k: int = 10,
+    batch_size: int = 256,
+    ideal: str = "k",
+    progress=None,
+) -> dict[str, float]:
+    """Mean of every metric over ``cases``; ``model.score(data, cases) -> [B, n_items]``.
+
+    Keys look like ``ndcg@10``, ``recall@10_rep``. Every case is scored (none skipped).
+    """
+    if not cases:
+        raise ValueError("no cases to evaluate")
+    popularity = split.train_popularity()
+    sums: dict[str, list[float]] = defaultdict(list)
+    batches = range(0, len(cases), batch_size)
+    for start in progress(batches, desc="evaluate") if progress else batches:
+        chunk = cases[start : start + batch_size]
+        ranked = top_k(model.score(split.data, chunk), k)
+        for case, items in zip(chunk, ranked):
+            user = split.data.users[case.user]
+            truth = set(user.sessions[case.position].tolist())
+            history = set(np.concatenate(user.sessions[: case.position]).tolist())
+            for name, value in case_metrics(items, truth, history, k, popularity, ideal).items():
+                sums[name].append(value)
+    result = {}
+    for name, values in sums.items():
+        base, _, suffix = name.partition("_")
+        result[f"{base}@{k}" + (f"_{suffix}" if suffix else "")] = float(np.mean(values))
+    return result
