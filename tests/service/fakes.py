@@ -157,6 +157,7 @@ class FakeRecommendation:
     scores: list[float]
     repeat: list[bool]
     fallback: bool
+    notes: list[str]
 
 
 class FakeRecommender:
@@ -175,6 +176,11 @@ class FakeRecommender:
         _atomic_json(Path(directory), {"events": [asdict(e) for e in self.events.values()]})
 
     def add_events(self, events: list[FakeEvent]) -> int:
+        for event in events:  # like the real one: validate the whole batch before changing anything
+            if event.timestamp > time.time() + 24 * 3600:
+                raise ValueError(
+                    f"event {event.event_id!r}: timestamp {event.timestamp} is in the future"
+                )
         added = 0
         for event in events:
             if event.event_id not in self.events:
@@ -194,11 +200,7 @@ class FakeRecommender:
 
     def recommend(self, user_id=None, history=None, k=10, exclude_seen=False) -> FakeRecommendation:
         popular = Counter(e.item for e in self.events.values())
-        seen = (
-            self.user_items(user_id)
-            if user_id is not None
-            else [i for basket in history or [] for i in basket]
-        )
+        seen = (self.user_items(user_id) if user_id is not None else []) + list(history or [])
         fallback = not seen
         scores = Counter({item: count / 10 for item, count in popular.items()})
         for item in seen:
@@ -209,4 +211,7 @@ class FakeRecommender:
             scores=[float(s) for _, s in ranked],
             repeat=[i in seen for i, _ in ranked],
             fallback=fallback,
+            notes=[]
+            if user_id is None or self.known_user(user_id)
+            else [f"unknown user {user_id!r}"],
         )

@@ -251,20 +251,24 @@ async def test_recommend_known_user(client):
 async def test_recommend_unknown_user_falls_back(client):
     body = (await client.post("/v1/recommend", json={"user_id": "stranger"})).json()
     assert body["fallback"] is True and body["items"][0]["item"] == "milk"
+    assert body["notes"] == ["unknown user 'stranger'"]
 
 
 async def test_recommend_from_history_and_exclude_seen(client):
     body = (
-        await client.post("/v1/recommend", json={"history": [["eggs"]], "exclude_seen": True})
+        await client.post("/v1/recommend", json={"history": ["eggs"], "exclude_seen": True})
     ).json()
     assert body["fallback"] is False and "eggs" not in [row["item"] for row in body["items"]]
 
 
-@pytest.mark.parametrize("body", [{"k": 3}, {"user_id": "u1", "history": [["a"]]}])
-async def test_recommend_needs_exactly_one_of_user_and_history(client, body):
-    assert_problem(
-        await client.post("/v1/recommend", json=body), 422, "exactly one of user_id and history"
-    )
+async def test_recommend_needs_a_user_or_a_history(client):
+    response = await client.post("/v1/recommend", json={"k": 3})
+    assert_problem(response, 422, "give user_id, history or both")
+
+
+async def test_recommend_with_user_and_history(client):
+    body = (await client.post("/v1/recommend", json={"user_id": "u1", "history": ["eggs"]})).json()
+    assert {row["item"] for row in body["items"] if row["repeat"]} == {"milk", "bread", "eggs"}
 
 
 async def test_events_are_idempotent_and_update_the_user(client):
@@ -277,6 +281,7 @@ async def test_events_are_idempotent_and_update_the_user(client):
     again = (await client.post("/v1/events", json={"events": events}, headers=auth())).json()
     assert again == {"received": 2, "added": 0, "duplicates": 2}
     body = (await client.post("/v1/recommend", json={"user_id": "u9"})).json()
+    assert body["items"][0]["item"] == "tea"
     assert body["fallback"] is False and body["items"][0] == {
         "item": "tea",
         "score": pytest.approx(2.2),
@@ -365,3 +370,19 @@ async def test_read_token_protects_reads(make_config):
             await client.post("/v1/search", json={"query": "x"}, headers=auth(TOKEN))
         ).status_code == 200
         assert (await client.get("/health")).status_code == 200  # operations stay open
+
+
+async def test_an_invalid_event_batch_is_refused_whole_and_not_logged(client):
+    events = [
+        {"user_id": "u7", "item": "tea", "timestamp": 5.0, "event_id": "ok1"},
+        {"user_id": "u7", "item": "tea", "timestamp": 1e12, "event_id": "future1"},
+    ]
+    response = await client.post("/v1/events", json={"events": events}, headers=auth())
+    assert_problem(response, 422, "'future1': timestamp 1000000000000.0 is in the future")
+    backend = client.app.state.models.recommend
+    assert "ok1" not in backend.recommender.events and len(backend.log) == 0
+    not_finite = b'{"events": [{"user_id": "u", "item": "i", "timestamp": NaN, "event_id": "n"}]}'
+    response = await client.post(
+        "/v1/events", content=not_finite, headers={**auth(), "content-type": "application/json"}
+    )
+    assert response.status_code == 422

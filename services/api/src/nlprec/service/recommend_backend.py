@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nlprec.service.concurrency import ModelRunner
+from nlprec.service.problems import ProblemError
 from nlprec.service.state import EventLog, Snapshots
 
 logger = logging.getLogger("nlprec.service")
@@ -42,6 +43,7 @@ class Recommender(Protocol):
 class Recommended:
     items: list[tuple[str, float, bool]]  # (item, score, repeat)
     fallback: bool
+    notes: list[str]
 
 
 def load_with_log(
@@ -99,11 +101,18 @@ class RecommendBackend:
         rows = [
             (str(i), float(s), bool(r)) for i, s, r in zip(found.items, found.scores, found.repeat)
         ]
-        return Recommended(rows, bool(found.fallback))
+        return Recommended(
+            rows, bool(found.fallback), [str(n) for n in getattr(found, "notes", [])]
+        )
 
     def _add_events(self, events: list[dict[str, Any]]) -> int:
-        self.log.append(events)  # durable before it is applied or acknowledged
-        added = self.recommender.add_events([self.make_event(**fields) for fields in events])
+        offset = self.log.append(events)  # durable before it is applied or acknowledged
+        try:
+            # The recommender validates the whole batch before changing anything.
+            added = self.recommender.add_events([self.make_event(**fields) for fields in events])
+        except ValueError as invalid:
+            self.log.truncate(offset)  # a refused batch must not be replayed at the next start
+            raise ProblemError(422, "invalid-events", str(invalid)) from invalid
         self._logged_since_snapshot += len(events)
         if self._logged_since_snapshot >= self.snapshot_every_events:
             self._snapshot()

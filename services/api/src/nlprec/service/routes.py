@@ -114,6 +114,7 @@ def api_router(models: RequestModels) -> APIRouter:
         return RecommendResponse(
             items=[RecommendedItem(item=i, score=s, repeat=r) for i, s, r in found.items],
             fallback=found.fallback,
+            notes=found.notes,
             model_version=backend.model_version,
             timings=_timings(start, model_ms),
         )

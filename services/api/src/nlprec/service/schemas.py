@@ -61,6 +61,9 @@ class RecommendedItem(BaseModel):
 class RecommendResponse(BaseModel):
     items: list[RecommendedItem]
     fallback: bool = Field(description="popularity fallback (unknown user and no history)")
+    notes: list[str] = Field(
+        default_factory=list, description="e.g. unknown items that were ignored"
+    )
     model_version: str
     timings: Timings
 
@@ -103,7 +106,9 @@ class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     item: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    timestamp: float = Field(description="seconds since the epoch (listening time or basket time)")
+    timestamp: float = Field(
+        allow_inf_nan=False, description="seconds since the epoch (listening time or basket time)"
+    )
     event_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
         description="idempotency key: an event_id seen before is ignored"
     )
@@ -151,18 +156,18 @@ def request_models(limits: Limits) -> RequestModels:
     class RecommendRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         user_id: Item | None = None
-        history: list[list[Item]] | None = Field(
+        history: list[Item] | None = Field(
             None,
             max_length=limits.max_history,
-            description="baskets (or single-item sessions) oldest first, instead of user_id",
+            description="items, oldest first: instead of user_id, or added to that user's history",
         )
         k: K = 10
         exclude_seen: bool = False
 
         @model_validator(mode="after")
-        def _one_of_user_or_history(self) -> Self:
-            if (self.user_id is None) == (self.history is None):
-                raise ValueError("give exactly one of user_id and history")
+        def _user_or_history(self) -> Self:
+            if self.user_id is None and self.history is None:
+                raise ValueError("give user_id, history or both")
             return self
 
     class EventsRequest(BaseModel):

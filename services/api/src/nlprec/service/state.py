@@ -55,10 +55,19 @@ class EventLog:
         self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def append(self, events: list[dict[str, Any]]) -> None:
+    def append(self, events: list[dict[str, Any]]) -> int:
+        """Append and fsync; returns the log's size before, for `truncate` to undo the append."""
         lines = "".join(json.dumps(event, separators=(",", ":")) + "\n" for event in events)
         with self.path.open("a") as handle:
+            offset = handle.tell()
             handle.write(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return offset
+
+    def truncate(self, offset: int) -> None:
+        with self.path.open("r+") as handle:
+            handle.truncate(offset)
             handle.flush()
             os.fsync(handle.fileno())
 
