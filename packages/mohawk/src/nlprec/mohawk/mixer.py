@@ -1,0 +1,139 @@
+"""The discrete Mamba-2 (SSD) mixer of Phi-Mamba.
+
+    in_proj(u) -> [x | B | C] (through a depthwise causal conv), z (gate), A_log (per head)
+    ℓ_t   = -softplus(A_log_t)                      (per head, per token; exp(ℓ) ∈ (0, 1))
+    y     = SSD(x, ℓ, B, C) + D ∘ x                 (see ssd.py)
+    out   = out_proj(y · silu(z + z_bias))
+
+Heads line up with the teacher's attention heads: C plays Q, B plays K, x plays V and out_proj
+plays the output projection (see transfer.py). No activation follows the convolution, as in
+Phi-Mamba, so a mixer initialised from attention starts as linear attention with a decay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from nlprec.mohawk import kernels
+from nlprec.mohawk.ssd import ssd_mixing_matrix, ssd_recurrent_step
+from torch import nn
+
+# silu(OPEN_GATE_BIAS) = 1, so a zero z-projection plus this bias leaves the output ungated.
+OPEN_GATE_BIAS = 1.2784645427610738
+
+
+@dataclass
+class MixerState:
+    """What the mixer carries between tokens: constant size, whatever the context length."""
+
+    conv: torch.Tensor  # (b, conv_dim, kernel - 1): the last pre-convolution inputs
+    ssm: torch.Tensor  # (b, h, p, n)
+
+
+class SSDMixer(nn.Module):
+    """Multi-head discrete Mamba-2 mixer; ``num_heads`` heads of size ``head_dim`` (x) and ``state_size`` (B, C)."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        head_dim: int,
+        state_size: int,
+        conv_kernel: int = 4,
+        chunk_size: int = 64,
+    ) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim, self.state_size = num_heads, head_dim, state_size
+        self.inner_size = num_heads * head_dim
+        self.qk_size = num_heads * state_size
+        self.conv_dim = self.inner_size + 2 * self.qk_size  # x, B and C go through the conv
+        self.conv_kernel, self.chunk_size = conv_kernel, chunk_size
+        self.scan_backend = "auto"  # "reference" forces the plain-PyTorch chunked scan
+        self.in_proj = nn.Linear(hidden_size, self.conv_dim + self.inner_size + num_heads)
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, conv_kernel, groups=self.conv_dim)
+        self.z_bias = nn.Parameter(torch.zeros(self.inner_size))
+        self.D = nn.Parameter(torch.ones(num_heads))
+        self.out_proj = nn.Linear(self.inner_size, hidden_size)
+
+    # -- pieces shared by the three computations -------------------------------------------
+    def _conv(
+        self, xbc: torch.Tensor, conv_state: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Depthwise causal convolution. xbc: (b, l, conv_dim) -> same shape, and the new conv state."""
+        xbc = rearrange(xbc, "b l c -> b c l")
+        if conv_state is None:
+            conv_state = xbc.new_zeros(xbc.size(0), self.conv_dim, self.conv_kernel - 1)
+        padded = torch.cat([conv_state, xbc], dim=-1)  # (b, c, k - 1 + l)
+        out = F.conv1d(padded, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim)
+        return rearrange(out, "b c l -> b l c"), padded[
+            ..., padded.size(-1) - (self.conv_kernel - 1) :
+        ]
+
+    def _split(self, u: torch.Tensor, conv_state: torch.Tensor | None = None):
+        """u: (b, l, d) -> x (b,l,h,p), log_decay (b,l,h), B, C (b,l,h,n), z (b,l,h*p), conv state."""
+        xbc, z, a_log = torch.split(
+            self.in_proj(u), [self.conv_dim, self.inner_size, self.num_heads], dim=-1
+        )
+        xbc, conv_state = self._conv(xbc, conv_state)
+        x, B, C = torch.split(xbc, [self.inner_size, self.qk_size, self.qk_size], dim=-1)
+        x = rearrange(x, "b l (h p) -> b l h p", h=self.num_heads)
+        B = rearrange(B, "b l (h n) -> b l h n", h=self.num_heads)
+        C = rearrange(C, "b l (h n) -> b l h n", h=self.num_heads)
+        log_decay = -F.softplus(a_log.float())  # (b, l, h), kept in float32
+        return x, log_decay, B, C, z, conv_state
+
+    def _output(self, y: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Add the D skip, gate with silu(z + z_bias), project out. y, x: (b, l, h, p)."""
+        y = y + self.D[:, None] * x
+        y = rearrange(y, "b l h p -> b l (h p)")
+        return self.out_proj(y * F.silu(z + self.z_bias))
+
+    # -- the three computations ----------------------------------------------------------------
+    def forward(
+        self, u: torch.Tensor, state: MixerState | None = None
+    ) -> tuple[torch.Tensor, MixerState]:
+        """Chunked scan over a whole sequence (training and prefill). u: (b, l, d)."""
+        x, log_decay, B, C, z, conv_state = self._split(u, None if state is None else state.conv)
+        y, ssm_state = kernels.chunked_scan(
+            x,
+            log_decay.to(x.dtype),
+            B,
+            C,
+            chunk_size=self.chunk_size,
+            initial_state=None if state is None else state.ssm,
+            backend=self.scan_backend,
+        )
+        return self._output(y, x, z), MixerState(conv_state, ssm_state)
+
+    def step(self, u: torch.Tensor, state: MixerState | None) -> tuple[torch.Tensor, MixerState]:
+        """One token through the recurrence (generation). u: (b, 1, d)."""
+        x, log_decay, B, C, z, conv_state = self._split(u, None if state is None else state.conv)
+        ssm = state.ssm if state is not None else self.empty_state(u.size(0), u).ssm
+        y, ssm = ssd_recurrent_step(ssm, x[:, 0], log_decay[:, 0].to(x.dtype), B[:, 0], C[:, 0])
+        return self._output(y[:, None], x, z), MixerState(conv_state, ssm)
+
+    def mixing_matrix(self, u: torch.Tensor) -> torch.Tensor:
+        """The full mixing matrix M = exp(segsum(ℓ)) ∘ (C Bᵀ) + diag(D) that maps x to y.
+
+        u: (b, l, d) -> (b, h, l, l). This is what Stage 1 aligns with the attention matrix.
+        """
+        x, log_decay, B, C, _, _ = self._split(u)
+        matrix = ssd_mixing_matrix(log_decay.to(x.dtype), B, C)
+        eye = torch.eye(u.size(1), device=u.device, dtype=matrix.dtype)
+        return matrix + self.D[:, None, None] * eye
+
+    def forward_by_matrix(self, u: torch.Tensor) -> torch.Tensor:
+        """The mixer's output computed as out_proj(gate · (M x)) with the materialised M (reference)."""
+        x, _, _, _, z, _ = self._split(u)
+        y = torch.einsum("bhij,bjhp->bihp", self.mixing_matrix(u), x)
+        y = rearrange(y, "b l h p -> b l (h p)")
+        return self.out_proj(y * F.silu(z + self.z_bias))
+
+    def empty_state(self, batch: int, like: torch.Tensor) -> MixerState:
+        """The zero state of a fresh sequence."""
+        conv = like.new_zeros(batch, self.conv_dim, self.conv_kernel - 1)
+        ssm = like.new_zeros(batch, self.num_heads, self.head_dim, self.state_size)
+        return MixerState(conv, ssm)

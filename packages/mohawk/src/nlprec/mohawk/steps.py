@@ -1,0 +1,264 @@
+"""Pipeline steps: corpus → teacher → distilled students / scratch baseline → report."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from nlprec.core.data import data_root
+from nlprec.core.step import StepContext
+from nlprec.mohawk.stages import DistillConfig
+from nlprec.mohawk.student import StudentConfig, save_student
+from nlprec.mohawk.teacher import TeacherConfig, load_teacher
+from nlprec.mohawk.training import OptimConfig
+from nlprec.mohawk.transfer import student_config_for
+from nlprec.mohawk.workflow import (
+    EvalConfig,
+    distill_student,
+    eval_windows,
+    evaluate_against_teacher,
+    prepare_corpus,
+    stage_summary,
+    train_from_scratch,
+    train_teacher,
+)
+from pydantic import BaseModel, Field
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedTokenizerFast
+
+TOKENS_FILE = "tokens.safetensors"
+
+
+def _tokens(corpus_out: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    tensors = load_file(corpus_out["tokens"])
+    return tensors["train"], tensors["heldout"]
+
+
+def _loss_figure(curves: dict[str, list[float]], title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, losses in curves.items():
+        ax.plot(losses, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+class CorpusConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    corpus: str = Field(
+        "stdlib", description="stdlib | tinyshakespeare | wikitext-2 | path to a .txt"
+    )
+    vocab_size: int = Field(512, ge=260)
+    max_chars: int | None = Field(None, ge=1000)
+
+
+def corpus(ctx: StepContext, cfg: CorpusConfig) -> dict:
+    """Fit the tokenizer and tokenize the training and held-out text."""
+    root = None if cfg.corpus == "stdlib" else data_root()
+    tokenizer, train_ids, heldout_ids = prepare_corpus(
+        cfg.corpus, root, cfg.vocab_size, cfg.max_chars
+    )
+    tokenizer.save_pretrained(ctx.output_dir / "tokenizer")
+    save_file({"train": train_ids, "heldout": heldout_ids}, ctx.output_dir / TOKENS_FILE)
+    if root is not None:
+        ctx.log_input(cfg.corpus, root / "text" / cfg.corpus, context="train")
+    ctx.log_params(cfg.model_dump())
+    ctx.log_metrics(
+        {"corpus.train_tokens": train_ids.numel(), "corpus.heldout_tokens": heldout_ids.numel()}
+    )
+    return {
+        "tokenizer_dir": str(ctx.output_dir / "tokenizer"),
+        "tokens": str(ctx.output_dir / TOKENS_FILE),
+        "vocab_size": len(tokenizer),
+        "train_tokens": train_ids.numel(),
+    }
+
+
+# --------------------------------------------------------------------------- teacher
+
+
+class TeacherStepConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    path: str | None = Field(None, description="a saved Hugging Face causal LM; else train one")
+    size: TeacherConfig = TeacherConfig()
+    optim: OptimConfig = OptimConfig(lr=2e-3, warmup_fraction=0.05, decay_fraction=0.3)
+    train_tokens: int = Field(500_000, ge=1)
+    eval: EvalConfig = EvalConfig()
+
+
+def teacher(ctx: StepContext, cfg: TeacherStepConfig) -> dict:
+    train_ids, heldout_ids = _tokens(ctx.inputs["corpus"])
+    vocab_size = ctx.inputs["corpus"]["vocab_size"]
+    trained_tokens = 0
+    if cfg.path:
+        model = load_teacher(cfg.path, ctx.device)
+    else:
+        model, losses = train_teacher(
+            vocab_size, train_ids, cfg.size, cfg.optim, cfg.train_tokens, ctx.seed, ctx.device
+        )
+        trained_tokens = cfg.train_tokens
+        ctx.log_figure(_loss_figure({"teacher": losses}, "teacher training"), "teacher_loss.png")
+    if model.config.vocab_size != vocab_size:
+        raise ValueError(
+            f"teacher vocabulary {model.config.vocab_size} ≠ corpus tokenizer {vocab_size}"
+        )
+    metrics = evaluate_against_teacher(
+        model, None, eval_windows(heldout_ids, cfg.eval), cfg.eval, ctx.device
+    )
+    ctx.log_params({"teacher": cfg.model_dump()})
+    ctx.log_metrics({"teacher.ppl": metrics["ppl"], "teacher.train_tokens": trained_tokens})
+    model.save_pretrained(ctx.output_dir / "teacher")
+    return {
+        "teacher_dir": str(ctx.output_dir / "teacher"),
+        "ppl": metrics["ppl"],
+        "train_tokens": trained_tokens,
+    }
+
+
+# --------------------------------------------------------------------------- students
+
+
+class DistillStepConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    name: str = Field("student", description="metric prefix: student, hybrid, ablation.s3, ...")
+    attention_layers: list[int] = []
+    from_attention: bool = True
+    chunk_size: int = Field(64, ge=1)
+    distill: DistillConfig
+    eval: EvalConfig = EvalConfig()
+    report_stages: bool = Field(
+        False, description="also log stage1.matrix_dist / stage2.hidden_dist"
+    )
+    also_log_as: list[str] = Field(
+        [], description="extra prefixes for <prefix>.ppl, e.g. ablation.s123"
+    )
+    register_as: str | None = None
+
+
+def distill(ctx: StepContext, cfg: DistillStepConfig) -> dict:
+    """MOHAWK: initialise from the teacher, run the configured stages, evaluate, save."""
+    train_ids, heldout_ids = _tokens(ctx.inputs["corpus"])
+    teacher_out = ctx.inputs["teacher"]
+    model = load_teacher(teacher_out["teacher_dir"], ctx.device)
+    windows = eval_windows(heldout_ids, cfg.eval)
+    student, history = distill_student(
+        model,
+        train_ids,
+        windows[: cfg.eval.probe_batch],
+        cfg.distill,
+        cfg.attention_layers,
+        cfg.from_attention,
+        cfg.chunk_size,
+    )
+    metrics = evaluate_against_teacher(model, student, windows, cfg.eval, ctx.device)
+    metrics["ppl_ratio"] = metrics["ppl"] / teacher_out["ppl"]
+    stages = stage_summary(history)
+    logged = {f"{cfg.name}.{k}": v for k, v in {**metrics, **stages}.items()}
+    logged.update({f"{prefix}.ppl": metrics["ppl"] for prefix in cfg.also_log_as})
+    if cfg.report_stages:
+        logged.update({k: v for k, v in stages.items() if k.startswith(("stage1.", "stage2."))})
+    ctx.log_params({cfg.name: cfg.model_dump()})
+    ctx.log_metrics(logged)
+    per_layer = {k: v for k, v in history.items() if k != "budgets"}
+    per_layer = {
+        stage: (v["alignment"] if "alignment" in v else v) for stage, v in per_layer.items()
+    }
+    ctx.log_dict(
+        {"budgets": history["budgets"], "alignment": per_layer}, f"{cfg.name}_alignment.json"
+    )
+    curves = {f"stage {s[-1]}": history[s]["losses"] for s in history if s.startswith("stage")}
+    ctx.log_figure(_loss_figure(curves, f"{cfg.name}: MOHAWK stages"), f"{cfg.name}_stages.png")
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(ctx.inputs["corpus"]["tokenizer_dir"])
+    out = save_student(student, ctx.output_dir / "student", tokenizer)
+    (ctx.output_dir / "alignment.json").write_text(json.dumps(per_layer, indent=1))
+    if cfg.register_as:
+        ctx.log_model(out, name=cfg.register_as, flavor="dir")
+    return {"student_dir": str(out), **metrics, **stages, "budgets": history["budgets"]}
+
+
+class ScratchStepConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    name: str = "scratch"
+    total_tokens: int = Field(ge=1)
+    optim: OptimConfig = OptimConfig(lr=2e-3, decay_fraction=0.3)
+    eval: EvalConfig = EvalConfig()
+
+
+def scratch(ctx: StepContext, cfg: ScratchStepConfig) -> dict:
+    """The same-size SSM trained from random weights on the same budget as the student."""
+    train_ids, heldout_ids = _tokens(ctx.inputs["corpus"])
+    model = load_teacher(ctx.inputs["teacher"]["teacher_dir"], ctx.device)
+    config: StudentConfig = student_config_for(model.config)
+    ssm, losses = train_from_scratch(
+        config, train_ids, cfg.optim, cfg.total_tokens, ctx.seed, ctx.device
+    )
+    metrics = evaluate_against_teacher(
+        model, ssm, eval_windows(heldout_ids, cfg.eval), cfg.eval, ctx.device
+    )
+    ctx.log_metrics({f"{cfg.name}.{k}": v for k, v in metrics.items()})
+    ctx.log_figure(_loss_figure({cfg.name: losses}, "SSM from scratch"), f"{cfg.name}_loss.png")
+    return metrics
+
+
+# --------------------------------------------------------------------------- report
+
+
+class ReportConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    ppl_ratio_target: float = Field(1.10, gt=1)
+
+
+def report(ctx: StepContext, cfg: ReportConfig) -> dict:
+    """One table of every model's perplexity, the targets checked, and a bar chart."""
+    teacher_out = ctx.inputs["teacher"]
+    rows = {"teacher": teacher_out["ppl"]}
+    for name, out in ctx.inputs.items():
+        if name not in ("corpus", "teacher") and "ppl" in out:
+            rows[name] = out["ppl"]
+    lines = ["| model | held-out ppl | × teacher |", "|---|---|---|"]
+    lines += [f"| {n} | {p:.3f} | {p / rows['teacher']:.3f} |" for n, p in rows.items()]
+    table = "\n".join(lines)
+    (ctx.output_dir / "results.md").write_text(table + "\n")
+    ctx.log_text(table, "results.md")
+    checks = {}
+    if "student" in rows:
+        checks["targets.student_within_ratio"] = float(
+            rows["student"] <= cfg.ppl_ratio_target * rows["teacher"]
+        )
+    if "student" in rows and "ablation_s3" in rows:
+        checks["targets.s123_beats_s3"] = float(rows["student"] < rows["ablation_s3"])
+    if "hybrid" in rows and "student" in rows:
+        checks["targets.hybrid_closer"] = float(rows["hybrid"] <= rows["student"])
+    ctx.log_metrics(checks)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(list(rows), list(rows.values()))
+    ax.axhline(cfg.ppl_ratio_target * rows["teacher"], color="k", ls="--", label="target")
+    ax.set_ylabel("held-out perplexity")
+    ax.legend()
+    plt.setp(ax.get_xticklabels(), rotation=20)
+    fig.tight_layout()
+    ctx.log_figure(fig, "perplexity.png")
+    return {"table": str(ctx.output_dir / "results.md"), **checks}

@@ -1,0 +1,129 @@
+"""Teachers: Hugging Face causal LMs that can return their attention probabilities.
+
+No pretrained causal LM is available offline, so ``build_phi_teacher`` makes a small Phi-style
+model (parallel attention/MLP block, partial RoPE) that ``training.train_causal_lm`` trains.
+A teacher from a path is loaded with eager attention (the only kind that returns attention
+probabilities); ``prepare_teacher`` switches or refuses any other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, Field
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    PhiConfig,
+    PhiForCausalLM,
+    PreTrainedModel,
+)
+
+SUPPORTED_FAMILIES = ("phi",)
+
+
+class TeacherConfig(BaseModel):
+    """Size of a Phi-style teacher trained from scratch."""
+
+    model_config = {"extra": "forbid"}
+
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(512, ge=8)
+    partial_rotary_factor: float = Field(0.5, gt=0, le=1)
+    rope_theta: float = 10000.0
+    max_position_embeddings: int = Field(16384, ge=16)
+
+
+def build_phi_teacher(cfg: TeacherConfig, vocab_size: int) -> PhiForCausalLM:
+    if cfg.hidden_size % cfg.num_heads:
+        raise ValueError(
+            f"hidden_size {cfg.hidden_size} not divisible by num_heads {cfg.num_heads}"
+        )
+    config = PhiConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        partial_rotary_factor=cfg.partial_rotary_factor,
+        rope_theta=cfg.rope_theta,
+        max_position_embeddings=cfg.max_position_embeddings,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attention_dropout=0.0,
+        tie_word_embeddings=False,
+    )
+    return PhiForCausalLM._from_config(config, attn_implementation="eager")
+
+
+def prepare_teacher(model: PreTrainedModel) -> PreTrainedModel:
+    """Check the family and make attention probabilities available (eager attention), frozen."""
+    family = model.config.model_type
+    if family not in SUPPORTED_FAMILIES:
+        raise ValueError(
+            f"teacher family {family!r} is not supported for student initialisation; "
+            f"supported: {SUPPORTED_FAMILIES}"
+        )
+    if model.config._attn_implementation != "eager":
+        try:
+            model.set_attn_implementation("eager")
+        except Exception as err:  # noqa: BLE001 - any failure means we cannot get probabilities
+            raise ValueError(
+                f"teacher uses {model.config._attn_implementation!r} attention, which cannot return "
+                "attention probabilities, and could not be switched to 'eager'"
+            ) from err
+    model.eval().requires_grad_(False)
+    return model
+
+
+def load_teacher(path: str | Path, device: str = "cpu") -> PreTrainedModel:
+    """Load a saved causal LM as a teacher (eager attention, frozen)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no Hugging Face model at {path} (config.json missing)")
+    family = AutoConfig.from_pretrained(path).model_type
+    if family not in SUPPORTED_FAMILIES:
+        raise ValueError(
+            f"teacher at {path} is a {family!r} model; supported: {SUPPORTED_FAMILIES}"
+        )
+    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager")
+    return prepare_teacher(model).to(device)
+
+
+@torch.no_grad()
+def teacher_layer_io(
+    teacher: PreTrainedModel, input_ids: torch.Tensor
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """Run the teacher once and collect, per decoder layer, its input, its output and its
+    attention probabilities; also the logits.
+
+    Inputs/outputs are captured with forward hooks on the decoder layers (what the
+    ``hidden_states`` tuple holds at its ends differs between models and versions).
+    Returns inputs[i], outputs[i]: (b, l, d); attentions[i]: (b, h, l, l); logits (b, l, vocab).
+    """
+    layers = teacher.model.layers
+    inputs: list[torch.Tensor] = [None] * len(layers)  # type: ignore[list-item]
+    outputs: list[torch.Tensor] = [None] * len(layers)  # type: ignore[list-item]
+
+    def hook(index):
+        def record(module, args, kwargs, output):
+            inputs[index] = args[0] if args else kwargs["hidden_states"]
+            outputs[index] = output[0] if isinstance(output, tuple) else output
+
+        return record
+
+    handles = [
+        layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)
+    ]
+    try:
+        result = teacher(input_ids, output_attentions=True, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if result.attentions is None or any(a is None for a in result.attentions):
+        raise RuntimeError("teacher returned no attention probabilities; is attention eager?")
+    return inputs, outputs, list(result.attentions), result.logits
