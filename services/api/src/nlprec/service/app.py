@@ -56,7 +56,7 @@ def create_app(config: ServiceConfig | None = None, loaders: ModelLoaders | None
     app.state.config = config
     app.state.metrics = metrics
     install_problem_handlers(app)
-    app.include_router(api_router(request_models(config.limits)))
+    app.include_router(api_router(request_models(config.limits), config.read_token is not None))
     # Outermost last: metrics see every request, including those the body limit refuses.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.limits.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -99,12 +99,11 @@ def _read_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     text = path.read_text()
+    is_toml = path.suffix == ".toml"
     try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        data = tomllib.loads(text) if is_toml else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
-        raise ConfigError(
-            f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {error}"
-        ) from error
+        raise ConfigError(f"{path}: not valid {'TOML' if is_toml else 'YAML'}: {error}") from error
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -28,8 +28,9 @@ from nlprec.service.schemas import (
 from nlprec.service.search_backend import ScoredDocument
 
 SNIPPET_CHARS = 240
-READ_ERRORS = problem_responses(401, 404, 409, 413, 422, 503)
-WRITE_ERRORS = problem_responses(401, 403, 404, 413, 422, 503)
+# 400: a body that is not UTF-8 JSON at all; 413: over limits.max_body_bytes; 503: still loading.
+READ_ERRORS = problem_responses(400, 401, 404, 409, 413, 422, 503)
+WRITE_ERRORS = problem_responses(400, 401, 403, 404, 413, 422, 503)
 
 
 def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
@@ -56,9 +57,11 @@ def _served(request: Request) -> ServedModels:
     return request.app.state.models
 
 
-def api_router(models: RequestModels) -> APIRouter:
+def api_router(models: RequestModels, reads_need_token: bool) -> APIRouter:
+    """The /v1 routes; reads declare (and check) the bearer token only when one is configured."""
     router = APIRouter(prefix="/v1")
-    reads = {"dependencies": [Depends(require_read)], "responses": READ_ERRORS}
+    read_checks = [Depends(require_read)] if reads_need_token else []
+    reads = {"dependencies": read_checks, "responses": READ_ERRORS}
     writes = {"dependencies": [Depends(require_write)], "responses": WRITE_ERRORS}
 
     @router.post("/search", tags=["search"], **reads)

@@ -9,9 +9,18 @@ from dataclasses import dataclass
 from typing import Annotated, Literal, Self
 
 from nlprec.service.config import Limits
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 SearchMode = Literal["bm25", "dense", "hybrid"]
+# Requests are strict: `"k": "5"` or `"timestamp": false` is a 422, not silently coerced.
+STRICT = ConfigDict(extra="forbid", strict=True)
 
 
 # ---------------------------------------------------------------- responses
@@ -103,15 +112,23 @@ class Readiness(BaseModel):
 
 
 class EventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     user_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     item: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     timestamp: float = Field(
-        allow_inf_nan=False, description="seconds since the epoch (listening time or basket time)"
+        ge=0,
+        allow_inf_nan=False,
+        description="seconds since the epoch (listening or basket time); "
+        "more than a day in the future is refused",
     )
     event_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
         description="idempotency key: an event_id seen before is ignored"
     )
+
+
+def _whole_number(value: object) -> object:
+    # JSON Schema's "integer" includes 5.0; strict mode alone would refuse it.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 @dataclass(frozen=True)
@@ -127,36 +144,45 @@ class RequestModels:
 def request_models(limits: Limits) -> RequestModels:
     """Request bodies whose constraints are the configured limits."""
     Query = Annotated[str, StringConstraints(min_length=1, max_length=limits.max_query_chars)]
+    # Field before the validator: the other order loses minimum/maximum in the JSON schema.
     K = Annotated[
-        int, Field(ge=1, le=limits.max_k, description=f"results wanted (1-{limits.max_k})")
+        int,
+        Field(ge=1, le=limits.max_k, description=f"results wanted (1-{limits.max_k})"),
+        BeforeValidator(_whole_number),
     ]
     Document = Annotated[str, StringConstraints(max_length=limits.max_document_chars)]
     Item = Annotated[str, StringConstraints(min_length=1, max_length=200)]
     batch = {"min_length": 1, "max_length": limits.max_batch}
 
     class SearchRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = STRICT
         query: Query
         k: K = 10
         mode: SearchMode = "hybrid"
         rerank: bool = False
 
     class BatchSearchRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = STRICT
         queries: list[Query] = Field(**batch)
         k: K = 10
         mode: SearchMode = "hybrid"
         rerank: bool = False
 
     class RerankRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = STRICT
         query: Query
         documents: list[Document] = Field(**batch)
 
     class RecommendRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        user_id: Item | None = None
-        history: list[Item] | None = Field(
+        # Either field may be left out, not both; they are typed without null so the schema
+        # (string / array, plus the anyOf below) says exactly what is accepted.
+        model_config = ConfigDict(
+            extra="forbid",
+            strict=True,
+            json_schema_extra={"anyOf": [{"required": ["user_id"]}, {"required": ["history"]}]},
+        )
+        user_id: Item = Field(None, description="a known user (unknown users get the fallback)")
+        history: list[Item] = Field(
             None,
             max_length=limits.max_history,
             description="items, oldest first: instead of user_id, or added to that user's history",
@@ -171,17 +197,17 @@ def request_models(limits: Limits) -> RequestModels:
             return self
 
     class EventsRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = STRICT
         events: list[EventIn] = Field(**batch)
 
     class DocumentIn(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = STRICT
         id: Item
         title: Document = ""
         text: Document
 
     class DocumentsRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = STRICT
         documents: list[DocumentIn] = Field(**batch)
 
     return RequestModels(
