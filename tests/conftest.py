@@ -25,9 +25,24 @@ def shared_data() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def _migrated_mlflow_db(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store, migrated once per session (migrations take seconds each time)."""
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments()
+    mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models()
+    return folder / "mlflow.db"
+
+
 @pytest.fixture()
-def nlprec_env(tmp_path, monkeypatch) -> Path:
+def nlprec_env(tmp_path, monkeypatch, _migrated_mlflow_db) -> Path:
     """An isolated NLPREC_HOME: the MLflow store, artifacts and step cache go under tmp_path."""
+    import shutil
+
+    shutil.copy(_migrated_mlflow_db, tmp_path / "mlflow.db")
     monkeypatch.setenv("NLPREC_HOME", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)

@@ -1,0 +1,171 @@
+"""The `nlprec` command: run, list, show, cache, ui.
+
+User errors (a bad pipeline file, a bad --set, a missing dataset or model) print one line and exit 2;
+a failing step exits 1 after its runs are marked FAILED; Ctrl-C exits 130 with the runs marked KILLED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+from nlprec.core.errors import UserError
+
+EXIT_STEP_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nlprec", description="Run and inspect nlprec pipelines.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a pipeline YAML")
+    run.add_argument("pipeline", help="path to pipelines/<name>.yaml")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a value, e.g. params.data=DIR or steps.train.with.epochs=2")
+    run.add_argument("--summary", type=Path, help="write the run summary JSON here")
+    run.add_argument("--force", action="append", default=[], metavar="STEP",
+                     help="re-run STEP (and what needs it) even if cached")
+    run.add_argument("--no-cache", action="store_true", help="run every step, ignoring the cache")
+    run.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+
+    lst = sub.add_parser("list", help="list pipelines with their descriptions")
+    lst.add_argument("--dir", type=Path, default=Path("pipelines"))
+
+    show = sub.add_parser("show", help="show a run: steps, status, cache hits, metrics")
+    show.add_argument("run_id")
+
+    cache = sub.add_parser("cache", help="inspect or prune the step cache")
+    cache.add_argument("action", choices=["ls", "prune"])
+    cache.add_argument("--older-than-days", type=float, default=None)
+
+    ui = sub.add_parser("ui", help="start the MLflow UI on the local store")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from nlprec.core.runner import Runner, StepFailed
+    from nlprec.core.spec import load_pipeline
+
+    pipeline = load_pipeline(args.pipeline, args.overrides)
+    runner = Runner(track=not args.no_track)
+    try:
+        summary = runner.run(pipeline, force=set(args.force), use_cache=not args.no_cache,
+                             summary_path=args.summary)
+    except StepFailed as failure:
+        if isinstance(failure.cause, UserError):
+            print(f"nlprec: error: step {failure.step!r}: {failure.cause}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        if args.verbose:
+            raise
+        print(f"nlprec: {failure} (rerun with -v for the traceback)", file=sys.stderr)
+        return EXIT_STEP_FAILED
+    if not args.summary:
+        print(json.dumps({"run_id": summary.run_id, "metrics": summary.metrics}, indent=2))
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    import yaml
+
+    files = sorted(args.dir.glob("*.yaml"))
+    if not files:
+        raise UserError(f"no pipelines in {args.dir}")
+    width = max(len(f.stem) for f in files)
+    for file in files:
+        try:
+            description = (yaml.safe_load(file.read_text()) or {}).get("description", "")
+        except yaml.YAMLError:
+            description = "(invalid YAML)"
+        print(f"{file.stem:<{width}}  {description}")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    import mlflow
+    from nlprec.core.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    try:
+        parent = client.get_run(args.run_id)
+    except Exception:
+        raise UserError(f"no run {args.run_id!r} in {tracking_uri()}") from None
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{args.run_id}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    print(f"{parent.data.tags.get('nlprec.pipeline', parent.info.run_name)}  {args.run_id}  {parent.info.status}")
+    for child in children:
+        tags = child.data.tags
+        cached = " (cached)" if tags.get("cache_hit") == "true" else ""
+        print(f"  {tags.get('nlprec.step', child.info.run_name):<24} {child.info.status:<9}{cached}")
+        for key, value in sorted(child.data.metrics.items()):
+            print(f"      {key} = {value:.4f}")
+    return 0
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from nlprec.core.cache import StepCache
+    from nlprec.core.paths import cache_root
+
+    cache = StepCache(cache_root())
+    if args.action == "ls":
+        rows = cache.entries()
+        for row in rows:
+            print(f"{row['entry']:<60} {row['bytes'] / 1e6:9.2f} MB")
+        print(f"{len(rows)} entries in {cache.root}")
+    else:
+        removed = cache.prune(older_than_days=args.older_than_days)
+        print(f"removed {removed} entries from {cache.root}")
+    return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from nlprec.core.tracking import artifact_root, tracking_uri
+
+    uri = tracking_uri()
+    print(f"MLflow UI for {uri}: http://{args.host}:{args.port}", flush=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+               "--port", str(args.port)]
+    if uri.startswith("sqlite:"):
+        command += ["--default-artifact-root", str(artifact_root())]
+    return subprocess.call(command)
+
+
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "show": _cmd_show, "cache": _cmd_cache, "ui": _cmd_ui}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        warnings.filterwarnings("ignore")
+        for noisy in ("mlflow", "alembic", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as error:
+        print(f"nlprec: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("nlprec: interrupted; finished steps are cached, rerun to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def entry_point() -> None:
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

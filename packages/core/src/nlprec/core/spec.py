@@ -1,0 +1,279 @@
+"""Pipeline files: YAML -> validated `Pipeline`, with interpolation, overrides and step resolution.
+
+Everything here runs before any step does, so a malformed pipeline fails in well under a second with
+one message that names the file, the offending key and what was expected.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import importlib
+import inspect
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from nlprec.core.errors import PipelineError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]*$"
+_REFERENCE = re.compile(r"\$\{([^}]+)\}")
+
+
+class StepSpec(BaseModel):
+    """One `steps:` entry."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=_NAME_PATTERN)
+    uses: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module:function")
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    needs: list[str] = Field(default_factory=list)
+    description: str = ""
+
+
+class PipelineSpec(BaseModel):
+    """A whole pipeline file."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=_NAME_PATTERN)
+    description: str = ""
+    experiment: str = Field(default="nlprec", min_length=1)
+    seed: int = 0
+    params: dict[str, Any] = Field(default_factory=dict)
+    steps: list[StepSpec] = Field(min_length=1)
+
+
+class ResolvedStep(BaseModel):
+    """A step whose function was imported and whose `with:` passed its config class."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    spec: StepSpec
+    function: Callable[..., dict]
+    config: BaseModel
+
+
+class Pipeline(BaseModel):
+    """A validated pipeline: steps in a runnable order, each with its parsed config."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    file: str
+    spec: PipelineSpec
+    steps: list[ResolvedStep]  # topological order
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+def _coerce_override(text: str) -> Any:
+    """`--set a.b=VALUE`: VALUE is read as YAML, so 3 is an int, true a bool, [1,2] a list."""
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: list[str], file: str) -> dict:
+    """Apply `a.b=c` overrides to the raw YAML mapping. `steps.<name>.with.x=...` addresses a step."""
+    for item in overrides:
+        if "=" not in item:
+            raise PipelineError(file, item, "an override must look like key.path=value")
+        dotted, value = item.split("=", 1)
+        parts = [p for p in dotted.strip().split(".") if p]
+        if not parts:
+            raise PipelineError(file, item, "an override needs a key before '='")
+        target: Any = raw
+        for depth, part in enumerate(parts[:-1]):
+            if isinstance(target, list):  # steps.<name>
+                matches = [s for s in target if isinstance(s, dict) and s.get("name") == part]
+                if not matches:
+                    raise PipelineError(file, ".".join(parts[: depth + 1]), "no step of that name")
+                target = matches[0]
+                continue
+            if not isinstance(target, dict):
+                raise PipelineError(file, ".".join(parts[:depth]), "is not a mapping")
+            target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise PipelineError(file, dotted, "its parent is not a mapping")
+        target[parts[-1]] = _coerce_override(value)
+    return raw
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise PipelineError(str(path), "<file>", "no such pipeline file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "<yaml>"
+        raise PipelineError(str(path), where, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise PipelineError(str(path), "<top level>", "expected a mapping with name, steps, ...")
+    return raw
+
+
+# ---------------------------------------------------------------- interpolation
+
+
+def _lookup(expr: str, params: dict, file: str, key: str) -> Any:
+    if expr.startswith("params."):
+        value: Any = params
+        for part in expr.split(".")[1:]:
+            if not isinstance(value, dict) or part not in value:
+                raise PipelineError(file, key, f"${{{expr}}} names no pipeline param")
+            value = value[part]
+        return value
+    name, _, default = expr.partition(":-")
+    if name in os.environ:
+        return os.environ[name]
+    if default or expr.endswith(":-"):
+        return default
+    if name == "NLPREC_DATA":
+        from nlprec.core.data import data_root
+
+        return str(data_root())
+    raise PipelineError(file, key, f"${{{name}}} is not set in the environment (use ${{{name}:-default}})")
+
+
+def interpolate(value: Any, params: dict, file: str, key: str) -> Any:
+    """Replace `${params.x}` and `${ENV}` / `${ENV:-default}`. A whole-string reference keeps its type."""
+    if isinstance(value, str):
+        whole = _REFERENCE.fullmatch(value)
+        if whole:
+            return interpolate(_lookup(whole.group(1), params, file, key), params, file, key)
+        return _REFERENCE.sub(lambda m: str(_lookup(m.group(1), params, file, key)), value)
+    if isinstance(value, dict):
+        return {k: interpolate(v, params, file, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, params, file, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _describe_validation(exc: ValidationError, prefix: str) -> tuple[str, str]:
+    """The first pydantic error as (dotted key, readable message)."""
+    first = exc.errors()[0]
+    location = ".".join(str(p) for p in first["loc"] if p != "with_")
+    location = location.replace("with_", "with")
+    key = f"{prefix}.{location}" if prefix and location else (prefix or location or "<top level>")
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return key, "unknown key"
+    if kind == "missing":
+        return key, "required key is missing"
+    expected = first["msg"]
+    got = first.get("input")
+    shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+    return key, f"{expected} (got {shown})"
+
+
+def import_step_function(uses: str, file: str, key: str) -> Callable[..., dict]:
+    module_name, _, function_name = uses.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise PipelineError(file, key, f"cannot import module {module_name!r} ({exc})") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise PipelineError(file, key, f"module {module_name!r} has no function {function_name!r}")
+    return function
+
+
+def config_class_of(function: Callable, file: str, key: str) -> type[BaseModel]:
+    """A step is `fn(ctx, cfg: SomeConfig)`; SomeConfig must be a pydantic model."""
+    parameters = list(inspect.signature(function).parameters.values())
+    if len(parameters) != 2:
+        raise PipelineError(file, key, f"{function.__qualname__} must take (ctx, cfg)")
+    hints = inspect.get_annotations(function, eval_str=True)
+    config_class = hints.get(parameters[1].name)
+    if not (inspect.isclass(config_class) and issubclass(config_class, BaseModel)):
+        raise PipelineError(file, key, f"{function.__qualname__}'s cfg must be annotated with a pydantic model")
+    return config_class
+
+
+def _order_steps(spec: PipelineSpec, file: str) -> list[StepSpec]:
+    by_name: dict[str, StepSpec] = {}
+    for index, step in enumerate(spec.steps):
+        if step.name in by_name:
+            raise PipelineError(file, f"steps[{index}].name", f"duplicate step name {step.name!r}")
+        by_name[step.name] = step
+    graph = {}
+    for step in spec.steps:
+        for upstream in step.needs:
+            if upstream not in by_name:
+                known = ", ".join(by_name)
+                raise PipelineError(file, f"steps.{step.name}.needs", f"no step named {upstream!r} (steps: {known})")
+        graph[step.name] = step.needs
+    sorter = graphlib.TopologicalSorter(graph)
+    try:
+        order = list(sorter.static_order())
+    except graphlib.CycleError as exc:
+        cycle = " -> ".join(exc.args[1])
+        raise PipelineError(file, "steps.needs", f"cycle in needs: {cycle}") from None
+    position = {s.name: i for i, s in enumerate(spec.steps)}
+    # static_order is a valid order; re-sort stably by file order within what the graph allows.
+    return _stable_topological(order, graph, position, by_name)
+
+
+def _stable_topological(order, graph, position, by_name) -> list[StepSpec]:
+    done: set[str] = set()
+    remaining = sorted(order, key=position.get)
+    result = []
+    while remaining:
+        for name in remaining:
+            if all(u in done for u in graph[name]):
+                result.append(by_name[name])
+                done.add(name)
+                remaining.remove(name)
+                break
+    return result
+
+
+def _reject_unknown_keys(config_class: type[BaseModel], values: dict, file: str, key: str) -> None:
+    """Unknown `with:` keys are errors even when a config class would silently ignore them."""
+    accepted = set()
+    for name, field in config_class.model_fields.items():
+        accepted |= {name, field.alias} if field.alias else {name}
+    unknown = sorted(set(values) - accepted)
+    if unknown and config_class.model_config.get("extra") != "allow":
+        expected = ", ".join(sorted(config_class.model_fields)) or "no keys"
+        raise PipelineError(file, f"{key}.{unknown[0]}", f"unknown key (expected one of: {expected})")
+
+
+def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipeline:
+    """Read, override, interpolate and validate a pipeline file; import every step and check its config."""
+    path = Path(path)
+    file = str(path)
+    raw = apply_overrides(_read_yaml(path), overrides or [], file)
+    try:
+        spec = PipelineSpec.model_validate(raw)
+    except ValidationError as exc:
+        key, message = _describe_validation(exc, "")
+        if key.startswith("steps."):  # name the step rather than its index when we can
+            parts = key.split(".")
+            index = int(parts[1]) if parts[1].isdigit() else None
+            steps = raw.get("steps") or []
+            if index is not None and index < len(steps) and isinstance(steps[index], dict) and steps[index].get("name"):
+                key = ".".join(["steps", str(steps[index]["name"]), *parts[2:]])
+        raise PipelineError(file, key, message) from None
+    params = interpolate(spec.params, spec.params, file, "params")
+    spec = spec.model_copy(update={"params": params})
+    resolved = []
+    for step in _order_steps(spec, file):
+        key = f"steps.{step.name}"
+        function = import_step_function(step.uses, file, f"{key}.uses")
+        config_class = config_class_of(function, file, f"{key}.uses")
+        config_values = interpolate(step.with_, params, file, f"{key}.with")
+        _reject_unknown_keys(config_class, config_values, file, f"{key}.with")
+        try:
+            config = config_class.model_validate(config_values)
+        except ValidationError as exc:
+            sub_key, message = _describe_validation(exc, f"{key}.with")
+            raise PipelineError(file, sub_key, message) from None
+        resolved.append(ResolvedStep(spec=step, function=function, config=config))
+    return Pipeline(file=file, spec=spec, steps=resolved)

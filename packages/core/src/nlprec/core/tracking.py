@@ -1,0 +1,225 @@
+"""MLflow tracking for the runner: one parent run per invocation, one nested child run per step.
+
+Only the runner and `StepContext` talk to MLflow. The default store is a SQLite file and an artifact
+folder under `NLPREC_HOME` (the working directory by default); `MLFLOW_TRACKING_URI` pointing at an
+`mlflow server` works unchanged. SQLite allows one writer at a time, so every write to a local store
+goes through a file lock: two invocations at once wait for each other instead of failing with
+"database is locked" or racing on the first schema migration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from nlprec.core.paths import nlprec_home
+
+_MLFLOW_PARAM_LIMIT = 6000
+_UNSAFE_KEY_CHARS = re.compile(r"[^\w.\- /:]")
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{nlprec_home() / 'mlflow.db'}"
+
+
+def artifact_root() -> Path:
+    return nlprec_home() / "mlartifacts"
+
+
+def mlflow_key(key: str) -> str:
+    """MLflow forbids '@' and a few other characters in names: `ndcg@10` is stored as `ndcg_at_10`."""
+    return _UNSAFE_KEY_CHARS.sub("_", key.replace("@", "_at_"))
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def nlprec_versions() -> dict[str, str]:
+    versions = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"] or ""
+        if name.startswith("nlprec-") or name in {"torch", "transformers", "sentence-transformers", "mlflow"}:
+            versions[name] = dist.version
+    return dict(sorted(versions.items()))
+
+
+def content_digest(path: Path, limit_bytes: int = 512 * 2**20) -> str:
+    """sha256 of a file's or folder's content (names + bytes); past `limit_bytes`, of names, sizes, mtimes."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    total = sum(f.stat().st_size for f in files)
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path.parent if path.is_file() else path)).encode())
+        if total <= limit_bytes:
+            with open(file, "rb") as handle:
+                for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                    digest.update(block)
+        else:
+            stat = file.stat()
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+class Tracker:
+    """Thin wrapper over MLflow's fluent API, serialised by a file lock for local stores."""
+
+    def __init__(self) -> None:
+        import mlflow
+
+        self.mlflow = mlflow
+        self.uri = tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        local = self.uri.startswith("sqlite:///")
+        lock_path = self.uri.removeprefix("sqlite:///") + ".lock" if local else None
+        self._lock = FileLock(lock_path, timeout=600) if lock_path else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        with self._lock:
+            yield
+
+    # ------------------------------------------------------------------ runs
+
+    def experiment_id(self, name: str) -> str:
+        with self.locked():
+            experiment = self.mlflow.get_experiment_by_name(name)
+            if experiment is not None:
+                return experiment.experiment_id
+            location = artifact_root().as_uri() if self.uri.startswith("sqlite:") else None
+            return self.mlflow.create_experiment(name, artifact_location=location)
+
+    def start_run(self, experiment_id: str, run_name: str, nested: bool, tags: dict[str, str]) -> str:
+        with self.locked():
+            run = self.mlflow.start_run(
+                experiment_id=experiment_id, run_name=run_name, nested=nested, tags=tags
+            )
+        return run.info.run_id
+
+    def end_run(self, status: str) -> None:
+        """End the active run with FINISHED, FAILED or KILLED."""
+        with self.locked():
+            self.mlflow.end_run(status=status)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        with self.locked():
+            self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    # ------------------------------------------------------------------ logging
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        flat = {mlflow_key(k): str(v)[:_MLFLOW_PARAM_LIMIT] for k, v in flatten(params).items()}
+        items = list(flat.items())
+        with self.locked():
+            for start in range(0, len(items), 100):
+                self.mlflow.log_params(dict(items[start : start + 100]))
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        with self.locked():
+            self.mlflow.log_metrics({mlflow_key(k): float(v) for k, v in metrics.items()}, step=step)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        with self.locked():
+            if path.is_dir():
+                self.mlflow.log_artifacts(str(path), artifact_path or path.name)
+            else:
+                self.mlflow.log_artifact(str(path), artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        with self.locked():
+            self.mlflow.log_text(text, name)
+
+    def log_dict(self, obj: Any, name: str) -> None:
+        with self.locked():
+            self.mlflow.log_text(json.dumps(obj, indent=2, default=str), name)
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        with self.locked():
+            self.mlflow.log_figure(figure, name)
+
+    def log_input(self, name: str, source: str, digest: str | None, context: str | None) -> None:
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        if digest is None and Path(source).exists():
+            digest = content_digest(Path(source))
+        dataset = MetaDataset(resolve_dataset_source(str(source)), name=name, digest=digest)
+        with self.locked():
+            self.mlflow.log_input(dataset, context=context)
+
+    def log_model(self, model: Any, name: str, flavor: str, alias: str | None) -> str:
+        """Log `model` with an MLflow flavor, register it as `name` and point `alias` at the new version."""
+        mlflow = self.mlflow
+        with self.locked():
+            if flavor == "dir":
+                import mlflow.pyfunc
+
+                code = Path(__file__).with_name("_dir_model.py")
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(code),
+                    artifacts={"model_dir": str(model)},
+                    registered_model_name=name,
+                    pip_requirements=["nlprec-core"],
+                )
+            elif flavor == "sentence_transformers":
+                import mlflow.sentence_transformers
+
+                info = mlflow.sentence_transformers.log_model(
+                    _as_sentence_transformer(model), name="model", registered_model_name=name,
+                    pip_requirements=["sentence-transformers"],
+                )
+            elif flavor == "transformers":
+                import mlflow.transformers
+
+                info = mlflow.transformers.log_model(
+                    model, name="model", registered_model_name=name, pip_requirements=["transformers"]
+                )
+            elif flavor == "pytorch":
+                import mlflow.pytorch
+
+                info = mlflow.pytorch.log_model(
+                    model, name="model", registered_model_name=name, pip_requirements=["torch"]
+                )
+            else:
+                raise ValueError(f"unknown model flavor {flavor!r}: expected dir, sentence_transformers, transformers or pytorch")
+            version = info.registered_model_version
+            if alias:
+                mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+        return f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
+
+
+def _as_sentence_transformer(model: Any) -> Any:
+    if isinstance(model, str | Path):
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(str(model), device="cpu")
+    return model
