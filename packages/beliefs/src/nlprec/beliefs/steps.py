@@ -1,0 +1,226 @@
+"""Pipeline steps (see pipelines/beliefs-*.yaml). Metrics are logged as ``<model>.<metric>``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from nlprec.beliefs.baselines import (
+    FlatPairModel,
+    MajorityBaseline,
+    predict_flat,
+    predict_last_mention,
+    train_flat,
+)
+from nlprec.beliefs.metrics import accuracy_by, evaluate
+from nlprec.beliefs.model import BreakpointConfig, BreakpointModel
+from nlprec.beliefs.records import Story
+from nlprec.beliefs.sources import SourceConfig, load_sources
+from nlprec.beliefs.training import TrainConfig, predict_breakpoint, train_breakpoint
+from nlprec.core.data import read_jsonl, write_jsonl_atomic
+from nlprec.core.step import StepContext
+from pydantic import BaseModel, Field
+
+MAX_CPU_THREADS = 2
+
+
+def _threads() -> None:
+    torch.set_num_threads(min(MAX_CPU_THREADS, torch.get_num_threads()))
+
+
+def _stories(path: str) -> list[Story]:
+    return [Story.from_dict(r) for r in read_jsonl(path)]
+
+
+def _save_predictions(path: Path, predictions: list[np.ndarray]) -> str:
+    np.savez_compressed(path, **{f"s{i}": p.astype(np.float16) for i, p in enumerate(predictions)})
+    return str(path)
+
+
+def _load_predictions(path: str) -> list[np.ndarray]:
+    with np.load(path) as data:
+        return [data[f"s{i}"].astype(np.float32) for i in range(len(data.files))]
+
+
+def _report(
+    ctx: StepContext, name: str, stories: list[Story], predictions: list[np.ndarray]
+) -> dict:
+    metrics = evaluate(stories, predictions)
+    ctx.log_metrics({f"{name}.{k}": v for k, v in metrics.items()})
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------- data
+def load(ctx: StepContext, cfg: SourceConfig) -> dict[str, Any]:
+    """Read (or generate) the stories; write train.jsonl and eval.jsonl."""
+    train, evaluation, described = load_sources(cfg)
+    out = ctx.output_dir
+    write_jsonl_atomic(out / "train.jsonl", (s.to_dict() for s in train))
+    write_jsonl_atomic(out / "eval.jsonl", (s.to_dict() for s in evaluation))
+    if cfg.data != "generated":
+        ctx.log_input(name=Path(cfg.data).name, source=cfg.data, context="train")
+    ctx.log_params(
+        {"data": cfg.data, "eval_set": described, "n_train": len(train), "n_eval": len(evaluation)}
+    )
+    return {
+        "train": str(out / "train.jsonl"),
+        "eval": str(out / "eval.jsonl"),
+        "n_train": len(train),
+        "n_eval": len(evaluation),
+        "eval_set": described,
+    }
+
+
+# ---------------------------------------------------------------------------------------- models
+class BreakpointStepConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    name: str = Field("breakpoint", description="metric prefix")
+    model: BreakpointConfig = BreakpointConfig()
+    train: TrainConfig = TrainConfig()
+    eval_batch_size: int = Field(32, ge=1)
+    register_as: str | None = None
+
+
+def breakpoint_model(ctx: StepContext, cfg: BreakpointStepConfig) -> dict[str, Any]:
+    """Train the breakpoint transformer, evaluate it, save and register it."""
+    _threads()
+    data = ctx.inputs["load"]
+    train_stories, eval_stories = _stories(data["train"]), _stories(data["eval"])
+    if not train_stories:
+        return {"skipped": "no training stories"}
+    ctx.log_params({"model": cfg.model.model_dump(), "train": cfg.train.model_dump()})
+    model = BreakpointModel(cfg.model)
+    stats = train_breakpoint(model, train_stories, cfg.train, ctx.device)
+    predictions, infer_rate = predict_breakpoint(
+        model, eval_stories, ctx.device, cfg.eval_batch_size
+    )
+    _report(ctx, cfg.name, eval_stories, predictions)
+    out = ctx.output_dir
+    efficiency = {**stats, "infer_pairs_per_s": infer_rate, "device": ctx.device}
+    ctx.log_dict(efficiency, f"{cfg.name}_efficiency.json")
+    model_dir = model.save(out / "model")
+    if cfg.register_as:
+        ctx.log_model(model_dir, name=cfg.register_as, flavor="dir")
+    return {
+        "model_dir": str(model_dir),
+        "name": cfg.name,
+        "efficiency": efficiency,
+        "predictions": _save_predictions(out / "predictions.npz", predictions),
+    }
+
+
+class FlatStepConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    name: str = "flat"
+    encoder: str = "minilm"
+    encoder_layers: int | None = Field(None, ge=1)
+    hypothesis_only: bool = False
+    train: TrainConfig = TrainConfig(batch_size=64)
+    pairs_per_epoch: int | None = Field(None, ge=1, description="sample this many pairs per epoch")
+    eval_batch_size: int = Field(128, ge=1)
+
+
+def flat(ctx: StepContext, cfg: FlatStepConfig) -> dict[str, Any]:
+    """The flat pairwise cross-encoder (or its hypothesis-only variant)."""
+    _threads()
+    data = ctx.inputs["load"]
+    train_stories, eval_stories = _stories(data["train"]), _stories(data["eval"])
+    if not train_stories:
+        return {"skipped": "no training stories"}
+    ctx.log_params(cfg.model_dump())
+    model = FlatPairModel(cfg.encoder, cfg.encoder_layers, cfg.hypothesis_only)
+    stats = train_flat(model, train_stories, cfg.train, ctx.device, cfg.pairs_per_epoch)
+    predictions, infer_rate = predict_flat(model, eval_stories, ctx.device, cfg.eval_batch_size)
+    _report(ctx, cfg.name, eval_stories, predictions)
+    efficiency = {**stats, "infer_pairs_per_s": infer_rate, "device": ctx.device}
+    ctx.log_dict(efficiency, f"{cfg.name}_efficiency.json")
+    return {
+        "name": cfg.name,
+        "efficiency": efficiency,
+        "predictions": _save_predictions(ctx.output_dir / "predictions.npz", predictions),
+    }
+
+
+class RuleBaselinesConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+def rule_baselines(ctx: StepContext, cfg: RuleBaselinesConfig) -> dict[str, Any]:
+    """majority (most frequent training label) and last_mention."""
+    data = ctx.inputs["load"]
+    train_stories, eval_stories = _stories(data["train"]), _stories(data["eval"])
+    out: dict[str, Any] = {}
+    baselines = {"last_mention": predict_last_mention(eval_stories)}
+    if train_stories:
+        baselines["majority"] = MajorityBaseline().fit(train_stories).predict(eval_stories)
+    for name, predictions in baselines.items():
+        _report(ctx, name, eval_stories, predictions)
+        out[name] = _save_predictions(ctx.output_dir / f"{name}.npz", predictions)
+    return {"predictions": out}
+
+
+# ---------------------------------------------------------------------------------------- report
+class CompareConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    group_by: str = Field("length", description="story meta field for the accuracy breakdown")
+
+
+def _collect_predictions(ctx: StepContext) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for output in ctx.inputs.values():
+        predictions = output.get("predictions")
+        if isinstance(predictions, str):
+            found[output["name"]] = predictions
+        elif isinstance(predictions, dict):
+            found.update(predictions)
+    return found
+
+
+def compare(ctx: StepContext, cfg: CompareConfig) -> dict[str, Any]:
+    """One table of every model's metrics and a figure of accuracy by ``group_by``."""
+    eval_stories = _stories(ctx.inputs["load"]["eval"])
+    rows, breakdown = [], {}
+    for name, path in _collect_predictions(ctx).items():
+        predictions = _load_predictions(path)
+        rows.append({"model": name, **evaluate(eval_stories, predictions)})
+        breakdown[name] = accuracy_by(eval_stories, predictions, cfg.group_by)
+    columns = ["model", "prop_acc", "macro_f1", "all_correct", "constraint_violation", "qa_acc"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [row["model"]] + [
+            f"{row[c]:.4f}" if isinstance(row.get(c), float) else "–" for c in columns[1:]
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n"
+    out = ctx.output_dir
+    (out / "comparison.md").write_text(table)
+    (out / "breakdown.json").write_text(json.dumps(breakdown, indent=2))
+    ctx.log_text(table, "comparison.md")
+    ctx.log_dict(breakdown, f"accuracy_by_{cfg.group_by}.json")
+    ctx.log_figure(_breakdown_figure(breakdown, cfg.group_by), f"accuracy_by_{cfg.group_by}.png")
+    ctx.logger.info("model comparison\n%s", table)
+    return {"table": str(out / "comparison.md"), "breakdown": str(out / "breakdown.json")}
+
+
+def _breakdown_figure(breakdown: dict[str, dict[str, float]], group_by: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    for name, values in breakdown.items():
+        keys = [k for k in values if k != "None"]
+        try:
+            keys.sort(key=float)
+        except ValueError:
+            keys.sort()
+        axis.plot(keys, [values[k] for k in keys], marker="o", label=name)
+    axis.set_xlabel(group_by)
+    axis.set_ylabel("proposition accuracy")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,144 @@
+"""Training and prediction loops shared by the breakpoint model and the flat baselines."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from nlprec.beliefs.losses import belief_cross_entropy, constraint_loss
+from nlprec.beliefs.model import BreakpointModel
+from nlprec.beliefs.records import Story
+from pydantic import BaseModel, Field
+from tqdm.auto import tqdm
+
+
+class TrainConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    head_lr: float = Field(1e-3, gt=0, description="learning rate of projection and scorer")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup: float = Field(0.1, ge=0, le=1, description="fraction of steps with linear warm-up")
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 0
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
+    """AdamW with a lower rate on the pretrained encoder, linear warm-up then linear decay."""
+    encoder_params = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
+    head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    optimizer = torch.optim.AdamW(
+        [{"params": encoder_params, "lr": cfg.lr}, {"params": head_params, "lr": cfg.head_lr}],
+        weight_decay=cfg.weight_decay,
+    )
+    warmup_steps = max(1, int(cfg.warmup * total_steps))
+
+    def schedule(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def fit(
+    model: torch.nn.Module,
+    make_batches: Callable[[random.Random], list[Any]],
+    step_loss: Callable[[Any], tuple[torch.Tensor, int]],
+    cfg: TrainConfig,
+    desc: str,
+) -> dict[str, float]:
+    """Generic loop: ``make_batches(rng)`` gives one epoch of batches, ``step_loss(batch)`` returns
+    (loss, number of scored pairs). Returns training statistics incl. pairs per second."""
+    rng = random.Random(cfg.seed)
+    n_batches = len(make_batches(random.Random(cfg.seed)))
+    optimizer, scheduler = make_optimizer(model, cfg, n_batches * cfg.epochs)
+    model.train()
+    pairs, started, last_loss = 0, time.perf_counter(), math.nan
+    for epoch in range(cfg.epochs):
+        bar = tqdm(make_batches(rng), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        for batch in bar:
+            loss, n_pairs = step_loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            pairs += n_pairs
+            last_loss = float(loss.detach())
+            bar.set_postfix(loss=f"{last_loss:.4f}")
+    _sync(model)
+    seconds = time.perf_counter() - started
+    model.eval()
+    return {"train_seconds": seconds, "train_pairs_per_s": pairs / seconds, "final_loss": last_loss}
+
+
+def _sync(model: torch.nn.Module) -> None:
+    if next(model.parameters()).is_cuda:
+        torch.cuda.synchronize()
+
+
+def story_batches(
+    stories: list[Story], batch_size: int, rng: random.Random | None
+) -> list[list[Story]]:
+    """Batches of similar length (shuffled between batches when ``rng`` is given)."""
+    order = sorted(range(len(stories)), key=lambda i: len(stories[i].sentences))
+    batches = [
+        [stories[i] for i in order[k : k + batch_size]] for k in range(0, len(order), batch_size)
+    ]
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def n_scored_pairs(stories: Iterable[Story]) -> int:
+    return sum(s.n_breakpoints * len(s.propositions) for s in stories)
+
+
+def train_breakpoint(
+    model: BreakpointModel, stories: list[Story], cfg: TrainConfig, device: str
+) -> dict[str, float]:
+    model.to(device)
+
+    def step_loss(batch_stories: list[Story]) -> tuple[torch.Tensor, int]:
+        batch = model.collate(batch_stories).to(device)
+        logits = model(batch)
+        loss = belief_cross_entropy(logits, batch.labels)
+        if model.cfg.constraint_weight > 0:
+            loss = loss + model.cfg.constraint_weight * constraint_loss(
+                logits, batch.constraints, batch.constraint_mask, batch.breakpoint_mask
+            )
+        return loss, n_scored_pairs(batch_stories)
+
+    return fit(
+        model, lambda rng: story_batches(stories, cfg.batch_size, rng), step_loss, cfg, "breakpoint"
+    )
+
+
+@torch.no_grad()
+def predict_breakpoint(
+    model: BreakpointModel, stories: list[Story], device: str, batch_size: int = 32
+) -> tuple[list[np.ndarray], float]:
+    """Probabilities [T, P, 3] per story (input order) and pairs scored per second."""
+    model.to(device).eval()
+    out: dict[str, np.ndarray] = {}
+    started = time.perf_counter()
+    for batch_stories in tqdm(
+        story_batches(stories, batch_size, None), desc="breakpoint predict", leave=False
+    ):
+        probs = model(model.collate(batch_stories).to(device)).float().softmax(-1).cpu().numpy()
+        for b, story in enumerate(batch_stories):
+            out[id(story)] = probs[b, : story.n_breakpoints, : len(story.propositions)]
+    seconds = time.perf_counter() - started
+    return [out[id(s)] for s in stories], n_scored_pairs(stories) / max(seconds, 1e-9)
+
+
+def iterate_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for k in range(0, len(items), size):
+        yield items[k : k + size]
