@@ -26,6 +26,7 @@ class Hit:
 
 
 def _tokens(text: str) -> list[str]:
+    text.encode("utf-8")  # like a real tokenizer, fail on text that is not valid Unicode
     return [t for t in "".join(c.lower() if c.isalnum() else " " for c in text).split() if t]
 
 
@@ -136,6 +137,8 @@ class FakeEngine:
         return dict(self.docs[doc_id])
 
     def add_documents(self, documents: list[dict]) -> None:
+        if any(d["id"] in self.docs for d in documents):
+            raise ValueError("document ids already in the engine")  # like the real engine
         for d in documents:
             self.docs[d["id"]] = {"id": d["id"], "title": d.get("title", ""), "text": d["text"]}
 

@@ -386,3 +386,25 @@ async def test_an_invalid_event_batch_is_refused_whole_and_not_logged(client):
         "/v1/events", content=not_finite, headers={**auth(), "content-type": "application/json"}
     )
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/search", b'{"query": "bone \\ud800"}'),
+        ("/v1/rerank", b'{"query": "bone", "documents": ["\\udfff"]}'),
+        ("/v1/recommend", b'{"history": ["milk\\ud800"]}'),
+    ],
+)
+async def test_lone_surrogates_are_a_422_not_a_tokenizer_crash(client, path, body):
+    response = await client.post(path, content=body, headers={"content-type": "application/json"})
+    assert_problem(response, 422, "unable to parse raw data as a unicode string")
+
+
+async def test_adding_an_existing_id_is_a_409(client):
+    body = {"documents": [{"id": "d1", "text": "replacement"}]}
+    assert_problem(
+        await client.post("/v1/documents", json=body, headers=auth()), 409, "DELETE them first"
+    )
+    assert (await client.delete("/v1/documents/d1", headers=auth())).status_code == 200
+    assert (await client.post("/v1/documents", json=body, headers=auth())).status_code == 201

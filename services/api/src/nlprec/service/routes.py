@@ -30,7 +30,7 @@ from nlprec.service.search_backend import ScoredDocument
 SNIPPET_CHARS = 240
 # 400: a body that is not UTF-8 JSON at all; 413: over limits.max_body_bytes; 503: still loading.
 READ_ERRORS = problem_responses(400, 401, 404, 409, 413, 422, 503)
-WRITE_ERRORS = problem_responses(400, 401, 403, 404, 413, 422, 503)
+WRITE_ERRORS = problem_responses(400, 401, 403, 404, 409, 413, 422, 503)
 
 
 def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
@@ -134,7 +134,7 @@ def api_router(models: RequestModels, reads_need_token: bool) -> APIRouter:
 
     @router.post("/documents", tags=["documents"], status_code=201, **writes)
     async def add_documents(body: models.documents, request: Request) -> DocumentsResponse:
-        """Add (or replace, by id) documents; saved before the answer, visible to the next search."""
+        """Add new documents (an id already indexed is a 409); saved before the answer."""
         backend = _served(request).require_search()
         documents = [document.model_dump() for document in body.documents]
         await backend.add_documents(documents)

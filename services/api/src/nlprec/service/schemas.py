@@ -110,20 +110,29 @@ class Readiness(BaseModel):
 
 # ---------------------------------------------------------------- requests
 
+MAX_ID_CHARS = 200
+
+
+def text_field(min_length: int = 0, max_length: int | None = None) -> object:
+    """A string type with length limits. (Lone surrogates, which JSON can carry and tokenizers
+    cannot encode, are already refused by pydantic: "unable to parse raw data as a unicode string".)"""
+    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length)]
+
+
+Identifier = text_field(1, MAX_ID_CHARS)
+
 
 class EventIn(BaseModel):
     model_config = STRICT
-    user_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    item: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    user_id: Identifier
+    item: Identifier
     timestamp: float = Field(
         ge=0,
         allow_inf_nan=False,
         description="seconds since the epoch (listening or basket time); "
         "more than a day in the future is refused",
     )
-    event_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
-        description="idempotency key: an event_id seen before is ignored"
-    )
+    event_id: Identifier = Field(description="idempotency key: an event_id seen before is ignored")
 
 
 def _whole_number(value: object) -> object:
@@ -143,15 +152,15 @@ class RequestModels:
 
 def request_models(limits: Limits) -> RequestModels:
     """Request bodies whose constraints are the configured limits."""
-    Query = Annotated[str, StringConstraints(min_length=1, max_length=limits.max_query_chars)]
+    Query = text_field(1, limits.max_query_chars)
     # Field before the validator: the other order loses minimum/maximum in the JSON schema.
     K = Annotated[
         int,
         Field(ge=1, le=limits.max_k, description=f"results wanted (1-{limits.max_k})"),
         BeforeValidator(_whole_number),
     ]
-    Document = Annotated[str, StringConstraints(max_length=limits.max_document_chars)]
-    Item = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    Document = text_field(0, limits.max_document_chars)
+    Item = Identifier
     batch = {"min_length": 1, "max_length": limits.max_batch}
 
     class SearchRequest(BaseModel):

@@ -180,8 +180,25 @@ class SearchBackend:
         scores = await self._run_in_lane(self.engine.rerank, query, documents)
         return [float(s) for s in scores], (time.perf_counter() - start) * 1000
 
+    def _add_new_documents(self, documents: list[dict[str, str]]) -> Any:
+        taken = [d["id"] for d in documents if self._exists(d["id"])]
+        if taken:
+            detail = f"document ids already in the index: {taken[:5]}; DELETE them first to replace"
+            raise ProblemError(409, "document-exists", detail)
+        try:
+            return self.engine.add_documents(documents)
+        except ValueError as invalid:  # the ranking package's DataError names what is wrong
+            raise ProblemError(422, "invalid-documents", str(invalid)) from invalid
+
+    def _exists(self, doc_id: str) -> bool:
+        try:
+            self.engine.document(doc_id)
+        except KeyError:
+            return False
+        return True
+
     async def add_documents(self, documents: list[dict[str, str]]) -> None:
-        await self.runner.write(self._update_and_save, lambda: self.engine.add_documents(documents))
+        await self.runner.write(self._update_and_save, lambda: self._add_new_documents(documents))
 
     async def delete_document(self, doc_id: str) -> None:
         try:
