@@ -1,0 +1,531 @@
+"""clinical-longdoc on one GPU: step cost across lengths, the three tasks (long model vs the short
+baselines, several seeds), and continued MLM, in one device call; then record the figures here.
+
+On the device (no MLflow or pydantic there; data and the fp16 MiniLM copy are carried):
+
+    PYTHONPATH=packages/clinical-longdoc/src:.carry/longdoc/site python benchmarks/clinical_longdoc_gpu.py \
+        run --model .carry/minilm-fp16 --data .carry/longdoc/data --out $OUT --budget 230
+
+Dry run on CPU with tiny settings (what CI-grade checking of this script means):
+
+    python benchmarks/clinical_longdoc_gpu.py run --tiny --model <minilm dir> --data ../shared/data --out /tmp/x
+
+Back here, write RESULTS.md sections and the figures from the returned JSON:
+
+    python benchmarks/clinical_longdoc_gpu.py record --results <dir holding gpu_results.json>
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger("clinical_longdoc_gpu")
+FIGURES = Path(__file__).resolve().parents[1] / "packages" / "clinical-longdoc" / "figures"
+
+
+# ====================================================================== run (device)
+
+
+class Clock:
+    """A whole-run deadline plus per-section shares of it."""
+
+    def __init__(self, budget_s: float):
+        self.start = time.perf_counter()
+        self.deadline = self.start + budget_s
+
+    def left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def section_deadline(self, share_s: float) -> float:
+        return min(self.deadline, time.perf_counter() + share_s)
+
+
+def _device_name(device: str) -> str:
+    return torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu"
+
+
+def _peak_reset(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib(device: str) -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+
+
+def section_costs(env, clock: Clock, share_s: float) -> list[dict]:
+    from nlprec.clinical_longdoc.costs import COST_VARIANTS, step_cost
+
+    deadline = clock.section_deadline(share_s)
+    rows = []
+    lengths = (128, 256) if env["tiny"] else (512, 1024, 2048, 4096)
+    for length in lengths:
+        for variant in COST_VARIANTS:
+            if time.perf_counter() > deadline:
+                rows.append({"variant": variant, "length": length, "skipped": "time"})
+                continue
+            try:
+                _peak_reset(env["device"])
+                row = step_cost(
+                    variant,
+                    length,
+                    batch_size=2,
+                    device=env["device"],
+                    repeats=3,
+                    source=env["source"],
+                )
+            except Exception as exc:  # an OOM or kernel failure is a result too
+                row = {"variant": variant, "length": length, "error": repr(exc)[:300]}
+            rows.append(row)
+            logger.info("cost %s", row)
+    return rows
+
+
+def _train_settings(env, seed: int, epochs: int, lr: float, max_tokens: int):
+    from nlprec.clinical_longdoc.training import TrainSettings
+
+    return TrainSettings(
+        epochs=epochs,
+        lr=lr,
+        device=env["device"],
+        seed=seed,
+        max_tokens=max_tokens,
+        max_batch=32,
+        progress=False,
+    )
+
+
+def _runs_in_seed_order(plan: dict[str, list[int]]) -> list[tuple[str, int]]:
+    """Seed 0 of every variant first, so a cut-short section still covers every variant."""
+    seeds = sorted({s for ss in plan.values() for s in ss})
+    return [(v, s) for s in seeds for v, ss in plan.items() if s in ss]
+
+
+def _timed_run(env, name: str, seed: int, fn) -> dict:
+    _peak_reset(env["device"])
+    started = time.perf_counter()
+    try:
+        scores = fn()
+    except Exception as exc:
+        return {
+            "variant": name,
+            "seed": seed,
+            "error": repr(exc)[:500],
+            "trace": traceback.format_exc()[-1500:],
+        }
+    return {
+        "variant": name,
+        "seed": seed,
+        **scores,
+        "gpu_seconds": time.perf_counter() - started,
+        "peak_gib": _peak_gib(env["device"]),
+    }
+
+
+def section_mtsamples(env, clock: Clock, share_s: float) -> list[dict]:
+    from nlprec.clinical_longdoc.classify import DocumentClassifierModel
+    from nlprec.clinical_longdoc.data import load_mtsamples
+    from nlprec.clinical_longdoc.variants import build_encoder, get_variant
+
+    splits = load_mtsamples(env["data"])
+    tiny = env["tiny"]
+    if tiny:
+        splits = {k: v.take(12) for k, v in splits.items()}
+    labels = sorted(set(splits["train"].labels))
+    max_length = 512 if tiny else 4096
+    short = 128 if tiny else 512
+    three = [0] if tiny else [0, 1, 2]
+    plan = {
+        "long": three,
+        "head_tail": three,
+        "chunk_mean": three,
+        "head": [0],
+        "chunk_max": [0],
+        "long_longformer": [0],
+        "long_bigbird": [0],
+    }
+    epochs = 1 if tiny else 4
+    deadline = clock.section_deadline(share_s)
+    rows = []
+    for name, seed in _runs_in_seed_order(plan):
+        if time.perf_counter() > deadline:
+            rows.append({"variant": name, "seed": seed, "skipped": "time"})
+            continue
+        variant = get_variant(name)
+
+        def run(variant=variant, seed=seed):
+            torch.manual_seed(seed)
+            encoder = build_encoder(variant, env["source"], max_length=max_length)
+            length = max_length if variant.attention else short
+            model = DocumentClassifierModel(
+                encoder, env["tokenizer"], labels, variant.strategy, length
+            )
+            settings = _train_settings(env, seed, epochs, 8e-5, 4096 if tiny else 32768)
+            history = model.fit(splits["train"], splits["dev"], settings)
+            scores = model.evaluate(splits["test"], settings)
+            return {
+                **scores,
+                "best_epoch": history["best_epoch"],
+                "train_seconds": history["seconds"],
+            }
+
+        rows.append(_timed_run(env, name, seed, run))
+        logger.info("mtsamples %s", rows[-1])
+    return rows
+
+
+def section_covid_qa(env, clock: Clock, share_s: float) -> list[dict]:
+    from nlprec.clinical_longdoc.data import load_covid_qa
+    from nlprec.clinical_longdoc.qa import QAModel
+    from nlprec.clinical_longdoc.variants import build_encoder, get_variant
+
+    splits = load_covid_qa(env["data"], seed=0)
+    tiny = env["tiny"]
+    if tiny:
+        splits = {k: v[:4] for k, v in splits.items()}
+    max_length = 512 if tiny else 4096
+    short = 128 if tiny else 512
+    three = [0] if tiny else [0, 1, 2]
+    plan = {"long": three, "sliding_window": three}
+    deadline = clock.section_deadline(share_s)
+    rows = []
+    for name, seed in _runs_in_seed_order(plan):
+        if time.perf_counter() > deadline:
+            rows.append({"variant": name, "seed": seed, "skipped": "time"})
+            continue
+        variant = get_variant("long" if name == "long" else "head")
+
+        def run(variant=variant, seed=seed):
+            torch.manual_seed(seed)
+            encoder = build_encoder(variant, env["source"], max_length=max_length)
+            length = max_length if variant.attention else short
+            model = QAModel(
+                encoder,
+                env["tokenizer"],
+                max_length=length,
+                stride=length // 4,
+                max_answer_tokens=96,
+            )
+            settings = _train_settings(env, seed, 1 if tiny else 2, 8e-5, 4096 if tiny else 32768)
+            history = model.fit(splits["train"], splits["dev"], settings, negative_keep=0.1)
+            scores = model.evaluate(splits["test"], settings)
+            return {
+                **scores,
+                "best_epoch": history["best_epoch"],
+                "train_seconds": history["seconds"],
+            }
+
+        rows.append(_timed_run(env, name, seed, run))
+        logger.info("covid_qa %s", rows[-1])
+    return rows
+
+
+def section_ner(env, clock: Clock, share_s: float) -> list[dict]:
+    from nlprec.clinical_longdoc.data import load_ncbi
+    from nlprec.clinical_longdoc.tagging import TokenTaggerModel
+    from nlprec.clinical_longdoc.variants import build_encoder, get_variant
+
+    splits = load_ncbi(env["data"])
+    tiny = env["tiny"]
+    if tiny:
+        splits = {k: v[:16] for k, v in splits.items()}
+    tags = sorted({t for s in splits["train"] for t in s.tags})
+    three = [0] if tiny else [0, 1, 2]
+    plan = {"long": three, "head": three, "long_longformer": [0]}
+    deadline = clock.section_deadline(share_s)
+    rows = []
+    for name, seed in _runs_in_seed_order(plan):
+        if time.perf_counter() > deadline:
+            rows.append({"variant": name, "seed": seed, "skipped": "time"})
+            continue
+        variant = get_variant(name)
+
+        def run(variant=variant, seed=seed):
+            torch.manual_seed(seed)
+            encoder = build_encoder(variant, env["source"], max_length=512 if tiny else 4096)
+            model = TokenTaggerModel(encoder, env["tokenizer"], tags, max_length=512)
+            settings = _train_settings(env, seed, 1 if tiny else 3, 1e-4, 4096 if tiny else 16384)
+            history = model.fit(splits["train"], splits["dev"], settings)
+            scores = model.evaluate(splits["test"], settings)
+            return {
+                **scores,
+                "best_epoch": history["best_epoch"],
+                "train_seconds": history["seconds"],
+            }
+
+        rows.append(_timed_run(env, name, seed, run))
+        logger.info("ner %s", rows[-1])
+    return rows
+
+
+def section_mlm(env, clock: Clock, share_s: float) -> list[dict]:
+    from nlprec.clinical_longdoc.longify import longify
+    from nlprec.clinical_longdoc.mlm import build_clinical_corpus, continue_mlm
+
+    corpus = build_clinical_corpus(env["data"])
+    texts = [t for source in corpus.values() for t in source]
+    tiny = env["tiny"]
+    max_length = 256 if tiny else 4096
+    encoder = longify(
+        env["source"],
+        max_length=max_length,
+        attention="longformer",
+        attention_window=128 if tiny else 512,
+    )
+    budget = max(5.0, min(share_s, clock.left() - 5))
+    _peak_reset(env["device"])
+    result = continue_mlm(
+        encoder,
+        env["tokenizer"],
+        texts[:40] if tiny else texts,
+        max_length=max_length,
+        steps=3 if tiny else 400,
+        batch_size=2,
+        lr=5e-5,
+        device=env["device"],
+        time_budget_s=budget,
+        progress=False,
+    )
+    result["peak_gib"] = _peak_gib(env["device"])
+    result["corpus_texts"] = {k: len(v) for k, v in corpus.items()}
+    return [result]
+
+
+SECTIONS = {
+    "costs": (section_costs, 0.16),
+    "mtsamples": (section_mtsamples, 0.40),
+    "covid_qa": (section_covid_qa, 0.24),
+    "ner": (section_ner, 0.12),
+    "mlm": (section_mlm, 0.08),
+}
+
+
+def run(args) -> None:
+    from transformers import AutoModel, AutoTokenizer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    else:
+        torch.set_num_threads(2)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    source = AutoModel.from_pretrained(args.model, dtype=torch.float32).base_model
+    env = {
+        "device": device,
+        "source": source,
+        "tokenizer": AutoTokenizer.from_pretrained(args.model),
+        "data": Path(args.data),
+        "tiny": args.tiny,
+    }
+    import transformers
+
+    results = {
+        "device": _device_name(device),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "model": args.model,
+        "budget_s": args.budget,
+        "sections": {},
+    }
+    clock = Clock(args.budget)
+    wanted = args.sections.split(",") if args.sections else list(SECTIONS)
+    for name in wanted:
+        function, share = SECTIONS[name]
+        started = time.perf_counter()
+        try:
+            rows = function(env, clock, share * args.budget)
+        except Exception as exc:
+            rows = [{"error": repr(exc)[:500], "trace": traceback.format_exc()[-2000:]}]
+        results["sections"][name] = {"rows": rows, "seconds": time.perf_counter() - started}
+        (out / "gpu_results.json").write_text(json.dumps(results, indent=1, default=str))
+        logger.info(
+            "section %s done in %.1fs (%.0fs left)",
+            name,
+            time.perf_counter() - started,
+            clock.left(),
+        )
+
+
+# ====================================================================== record (here)
+
+
+def _mean_std(values: list[float]) -> str:
+    values = [v for v in values if v is not None and v == v]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.3f} (1 seed)"
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f} ({len(values)} seeds)"
+
+
+def _by_variant(rows: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        if "variant" in row and "error" not in row and "skipped" not in row:
+            grouped.setdefault(row["variant"], []).append(row)
+    return grouped
+
+
+def _problems(rows: list[dict]) -> str:
+    lines = [
+        f"- {r.get('variant')} seed {r.get('seed')}: {r.get('error') or 'skipped (' + r['skipped'] + ')'}"
+        for r in rows
+        if "error" in r or "skipped" in r
+    ]
+    return ("\n\nNot measured:\n" + "\n".join(lines)) if lines else ""
+
+
+def _task_table(rows: list[dict], metrics: list[str]) -> str:
+    header = ["variant", *metrics, "GPU-s per run", "peak GiB"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant, runs in _by_variant(rows).items():
+        cells = [variant] + [_mean_std([r.get(m) for r in runs]) for m in metrics]
+        cells.append(f"{statistics.fmean(r['gpu_seconds'] for r in runs):.1f}")
+        peaks = [r["peak_gib"] for r in runs if r.get("peak_gib") is not None]
+        cells.append(f"{max(peaks):.2f}" if peaks else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cost_figure(rows: list[dict], device: str) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    good = [r for r in rows if "seconds" in r]
+    if not good:
+        return None
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    figure, (memory_axis, time_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for variant in sorted({r["variant"] for r in good}):
+        mine = sorted((r for r in good if r["variant"] == variant), key=lambda r: r["length"])
+        lengths = [r["length"] for r in mine]
+        memory_axis.plot(lengths, [r["peak_gib"] for r in mine], marker="o", label=variant)
+        time_axis.plot(lengths, [1000 * r["seconds"] for r in mine], marker="o", label=variant)
+    for axis, label in ((memory_axis, "peak memory (GiB)"), (time_axis, "forward+backward (ms)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("tokens")
+        axis.set_ylabel(label)
+    memory_axis.legend(fontsize=7)
+    figure.suptitle(f"MiniLM-L6 long variants, batch 2, bf16 autocast — {device}")
+    figure.tight_layout()
+    path = FIGURES / "step_cost_gpu.png"
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _cost_table(rows: list[dict]) -> tuple[str, str]:
+    good = {(r["variant"], r["length"]): r for r in rows if "seconds" in r}
+    lengths = sorted({r["length"] for r in rows})
+    variants = sorted({r["variant"] for r in rows})
+    header = ["variant", *[f"{n} tok: GiB / ms" for n in lengths]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant in variants:
+        cells = [variant]
+        for n in lengths:
+            r = good.get((variant, n))
+            cells.append(f"{r['peak_gib']:.2f} / {1000 * r['seconds']:.0f}" if r else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    checks = []
+    longest = max(lengths) if lengths else None
+    eager = good.get(("full_eager", longest))
+    for variant in ("longformer", "bigbird", "full_sdpa"):
+        r = good.get((variant, longest))
+        if eager and r:
+            ratio = r["peak_gib"] / eager["peak_gib"]
+            verdict = "met" if ratio <= 1 / 3 else "missed"
+            checks.append(
+                f"- {variant} at {longest}: {ratio:.2f} × eager full attention's peak memory (target ≤ 0.33: {verdict})"
+            )
+    return "\n".join(lines), "\n".join(checks)
+
+
+def record(args) -> None:
+    from nlprec.core.bench import record_section
+
+    results = json.loads((Path(args.results) / "gpu_results.json").read_text())
+    device = results["device"]
+    command = (
+        "device call: `PYTHONPATH=packages/clinical-longdoc/src:.carry/longdoc/site python "
+        "benchmarks/clinical_longdoc_gpu.py run --model .carry/minilm-fp16 --data .carry/longdoc/data "
+        f"--out $OUT --budget {results['budget_s']}`; recorded with `python benchmarks/clinical_longdoc_gpu.py record`"
+    )
+    versions = f"Card: **{device}**; torch {results['torch']}, transformers {results['transformers']}; MiniLM weights from the fp16 copy, run in fp32 with bf16 autocast."
+    sections = results["sections"]
+    if "costs" in sections:
+        rows = sections["costs"]["rows"]
+        table, checks = _cost_table(rows)
+        figure = _cost_figure(rows, device)
+        text = f"{versions}\n\nPeak memory (`torch.cuda.max_memory_allocated`, weights included) and median time of one forward + backward step, batch 2.\n\n{table}\n\n{checks}"
+        if figure:
+            text += f"\n\nFigure: `packages/clinical-longdoc/figures/{figure.name}`."
+        record_section(
+            "clinical-longdoc: step cost by length (GPU)", text + _problems(rows), command
+        )
+    tasks = {
+        "mtsamples": (
+            "clinical-longdoc: MTSamples specialty (GPU)",
+            ["macro_f1", "micro_f1", "long_notes_macro_f1", "long_notes_micro_f1"],
+        ),
+        "covid_qa": (
+            "clinical-longdoc: COVID-QA (GPU)",
+            ["em", "f1", "lt512_f1", "512to4096_f1", "gt4096_f1"],
+        ),
+        "ner": ("clinical-longdoc: NCBI-disease NER (GPU)", ["f1", "precision", "recall"]),
+    }
+    for key, (title, metrics) in tasks.items():
+        if key in sections:
+            rows = sections[key]["rows"]
+            record_section(
+                title,
+                f"{versions}\n\nTest split; mean ± std over seeds.\n\n{_task_table(rows, metrics)}{_problems(rows)}",
+                command,
+            )
+    if "mlm" in sections:
+        row = sections["mlm"]["rows"][0]
+        if "error" in row:
+            text = f"{versions}\n\nMLM run failed: {row['error']}"
+        else:
+            text = (
+                f"{versions}\n\nContinued MLM of the longified MiniLM (Longformer, window 512, 4,096 tokens, batch 2, "
+                f"gradient checkpointing) on {row['corpus_texts']} training-only texts packed into {row['n_blocks']} blocks: "
+                f"{row['steps']} steps in {row['seconds']:.0f} s; loss {row['first_loss']:.3f} (first steps) -> {row['last_loss']:.3f} (last steps); "
+                f"peak {row.get('peak_gib') or 0:.2f} GiB."
+            )
+        record_section("clinical-longdoc: continued MLM (GPU)", text, command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run")
+    run_parser.add_argument("--model", required=True)
+    run_parser.add_argument("--data", required=True)
+    run_parser.add_argument("--out", required=True)
+    run_parser.add_argument("--budget", type=float, default=230.0)
+    run_parser.add_argument("--sections", default="")
+    run_parser.add_argument("--tiny", action="store_true")
+    record_parser = sub.add_parser("record")
+    record_parser.add_argument("--results", required=True)
+    args = parser.parse_args(argv)
+    (run if args.command == "run" else record)(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

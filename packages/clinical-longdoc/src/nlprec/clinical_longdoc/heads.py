@@ -1,0 +1,78 @@
+"""Fine-tuning heads with the paper's global-attention placement.
+
+* document classification: [CLS] is global; logits = W h_[CLS] + b
+* token classification (NER): [CLS] global; one label per token, scored on first sub-words
+* extractive QA: every question token (and [CLS]) is global; start/end logits per token
+
+The heads take any `LongEncoder`, so the same code fine-tunes the long models and the short
+baselines (a short encoder is a `LongEncoder` of 512 positions).
+"""
+
+from __future__ import annotations
+
+import torch
+from nlprec.clinical_longdoc.encoder import LongEncoder
+from torch import nn
+
+IGNORE_INDEX = -100
+
+
+def cls_global_mask(input_ids: torch.Tensor) -> torch.Tensor:  # (B, L) -> (B, L)
+    """Global attention on the first token only."""
+    mask = torch.zeros_like(input_ids)
+    mask[:, 0] = 1
+    return mask
+
+
+def question_global_mask(
+    token_type_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Global attention on [CLS] question [SEP] (segment 0), as Beltagy et al. do for QA.  (B, L)"""
+    return ((token_type_ids == 0) & (attention_mask == 1)).long()
+
+
+class DocumentClassifier(nn.Module):
+    """[CLS] pooling + dropout + linear."""
+
+    def __init__(self, encoder: LongEncoder, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(encoder.hidden_size, num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids, attention_mask, cls_global_mask(input_ids))  # (B, L, H)
+        return self.classifier(self.dropout(hidden[:, 0]))  # (B, C)
+
+
+class TokenTagger(nn.Module):
+    """A label distribution for every token; labels live on first sub-words (others IGNORE_INDEX)."""
+
+    def __init__(self, encoder: LongEncoder, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(encoder.hidden_size, num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids, attention_mask, cls_global_mask(input_ids))  # (B, L, H)
+        return self.classifier(self.dropout(hidden))  # (B, L, C)
+
+
+class SpanExtractor(nn.Module):
+    """Start and end logits for extractive QA over [CLS] question [SEP] context [SEP]."""
+
+    def __init__(self, encoder: LongEncoder):
+        super().__init__()
+        self.encoder = encoder
+        self.qa_outputs = nn.Linear(encoder.hidden_size, 2)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # (B, L), (B, L)
+        global_mask = question_global_mask(token_type_ids, attention_mask)
+        hidden = self.encoder(input_ids, attention_mask, global_mask, token_type_ids)  # (B, L, H)
+        start, end = self.qa_outputs(hidden).unbind(dim=-1)
+        very_negative = torch.finfo(start.dtype).min
+        padding = attention_mask == 0
+        return start.masked_fill(padding, very_negative), end.masked_fill(padding, very_negative)

@@ -1,0 +1,387 @@
+"""Pipeline steps (see pipelines/longdoc-*.yaml).
+
+Data steps load a task's splits (or generate the embedded default) and record what they read;
+model steps fine-tune one variant (``long`` or a short baseline) over one or more seeds and log
+``<variant>.<metric>`` as the mean over seeds (``<variant>.<metric>_std`` beside it); ``compare``
+gathers the variants into one table and figure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Literal
+
+import torch
+from nlprec.clinical_longdoc import data as datasets
+from nlprec.clinical_longdoc.classify import DocumentClassifierModel
+from nlprec.clinical_longdoc.qa import QAModel
+from nlprec.clinical_longdoc.tagging import TokenTaggerModel
+from nlprec.clinical_longdoc.training import TrainSettings
+from nlprec.clinical_longdoc.variants import build_encoder, get_variant
+from nlprec.core.step import StepContext
+from pydantic import BaseModel, Field
+
+logger = logging.getLogger(__name__)
+GENERATED = "generated"
+
+
+def _data_path(ref: str) -> Path:
+    from nlprec.core.data import dataset_path
+
+    return dataset_path(ref)
+
+
+def _dump(obj, path: Path) -> str:
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+def _tokenizer(source: str):
+    from nlprec.core.models import resolve
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(resolve(source)))
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    clean = [v for v in values if v == v]  # drop NaN (empty subsets)
+    if not clean:
+        return float("nan"), float("nan")
+    return statistics.fmean(clean), (statistics.stdev(clean) if len(clean) > 1 else 0.0)
+
+
+def _log_seed_summary(
+    ctx: StepContext, variant: str, per_seed: list[dict], keys: list[str]
+) -> dict:
+    summary = {}
+    for key in keys:
+        mean, std = _mean_std([s.get(key, float("nan")) for s in per_seed])
+        summary[key], summary[f"{key}_std"] = mean, std
+    ctx.log_metrics({f"{variant}.{k}": v for k, v in summary.items() if v == v})
+    return summary
+
+
+# ------------------------------------------------------------------ data steps
+
+
+class ClassificationDataConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    data: str = Field(
+        GENERATED, description="'generated' or a data root holding clinical/mtsamples"
+    )
+    n_train: int | None = Field(None, ge=4, description="cap on training documents (None: all)")
+    n_dev: int | None = Field(None, ge=2)
+    n_test: int | None = Field(None, ge=2)
+
+
+def load_documents(ctx: StepContext, cfg: ClassificationDataConfig) -> dict:
+    """MTSamples (split.json protocol) or generated notes; writes train/dev/test json."""
+    if cfg.data == GENERATED:
+        splits = datasets.generated_splits(cfg.n_train or 64, cfg.n_test or 32, seed=ctx.seed)
+    else:
+        root = _data_path(cfg.data)
+        splits = datasets.load_mtsamples(root)
+        ctx.log_input(
+            name="mtsamples", source=root / datasets.MTSAMPLES_DIR / "split.json", context="train"
+        )
+    caps = {"train": cfg.n_train, "dev": cfg.n_dev, "test": cfg.n_test}
+    out = {}
+    for name, docs in splits.items():
+        docs = docs.take(caps[name]) if cfg.data != GENERATED else docs
+        out[name] = _dump(
+            {"texts": docs.texts, "labels": docs.labels, "ids": docs.ids},
+            ctx.output_dir / f"{name}.json",
+        )
+    counts = {
+        f"n_{name}": len(docs.take(caps[name]) if cfg.data != GENERATED else docs)
+        for name, docs in splits.items()
+    }
+    ctx.log_params({"data": cfg.data, **counts})
+    return {**out, **counts, "labels": sorted(set(splits["train"].labels))}
+
+
+class QADataConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    data: str = Field(description="a data root holding clinical/covid_qa")
+    n_train: int | None = Field(None, ge=1)
+    n_dev: int | None = Field(None, ge=1)
+    n_test: int | None = Field(None, ge=1)
+
+
+def load_covid_qa(ctx: StepContext, cfg: QADataConfig) -> dict:
+    root = _data_path(cfg.data)
+    splits = datasets.load_covid_qa(root, seed=0)
+    ctx.log_input(name="covid_qa", source=root / datasets.COVID_QA_FILE, context="train")
+    caps = {"train": cfg.n_train, "dev": cfg.n_dev, "test": cfg.n_test}
+    out = {}
+    for name, examples in splits.items():
+        examples = examples[: caps[name]] if caps[name] else examples
+        out[name] = _dump([e.__dict__ for e in examples], ctx.output_dir / f"{name}.json")
+        out[f"n_{name}"] = len(examples)
+    ctx.log_params({k: v for k, v in out.items() if k.startswith("n_")})
+    return out
+
+
+class NERDataConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    data: str = Field(description="a data root holding clinical/ncbi_disease")
+    n_train: int | None = Field(None, ge=1)
+    n_dev: int | None = Field(None, ge=1)
+    n_test: int | None = Field(None, ge=1)
+
+
+def load_ncbi(ctx: StepContext, cfg: NERDataConfig) -> dict:
+    root = _data_path(cfg.data)
+    splits = datasets.load_ncbi(root)
+    ctx.log_input(
+        name="ncbi_disease", source=root / datasets.NCBI_DIR / "train.tsv", context="train"
+    )
+    caps = {"train": cfg.n_train, "dev": cfg.n_dev, "test": cfg.n_test}
+    out = {}
+    for name, sentences in splits.items():
+        sentences = sentences[: caps[name]] if caps[name] else sentences
+        out[name] = _dump([s.__dict__ for s in sentences], ctx.output_dir / f"{name}.json")
+        out[f"n_{name}"] = len(sentences)
+    out["tags"] = sorted({t for s in splits["train"] for t in s.tags})
+    return out
+
+
+# ------------------------------------------------------------------ model steps
+
+
+class FineTuneConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    variant: str = Field(
+        "long",
+        description="long | long_full | long_longformer | long_bigbird | head | head_tail | chunk_mean | chunk_max",
+    )
+    source: str = Field(
+        "minilm", description="short encoder to longify / fine-tune (name or directory)"
+    )
+    max_length: int = Field(
+        4096, ge=64, description="long variants: positions; short ones ignore it"
+    )
+    short_length: int = Field(
+        512, ge=16, description="window of the short baselines (<= the source's 512)"
+    )
+    attention_window: int = Field(512, ge=2)
+    block_size: int = Field(64, ge=8)
+    epochs: int = Field(3, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    head_lr: float = Field(1e-3, gt=0)
+    max_tokens: int = Field(8192, ge=64)
+    max_batch: int = Field(16, ge=1)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    gradient_checkpointing: bool = False
+    time_budget_s: float | None = None
+    save_model: bool = True
+
+
+def _settings(cfg: FineTuneConfig, ctx: StepContext, seed: int) -> TrainSettings:
+    return TrainSettings(
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        head_lr=cfg.head_lr,
+        max_tokens=cfg.max_tokens,
+        max_batch=cfg.max_batch,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        device=ctx.device,
+        seed=seed,
+        time_budget_s=cfg.time_budget_s,
+    )
+
+
+def _encoder(cfg: FineTuneConfig):
+    variant = get_variant(cfg.variant)
+    encoder = build_encoder(
+        variant,
+        cfg.source,
+        max_length=cfg.max_length,
+        attention_window=cfg.attention_window,
+        block_size=cfg.block_size,
+    )
+    length = cfg.max_length if variant.attention else min(cfg.short_length, encoder.max_length)
+    return variant, encoder, length
+
+
+def _cuda_peak_reset(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _cuda_peak_gib(device: str) -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+
+
+def _run_seeds(ctx: StepContext, cfg: FineTuneConfig, train_and_score) -> tuple[list[dict], object]:
+    """Train one model per seed; returns per-seed scores (with seconds, peak memory) and the last model."""
+    per_seed, model = [], None
+    for seed in ctx.progress(cfg.seeds, desc=f"{cfg.variant} seeds"):
+        torch.manual_seed(seed)
+        _cuda_peak_reset(ctx.device)
+        started = time.perf_counter()
+        model, scores = train_and_score(seed)
+        scores["train_seconds"] = time.perf_counter() - started
+        scores["peak_gib"] = _cuda_peak_gib(ctx.device)
+        per_seed.append(scores)
+        logger.info("%s seed %d: %s", cfg.variant, seed, scores)
+    return per_seed, model
+
+
+def _write_result(
+    ctx: StepContext, cfg: FineTuneConfig, per_seed: list[dict], summary: dict, model
+) -> dict:
+    result = {
+        "variant": cfg.variant,
+        "per_seed": per_seed,
+        "summary": summary,
+        "device": ctx.device,
+    }
+    path = ctx.output_dir / "result.json"
+    path.write_text(json.dumps(result, indent=2))
+    ctx.log_dict(result, "result.json")
+    out = {
+        "result": str(path),
+        "variant": cfg.variant,
+        **{k: v for k, v in summary.items() if v == v},
+    }
+    if cfg.save_model and model is not None:
+        model.save(ctx.output_dir / "model")
+        out["model_dir"] = str(ctx.output_dir / "model")
+    return out
+
+
+def fine_tune_classifier(ctx: StepContext, cfg: FineTuneConfig) -> dict:
+    """Fine-tune one variant on the upstream documents; logs macro/micro-F1 (all, and notes > 512)."""
+    upstream = next(iter(ctx.inputs.values()))
+    splits = {n: json.loads(Path(upstream[n]).read_text()) for n in ("train", "dev", "test")}
+    docs = {n: datasets.DocumentSet(s["texts"], s["labels"], s["ids"]) for n, s in splits.items()}
+    tokenizer = _tokenizer(cfg.source)
+
+    def train_and_score(seed: int):
+        variant, encoder, length = _encoder(cfg)
+        model = DocumentClassifierModel(
+            encoder, tokenizer, upstream["labels"], variant.strategy, length
+        )
+        history = model.fit(docs["train"], docs["dev"], _settings(cfg, ctx, seed))
+        scores = model.evaluate(docs["test"], _settings(cfg, ctx, seed))
+        scores["best_epoch"] = history["best_epoch"]
+        return model, scores
+
+    per_seed, model = _run_seeds(ctx, cfg, train_and_score)
+    keys = ["macro_f1", "micro_f1", "long_notes_macro_f1", "long_notes_micro_f1", "train_seconds"]
+    ctx.log_params(cfg.model_dump())
+    summary = _log_seed_summary(ctx, cfg.variant, per_seed, keys)
+    return _write_result(ctx, cfg, per_seed, summary, model)
+
+
+def fine_tune_qa(ctx: StepContext, cfg: FineTuneConfig) -> dict:
+    """Fine-tune extractive QA (sliding windows of the variant's length); logs EM/F1 by answer position."""
+    upstream = next(iter(ctx.inputs.values()))
+    splits = {
+        n: [datasets.QAExample(**e) for e in json.loads(Path(upstream[n]).read_text())]
+        for n in ("train", "dev", "test")
+    }
+    tokenizer = _tokenizer(cfg.source)
+
+    def train_and_score(seed: int):
+        _, encoder, length = _encoder(cfg)
+        stride = max(length // 4, 32)
+        model = QAModel(encoder, tokenizer, max_length=length, stride=stride)
+        history = model.fit(splits["train"], splits["dev"], _settings(cfg, ctx, seed))
+        scores = model.evaluate(splits["test"], _settings(cfg, ctx, seed))
+        scores["best_epoch"] = history["best_epoch"]
+        return None, scores
+
+    per_seed, _ = _run_seeds(ctx, cfg, train_and_score)
+    keys = [
+        "em",
+        "f1",
+        "lt512_f1",
+        "512to4096_f1",
+        "gt4096_f1",
+        "lt512_em",
+        "512to4096_em",
+        "gt4096_em",
+        "train_seconds",
+    ]
+    ctx.log_params(cfg.model_dump())
+    summary = _log_seed_summary(ctx, cfg.variant, per_seed, keys)
+    return _write_result(ctx, cfg, per_seed, summary, None)
+
+
+def fine_tune_tagger(ctx: StepContext, cfg: FineTuneConfig) -> dict:
+    """Fine-tune NER (first-subword labels); logs strict IOB2 entity F1."""
+    upstream = next(iter(ctx.inputs.values()))
+    splits = {
+        n: [datasets.TaggedSentence(**s) for s in json.loads(Path(upstream[n]).read_text())]
+        for n in ("train", "dev", "test")
+    }
+    tokenizer = _tokenizer(cfg.source)
+
+    def train_and_score(seed: int):
+        _, encoder, length = _encoder(cfg)
+        model = TokenTaggerModel(encoder, tokenizer, upstream["tags"], max_length=length)
+        history = model.fit(splits["train"], splits["dev"], _settings(cfg, ctx, seed))
+        scores = model.evaluate(splits["test"], _settings(cfg, ctx, seed))
+        scores["best_epoch"] = history["best_epoch"]
+        return None, scores
+
+    per_seed, _ = _run_seeds(ctx, cfg, train_and_score)
+    ctx.log_params(cfg.model_dump())
+    summary = _log_seed_summary(
+        ctx, cfg.variant, per_seed, ["f1", "precision", "recall", "train_seconds"]
+    )
+    return _write_result(ctx, cfg, per_seed, summary, None)
+
+
+# ------------------------------------------------------------------ comparison
+
+
+class CompareConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    metric: str = Field("macro_f1", description="the metric to rank variants by")
+    task: Literal["classification", "qa", "ner"] = "classification"
+
+
+def compare(ctx: StepContext, cfg: CompareConfig) -> dict:
+    """One table (mean ± std over seeds, seconds) and a bar figure across the upstream variants."""
+    rows = []
+    for upstream in ctx.inputs.values():
+        if "result" not in upstream:
+            continue
+        summary = json.loads(Path(upstream["result"]).read_text())["summary"]
+        row = {"variant": upstream["variant"]}
+        for key, value in summary.items():
+            row[key] = value
+        rows.append(row)
+    if not rows:
+        return {"skipped": "no upstream results"}
+    rows.sort(key=lambda r: -(r.get(cfg.metric) if r.get(cfg.metric) == r.get(cfg.metric) else -1))
+    table = ctx.output_dir / "comparison.json"
+    table.write_text(json.dumps(rows, indent=2))
+    ctx.log_dict(rows, "comparison.json")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3))
+    means = [r.get(cfg.metric, 0.0) for r in rows]
+    stds = [r.get(f"{cfg.metric}_std", 0.0) for r in rows]
+    axis.bar([r["variant"] for r in rows], means, yerr=stds)
+    axis.set_ylabel(cfg.metric)
+    axis.set_title(f"{ctx.params.get('task_name', cfg.task)}: {cfg.metric} (mean ± std over seeds)")
+    figure.tight_layout()
+    ctx.log_figure(figure, "comparison.png")
+    figure.savefig(ctx.output_dir / "comparison.png")
+    plt.close(figure)
+    return {
+        "table": str(table),
+        "figure": str(ctx.output_dir / "comparison.png"),
+        "best": rows[0]["variant"],
+    }

@@ -1,0 +1,155 @@
+"""Token classification (NER): labels on first sub-words, word-level entity F1 with seqeval.
+
+A sentence longer than the encoder is truncated; its words past the cut are predicted ``O`` and
+the number of such words is logged (never silent).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+
+import torch
+from nlprec.clinical_longdoc.data import TaggedSentence
+from nlprec.clinical_longdoc.encoder import LongEncoder
+from nlprec.clinical_longdoc.heads import IGNORE_INDEX, TokenTagger
+from nlprec.clinical_longdoc.metrics import entity_f1
+from nlprec.clinical_longdoc.training import (
+    TrainSettings,
+    autocast_for,
+    fit,
+    group_by_tokens,
+    pad_rows,
+)
+from torch import nn
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+OUTSIDE = "O"
+
+
+class TokenTaggerModel:
+    def __init__(
+        self, encoder: LongEncoder, tokenizer, tags: Sequence[str], max_length: int | None = None
+    ):
+        self.tokenizer = tokenizer
+        self.tags = list(tags)
+        if OUTSIDE not in self.tags:
+            self.tags.insert(0, OUTSIDE)
+        self.tag_to_id = {t: i for i, t in enumerate(self.tags)}
+        self.max_length = min(max_length or encoder.max_length, encoder.max_length)
+        self.network = TokenTagger(encoder, len(self.tags))
+        self.device = "cpu"
+
+    def encode(self, sentences: Sequence[TaggedSentence]) -> list[dict]:
+        """Per sentence: input ids, first-sub-word label ids, and each word's first token index."""
+        encoded = self.tokenizer(
+            [s.words for s in sentences],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=self.max_length,
+        )
+        items, cut_words = [], 0
+        for n, sentence in enumerate(sentences):
+            word_ids = encoded.word_ids(n)
+            first_token = {}
+            for position, word in enumerate(word_ids):
+                if word is not None and word not in first_token:
+                    first_token[word] = position
+            cut_words += len(sentence.words) - len(first_token)
+            labels = [IGNORE_INDEX] * len(word_ids)
+            for word, position in first_token.items():
+                tag = sentence.tags[word] if sentence.tags else OUTSIDE
+                labels[position] = self.tag_to_id.get(tag, self.tag_to_id[OUTSIDE])
+            items.append(
+                {"input_ids": encoded["input_ids"][n], "labels": labels, "first_token": first_token}
+            )
+        if cut_words:
+            logger.warning(
+                "NER: %d words beyond %d tokens were truncated (predicted O)",
+                cut_words,
+                self.max_length,
+            )
+        return items
+
+    def _collate(self, items: Sequence[dict]) -> dict[str, torch.Tensor]:
+        input_ids, attention_mask = pad_rows(
+            [it["input_ids"] for it in items], self.tokenizer.pad_token_id
+        )
+        labels = torch.full_like(input_ids, IGNORE_INDEX)
+        for i, it in enumerate(items):
+            labels[i, : len(it["labels"])] = torch.tensor(it["labels"])
+        return {
+            k: v.to(self.device)
+            for k, v in dict(
+                input_ids=input_ids, attention_mask=attention_mask, labels=labels
+            ).items()
+        }
+
+    def fit(
+        self,
+        train: Sequence[TaggedSentence],
+        dev: Sequence[TaggedSentence] | None,
+        settings: TrainSettings,
+    ) -> dict:
+        unknown = sorted({t for s in train for t in s.tags} - set(self.tags))
+        if unknown:
+            raise ValueError(f"training tags not in the tag list: {unknown}")
+        self.device = settings.device
+        items = self.encode(train)
+        widths = [len(it["input_ids"]) for it in items]
+
+        def epoch_batches(rng: random.Random):
+            groups = group_by_tokens(
+                widths, [1] * len(items), settings.max_tokens, settings.max_batch, rng
+            )
+            return [self._collate([items[i] for i in g]) for g in groups]
+
+        def loss_fn(network: nn.Module, batch) -> torch.Tensor:
+            logits = network(batch["input_ids"], batch["attention_mask"])  # (B, L, C)
+            return nn.functional.cross_entropy(
+                logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE_INDEX
+            )
+
+        def dev_score(network: nn.Module) -> float:
+            return self.evaluate(dev, settings)["f1"]
+
+        return fit(
+            self.network, epoch_batches, loss_fn, settings, dev_score if dev else None, desc="ner"
+        )
+
+    @torch.no_grad()
+    def predict(
+        self, sentences: Sequence[TaggedSentence], settings: TrainSettings | None = None
+    ) -> list[list[str]]:
+        settings = settings or TrainSettings(device=self.device)
+        self.device = settings.device
+        self.network.to(self.device).eval()
+        items = self.encode(sentences)
+        widths = [len(it["input_ids"]) for it in items]
+        predictions: list[list[str]] = [[] for _ in sentences]
+        groups = group_by_tokens(widths, [1] * len(items), settings.max_tokens, settings.max_batch)
+        for group in tqdm(groups, desc="tag", disable=not settings.progress, leave=False):
+            with autocast_for(self.device):
+                logits = self.network(
+                    **{
+                        k: v
+                        for k, v in self._collate([items[i] for i in group]).items()
+                        if k != "labels"
+                    }
+                )
+            best = logits.argmax(-1).cpu()  # (B, L)
+            for row, i in enumerate(group):
+                first = items[i]["first_token"]
+                predictions[i] = [
+                    self.tags[best[row, first[w]]] if w in first else OUTSIDE
+                    for w in range(len(sentences[i].words))
+                ]
+        return predictions
+
+    def evaluate(
+        self, sentences: Sequence[TaggedSentence], settings: TrainSettings | None = None
+    ) -> dict:
+        predicted = self.predict(sentences, settings)
+        return entity_f1([s.tags for s in sentences], predicted)

@@ -1,0 +1,180 @@
+"""The fine-tuning loop shared by every head: AdamW, linear warm-up/decay, bf16 autocast on GPU,
+token-budget batches, optional gradient checkpointing, best-epoch selection on a dev score."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 3
+    lr: float = 5e-5
+    head_lr: float = 1e-3  # the freshly initialised head learns faster than the encoder
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_tokens: int = 8192  # padded tokens per batch (rows x longest row)
+    max_batch: int = 16
+    gradient_checkpointing: bool = False
+    device: str = "cpu"
+    seed: int = 0
+    time_budget_s: float | None = None  # stop early (logged) when training exceeds it
+    progress: bool = True
+
+
+def group_by_tokens(
+    widths: Sequence[int],
+    rows: Sequence[int],
+    max_tokens: int,
+    max_batch: int,
+    rng: random.Random | None = None,
+) -> list[list[int]]:
+    """Pack items into batches with sum(rows) * max(width) <= max_tokens (an oversized item goes alone).
+
+    widths: padded length an item needs; rows: encoder rows it uses (segments per document).
+    Items are sorted by width (jittered when ``rng`` is given) so padding stays small; the batch
+    order is shuffled by ``rng``.
+    """
+    order = sorted(range(len(widths)), key=lambda i: widths[i] + (rng.random() * 8 if rng else 0))
+    batches, current, current_rows, current_width = [], [], 0, 0
+    for i in order:
+        width, n_rows = max(widths[i], current_width), current_rows + rows[i]
+        if current and (n_rows * width > max_tokens or len(current) >= max_batch):
+            batches.append(current)
+            current, n_rows, width = [], rows[i], widths[i]
+        current.append(i)
+        current_rows, current_width = n_rows, width
+    if current:
+        batches.append(current)
+    if rng:
+        rng.shuffle(batches)
+    return batches
+
+
+def autocast_for(device: str):
+    """bf16 autocast on CUDA; plain fp32 on CPU (bf16 matmuls are slow on most CPUs)."""
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _param_groups(model: nn.Module, settings: TrainSettings) -> list[dict]:
+    encoder_decay, encoder_no_decay, head = [], [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if not name.startswith("encoder."):
+            head.append(param)
+        elif param.ndim < 2:
+            encoder_no_decay.append(param)
+        else:
+            encoder_decay.append(param)
+    return [
+        {"params": encoder_decay, "lr": settings.lr, "weight_decay": settings.weight_decay},
+        {"params": encoder_no_decay, "lr": settings.lr, "weight_decay": 0.0},
+        {"params": head, "lr": settings.head_lr, "weight_decay": 0.0},
+    ]
+
+
+def fit(
+    model: nn.Module,
+    epoch_batches: Callable[[random.Random], list],
+    loss_fn: Callable[[nn.Module, object], torch.Tensor],
+    settings: TrainSettings,
+    dev_score: Callable[[nn.Module], float] | None = None,
+    desc: str = "train",
+) -> dict:
+    """Train ``model`` in place; keep the weights of the epoch with the best dev score.
+
+    epoch_batches(rng) -> the batches of one epoch; loss_fn(model, batch) -> scalar loss.
+    Returns a history dict (losses, dev scores, best epoch, seconds).
+    """
+    torch.manual_seed(settings.seed)
+    rng = random.Random(settings.seed)
+    model.to(settings.device)
+    encoder_model = getattr(getattr(model, "encoder", None), "model", None)
+    if settings.gradient_checkpointing and encoder_model is not None:
+        encoder_model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    n_steps = settings.epochs * len(epoch_batches(random.Random(settings.seed)))
+    optimizer = torch.optim.AdamW(_param_groups(model, settings))
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, math.ceil(settings.warmup_ratio * n_steps), max(n_steps, 1)
+    )
+    history: dict = {"loss": [], "dev": [], "best_epoch": None, "stopped_early": False}
+    best_score, best_state = -math.inf, None
+    started = time.perf_counter()
+    for epoch in range(settings.epochs):
+        model.train()
+        batches = epoch_batches(rng)
+        total = 0.0
+        bar = tqdm(
+            batches, desc=f"{desc} epoch {epoch + 1}", disable=not settings.progress, leave=False
+        )
+        for batch in bar:
+            with autocast_for(settings.device):
+                loss = loss_fn(model, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            total += loss.item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        history["loss"].append(total / max(len(batches), 1))
+        if dev_score is not None:
+            model.eval()
+            score = dev_score(model)
+            history["dev"].append(score)
+            if score > best_score:
+                best_score, best_state = score, copy.deepcopy(model.state_dict())
+                history["best_epoch"] = epoch
+        logger.info(
+            "%s epoch %d: loss %.4f dev %s",
+            desc,
+            epoch + 1,
+            history["loss"][-1],
+            history["dev"][-1:],
+        )
+        if settings.time_budget_s and time.perf_counter() - started > settings.time_budget_s:
+            logger.warning(
+                "%s: time budget of %.0fs reached after epoch %d",
+                desc,
+                settings.time_budget_s,
+                epoch + 1,
+            )
+            history["stopped_early"] = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    if settings.gradient_checkpointing and encoder_model is not None:
+        encoder_model.gradient_checkpointing_disable()
+    model.eval()
+    history["seconds"] = time.perf_counter() - started
+    return history
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists: returns input_ids (R, W) and attention_mask (R, W)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
