@@ -1,0 +1,180 @@
+"""Knowledge distillation of a masked-LM teacher into a student, with combinable losses.
+
+total = w_mlm * CE(student, masked labels)
+      + w_kd * T^2 * KL(p_t^T || p_s^T)                       on masked positions
+      + w_hidden * sum_{(i, j) in layer_map} D(W_i h_s^i, h_t^j)  D = 1 - cos or MSE, W_i learned
+      + w_attn * sum_{(i, j) in attention_layer_map} D(A_s^i, A_t^j)   D = MSE or KL
+Hidden-state indices count the embedding output as 0 (as `output_hidden_states` does); attention
+indices count transformer layers from 1.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+from transformers import PreTrainedModel
+
+from . import losses
+from .mlm import MLMConfig, collate, mixed_batches, mlm_collator, tokenize_chunks
+from .models import num_layers
+from .students import StudentError, check_student_fits
+from .training import autocast, make_optimizer, progress
+
+LayerMap = list[tuple[int, int]]
+
+
+class DistillConfig(MLMConfig):
+    """Training settings (from MLMConfig) plus the loss mixture. A weight of 0 turns a loss off."""
+
+    mlm_weight: float = Field(1.0, ge=0)
+    kd_weight: float = Field(1.0, ge=0)
+    temperature: float = Field(2.0, gt=0)
+    hidden_weight: float = Field(1.0, ge=0)
+    hidden_loss: Literal["cosine", "mse"] = "cosine"
+    layer_map: LayerMap | None = None  # (student hidden index, teacher hidden index); None: uniform
+    attention_weight: float = Field(0.0, ge=0)
+    attention_loss: Literal["mse", "kl"] = "kl"
+    attention_layer_map: LayerMap | None = None  # (student layer, teacher layer), from 1; None: uniform
+
+
+def uniform_layer_map(n_student: int, n_teacher: int, start: int) -> LayerMap:
+    """Student layer i <-> teacher layer round(i * n_teacher / n_student), for i from `start`."""
+    return [(i, round(i * n_teacher / n_student)) for i in range(start, n_student + 1)]
+
+
+def layer_subset_map(layers: list[int]) -> LayerMap:
+    """Hidden-state map for a layer-subset student: embeddings to embeddings, copy j to its source."""
+    return [(0, 0)] + [(j + 1, t + 1) for j, t in enumerate(layers)]
+
+
+def validate_layer_map(layer_map: LayerMap, n_student: int, n_teacher: int, start: int, what: str) -> None:
+    for s, t in layer_map:
+        if not start <= s <= n_student:
+            raise StudentError(f"{what}: student index {s} out of range [{start}, {n_student}]")
+        if not start <= t <= n_teacher:
+            raise StudentError(f"{what}: teacher index {t} out of range [{start}, {n_teacher}]")
+
+
+class DistillationObjective(nn.Module):
+    """Holds the learned projections W_i (student width -> teacher width) and computes the loss mixture."""
+
+    def __init__(self, teacher: PreTrainedModel, student: PreTrainedModel, cfg: DistillConfig):
+        super().__init__()
+        check_student_fits(teacher, student)
+        n_s, n_t = num_layers(student.config), num_layers(teacher.config)
+        self.cfg = cfg
+        self.layer_map = cfg.layer_map or uniform_layer_map(n_s, n_t, start=0)
+        self.attention_layer_map = cfg.attention_layer_map or uniform_layer_map(n_s, n_t, start=1)
+        validate_layer_map(self.layer_map, n_s, n_t, 0, "layer_map")
+        validate_layer_map(self.attention_layer_map, n_s, n_t, 1, "attention_layer_map")
+        d_s, d_t = student.config.hidden_size, teacher.config.hidden_size
+        self.projections = nn.ModuleList(_projection(d_s, d_t) for _ in self.layer_map)
+
+    @property
+    def needs_hidden(self) -> bool:
+        return self.cfg.hidden_weight > 0
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.cfg.attention_weight > 0
+
+    def forward(self, student_out, teacher_out, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        token_mask = batch["attention_mask"]  # (B, L)
+        masked = batch["labels"] != -100  # (B, L)
+        parts: dict[str, torch.Tensor] = {}
+        if cfg.mlm_weight > 0:
+            parts["mlm"] = student_out.loss
+        if cfg.kd_weight > 0:
+            parts["kd"] = losses.soft_target_kl(
+                student_out.logits.float(), teacher_out.logits.float(), masked, cfg.temperature
+            )
+        if self.needs_hidden:
+            parts["hidden"] = sum(
+                losses.hidden_state_loss(
+                    proj(student_out.hidden_states[s].float()),
+                    teacher_out.hidden_states[t].float(),
+                    token_mask,
+                    cfg.hidden_loss,
+                )
+                for proj, (s, t) in zip(self.projections, self.layer_map)
+            ) / len(self.layer_map)
+        if self.needs_attention:
+            parts["attention"] = sum(
+                losses.attention_loss(
+                    student_out.attentions[s - 1].float(),
+                    teacher_out.attentions[t - 1].float(),
+                    token_mask,
+                    cfg.attention_loss,
+                )
+                for s, t in self.attention_layer_map
+            ) / len(self.attention_layer_map)
+        weights = {"mlm": cfg.mlm_weight, "kd": cfg.kd_weight, "hidden": cfg.hidden_weight,
+                   "attention": cfg.attention_weight}
+        parts["total"] = sum(weights[k] * v for k, v in parts.items())
+        return parts
+
+
+def _projection(d_in: int, d_out: int) -> nn.Linear:
+    """Linear map student -> teacher width; identity at start when the widths agree."""
+    layer = nn.Linear(d_in, d_out)
+    if d_in == d_out:
+        with torch.no_grad():
+            layer.weight.copy_(torch.eye(d_in))
+            layer.bias.zero_()
+    return layer
+
+
+def distill(
+    teacher: PreTrainedModel,
+    student: PreTrainedModel,
+    tokenizer,
+    texts: list[str],
+    cfg: DistillConfig,
+    device: str = "cpu",
+    show_progress: bool = True,
+    desc: str = "distill",
+) -> list[dict[str, float]]:
+    """Train `student` in place against the frozen `teacher`; returns each step's loss parts.
+
+    Every shape and index check (vocabulary, size, layer maps, attention outputs) runs before the
+    first step, so bad settings fail before any compute is spent.
+    """
+    if cfg.mlm_weight + cfg.kd_weight + cfg.hidden_weight + cfg.attention_weight == 0:
+        raise ValueError("all loss weights are 0: nothing to train")
+    objective = DistillationObjective(teacher, student, cfg)
+    if objective.needs_attention:
+        for name, model in (("teacher", teacher), ("student", student)):
+            if model.config._attn_implementation != "eager":
+                raise StudentError(f"attention loss needs the {name} loaded with attn_implementation='eager'")
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    chunks = tokenize_chunks(tokenizer, texts, cfg.max_len)
+    collator = mlm_collator(tokenizer, cfg.mlm_probability)
+    teacher.to(device).eval().requires_grad_(False)
+    student.to(device).train()
+    objective.to(device)
+    params = list(student.parameters()) + list(objective.parameters())
+    optimizer, schedule = make_optimizer(params, cfg, cfg.steps)
+    batches = mixed_batches(chunks, [], cfg.batch_size, 0.0, rng)
+    outputs = {"output_hidden_states": objective.needs_hidden, "output_attentions": objective.needs_attention}
+    history = []
+    for _ in progress(range(cfg.steps), desc=desc, enabled=show_progress):
+        batch = {k: v.to(device) for k, v in collate(collator, next(batches)).items()}
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        with autocast(device):
+            with torch.no_grad():
+                teacher_out = teacher(**inputs, **outputs)
+            student_out = student(**inputs, labels=batch["labels"], **outputs)
+            parts = objective(student_out, teacher_out, batch)
+        parts["total"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        history.append({k: float(v.detach()) for k, v in parts.items()})
+    return history

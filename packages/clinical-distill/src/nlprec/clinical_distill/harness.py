@@ -1,0 +1,134 @@
+"""Evaluation harness: fine-tune every encoder on every task over several seeds, and tabulate.
+
+Tasks: NCBI-disease NER (word-level strict entity F1), MTS-Dialog section header (accuracy,
+macro-F1), NLI4CT entailment (accuracy). Every model gets the same settings per task.
+"""
+
+from __future__ import annotations
+
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from .finetune import (
+    FinetuneConfig,
+    encode_texts,
+    encode_words,
+    load_for_task,
+    predict_text_labels,
+    predict_word_tags,
+    train_classifier,
+)
+from .metrics import classification_scores, entity_f1
+from .models import load_tokenizer
+from .training import progress
+
+TaskName = Literal["ner", "section", "nli"]
+
+
+class TaskSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+    epochs: int = Field(3, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(32, ge=1)
+    max_len: int = Field(128, ge=8)
+    max_train: int | None = Field(None, ge=1)  # cap on training examples (tiny CI / demo runs)
+    max_test: int | None = Field(None, ge=1)
+
+
+DEFAULT_SETTINGS: dict[str, TaskSettings] = {
+    "ner": TaskSettings(epochs=3, max_len=128),
+    "section": TaskSettings(epochs=6, max_len=256),
+    "nli": TaskSettings(epochs=4, max_len=256),
+}
+TASK_KIND = {"ner": "token", "section": "sequence", "nli": "sequence"}
+
+
+def task_labels(task: str, train: list[dict]) -> list[str]:
+    if TASK_KIND[task] == "token":
+        return sorted({tag for example in train for tag in example["tags"]})
+    return sorted({example["label"] for example in train})
+
+
+def evaluate_on_task(model_path: str, task: str, data: dict[str, list[dict]], settings: TaskSettings,
+                     seed: int, device: str = "cpu", save_dir: str | None = None) -> dict[str, float]:
+    """Fine-tune the encoder at `model_path` on data["train"], score data["test"]; keys `ner_f1`, ... ."""
+    tokenizer = load_tokenizer(model_path)
+    train, test = data["train"][: settings.max_train], data["test"][: settings.max_test]
+    labels = task_labels(task, train)
+    label2id = {label: i for i, label in enumerate(labels)}
+    kind = TASK_KIND[task]
+    encode = encode_words if kind == "token" else encode_texts
+    features = encode(tokenizer, train, label2id, settings.max_len)
+    cfg = FinetuneConfig(kind=kind, epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size,
+                         max_len=settings.max_len)
+    model = train_classifier(load_for_task(model_path, kind, labels), tokenizer, features, cfg, device, seed)
+    if save_dir:
+        model.save_pretrained(save_dir)
+        tokenizer.save_pretrained(save_dir)
+    if kind == "token":
+        predicted = predict_word_tags(model, tokenizer, test, settings.max_len, device)
+        return {"ner_f1": entity_f1([e["tags"] for e in test], predicted)}
+    predicted = predict_text_labels(model, tokenizer, test, settings.max_len, device)
+    scores = classification_scores([e["label"] for e in test], predicted)
+    return {f"{task}_{name}": value for name, value in scores.items()}
+
+
+def _run_job(job: dict) -> dict:
+    scores = evaluate_on_task(job["path"], job["task"], job["data"], TaskSettings(**job["settings"]),
+                              job["seed"], job["device"], job.get("save_dir"))
+    return {"model": job["model"], "task": job["task"], "seed": job["seed"], **scores}
+
+
+def run_harness(
+    models: dict[str, str],
+    tasks: dict[str, dict[str, list[dict]]],
+    seeds: list[int],
+    device: str = "cpu",
+    settings: dict[str, TaskSettings] | None = None,
+    workers: int = 1,
+    save_root: str | None = None,
+    on_result=None,
+) -> list[dict]:
+    """Every (model, task, seed) fine-tuning run; rows of {"model", "task", "seed", <metric>: value}.
+
+    `workers` > 1 runs jobs in separate processes (useful on a GPU, where one small model leaves the
+    card mostly idle). With `save_root`, the seed-0 fine-tuned model of each (model, task) is saved
+    under save_root/<model>-<task> for batch inference. `on_result(row)` is called as rows finish.
+    """
+    settings = {**DEFAULT_SETTINGS, **(settings or {})}
+    jobs = [
+        {"model": name, "path": path, "task": task, "data": tasks[task], "seed": seed, "device": device,
+         "settings": settings[task].model_dump(),
+         "save_dir": f"{save_root}/{name}-{task}" if save_root and seed == seeds[0] else None}
+        for name, path in models.items() for task in tasks for seed in seeds
+    ]
+    rows = []
+    if workers <= 1:
+        for job in progress(jobs, desc="evaluate"):
+            rows.append(_run_job(job))
+            if on_result:
+                on_result(rows[-1])
+        return rows
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        for row in progress(pool.map(_run_job, jobs), desc="evaluate", total=len(jobs)):
+            rows.append(row)
+            if on_result:
+                on_result(row)
+    return rows
+
+
+def aggregate(rows: list[dict]) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """{model: {metric: (mean, std, n_seeds)}} over seeds."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key not in ("model", "task", "seed"):
+                values.setdefault(row["model"], {}).setdefault(key, []).append(value)
+    return {
+        model: {k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for k, v in metrics.items()}
+        for model, metrics in values.items()
+    }

@@ -1,0 +1,79 @@
+"""The results table (teacher / students / mlm_only / random_init) and the checks against the targets.
+
+Targets (issue 9): a student with <= 1/3 of the teacher's parameters keeps >= 95% of the teacher's
+NER F1 and >= 90% of its classification scores at >= 2.5x its CPU throughput; distillation beats
+MLM-only training at equal size and steps.
+"""
+
+from __future__ import annotations
+
+Scores = dict[str, dict[str, tuple[float, float, int]]]  # model -> metric -> (mean, std, n)
+TASK_METRICS = ["ner_f1", "section_acc", "section_macro_f1", "nli_acc"]
+CLASSIFICATION = ["section_acc", "section_macro_f1", "nli_acc"]
+MAX_PARAM_RATIO = 1 / 3
+MIN_NER_RATIO = 0.95
+MIN_CLASSIFICATION_RATIO = 0.90
+MIN_SPEEDUP = 2.5
+BASELINES = ("teacher", "mlm_only", "random_init")
+
+
+def summary_metrics(scores: Scores, speed: dict[str, dict]) -> dict[str, float]:
+    """Flat `<model>.<metric>` means (and `_std`), plus params, disk_mb, cpu_ms, cpu_seq_per_s."""
+    metrics = {}
+    for model, values in scores.items():
+        for metric, (mean, std, _) in values.items():
+            metrics[f"{model}.{metric}"] = mean
+            metrics[f"{model}.{metric}_std"] = std
+    for model, figures in speed.items():
+        metrics.update({f"{model}.{k}": float(v) for k, v in figures.items()})
+    return metrics
+
+
+def _cell(values: dict, metric: str) -> str:
+    if metric not in values:
+        return "–"
+    mean, std, _ = values[metric]
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def results_table(scores: Scores, speed: dict[str, dict], teacher: str = "teacher", mlm_only: str = "mlm_only") -> str:
+    """Markdown: one row per model, then the target checks for every student."""
+    seeds = max((n for values in scores.values() for _, _, n in values.values()), default=0)
+    header = ["model", "params (M)", "disk MB", "CPU ms (b=1)", "seq/s (b=32)", *TASK_METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, values in scores.items():
+        fig = speed.get(model, {})
+        size = [f"{fig['params'] / 1e6:.2f}", f"{fig['disk_mb']:.1f}", f"{fig['cpu_ms']:.1f}",
+                f"{fig['cpu_seq_per_s']:.1f}"] if fig else ["–"] * 4
+        lines.append("| " + " | ".join([model, *size, *(_cell(values, m) for m in TASK_METRICS)]) + " |")
+    lines.append(f"\nMean ± standard deviation over {seeds} fine-tuning seeds; CPU figures: 2 threads, 128 tokens.")
+    lines += target_checks(scores, speed, teacher, mlm_only)
+    return "\n".join(lines) + "\n"
+
+
+def _mean(scores: Scores, model: str, metric: str) -> float:
+    return scores[model][metric][0]
+
+
+def target_checks(scores: Scores, speed: dict[str, dict], teacher: str, mlm_only: str) -> list[str]:
+    if teacher not in scores:
+        return []
+    lines = ["", "| student | params / teacher | NER F1 / teacher | min classification / teacher | "
+             "throughput / teacher | size+accuracy+speed target | beats mlm_only |", "|---|---|---|---|---|---|---|"]
+    for model in scores:
+        if model in BASELINES:
+            continue
+        ner = _mean(scores, model, "ner_f1") / max(_mean(scores, teacher, "ner_f1"), 1e-9)
+        cls = min(_mean(scores, model, m) / max(_mean(scores, teacher, m), 1e-9) for m in CLASSIFICATION)
+        params = speedup = float("nan")
+        if model in speed and teacher in speed:
+            params = speed[model]["params"] / speed[teacher]["params"]
+            speedup = speed[model]["cpu_seq_per_s"] / speed[teacher]["cpu_seq_per_s"]
+        met = params <= MAX_PARAM_RATIO and ner >= MIN_NER_RATIO and cls >= MIN_CLASSIFICATION_RATIO and speedup >= MIN_SPEEDUP
+        beats = "–"
+        if mlm_only in scores and speed.get(model, {}).get("params") == speed.get(mlm_only, {}).get("params"):
+            wins = sum(_mean(scores, model, m) > _mean(scores, mlm_only, m) for m in TASK_METRICS)
+            beats = f"{wins}/{len(TASK_METRICS)} metrics"
+        lines.append(f"| {model} | {params:.2f} | {ner:.2f} | {cls:.2f} | {speedup:.2f}x | "
+                     f"{'met' if met else 'missed'} | {beats} |")
+    return lines

@@ -1,0 +1,250 @@
+"""Pipeline steps (nlprec runner contract): corpus, tasks, teacher, students, baselines, continual, evaluate, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from nlprec.core.data import dataset_path
+from nlprec.core.step import StepContext
+from pydantic import BaseModel, Field
+
+from . import data as real_data
+from . import generated
+from .continual import ContinualConfig, continual_learning
+from .distill import DistillConfig, distill, layer_subset_map
+from .efficiency import measure_cpu
+from .export import export_hf, export_onnx, onnx_max_difference
+from .harness import DEFAULT_SETTINGS, TaskSettings, aggregate, run_harness
+from .mlm import MLMConfig, evaluate_mlm, train_mlm
+from .models import load_masked_lm, load_tokenizer, quiet_transformers
+from .report import results_table, summary_metrics
+from .students import StudentConfig, build_student, check_same_tokenizer, default_layer_subset
+
+Source = Literal["generated", "clinical"]
+
+
+def _write_lines(path: Path, texts: list[str]) -> str:
+    path.write_text("\n".join(json.dumps(t) for t in texts) + "\n")
+    return str(path)
+
+
+def _read_lines(path: str) -> list[str]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+
+
+# ---------------------------------------------------------------------------------------- data
+
+
+class CorpusConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    source: Source = "generated"
+    clinical: str = "clinical"  # clinical folder, absolute or under NLPREC_DATA
+    general: str = "."  # data root holding text/wikitext-2
+    n_generated: int = Field(400, ge=10)
+
+
+def build_corpus(ctx: StepContext, cfg: CorpusConfig) -> dict:
+    """Texts for adaptation/distillation and held-out clinical and general text (JSON lines)."""
+    if cfg.source == "generated":
+        parts = {"train": generated.clinical_notes(cfg.n_generated, ctx.seed),
+                 "heldout": generated.clinical_notes(max(10, cfg.n_generated // 10), ctx.seed + 1),
+                 "general_replay": generated.general_text(cfg.n_generated, ctx.seed),
+                 "general_heldout": generated.general_text(max(10, cfg.n_generated // 10), ctx.seed + 1)}
+    else:
+        clinical_root = dataset_path(cfg.clinical, must_contain=("mtsamples", "mts_dialog", "nli4ct"))
+        corpus = real_data.clinical_corpus(clinical_root)
+        general = real_data.general_corpus(dataset_path(cfg.general))
+        parts = {"train": corpus["train"], "heldout": corpus["heldout"],
+                 "general_replay": general["replay"], "general_heldout": general["heldout"]}
+        ctx.log_input(name="clinical", source=clinical_root, context="adaptation corpus")
+    ctx.log_metrics({f"corpus.n_{k}": len(v) for k, v in parts.items()})
+    return {k: _write_lines(ctx.output_dir / f"{k}.jsonl", v) for k, v in parts.items()}
+
+
+class TasksConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    source: Source = "generated"
+    clinical: str = "clinical"
+    n_generated_train: int = Field(96, ge=4)
+    n_generated_test: int = Field(48, ge=4)
+
+
+def load_eval_tasks(ctx: StepContext, cfg: TasksConfig) -> dict:
+    """The three evaluation tasks as one JSON file {task: {split: [examples]}}."""
+    if cfg.source == "generated":
+        makers = {"ner": generated.ner_examples, "section": generated.section_examples, "nli": generated.nli_examples}
+        tasks = {name: {"train": make(cfg.n_generated_train, 0), "test": make(cfg.n_generated_test, 1)}
+                 for name, make in makers.items()}
+    else:
+        root = dataset_path(cfg.clinical, must_contain=("ncbi_disease", "mts_dialog", "nli4ct"))
+        tasks = real_data.load_tasks(root)
+        ctx.log_input(name="clinical-tasks", source=root, context="evaluation")
+    path = ctx.output_dir / "tasks.json"
+    path.write_text(json.dumps(tasks))
+    ctx.log_metrics({f"tasks.{t}.n_{s}": len(v) for t, splits in tasks.items() for s, v in splits.items()})
+    return {"tasks": str(path)}
+
+
+# ---------------------------------------------------------------------------------------- models
+
+
+class TeacherConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    model: str = "minilm"
+    mlm: MLMConfig = MLMConfig()
+    attention_outputs: bool = False  # load with eager attention (needed by attention-transfer students)
+
+
+def adapt_teacher(ctx: StepContext, cfg: TeacherConfig) -> dict:
+    """Teacher = encoder + MLM head, adapted to clinical text by continued MLM (never on evaluation text)."""
+    quiet_transformers()
+    corpus = ctx.inputs["corpus"]
+    tokenizer = load_tokenizer(cfg.model)
+    teacher = load_masked_lm(cfg.model, attention_outputs=cfg.attention_outputs)
+    heldout = _read_lines(corpus["heldout"])
+    before = evaluate_mlm(teacher, tokenizer, heldout, cfg.mlm.max_len, ctx.device)
+    losses = train_mlm(teacher, tokenizer, _read_lines(corpus["train"]), cfg.mlm, ctx.device, desc="adapt teacher")
+    after = evaluate_mlm(teacher, tokenizer, heldout, cfg.mlm.max_len, ctx.device)
+    ctx.log_params(cfg.model_dump())
+    ctx.log_metrics({"teacher.mlm_acc_before": before["accuracy"], "teacher.mlm_acc_after": after["accuracy"],
+                     "teacher.train_loss_last": losses[-1]})
+    model_dir = export_hf(teacher.cpu(), tokenizer, ctx.output_dir / "model")
+    return {"model_dir": str(model_dir)}
+
+
+class DistillStepConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    name: str = "student"
+    student: StudentConfig = StudentConfig()
+    distill: DistillConfig = DistillConfig()
+
+
+def distill_student(ctx: StepContext, cfg: DistillStepConfig) -> dict:
+    """Build a student from the adapted teacher and distil it on the corpus."""
+    quiet_transformers()
+    needs_attention = cfg.distill.attention_weight > 0
+    teacher_dir = ctx.inputs["teacher"]["model_dir"]
+    teacher = load_masked_lm(teacher_dir, attention_outputs=needs_attention)
+    tokenizer = load_tokenizer(teacher_dir)
+    if cfg.student.kind == "pretrained":
+        check_same_tokenizer(tokenizer, load_tokenizer(cfg.student.path))
+    student = build_student(teacher, cfg.student)
+    distill_cfg = cfg.distill
+    if cfg.student.kind == "layer_subset" and distill_cfg.layer_map is None:
+        layers = cfg.student.layers or default_layer_subset(teacher.config.num_hidden_layers)
+        distill_cfg = distill_cfg.model_copy(update={"layer_map": layer_subset_map(layers)})
+    history = distill(teacher, student, tokenizer, _read_lines(ctx.inputs["corpus"]["train"]), distill_cfg,
+                      ctx.device, desc=f"distill {cfg.name}")
+    ctx.log_params(cfg.model_dump())
+    for step in range(0, len(history), max(1, len(history) // 50)):
+        ctx.log_metrics({f"{cfg.name}.loss_{k}": v for k, v in history[step].items()}, step=step)
+    ctx.log_metrics({f"{cfg.name}.loss_{k}": v for k, v in history[-1].items()}, step=len(history) - 1)
+    model_dir = export_hf(student.cpu(), tokenizer, ctx.output_dir / "model")
+    return {"model_dir": str(model_dir)}
+
+
+class MLMStudentConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    name: str = "mlm_only"
+    student: StudentConfig = StudentConfig()
+    mlm: MLMConfig = MLMConfig()
+    train: bool = True  # False: the untrained random-init baseline
+
+
+def train_mlm_student(ctx: StepContext, cfg: MLMStudentConfig) -> dict:
+    """Baselines with the student's architecture: MLM-only training (same steps), or no training at all."""
+    quiet_transformers()
+    teacher_dir = ctx.inputs["teacher"]["model_dir"]
+    teacher = load_masked_lm(teacher_dir)
+    tokenizer = load_tokenizer(teacher_dir)
+    student = build_student(teacher, cfg.student)
+    if cfg.train:
+        losses = train_mlm(student, tokenizer, _read_lines(ctx.inputs["corpus"]["train"]), cfg.mlm, ctx.device,
+                           desc=cfg.name)
+        ctx.log_metrics({f"{cfg.name}.train_loss_last": losses[-1]})
+    ctx.log_params(cfg.model_dump())
+    return {"model_dir": str(export_hf(student.cpu(), tokenizer, ctx.output_dir / "model"))}
+
+
+class ContinualStepConfig(ContinualConfig):
+    name: str = "continual"
+    model: str = "minilm"  # any masked-LM encoder; an upstream step name takes its model_dir
+
+
+def continual(ctx: StepContext, cfg: ContinualStepConfig) -> dict:
+    """Continued MLM of a compact model on clinical text with and without replay; forgetting measured."""
+    quiet_transformers()
+    model_ref = ctx.inputs[cfg.model]["model_dir"] if cfg.model in ctx.inputs else cfg.model
+    corpus = ctx.inputs["corpus"]
+    tokenizer = load_tokenizer(model_ref)
+    scores, models = continual_learning(
+        load_masked_lm(model_ref), tokenizer, _read_lines(corpus["train"]), _read_lines(corpus["general_replay"]),
+        _read_lines(corpus["heldout"]), _read_lines(corpus["general_heldout"]), cfg, ctx.device)
+    ctx.log_params(cfg.model_dump())
+    ctx.log_metrics({f"{cfg.name}.{run}.{k}": v for run, values in scores.items() for k, v in values.items()})
+    ctx.log_dict(scores, "continual.json")
+    last_ratio = cfg.replay_ratios[-1]
+    model_dir = export_hf(models[last_ratio].cpu(), tokenizer, ctx.output_dir / "model")
+    return {"model_dir": str(model_dir), "scores": scores}
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+
+
+class EvaluateConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    models: dict[str, str]  # table name -> upstream step whose model_dir to evaluate
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    settings: dict[str, TaskSettings] = Field(default_factory=lambda: dict(DEFAULT_SETTINGS))
+    workers: int = Field(1, ge=1)
+    measure_speed: bool = True
+    teacher: str = "teacher"
+    mlm_only: str = "mlm_only"
+
+
+def evaluate_models(ctx: StepContext, cfg: EvaluateConfig) -> dict:
+    """Fine-tune each model on each task over the seeds; log `<model>.<metric>` and the size/speed columns."""
+    quiet_transformers()
+    missing = [step for step in cfg.models.values() if step not in ctx.inputs]
+    if missing:
+        raise ValueError(f"evaluate: models {missing} are not upstream steps (add them to `needs:`)")
+    model_dirs = {name: ctx.inputs[step]["model_dir"] for name, step in cfg.models.items()}
+    tasks = json.loads(Path(ctx.inputs["tasks"]["tasks"]).read_text())
+    settings = {task: cfg.settings.get(task, DEFAULT_SETTINGS[task]) for task in tasks}
+    rows = run_harness(model_dirs, tasks, cfg.seeds, ctx.device, settings, cfg.workers,
+                       save_root=str(ctx.output_dir / "finetuned"))
+    speed = {name: measure_cpu(path) for name, path in model_dirs.items()} if cfg.measure_speed else {}
+    scores = aggregate(rows)
+    metrics = summary_metrics(scores, speed)
+    ctx.log_metrics(metrics)
+    table = results_table(scores, speed, teacher=cfg.teacher, mlm_only=cfg.mlm_only)
+    (ctx.output_dir / "table.md").write_text(table)
+    (ctx.output_dir / "rows.json").write_text(json.dumps({"rows": rows, "speed": speed}, indent=1))
+    ctx.log_text(table, "table.md")
+    return {"table": str(ctx.output_dir / "table.md"), "rows": str(ctx.output_dir / "rows.json"),
+            "finetuned": str(ctx.output_dir / "finetuned")}
+
+
+class ExportConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    models: list[str]  # upstream steps whose students to export
+    register: bool = True
+
+
+def export_students(ctx: StepContext, cfg: ExportConfig) -> dict:
+    """Each student as a Hugging Face directory and an ONNX encoder; checks ONNX agrees with PyTorch."""
+    quiet_transformers()
+    probe = ["The patient denies chest pain.", "Metformin 500 mg twice daily for type 2 diabetes."]
+    exported = {}
+    for step in cfg.models:
+        hf_dir = ctx.output_dir / step / "hf"
+        tokenizer = load_tokenizer(ctx.inputs[step]["model_dir"])
+        export_hf(load_masked_lm(ctx.inputs[step]["model_dir"]), tokenizer, hf_dir)
+        onnx_path = export_onnx(hf_dir, ctx.output_dir / step / "encoder.onnx")
+        ctx.log_metrics({f"{step}.onnx_max_abs_diff": onnx_max_difference(hf_dir, onnx_path, probe)})
+        if cfg.register:
+            ctx.log_model(str(hf_dir), name=f"clinical-distill-{step}", flavor="dir")
+        exported[step] = {"hf": str(hf_dir), "onnx": str(onnx_path)}
+    return exported

@@ -1,0 +1,54 @@
+"""The pieces every training loop here shares: optimiser and schedule, mixed precision, batching."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator, Sequence
+
+import torch
+from pydantic import BaseModel, Field
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+
+class OptimConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    batch_size: int = Field(32, ge=1)
+
+
+def make_optimizer(params, cfg: OptimConfig, total_steps: int):
+    """AdamW with linear warm-up and decay (the BERT recipe)."""
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = int(cfg.warmup_ratio * total_steps)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))
+
+
+def autocast(device: str):
+    """bfloat16 autocast on CUDA; full precision on CPU (CPU bf16 matmuls are slow on most hosts)."""
+    if str(device).startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def progress(iterable, desc: str, total: int | None = None, enabled: bool = True):
+    return tqdm(iterable, desc=desc, total=total, disable=not enabled, mininterval=2.0)
+
+
+def shuffled_batches(items: Sequence, batch_size: int, rng: random.Random) -> Iterator[list]:
+    """Endless batches: reshuffle `items` at each pass."""
+    if not items:
+        raise ValueError("no training examples")
+    order = list(range(len(items)))
+    while True:
+        rng.shuffle(order)
+        for start in range(0, len(order), batch_size):
+            yield [items[i] for i in order[start : start + batch_size]]
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)

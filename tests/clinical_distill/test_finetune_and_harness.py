@@ -1,0 +1,43 @@
+"""First-subword labelling, truncation handling, the harness and the results table."""
+
+import json
+
+from nlprec.clinical_distill import generated
+from nlprec.clinical_distill.batch import TextClassifier, TokenTagger
+from nlprec.clinical_distill.export import export_hf
+from nlprec.clinical_distill.finetune import IGNORE, encode_words
+from nlprec.clinical_distill.harness import TaskSettings, aggregate, run_harness
+from nlprec.clinical_distill.report import results_table, summary_metrics
+
+
+def test_only_first_subwords_carry_labels(tokenizer):
+    example = {"tokens": ["Hypercholesterolemia", "is", "common"], "tags": ["B-Disease", "O", "O"]}
+    (feature,) = encode_words(tokenizer, [example], {"O": 0, "B-Disease": 1, "I-Disease": 2}, max_len=32)
+    labelled = [label for label in feature["labels"] if label != IGNORE]
+    assert labelled == [1, 0, 0]
+    assert len(feature["word_starts"]) == 3
+    assert len(tokenizer.tokenize("Hypercholesterolemia")) > 1  # so the test does exercise sub-words
+
+
+def test_harness_batch_inference_and_table(teacher, tokenizer, tmp_path):
+    model_dir = export_hf(teacher, tokenizer, tmp_path / "tiny")
+    tasks = {"ner": {"train": generated.ner_examples(16), "test": generated.ner_examples(8, seed=1)},
+             "section": {"train": generated.section_examples(16), "test": generated.section_examples(8, seed=1)},
+             "nli": {"train": generated.nli_examples(16), "test": generated.nli_examples(8, seed=1)}}
+    settings = {task: TaskSettings(epochs=1, max_len=48, batch_size=8) for task in tasks}
+    rows = run_harness({"teacher": str(model_dir), "student": str(model_dir)}, tasks, [0, 1],
+                       settings=settings, save_root=str(tmp_path / "ft"))
+    assert len(rows) == 2 * 3 * 2
+    scores = aggregate(rows)
+    assert scores["teacher"]["ner_f1"][2] == 2 and 0 <= scores["teacher"]["nli_acc"][0] <= 1
+    speed = {name: {"params": 1e6, "disk_mb": 4.0, "cpu_ms": 10.0, "cpu_seq_per_s": 100.0} for name in scores}
+    metrics = summary_metrics(scores, speed)
+    assert {"teacher.ner_f1", "student.section_acc", "student.nli_acc", "student.params", "student.cpu_ms"} <= set(metrics)
+    table = results_table(scores, speed)
+    assert "| student |" in table and "missed" in table  # equal size and speed cannot meet the targets
+
+    tagged = TokenTagger(str(tmp_path / "ft" / "student-ner"))({"text": ["Patients with asthma ."], "id": [7]})
+    assert tagged["id"] == [7] and len(tagged["tags"][0]) == 4
+    labelled = TextClassifier(str(tmp_path / "ft" / "student-nli"))({"text": ["a"], "text_pair": ["b"]})
+    assert labelled["label"][0] in {"Entailment", "Contradiction"}
+    json.dumps(rows)
