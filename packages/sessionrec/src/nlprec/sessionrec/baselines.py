@@ -97,9 +97,6 @@ class ActrBaseLevel:
 
     name = "actr_bl"
 
-    def __init__(self, time_scale: float = 3600.0):
-        self.time_scale = time_scale  # seconds per ACT-R time unit (1 for basket-index time)
-
     def fit(self, split: Split) -> ActrBaseLevel:
         self.fill = popularity_ranks(split.train_popularity()) - 1.0
         return self
@@ -108,11 +105,11 @@ class ActrBaseLevel:
         out = np.tile(self.fill, (len(cases), 1))
         for row, case in enumerate(cases):
             sessions, times, t_ref = history_of(data, case)
-            items, times_k = session_occurrences(sessions, times / self.time_scale)
+            items, times_k = session_occurrences(sessions, times / data.time_scale)
             if len(items) == 0:
                 continue
             distinct, activation = base_level_matrix(
-                items, times_k, np.array([t_ref / self.time_scale])
+                items, times_k, np.array([t_ref / data.time_scale])
             )
             out[row, distinct] = 1.0 + softmax(activation[0])
         return out

@@ -44,6 +44,7 @@ class SessionData:
     users: list[UserSessions]
     name: str = "sessions"
     notes: list[str] = field(default_factory=list)  # provenance, e.g. "simulated data"
+    time_scale: float = 3600.0  # seconds per ACT-R time unit (1.0 where time is a basket index)
 
     @property
     def n_items(self) -> int:
@@ -72,6 +73,7 @@ class SessionData:
         payload = {
             "name": self.name,
             "notes": self.notes,
+            "time_scale": self.time_scale,
             "items": self.items,
             "users": [
                 {
@@ -197,4 +199,4 @@ def compact_vocabulary(data: SessionData) -> SessionData:
     new_index = np.cumsum(used) - 1
     users = [UserSessions(u.user, [new_index[s] for s in u.sessions], u.times) for u in data.users]
     items = [item for item, keep in zip(data.items, used) if keep]
-    return SessionData(items=items, users=users, name=data.name, notes=data.notes)
+    return SessionData(items, users, data.name, data.notes, data.time_scale)

@@ -224,6 +224,7 @@ def read_reality_check(folder: str | Path, dataset: str | None = None) -> Sessio
         users=users,
         name=name,
         notes=["Reality-Check preprocessing; basket index as time"],
+        time_scale=1.0,
     )
     return compact_vocabulary(data)
 

@@ -84,7 +84,7 @@ class OnlineRecommender:
         cls,
         data: SessionData,
         popularity: np.ndarray | None = None,
-        time_scale: float = 3600.0,
+        time_scale: float | None = None,
         pisa=None,
         **kwargs,
     ) -> OnlineRecommender:
@@ -100,7 +100,14 @@ class OnlineRecommender:
             ]
             for u in data.users
         }
-        return cls(data.items, popularity, events, time_scale=time_scale, pisa=pisa, **kwargs)
+        return cls(
+            data.items,
+            popularity,
+            events,
+            time_scale=time_scale or data.time_scale,
+            pisa=pisa,
+            **kwargs,
+        )
 
     def _fingerprint(self) -> str:
         digest = hashlib.sha1(

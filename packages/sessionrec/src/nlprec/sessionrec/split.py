@@ -35,7 +35,17 @@ class Split:
             UserSessions(u.user, u.sessions[:n], u.times[:n])
             for u, n in zip(self.data.users, self.n_train)
         ]
-        return SessionData(self.data.items, users, self.data.name, self.data.notes)
+        return SessionData(
+            self.data.items, users, self.data.name, self.data.notes, self.data.time_scale
+        )
+
+    def merged_validation(self) -> Split:
+        """The same test cases with validation sessions moved into training (for models that
+        tune nothing on validation)."""
+        first_test = np.asarray([len(u.sessions) for u in self.data.users]) - np.bincount(
+            [c.user for c in self.test_cases], minlength=len(self.data.users)
+        )
+        return Split(self.data, first_test, [], self.test_cases)
 
     def train_popularity(self) -> np.ndarray:
         """[n_items] number of training sessions holding each item."""
@@ -47,34 +57,30 @@ class Split:
 
 
 def temporal_split(data: SessionData, test_sessions: int = 1, val_sessions: int = 1) -> Split:
-    """Split every user with at least ``test + val + 1`` sessions; shorter users are an error
-    only if none remains (they are counted and dropped otherwise)."""
+    """Split every user who has at least one session before the test sessions.
+
+    Users with too few sessions for the full validation part get fewer validation sessions
+    (at least one training session always remains), so every user with a history is tested.
+    """
     if test_sessions < 1 or val_sessions < 0:
         raise ValueError(
             f"need test_sessions >= 1 and val_sessions >= 0, got {test_sessions}, {val_sessions}"
         )
-    need = test_sessions + val_sessions + 1
-    kept = [u for u in data.users if len(u.sessions) >= need]
+    kept = [u for u in data.users if len(u.sessions) > test_sessions]
     if not kept:
-        raise ValueError(
-            f"no user has the {need} sessions a split with test={test_sessions}, val={val_sessions} needs"
+        raise ValueError(f"no user has more than test_sessions={test_sessions} sessions")
+    notes = list(data.notes)
+    if len(kept) < len(data.users):
+        notes.append(
+            f"{len(data.users) - len(kept)} users with <= {test_sessions} sessions dropped"
         )
-    data = SessionData(
-        data.items,
-        kept,
-        data.name,
-        data.notes
-        + (
-            [f"{len(data.users) - len(kept)} users with < {need} sessions dropped"]
-            if len(kept) < len(data.users)
-            else []
-        ),
-    )
-    n_train = np.asarray([len(u.sessions) - test_sessions - val_sessions for u in kept])
-    val = [Case(i, int(n + k)) for i, n in enumerate(n_train) for k in range(val_sessions)]
+    data = SessionData(data.items, kept, data.name, notes, data.time_scale)
+    n_val = np.asarray([min(val_sessions, len(u.sessions) - test_sessions - 1) for u in kept])
+    n_train = np.asarray([len(u.sessions) - test_sessions for u in kept]) - n_val
+    val = [Case(i, int(n + k)) for i, (n, v) in enumerate(zip(n_train, n_val)) for k in range(v)]
     test = [
-        Case(i, int(n + val_sessions + k))
-        for i, n in enumerate(n_train)
+        Case(i, int(n + v + k))
+        for i, (n, v) in enumerate(zip(n_train, n_val))
         for k in range(test_sessions)
     ]
     return Split(data, n_train, val, test)

@@ -1,0 +1,99 @@
+"""ACT-R features of one user's session window, computed causally, for PISA.
+
+For a window of input sessions i = start … end−1 (at most ``max_sessions``), position i is
+used to predict session i+1 and its ACT-R reference time is t_ref(i) = start of session i+1
+(for the last position: the target's start, or the query time online). Only occurrences
+before t_ref(i) count. Per position:
+
+- ``items``  [T, L]  the session's items (pad = n_items);
+- ``bl``     [T, L]  base-level activation B_v(t_ref(i)) of each of those items;
+- ``spr``    [T, L]  spreading activation from the previous session (the session itself,
+  minus the item, for a user's first session);
+- ``ctx``    [T, L]  the context session's items (partial matching is computed in the model,
+  from the learned embeddings);
+- ``fav`` / ``fav_bl`` [T, B]  the user's top-B items by B_v(t_ref(i)) and their activations;
+- ``target`` [T, L]  session i+1's items (training only).
+
+Every table is over the user's own distinct items (U of them), never the catalogue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from nlprec.sessionrec.actr import base_level_matrix, session_occurrences
+
+
+@dataclass
+class WindowShape:
+    max_sessions: int  # T
+    max_items: int  # L
+    n_favourites: int  # B
+    pad: int  # the padding item index (= n_items)
+    time_scale: float  # seconds per ACT-R time unit
+
+
+def empty_window(shape: WindowShape) -> dict[str, np.ndarray]:
+    T, L, B = shape.max_sessions, shape.max_items, shape.n_favourites
+    return {
+        "items": np.full((T, L), shape.pad, np.int64),
+        "bl": np.full((T, L), -np.inf, np.float32),
+        "spr": np.zeros((T, L), np.float32),
+        "ctx": np.full((T, L), shape.pad, np.int64),
+        "fav": np.full((T, B), shape.pad, np.int64),
+        "fav_bl": np.full((T, B), -np.inf, np.float32),
+        "target": np.full((T, L), shape.pad, np.int64),
+        "length": np.zeros((), np.int64),
+    }
+
+
+def window_features(
+    sessions: list[np.ndarray],
+    times: np.ndarray,
+    end: int,
+    t_ref_last: float,
+    cooc: sp.csr_matrix,
+    shape: WindowShape,
+) -> dict[str, np.ndarray]:
+    """Features of input sessions ``max(0, end − T) … end − 1`` (see the module docstring)."""
+    if end < 1:
+        raise ValueError("a window needs at least one input session (empty history)")
+    start = max(0, end - shape.max_sessions)
+    out = empty_window(shape)
+    n_pos = end - start
+    out["length"] = np.asarray(n_pos)
+    t_refs = (
+        np.append(np.asarray(times[start + 1 : end], dtype=float), t_ref_last) / shape.time_scale
+    )  # [P]
+    occ_items, occ_times = session_occurrences(
+        sessions[:end], np.asarray(times[:end]) / shape.time_scale
+    )
+    distinct, activation = base_level_matrix(occ_items, occ_times, t_refs)  # [U], [P, U]
+    user_cooc = cooc[distinct][:, distinct].toarray() if cooc is not None else None  # [U, U]
+    L, B = shape.max_items, min(shape.n_favourites, len(distinct))
+    for p, i in enumerate(range(start, end)):
+        items = sessions[i][:L]
+        cols = np.searchsorted(distinct, items)
+        out["items"][p, : len(items)] = items
+        out["bl"][p, : len(items)] = activation[p, cols]
+        context = sessions[i - 1][:L] if i > 0 else items
+        out["ctx"][p, : len(context)] = context
+        if user_cooc is not None:
+            ctx_cols = np.searchsorted(distinct, context)
+            out["spr"][p, : len(items)] = user_cooc[np.ix_(ctx_cols, cols)].sum(axis=0)
+        if B:
+            top = np.argpartition(-activation[p], B - 1)[:B]
+            top = top[np.isfinite(activation[p, top])]
+            top = top[np.argsort(-activation[p, top], kind="stable")]
+            out["fav"][p, : len(top)] = distinct[top]
+            out["fav_bl"][p, : len(top)] = activation[p, top]
+        if i + 1 < len(sessions):
+            target = sessions[i + 1][:L]
+            out["target"][p, : len(target)] = target
+    return out
+
+
+def stack_windows(windows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {key: np.stack([w[key] for w in windows]) for key in windows[0]}
