@@ -102,3 +102,28 @@ async def running(
 
 def auth(token: str = TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def build_real_models(root: Path) -> dict[str, Path]:
+    """A tiny real SearchEngine (MiniLM bi-encoder, MiniLM-initialised cross-encoder) and
+    OnlineRecommender, saved under `root`. Callers skip when the packages are missing."""
+    import numpy as np
+    from nlprec.ranking.dense import DenseConfig, DenseRetriever
+    from nlprec.ranking.engine import SearchEngine
+    from nlprec.ranking.rerank import CrossEncoderReranker, RerankerConfig
+    from nlprec.sessionrec.online import OnlineRecommender
+
+    reranker = CrossEncoderReranker(RerankerConfig(model="minilm", max_length=64))
+    engine = SearchEngine.build(
+        DOCUMENTS, DenseRetriever(DenseConfig(model="minilm")), reranker=reranker
+    )
+    engine.save(root / "ranking")
+    items = ["milk", "bread", "eggs", "tea", "coffee"]
+    user_events: dict[str, list[tuple[float, str]]] = {}
+    for event in EVENTS:
+        user_events.setdefault(event["user_id"], []).append((event["timestamp"], event["item"]))
+    recommender = OnlineRecommender(
+        items, np.array([5.0, 4.0, 3.0, 2.0, 1.0]), user_events, {e["event_id"] for e in EVENTS}
+    )
+    recommender.save(root / "sessionrec")
+    return {"ranking": root / "ranking", "sessionrec": root / "sessionrec"}
