@@ -49,9 +49,14 @@ def set_threads(threads: int | None) -> None:
 
 
 def load_encoder(name_or_path: str, device: str | None = None, max_seq_length: int | None = None):
+    import torch
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(resolve_model_dir(name_or_path)), device=device)
+    # float32 weights even from an fp16 checkpoint: training and exact scores need them
+    model_kwargs = {"dtype": torch.float32}
+    model = SentenceTransformer(
+        str(resolve_model_dir(name_or_path)), device=device, model_kwargs=model_kwargs
+    )
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length
     return model

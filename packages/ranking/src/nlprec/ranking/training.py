@@ -1,26 +1,39 @@
 """Fine-tuning the bi-encoder and the cross-encoder on a dataset's training qrels.
 
 Hard negatives come from a first-stage run (BM25, dense or their fusion): the top-ranked
-documents that are not judged relevant. Both trainers are the sentence-transformers ones.
+documents that are not judged relevant.
 
-Bi-encoder, MultipleNegativesRankingLoss (InfoNCE over in-batch and hard negatives):
-    L = -log( exp(s * cos(q, d+)) / sum_{d in batch positives + negatives} exp(s * cos(q, d)) )
-with a batch sampler that keeps duplicate texts out of a batch (a duplicate would be a false
-negative). The cached variant (GradCache) allows large batches at constant memory.
+The loops are plain PyTorch around the sentence-transformers / transformers models, so they
+run where ``datasets`` and ``accelerate`` (which the library trainers need) are not installed,
+e.g. the GPU machine.
 
-Cross-encoder: binary cross-entropy on (query, document, label), or the listwise
-MultipleNegativesRankingLoss over (query, positive, negative_1..n).
+Bi-encoder, MultipleNegativesRankingLoss / InfoNCE over in-batch and hard negatives::
+
+    S = scale * Q @ D^T          Q: (B, dim) queries, D: (B * (1 + n_neg), dim) positives then negatives
+    L = cross_entropy(S, labels = arange(B))
+
+with batches that never hold the same text twice (a duplicate would be a false negative). The
+cached variant (sentence-transformers' CachedMultipleNegativesRankingLoss, GradCache) gives the
+same gradients with constant memory for large batches.
+
+Cross-encoder (monoBERT), logits s(q, d) from a 1-label sequence classifier:
+  ``bce``:      binary cross-entropy on (q, d, label)
+  ``listwise``: cross-entropy of softmax over [s(q, d+), s(q, d-_1), ..., s(q, d-_n)] (positive first)
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
+import torch
 from nlprec.ranking.data import Qrels, Run, document_text
 from pydantic import BaseModel, Field
+
+MNRL_SCALE = 20.0  # sentence-transformers' default temperature 1/0.05
 
 
 class TrainingExample(BaseModel):
@@ -41,9 +54,9 @@ def mine_hard_negatives(
 ) -> list[TrainingExample]:
     """One example per (query, relevant document): the query, the document and hard negatives.
 
-    Negatives are the highest-ranked unjudged-relevant documents of ``run`` after skipping the
-    first ``skip_top`` (which are often unlabelled positives). With ``sample_from`` set, they are
-    drawn at random from that many top candidates instead of taken in order.
+    Negatives are the highest-ranked documents of ``run`` not judged relevant, after skipping the
+    first ``skip_top`` (often unlabelled positives). With ``sample_from`` set they are drawn at
+    random from that many top candidates instead of taken in order.
     """
     rng = random.Random(seed)
     examples = []
@@ -61,7 +74,7 @@ def mine_hard_negatives(
             else:
                 negatives = pool[:n_negatives]
             if len(negatives) < n_negatives:
-                continue  # a fixed column count is needed by the losses
+                continue  # every example needs the same number of negatives
             examples.append(
                 TrainingExample(
                     query=queries[qid],
@@ -72,12 +85,39 @@ def mine_hard_negatives(
     return examples
 
 
-def _columns(examples: list[TrainingExample]) -> dict[str, list[str]]:
-    n = len(examples[0].negatives) if examples else 0
-    columns = {"anchor": [e.query for e in examples], "positive": [e.positive for e in examples]}
-    for i in range(n):
-        columns[f"negative_{i + 1}"] = [e.negatives[i] for e in examples]
-    return columns
+def no_duplicate_batches(
+    examples: list[TrainingExample], batch_size: int, seed: int
+) -> list[list[int]]:
+    """Shuffled batches of example indices in which no text (query or document) appears twice.
+
+    An example that clashes with the batch being filled waits for the next one. Examples that
+    cannot be placed by the end are dropped, as is a last batch smaller than two.
+    """
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    batches, waiting = [], []
+    batch, seen = [], set()
+    for index in order:
+        waiting.append(index)
+        still_waiting = []
+        for candidate in waiting:
+            texts = {
+                examples[candidate].query,
+                examples[candidate].positive,
+                *examples[candidate].negatives,
+            }
+            if len(batch) < batch_size and not (texts & seen):
+                batch.append(candidate)
+                seen |= texts
+            else:
+                still_waiting.append(candidate)
+        waiting = still_waiting
+        if len(batch) == batch_size:
+            batches.append(batch)
+            batch, seen = [], set()
+    if len(batch) >= 2:
+        batches.append(batch)
+    return batches
 
 
 class BiEncoderTrainConfig(BaseModel):
@@ -95,31 +135,41 @@ class BiEncoderTrainConfig(BaseModel):
 class CrossEncoderTrainConfig(BaseModel):
     model_config = {"extra": "forbid"}
     epochs: int = Field(1, ge=1)
-    batch_size: int = Field(32, ge=2)
+    batch_size: int = Field(32, ge=2, description="examples (queries) per step")
     lr: float = Field(2e-5, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
-    loss: Literal["bce", "listwise"] = "bce"
+    loss: Literal["bce", "listwise"] = "listwise"
     max_length: int = Field(256, ge=16)
     max_steps: int = Field(-1)
 
 
-def _common_args(cfg, output_dir: Path, device: str, seed: int) -> dict:
+def _optimizer(model: torch.nn.Module, lr: float, warmup_ratio: float, total_steps: int):
+    from transformers import get_linear_schedule_with_warmup
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    warmup = int(math.ceil(warmup_ratio * total_steps))
+    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))
+
+
+def _steps(n_batches_per_epoch: int, epochs: int, max_steps: int) -> int:
+    total = n_batches_per_epoch * epochs
+    return min(total, max_steps) if max_steps > 0 else total
+
+
+def _autocast(device: str):
     on_gpu = device.startswith("cuda")
-    return {
-        "output_dir": str(output_dir / "trainer"),
-        "num_train_epochs": cfg.epochs,
-        "max_steps": cfg.max_steps,
-        "per_device_train_batch_size": cfg.batch_size,
-        "learning_rate": cfg.lr,
-        "warmup_ratio": cfg.warmup_ratio,
-        "save_strategy": "no",
-        "report_to": "none",  # steps never talk to MLflow; the runner logs what they return
-        "logging_steps": 50,
-        "seed": seed,
-        "bf16": on_gpu,
-        "use_cpu": not on_gpu,
-        "dataloader_drop_last": True,
-    }
+    return torch.autocast("cuda" if on_gpu else "cpu", dtype=torch.bfloat16, enabled=on_gpu)
+
+
+def info_nce_loss(
+    query_emb: torch.Tensor, doc_emb: torch.Tensor, scale: float = MNRL_SCALE
+) -> torch.Tensor:
+    """query_emb (B, dim), doc_emb (B * (1 + n_neg), dim) with row i = positive of query i."""
+    query_emb = torch.nn.functional.normalize(query_emb, dim=-1)
+    doc_emb = torch.nn.functional.normalize(doc_emb, dim=-1)
+    scores = scale * query_emb @ doc_emb.T  # (B, B * (1 + n_neg))
+    labels = torch.arange(len(query_emb), device=scores.device)
+    return torch.nn.functional.cross_entropy(scores, labels)
 
 
 def train_biencoder(
@@ -129,35 +179,63 @@ def train_biencoder(
     output_dir: str | Path,
     device: str = "cpu",
     seed: int = 0,
+    log=print,
 ) -> Path:
-    """Fine-tune a SentenceTransformer with (cached) MNRL; returns the saved model directory."""
-    from datasets import Dataset
+    """Fine-tune a SentenceTransformer with in-batch + hard negatives; returns the saved model dir."""
     from nlprec.ranking.encoder import load_encoder
-    from sentence_transformers import (
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
-    from sentence_transformers.base.sampler import BatchSamplers
-    from sentence_transformers.sentence_transformer import losses
 
     if not examples:
         raise ValueError(
             "no training examples (does the split have judged queries with relevant documents?)"
         )
-    output_dir = Path(output_dir)
+    torch.manual_seed(seed)
     model = load_encoder(model_name_or_dir, device=device, max_seq_length=cfg.max_seq_length)
+    model.train()
+    cached = None
     if cfg.loss == "cached_mnrl":
-        loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size)
-    else:
-        loss = losses.MultipleNegativesRankingLoss(model)
-    args = SentenceTransformerTrainingArguments(
-        **_common_args(cfg, output_dir, device, seed), batch_sampler=BatchSamplers.NO_DUPLICATES
-    )
-    trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=Dataset.from_dict(_columns(examples)), loss=loss
-    )
-    trainer.train()
-    model_dir = output_dir / "model"
+        from sentence_transformers.sentence_transformer.losses import (
+            CachedMultipleNegativesRankingLoss,
+        )
+
+        cached = CachedMultipleNegativesRankingLoss(
+            model, scale=MNRL_SCALE, mini_batch_size=cfg.mini_batch_size
+        )
+    n_neg = len(examples[0].negatives)
+    per_epoch = len(no_duplicate_batches(examples, cfg.batch_size, seed))
+    total = _steps(per_epoch, cfg.epochs, cfg.max_steps)
+    optimizer, scheduler = _optimizer(model, cfg.lr, cfg.warmup_ratio, total)
+
+    def features(texts: list[str]) -> dict[str, torch.Tensor]:
+        batch = model.tokenize(texts)
+        return {key: value.to(model.device) for key, value in batch.items()}
+
+    step = 0
+    for epoch in range(cfg.epochs):
+        for batch in no_duplicate_batches(examples, cfg.batch_size, seed + epoch):
+            chosen = [examples[i] for i in batch]
+            columns = [[e.query for e in chosen], [e.positive for e in chosen]]
+            columns += [[e.negatives[j] for e in chosen] for j in range(n_neg)]
+            with _autocast(device):
+                if cached is not None:
+                    loss = cached([features(c) for c in columns], None)
+                else:
+                    query_emb = model(features(columns[0]))["sentence_embedding"]  # (B, dim)
+                    doc_emb = model(features([t for c in columns[1:] for t in c]))[
+                        "sentence_embedding"
+                    ]
+                    loss = info_nce_loss(query_emb, doc_emb)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step(), scheduler.step(), optimizer.zero_grad()
+            step += 1
+            if step % 20 == 0 or step == total:
+                log(f"bi-encoder step {step}/{total} loss {loss.item():.4f}")
+            if step >= total:
+                break
+        if step >= total:
+            break
+    model.eval()
+    model_dir = Path(output_dir) / "model"
     model.save_pretrained(str(model_dir))
     return model_dir
 
@@ -169,37 +247,62 @@ def train_cross_encoder(
     output_dir: str | Path,
     device: str = "cpu",
     seed: int = 0,
+    log=print,
 ) -> Path:
-    """Fine-tune a 1-logit CrossEncoder from an encoder checkpoint; returns the saved model directory."""
-    from datasets import Dataset
-    from nlprec.ranking.rerank import load_cross_encoder
-    from sentence_transformers import CrossEncoderTrainer, CrossEncoderTrainingArguments
-    from sentence_transformers.base.sampler import BatchSamplers
-    from sentence_transformers.cross_encoder import losses
+    """Fine-tune a 1-logit sequence classifier (monoBERT) from an encoder checkpoint; returns its dir.
+
+    The saved folder is a plain transformers checkpoint that ``sentence_transformers.CrossEncoder``
+    loads for inference.
+    """
+    from nlprec.ranking.encoder import resolve_model_dir
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if not examples:
         raise ValueError("no training examples for the cross-encoder")
-    output_dir = Path(output_dir)
-    model = load_cross_encoder(model_name_or_dir, cfg.max_length, device)
-    extra = {}
-    if cfg.loss == "bce":
-        rows = [(e.query, e.positive, 1.0) for e in examples]
-        rows += [(e.query, n, 0.0) for e in examples for n in e.negatives]
-        random.Random(seed).shuffle(rows)
-        dataset = Dataset.from_dict(
-            {
-                "query": [r[0] for r in rows],
-                "passage": [r[1] for r in rows],
-                "label": [r[2] for r in rows],
-            }
-        )
-        loss = losses.BinaryCrossEntropyLoss(model)
-    else:
-        dataset = Dataset.from_dict(_columns(examples))
-        loss = losses.MultipleNegativesRankingLoss(model, num_negatives=4)
-        extra["batch_sampler"] = BatchSamplers.NO_DUPLICATES
-    args = CrossEncoderTrainingArguments(**_common_args(cfg, output_dir, device, seed), **extra)
-    CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss).train()
-    model_dir = output_dir / "model"
+    torch.manual_seed(seed)
+    source = resolve_model_dir(model_name_or_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(source), num_labels=1, dtype=torch.float32
+    )
+    model = model.to(device)
+    model.train()
+    n_neg = len(examples[0].negatives)
+    per_epoch = len(no_duplicate_batches(examples, cfg.batch_size, seed))
+    total = _steps(per_epoch, cfg.epochs, cfg.max_steps)
+    optimizer, scheduler = _optimizer(model, cfg.lr, cfg.warmup_ratio, total)
+    step = 0
+    for epoch in range(cfg.epochs):
+        for batch in no_duplicate_batches(examples, cfg.batch_size, seed + epoch):
+            chosen = [examples[i] for i in batch]
+            # pairs grouped per example: positive first, then its negatives -> (B * (1 + n_neg),)
+            queries = [e.query for e in chosen for _ in range(1 + n_neg)]
+            docs = [d for e in chosen for d in [e.positive, *e.negatives]]
+            encoded = tokenizer(queries, docs, padding=True, truncation="only_second", max_length=cfg.max_length,
+                                return_tensors="pt").to(device)  # fmt: skip
+            with _autocast(device):
+                logits = (
+                    model(**encoded).logits.view(len(chosen), 1 + n_neg).float()
+                )  # (B, 1 + n_neg)
+            if cfg.loss == "listwise":
+                loss = torch.nn.functional.cross_entropy(
+                    logits, torch.zeros(len(chosen), dtype=torch.long, device=device)
+                )
+            else:
+                labels = torch.zeros_like(logits)
+                labels[:, 0] = 1.0
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step(), scheduler.step(), optimizer.zero_grad()
+            step += 1
+            if step % 20 == 0 or step == total:
+                log(f"cross-encoder step {step}/{total} loss {loss.item():.4f}")
+            if step >= total:
+                break
+        if step >= total:
+            break
+    model_dir = Path(output_dir) / "model"
     model.save_pretrained(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
     return model_dir
