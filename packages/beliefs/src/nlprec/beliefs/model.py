@@ -196,12 +196,18 @@ class BreakpointModel(nn.Module):
             if story.labels:
                 rows = torch.tensor(story.labels, dtype=torch.long).reshape(len(story.labels), -1)
                 labels[b, : rows.shape[0], : rows.shape[1]] = rows
-            for c, con in enumerate(story.constraints):
-                second = con.antecedents[1] if len(con.antecedents) > 1 else -1
-                constraints[b, c] = torch.tensor(
-                    [con.antecedents[0], second, con.consequent, con.consequent_label]
-                )
-                c_mask[b, c] = True
+            if story.constraints:
+                table = [
+                    [
+                        c.antecedents[0],
+                        c.antecedents[1] if len(c.antecedents) > 1 else -1,
+                        c.consequent,
+                        c.consequent_label,
+                    ]
+                    for c in story.constraints
+                ]  # one tensor per story, not one per constraint: collate runs every step
+                constraints[b, : len(table)] = torch.tensor(table, dtype=torch.long)
+                c_mask[b, : len(table)] = True
         return labels, constraints, c_mask
 
     # ---- encoding ---------------------------------------------------------------------------

@@ -26,11 +26,17 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     warmup: float = Field(0.1, ge=0, le=1, description="fraction of steps with linear warm-up")
     max_grad_norm: float = Field(1.0, gt=0)
+    max_seconds: float | None = Field(None, gt=0, description="stop training after this long")
     seed: int = 0
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
-    """AdamW with a lower rate on the pretrained encoder, linear warm-up then linear decay."""
+    """AdamW with a lower rate on the pretrained encoder, linear warm-up then linear decay.
+
+    With ``cfg.max_seconds`` the decay follows whichever runs out first, steps or time, so a
+    time-capped run still ends at a low learning rate.
+    """
+    started = time.perf_counter()
     encoder_params = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
     head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
     optimizer = torch.optim.AdamW(
@@ -42,7 +48,9 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
     def schedule(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+        by_steps = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        by_time = (time.perf_counter() - started) / cfg.max_seconds if cfg.max_seconds else 0.0
+        return max(0.0, 1.0 - max(by_steps, by_time))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
@@ -60,8 +68,11 @@ def fit(
     n_batches = len(make_batches(random.Random(cfg.seed)))
     optimizer, scheduler = make_optimizer(model, cfg, n_batches * cfg.epochs)
     model.train()
-    pairs, started, last_loss = 0, time.perf_counter(), math.nan
+    pairs, started, last_loss, steps = 0, time.perf_counter(), math.nan, 0
+    out_of_time = False
     for epoch in range(cfg.epochs):
+        if out_of_time:
+            break
         bar = tqdm(make_batches(rng), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for batch in bar:
             loss, n_pairs = step_loss(batch)
@@ -73,10 +84,20 @@ def fit(
             pairs += n_pairs
             last_loss = float(loss.detach())
             bar.set_postfix(loss=f"{last_loss:.4f}")
+            steps += 1
+            if cfg.max_seconds and time.perf_counter() - started > cfg.max_seconds:
+                out_of_time = True
+                break
     _sync(model)
     seconds = time.perf_counter() - started
     model.eval()
-    return {"train_seconds": seconds, "train_pairs_per_s": pairs / seconds, "final_loss": last_loss}
+    return {
+        "train_seconds": seconds,
+        "train_pairs_per_s": pairs / seconds,
+        "final_loss": last_loss,
+        "train_steps": steps,
+        "stopped_early": float(out_of_time),
+    }
 
 
 def _sync(model: torch.nn.Module) -> None:

@@ -1,0 +1,239 @@
+"""bAbI tasks 1 and 2 (en-10k): breakpoint transformer vs flat, hypothesis-only, majority, last-mention.
+
+Run (a GPU; writes results JSON, no MLflow needed):
+    PYTHONPATH=packages/core/src:packages/beliefs/src python benchmarks/beliefs_babi.py run \
+        --data ../shared/data/beliefs/babi/en-10k --out out/babi --budget 100
+Record into benchmarks/RESULTS.md from the JSON it wrote:
+    .venv/bin/python benchmarks/beliefs_babi.py record out/babi/babi_results.json
+
+Targets (issue 6): proposition accuracy >= 0.97 and QA-from-beliefs >= 0.95 on tasks 1 and 2 test;
+breakpoint >= 5x the flat baseline's (breakpoint, proposition) pairs per second at equal accuracy.
+The flat model scores one pair per forward pass, so it is trained on a sample of pairs and
+evaluated on a subset of test stories; the breakpoint model is reported on the same subset too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from nlprec.beliefs.babi import load_babi
+from nlprec.beliefs.baselines import (
+    FlatPairModel,
+    MajorityBaseline,
+    predict_flat,
+    predict_last_mention,
+    train_flat,
+)
+from nlprec.beliefs.metrics import evaluate
+from nlprec.beliefs.model import BreakpointConfig, BreakpointModel
+from nlprec.beliefs.training import TrainConfig, predict_breakpoint, train_breakpoint
+
+SECTION = "beliefs: bAbI tasks 1-2 (en-10k)"
+
+
+class Clock:
+    def __init__(self, budget: float) -> None:
+        self.start, self.budget = time.perf_counter(), budget
+
+    def left(self) -> float:
+        return self.budget - (time.perf_counter() - self.start)
+
+
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
+
+
+def run(args: argparse.Namespace) -> None:
+    clock = Clock(args.budget)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.manual_seed(0)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train = load_babi(Path(args.data), "train", args.tasks, limit_per_task=args.train_limit)
+    test = load_babi(Path(args.data), "test", args.tasks, limit_per_task=args.test_limit)
+    subset = [
+        s
+        for task in args.tasks
+        for s in [x for x in test if x.meta["task"] == task][: args.flat_stories]
+    ]
+    results: dict = {
+        "device": device_name(device),
+        "tasks": args.tasks,
+        "n_train": len(train),
+        "n_test": len(test),
+        "n_subset": len(subset),
+        "args": vars(args),
+        "models": {},
+    }
+
+    def save() -> None:
+        (out / "babi_results.json").write_text(json.dumps(results, indent=2))
+
+    def record(name: str, stories, predictions, **extra) -> None:
+        results["models"][name] = {**evaluate(stories, predictions), **extra}
+        print(name, json.dumps(results["models"][name]), flush=True)
+        save()
+
+    record("majority", test, MajorityBaseline().fit(train).predict(test))
+    record("last_mention", test, predict_last_mention(test))
+    train_cfg = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr
+    )
+    for attention in args.attention:
+        if clock.left() < 30:
+            break
+        train_cfg.max_seconds = args.train_seconds
+        name = "breakpoint" if attention == "prefix" else f"breakpoint_{attention}"
+        model_cfg = BreakpointConfig(
+            encoder=args.encoder,
+            scorer=args.scorer,
+            attention=attention,
+            constraint_weight=args.constraint_weight,
+        )
+        model = BreakpointModel(model_cfg)
+        stats = train_breakpoint(model, train, train_cfg, device)
+        predictions, rate = predict_breakpoint(model, test, device, batch_size=64)
+        sub_predictions, subset_rate = predict_breakpoint(model, subset, device, batch_size=64)
+        record(name, test, predictions, **stats, infer_pairs_per_s=rate)
+        results["models"][f"{name}@subset"] = {
+            **evaluate(subset, sub_predictions),
+            "infer_pairs_per_s": subset_rate,
+        }
+        save()
+    for hypothesis_only in (False, True):
+        if args.skip_flat or clock.left() < 15:
+            break
+        name = "hypothesis_only" if hypothesis_only else "flat"
+        flat = FlatPairModel(args.encoder, hypothesis_only=hypothesis_only)
+        flat_cfg = TrainConfig(
+            epochs=1, batch_size=args.flat_batch_size, lr=args.lr, head_lr=args.head_lr
+        )
+        pairs = args.flat_pairs if not hypothesis_only else args.flat_pairs // 4
+        flat_cfg.max_seconds = clock.left() * 0.6
+        stats = train_flat(flat, train, flat_cfg, device, pairs_per_epoch=pairs)
+        predictions, rate = predict_flat(flat, subset, device, batch_size=args.flat_batch_size * 2)
+        record(
+            f"{name}@subset",
+            subset,
+            predictions,
+            **stats,
+            infer_pairs_per_s=rate,
+            train_pairs=pairs,
+        )
+    results["seconds"] = args.budget - clock.left()
+    print(f"done in {results['seconds']:.0f} s on {results['device']}", flush=True)
+    save()
+
+
+def _fmt(value) -> str:
+    return (
+        f"{value:.4f}"
+        if isinstance(value, float) and value <= 1
+        else (f"{value:,.0f}" if isinstance(value, float) else "–")
+    )
+
+
+def results_table(results: dict) -> str:
+    tasks = results["tasks"]
+    columns = ["prop_acc", "macro_f1", "all_correct", "constraint_violation", "qa_acc"]
+    columns += [f"qa{t}.{m}" for t in tasks for m in ("prop_acc", "qa_acc")]
+    columns += ["train_pairs_per_s", "infer_pairs_per_s"]
+    lines = [
+        "| model | eval set | " + " | ".join(columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
+    for name, metrics in results["models"].items():
+        where = (
+            f"{results['n_subset']} test stories"
+            if name.endswith("@subset")
+            else f"test ({results['n_test']} stories)"
+        )
+        cells = " | ".join(_fmt(metrics.get(c)) for c in columns)
+        lines.append(f"| {name.removesuffix('@subset')} | {where} | {cells} |")
+    return "\n".join(lines)
+
+
+def device_command(args: dict) -> str:
+    flags = []
+    for key, value in args.items():
+        if key in ("command", "func") or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        else:
+            flags.append(
+                f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+            )
+    command = (
+        "PYTHONPATH=packages/core/src:packages/beliefs/src python benchmarks/beliefs_babi.py run "
+    )
+    return command + " ".join(flags).replace(str(args.get("out")), "$OUT")
+
+
+def record_results(paths: list[Path], note: str) -> None:
+    """One RESULTS.md section with a table per run (the JSON files that ``run`` wrote)."""
+    from nlprec.core.bench import record_section
+
+    parts = []
+    for path in paths:
+        results = json.loads(Path(path).read_text())
+        args = results["args"]
+        parts.append(
+            f"**Run `{device_command(args)}`** — card: {results['device']}; trained on en-10k tasks "
+            f"{results['tasks']} train ({results['n_train']} stories, windows of at most 60 sentences), "
+            f"up to {args['epochs']} epochs capped at {args['train_seconds']:.0f} s per breakpoint model, "
+            f"lr {args['lr']} / head {args['head_lr']}, scorer {args['scorer']}, constraint weight "
+            f"{args['constraint_weight']}; flat: one pass over at most {args['flat_pairs']:,} sampled "
+            f"training pairs ({'not run' if args.get('skip_flat') else 'capped by time'}).\n\n"
+            + results_table(results)
+        )
+    text = "Pairs per second count (breakpoint, proposition) pairs.\n\n" + "\n\n".join(parts)
+    command = "each run's command above (run on the card named), then `.venv/bin/python benchmarks/beliefs_babi.py record <run JSON files> --note <analysis>` on"
+    record_section(SECTION, text + "\n\n" + note, command=command)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    go = sub.add_parser("run")
+    go.add_argument("--data", default="../shared/data/beliefs/babi/en-10k")
+    go.add_argument("--encoder", default="minilm")
+    go.add_argument("--out", default="out/babi")
+    go.add_argument("--tasks", type=int, nargs="+", default=[1, 2])
+    go.add_argument("--train-limit", type=int, default=None)
+    go.add_argument("--test-limit", type=int, default=None)
+    go.add_argument("--epochs", type=int, default=4)
+    go.add_argument("--batch-size", type=int, default=32)
+    go.add_argument("--lr", type=float, default=1e-4)
+    go.add_argument("--head-lr", type=float, default=1e-3)
+    go.add_argument("--scorer", default="mlp")
+    go.add_argument("--constraint-weight", type=float, default=0.1)
+    go.add_argument("--attention", nargs="+", default=["prefix", "bidirectional"])
+    go.add_argument("--flat-pairs", type=int, default=100_000)
+    go.add_argument("--flat-batch-size", type=int, default=256)
+    go.add_argument("--flat-stories", type=int, default=20, help="test stories per task for flat")
+    go.add_argument(
+        "--train-seconds", type=float, default=30, help="training cap per breakpoint model"
+    )
+    go.add_argument("--skip-flat", action="store_true")
+    go.add_argument("--budget", type=float, default=100, help="seconds; later stages are skipped")
+    rec = sub.add_parser("record")
+    rec.add_argument("results", type=Path, nargs="+")
+    rec.add_argument("--note", default="", help="analysis appended under the tables")
+    args = parser.parse_args()
+    if args.command == "run":
+        run(args)
+    else:
+        record_results(args.results, args.note)
+
+
+if __name__ == "__main__":
+    main()
