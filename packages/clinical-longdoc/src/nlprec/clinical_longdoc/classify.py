@@ -7,7 +7,6 @@ scores and saves itself (safetensors + json).
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from nlprec.clinical_longdoc.data import DocumentSet
 from nlprec.clinical_longdoc.encoder import LongEncoder
 from nlprec.clinical_longdoc.heads import DocumentClassifier
 from nlprec.clinical_longdoc.metrics import classification_scores
+from nlprec.clinical_longdoc.persist import load_task_model, save_task_model
 from nlprec.clinical_longdoc.segments import aggregate_segments, make_segments, tokenize_bodies
 from nlprec.clinical_longdoc.training import (
     TrainSettings,
@@ -26,16 +26,12 @@ from nlprec.clinical_longdoc.training import (
     group_by_tokens,
     pad_rows,
 )
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer
 
 logger = logging.getLogger(__name__)
 
 LONG_NOTE_TOKENS = 512  # "notes over 512 tokens" counts [CLS] and [SEP]
-HEAD_FILE = "head.safetensors"
-META_FILE = "classifier.json"
 
 
 class DocumentClassifierModel:
@@ -166,30 +162,20 @@ class DocumentClassifierModel:
     # ------------------------------------------------------------------ persistence
 
     def save(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        self.network.encoder.model.save_pretrained(directory / "encoder", safe_serialization=True)
-        self.tokenizer.save_pretrained(directory / "encoder")
-        head = {
-            f"classifier.{k}": v.detach().cpu().contiguous()
-            for k, v in self.network.classifier.state_dict().items()
+        meta = {
+            "task": "classify",
+            "labels": self.labels,
+            "strategy": self.strategy,
+            "max_length": self.max_length,
         }
-        save_file(head, str(directory / HEAD_FILE))
-        meta = {"labels": self.labels, "strategy": self.strategy, "max_length": self.max_length}
-        (directory / META_FILE).write_text(json.dumps(meta, indent=2))
-        return directory
+        return save_task_model(
+            directory, self.network.encoder, self.tokenizer, self.network.classifier, meta
+        )
 
     @classmethod
     def load(cls, directory: str | Path) -> DocumentClassifierModel:
-        directory = Path(directory)
-        if not (directory / META_FILE).exists():
-            raise FileNotFoundError(f"{directory} is not a saved classifier (no {META_FILE})")
-        meta = json.loads((directory / META_FILE).read_text())
-        encoder = LongEncoder(AutoModel.from_pretrained(str(directory / "encoder")).base_model)
-        tokenizer = AutoTokenizer.from_pretrained(str(directory / "encoder"))
+        encoder, tokenizer, head, meta = load_task_model(directory, "classify")
         model = cls(encoder, tokenizer, meta["labels"], meta["strategy"], meta["max_length"])
-        head = load_file(str(directory / HEAD_FILE))
-        model.network.classifier.load_state_dict(
-            {k.removeprefix("classifier."): v for k, v in head.items()}
-        )
+        model.network.classifier.load_state_dict(head)
         model.network.eval()
         return model

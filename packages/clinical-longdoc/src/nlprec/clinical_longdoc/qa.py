@@ -16,12 +16,14 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from nlprec.clinical_longdoc.data import QAExample
 from nlprec.clinical_longdoc.encoder import LongEncoder
 from nlprec.clinical_longdoc.heads import SpanExtractor
 from nlprec.clinical_longdoc.metrics import exact_match, token_f1
+from nlprec.clinical_longdoc.persist import load_task_model, save_task_model
 from nlprec.clinical_longdoc.training import (
     TrainSettings,
     autocast_for,
@@ -107,6 +109,7 @@ class QAModel:
         self.network = SpanExtractor(encoder)
         self.device = "cpu"
         self._window_cache = _WINDOW_CACHE
+        self.cache_windows = True  # batch inference turns it off (unbounded inputs)
 
     def windows(self, examples: Sequence[QAExample], with_answers: bool) -> list[Window]:
         """Cut every (question, context) into overlapping windows of at most ``max_length`` tokens.
@@ -121,6 +124,8 @@ class QAModel:
             with_answers,
             tuple(e.qid for e in examples),
         )
+        if not self.cache_windows:
+            return self._cut_windows(examples, with_answers)
         if key not in self._window_cache:
             self._window_cache[key] = self._cut_windows(examples, with_answers)
         return self._window_cache[key]
@@ -279,3 +284,26 @@ class QAModel:
                 scores[f"{name}_em"] = sum(em[i] for i in idx) / len(idx)
                 scores[f"{name}_f1"] = sum(f1[i] for i in idx) / len(idx)
         return scores
+
+    def save(self, directory: str | Path) -> Path:
+        meta = {
+            "task": "answer",
+            "max_length": self.max_length,
+            "stride": self.stride,
+            "max_answer_tokens": self.max_answer_tokens,
+            "max_question_tokens": self.max_question_tokens,
+        }
+        return save_task_model(
+            directory, self.network.encoder, self.tokenizer, self.network.qa_outputs, meta
+        )
+
+    @classmethod
+    def load(cls, directory: str | Path) -> QAModel:
+        encoder, tokenizer, head, meta = load_task_model(directory, "answer")
+        settings = {
+            k: meta[k] for k in ("max_length", "stride", "max_answer_tokens", "max_question_tokens")
+        }
+        model = cls(encoder, tokenizer, **settings)
+        model.network.qa_outputs.load_state_dict(head)
+        model.network.eval()
+        return model

@@ -78,6 +78,8 @@ def head_tail(body: list[int], budget: int, head_tokens: int = DEFAULT_HEAD_TOKE
     """First ``head_tokens`` and last ``budget - head_tokens`` tokens (the whole body if it fits)."""
     if len(body) <= budget:
         return body
+    if head_tokens * 2 > budget:  # small windows (demos): a quarter head, the rest tail
+        head_tokens = budget // 4
     tail_tokens = budget - head_tokens
     return body[:head_tokens] + body[len(body) - tail_tokens :]
 

@@ -179,6 +179,13 @@ class FineTuneConfig(BaseModel):
     gradient_checkpointing: bool = False
     time_budget_s: float | None = None
     save_model: bool = True
+    metric_name: str | None = Field(
+        None, description="prefix of the logged metrics (default: the variant)"
+    )
+
+    @property
+    def prefix(self) -> str:
+        return self.metric_name or self.variant
 
 
 def _settings(cfg: FineTuneConfig, ctx: StepContext, seed: int) -> TrainSettings:
@@ -236,7 +243,7 @@ def _write_result(
     ctx: StepContext, cfg: FineTuneConfig, per_seed: list[dict], summary: dict, model
 ) -> dict:
     result = {
-        "variant": cfg.variant,
+        "variant": cfg.prefix,
         "per_seed": per_seed,
         "summary": summary,
         "device": ctx.device,
@@ -246,7 +253,7 @@ def _write_result(
     ctx.log_dict(result, "result.json")
     out = {
         "result": str(path),
-        "variant": cfg.variant,
+        "variant": cfg.prefix,
         **{k: v for k, v in summary.items() if v == v},
     }
     if cfg.save_model and model is not None:
@@ -275,7 +282,7 @@ def fine_tune_classifier(ctx: StepContext, cfg: FineTuneConfig) -> dict:
     per_seed, model = _run_seeds(ctx, cfg, train_and_score)
     keys = ["macro_f1", "micro_f1", "long_notes_macro_f1", "long_notes_micro_f1", "train_seconds"]
     ctx.log_params(cfg.model_dump())
-    summary = _log_seed_summary(ctx, cfg.variant, per_seed, keys)
+    summary = _log_seed_summary(ctx, cfg.prefix, per_seed, keys)
     return _write_result(ctx, cfg, per_seed, summary, model)
 
 
@@ -310,8 +317,8 @@ def fine_tune_qa(ctx: StepContext, cfg: FineTuneConfig) -> dict:
         "train_seconds",
     ]
     ctx.log_params(cfg.model_dump())
-    summary = _log_seed_summary(ctx, cfg.variant, per_seed, keys)
-    return _write_result(ctx, cfg, per_seed, summary, None)
+    summary = _log_seed_summary(ctx, cfg.prefix, per_seed, keys)
+    return _write_result(ctx, cfg, per_seed, summary, model)
 
 
 def fine_tune_tagger(ctx: StepContext, cfg: FineTuneConfig) -> dict:
@@ -329,14 +336,13 @@ def fine_tune_tagger(ctx: StepContext, cfg: FineTuneConfig) -> dict:
         history = model.fit(splits["train"], splits["dev"], _settings(cfg, ctx, seed))
         scores = model.evaluate(splits["test"], _settings(cfg, ctx, seed))
         scores["best_epoch"] = history["best_epoch"]
-        return None, scores
+        return model, scores
 
-    per_seed, _ = _run_seeds(ctx, cfg, train_and_score)
+    per_seed, model = _run_seeds(ctx, cfg, train_and_score)
     ctx.log_params(cfg.model_dump())
-    summary = _log_seed_summary(
-        ctx, cfg.variant, per_seed, ["f1", "precision", "recall", "train_seconds"]
-    )
-    return _write_result(ctx, cfg, per_seed, summary, None)
+    keys = ["f1", "precision", "recall", "train_seconds"]
+    summary = _log_seed_summary(ctx, cfg.prefix, per_seed, keys)
+    return _write_result(ctx, cfg, per_seed, summary, model)
 
 
 # ------------------------------------------------------------------ comparison

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from nlprec.clinical_longdoc.data import TaggedSentence
 from nlprec.clinical_longdoc.encoder import LongEncoder
 from nlprec.clinical_longdoc.heads import IGNORE_INDEX, TokenTagger
 from nlprec.clinical_longdoc.metrics import entity_f1
+from nlprec.clinical_longdoc.persist import load_task_model, save_task_model
 from nlprec.clinical_longdoc.training import (
     TrainSettings,
     autocast_for,
@@ -153,3 +155,17 @@ class TokenTaggerModel:
     ) -> dict:
         predicted = self.predict(sentences, settings)
         return entity_f1([s.tags for s in sentences], predicted)
+
+    def save(self, directory: str | Path) -> Path:
+        meta = {"task": "tag", "tags": self.tags, "max_length": self.max_length}
+        return save_task_model(
+            directory, self.network.encoder, self.tokenizer, self.network.classifier, meta
+        )
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TokenTaggerModel:
+        encoder, tokenizer, head, meta = load_task_model(directory, "tag")
+        model = cls(encoder, tokenizer, meta["tags"], meta["max_length"])
+        model.network.classifier.load_state_dict(head)
+        model.network.eval()
+        return model

@@ -1,0 +1,167 @@
+"""Classification, NER and QA heads on tiny encoders: training runs, predictions round-trip, bad input."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from nlprec.clinical_longdoc.classify import DocumentClassifierModel
+from nlprec.clinical_longdoc.data import (
+    DocumentSet,
+    QAExample,
+    TaggedSentence,
+    align_answer,
+    covid_qa_examples,
+    generate_notes,
+)
+from nlprec.clinical_longdoc.encoder import LongEncoder
+from nlprec.clinical_longdoc.longify import longify
+from nlprec.clinical_longdoc.metrics import entity_f1
+from nlprec.clinical_longdoc.qa import QAModel, best_span, best_span_reference
+from nlprec.clinical_longdoc.tagging import TokenTaggerModel
+from nlprec.clinical_longdoc.training import TrainSettings
+
+FAST = TrainSettings(epochs=1, lr=1e-3, max_tokens=2048, progress=False)
+
+
+def _long(tiny_bert, kind="full", length=256):
+    return LongEncoder(
+        longify(tiny_bert, max_length=length, attention=kind, attention_window=32, block_size=16)
+    )
+
+
+@pytest.mark.parametrize("strategy", ["long", "chunk_max"])
+def test_classifier_trains_saves_and_reloads(tiny_bert, tokenizer, tmp_path, strategy):
+    notes = generate_notes(8, seed=0, filler_sentences=(2, 4))
+    encoder = _long(tiny_bert) if strategy == "long" else LongEncoder(tiny_bert)
+    model = DocumentClassifierModel(
+        encoder,
+        tokenizer,
+        sorted(set(notes.labels)),
+        strategy,
+        max_length=64 if strategy != "long" else None,
+    )
+    history = model.fit(notes, notes.take(4), FAST)
+    assert len(history["loss"]) == 1 and history["best_epoch"] == 0
+    before = model.predict_proba(notes.texts[:3], FAST)
+    model.save(tmp_path / "clf")
+    after = DocumentClassifierModel.load(tmp_path / "clf").predict_proba(notes.texts[:3], FAST)
+    assert torch.allclose(before, after, atol=1e-5)
+    assert before.shape == (3, 4) and torch.allclose(before.sum(-1), torch.ones(3))
+
+
+def test_classifier_scores_unseen_labels_as_errors(tiny_bert, tokenizer, caplog):
+    model = DocumentClassifierModel(_long(tiny_bert), tokenizer, ["a", "b"])
+    data = DocumentSet(["first note text", "second note text"], ["a", "zebra"])
+    with caplog.at_level(logging.WARNING):
+        scores = model.evaluate(data, FAST)
+    assert "labels unseen in training ['zebra']" in caplog.text
+    assert scores["accuracy"] <= 0.5
+    with pytest.raises(ValueError, match="training labels not in the label list"):
+        model.fit(data, None, FAST)
+
+
+def test_tagger_labels_first_subwords_and_predicts_per_word(tiny_bert, tokenizer, tmp_path):
+    sentences = [
+        TaggedSentence(
+            ["Adenomatous", "polyposis", "coli", "is", "hereditary"],
+            ["B-Disease", "I-Disease", "I-Disease", "O", "O"],
+        ),
+        TaggedSentence(["No", "tumour"], ["O", "B-Disease"]),
+    ]
+    model = TokenTaggerModel(_long(tiny_bert), tokenizer, ["B-Disease", "I-Disease", "O"])
+    items = model.encode(sentences)
+    labelled = [i for i, label in enumerate(items[0]["labels"]) if label != -100]
+    assert len(labelled) == 5  # one label per word, on its first sub-word
+    assert [model.tags[items[0]["labels"][i]] for i in labelled] == sentences[0].tags
+    model.fit(sentences, None, FAST)
+    predicted = model.predict(sentences, FAST)
+    assert [len(p) for p in predicted] == [5, 2]
+    model.save(tmp_path / "tagger")
+    assert TokenTaggerModel.load(tmp_path / "tagger").predict(sentences, FAST) == predicted
+
+
+def test_entity_f1_is_strict_iob2():
+    gold = [["B-Disease", "I-Disease", "O"]]
+    assert entity_f1(gold, gold)["f1"] == 1.0
+    assert entity_f1(gold, [["B-Disease", "O", "O"]])["f1"] == 0.0
+
+
+def test_best_span_matches_reference():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        start, end = torch.randn(40, generator=generator), torch.randn(40, generator=generator)
+        valid = torch.rand(40, generator=generator) > 0.3
+        fast = best_span(start, end, valid, max_tokens=7)
+        reference = best_span_reference(start, end, valid, max_tokens=7)
+        assert fast[1:] == reference[1:] and fast[0] == pytest.approx(reference[0], abs=1e-5)
+
+
+def _qa_example() -> QAExample:
+    context = (
+        "Background text. " * 30
+        + "The main cause is mother-to-child transmission. "
+        + "More text. " * 30
+    )
+    answer = "mother-to-child transmission"
+    return QAExample(
+        "What is the main cause?", context, answer, context.index(answer), "doc1", "q1"
+    )
+
+
+def test_qa_windows_point_at_the_answer(tiny_bert, tokenizer):
+    example = _qa_example()
+    model = QAModel(LongEncoder(tiny_bert), tokenizer, max_length=64, stride=16)
+    windows = model.windows([example], with_answers=True)
+    assert len(windows) > 3  # a long context is cut into several windows
+    positives = [w for w in windows if w.start > 0]
+    assert positives
+    for window in positives:
+        span = example.context[window.offsets[window.start][0] : window.offsets[window.end][1]]
+        assert span == example.answer_text
+
+
+def test_qa_trains_answers_and_reloads(tiny_bert, tokenizer, tmp_path):
+    example = _qa_example()
+    model = QAModel(_long(tiny_bert), tokenizer, max_length=256, stride=64, max_answer_tokens=16)
+    model.fit([example], None, FAST)
+    scores = model.evaluate([example], FAST)
+    assert 0.0 <= scores["f1"] <= 1.0 and scores["lt512_n"] == 1
+    model.save(tmp_path / "qa")
+    assert QAModel.load(tmp_path / "qa").predict([example], FAST) == model.predict([example], FAST)
+
+
+def test_answer_alignment_and_dropping(caplog):
+    context = "alpha beta gamma beta"
+    assert align_answer(context, "beta", 6) == 6
+    assert align_answer(context, "beta", 15) == 17  # nearest exact occurrence
+    assert align_answer(context, "delta", 0) is None
+    squad = {
+        "data": [
+            {
+                "paragraphs": [
+                    {
+                        "context": context,
+                        "document_id": 7,
+                        "qas": [
+                            {
+                                "question": "q?",
+                                "id": 1,
+                                "answers": [{"text": "gamma", "answer_start": 0}],
+                            },
+                            {
+                                "question": "q?",
+                                "id": 2,
+                                "answers": [{"text": "delta", "answer_start": 0}],
+                            },
+                        ],
+                    }
+                ]
+            }
+        ]
+    }
+    with caplog.at_level(logging.WARNING):
+        examples = covid_qa_examples(squad)
+    assert [e.answer_start for e in examples] == [11]
+    assert "1 answers re-aligned" in caplog.text and "1 dropped" in caplog.text
