@@ -302,9 +302,9 @@ def fine_tune_qa(ctx: StepContext, cfg: FineTuneConfig) -> dict:
         history = model.fit(splits["train"], splits["dev"], _settings(cfg, ctx, seed))
         scores = model.evaluate(splits["test"], _settings(cfg, ctx, seed))
         scores["best_epoch"] = history["best_epoch"]
-        return None, scores
+        return model, scores
 
-    per_seed, _ = _run_seeds(ctx, cfg, train_and_score)
+    per_seed, model = _run_seeds(ctx, cfg, train_and_score)
     keys = [
         "em",
         "f1",
