@@ -51,6 +51,16 @@ Format = Literal["jsonl", "parquet"]
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_ROWS_PER_PART = 4096
 _MANIFEST = "manifest.json"
+FORWARDED_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+    "NLPREC_HOME",
+    "NLPREC_DATA",
+    "NLPREC_ALLOW_DOWNLOAD",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+)
 
 
 class BatchInputError(UserError):
@@ -406,6 +416,12 @@ def _merge_parts(parts: list[Path], output_path: Path, fmt: Format) -> int:
     return rows
 
 
+def forwarded_environment() -> dict[str, str]:
+    """The variables a predictor may rely on (tracking server, data root, offline switches) that Ray
+    actors must see: on a cluster they start on other machines, not as children of this process."""
+    return {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+
+
 def _run_ray(
     predictor_cls: type,
     kwargs: dict,
@@ -436,6 +452,7 @@ def _run_ray(
         batch_format="pyarrow",
         concurrency=options.concurrency,
         num_gpus=options.num_gpus or None,
+        runtime_env={"env_vars": forwarded_environment()},
     )
     try:
         with (
