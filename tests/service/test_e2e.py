@@ -30,12 +30,12 @@ def free_port() -> int:
 
 
 def wait_until_ready(
-    base_url: str, process: subprocess.Popen | None = None, timeout_s: float = 120
+    base_url: str, process: subprocess.Popen | None = None, timeout_s: float = 300
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}: {process.stdout.read()}")
+            raise RuntimeError(f"server exited with {process.returncode}")
         try:
             if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
                 return
@@ -63,9 +63,12 @@ class Served:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Served:
-        self.process = subprocess.Popen(
-            [str(SERVE)], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        # The log goes to a file: an unread pipe could fill up and stall the server.
+        self.log_path = self.state.with_name(f"{self.state.name}-server-{self.port}.log")
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [str(SERVE)], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         wait_until_ready(self.url, self.process)
         return self
 
@@ -73,10 +76,11 @@ class Served:
         """SIGTERM, as a process manager would; returns the server's log."""
         self.process.send_signal(signal.SIGTERM)
         try:
-            log, _ = self.process.communicate(timeout=60)
+            self.process.wait(timeout=120)
         finally:
             if self.process.poll() is None:
                 self.process.kill()
+        log = self.log_path.read_text()
         # uvicorn re-raises the signal once it has shut down, so -SIGTERM is a clean exit too.
         assert self.process.returncode in (0, -signal.SIGTERM), log
         return log
