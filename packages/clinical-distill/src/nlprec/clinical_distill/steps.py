@@ -230,7 +230,7 @@ def evaluate_models(ctx: StepContext, cfg: EvaluateConfig) -> dict:
 class ExportConfig(BaseModel):
     model_config = {"extra": "forbid"}
     models: list[str]  # upstream steps whose students to export
-    register: bool = True
+    register_models: bool = True
 
 
 def export_students(ctx: StepContext, cfg: ExportConfig) -> dict:
@@ -244,7 +244,7 @@ def export_students(ctx: StepContext, cfg: ExportConfig) -> dict:
         export_hf(load_masked_lm(ctx.inputs[step]["model_dir"]), tokenizer, hf_dir)
         onnx_path = export_onnx(hf_dir, ctx.output_dir / step / "encoder.onnx")
         ctx.log_metrics({f"{step}.onnx_max_abs_diff": onnx_max_difference(hf_dir, onnx_path, probe)})
-        if cfg.register:
+        if cfg.register_models:
             ctx.log_model(str(hf_dir), name=f"clinical-distill-{step}", flavor="dir")
         exported[step] = {"hf": str(hf_dir), "onnx": str(onnx_path)}
     return exported

@@ -39,14 +39,18 @@ def progress(iterable, desc: str, total: int | None = None, enabled: bool = True
 
 
 def shuffled_batches(items: Sequence, batch_size: int, rng: random.Random) -> Iterator[list]:
-    """Endless batches: reshuffle `items` at each pass."""
+    """Endless batches of exactly `batch_size` items (fewer only if there are fewer items in all).
+
+    Each pass reshuffles; the remainder of a pass that cannot fill a batch is dropped.
+    """
     if not items:
         raise ValueError("no training examples")
     order = list(range(len(items)))
+    size = min(batch_size, len(items))
     while True:
         rng.shuffle(order)
-        for start in range(0, len(order), batch_size):
-            yield [items[i] for i in order[start : start + batch_size]]
+        for start in range(0, len(order) - size + 1, size):
+            yield [items[i] for i in order[start : start + size]]
 
 
 def set_seed(seed: int) -> None:
