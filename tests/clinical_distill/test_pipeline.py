@@ -1,0 +1,46 @@
+"""The demo pipeline end to end through the CLI (tiny settings), then batch inference with its student."""
+
+import json
+
+import pytest
+from nlprec.clinical_distill import cli as distill_cli
+from nlprec.core import cli
+
+TINY = [
+    "--set", "params.steps=2", "--set", "params.batch=4", "--set", "params.max_len=32", "--set", "params.epochs=1",
+    "--set", "steps.corpus.with.n_generated=20", "--set", "steps.tasks.with.n_generated_train=8",
+    "--set", "steps.tasks.with.n_generated_test=8", "--set", "steps.continual.with.head_warmup_steps=1",
+]
+MODELS = ["teacher", "student_layers", "student_small", "mlm_only", "random_init"]
+
+
+@pytest.mark.slow
+def test_demo_pipeline_and_batch_inference(nlprec_env, tmp_path):
+    summary_path = tmp_path / "summary.json"
+    code = cli.main(["run", str(_repo() / "pipelines/distill-demo.yaml"), *TINY, "--summary", str(summary_path)])
+    assert code == 0
+    summary = json.loads(summary_path.read_text())
+    assert {name: step["status"] for name, step in summary["steps"].items()} == {
+        name: "finished" for name in summary["steps"]}
+    assert len(summary["steps"]) == 10
+    metrics = summary["metrics"]
+    for model in MODELS:
+        for metric in ("ner_f1", "section_acc", "nli_acc", "params", "cpu_ms"):
+            assert f"{model}.{metric}" in metrics, f"{model}.{metric}"
+        assert 0.0 <= metrics[f"{model}.ner_f1"] <= 1.0
+    assert metrics["student_small.params"] < metrics["teacher.params"] / 3
+    assert metrics["student_layers.onnx_max_abs_diff"] < 1e-3
+    assert "continual.replay_0.25.forgetting" in metrics
+
+    finetuned = next(nlprec_env.rglob("finetuned/student_small-ner"))
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"text": "Patients with asthma were treated ."}) + "\n")
+    assert distill_cli.main(["tag", "--model", str(finetuned), str(source), str(tmp_path / "out.jsonl")]) == 0
+    (row,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(row["tags"]) == 5 and set(row["tags"]) <= {"O", "B-Disease", "I-Disease"}
+
+
+def _repo():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2]
