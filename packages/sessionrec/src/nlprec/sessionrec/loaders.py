@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 import time as wallclock
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +56,25 @@ def parse_times(values: pd.Series) -> pd.Series:
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.notna().all():
         return numeric.astype(float)
-    iso = pd.to_datetime(values.where(numeric.isna()), errors="coerce", utc=True, format="ISO8601")
-    iso_seconds = (iso - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    text = values.where(numeric.isna())
+    try:
+        iso = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+        iso_seconds = (iso - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    except (OverflowError, pd.errors.OutOfBoundsDatetime):  # e.g. year 2999: parse one by one
+        iso_seconds = text.map(_iso_seconds)
     return numeric.astype(float).fillna(iso_seconds)
+
+
+def _iso_seconds(value) -> float:
+    if not isinstance(value, str):
+        return float("nan")
+    try:
+        stamp = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return float("nan")
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp.timestamp()
 
 
 def read_event_file(

@@ -63,6 +63,7 @@ class PISAConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
+    max_windows_per_user: int = Field(4, ge=1)  # most recent T-session windows per user
     max_val_cases: int = Field(2000, ge=0)  # validation cases for epoch selection (0 = none)
     seed: int = 0
 
@@ -209,7 +210,9 @@ class PISARecommender:
         )
 
     # -- training --------------------------------------------------------------------------
-    def fit(self, split: Split, progress=None, log=None) -> PISARecommender:
+    def fit(
+        self, split: Split, progress=None, log=None, features: dict | None = None
+    ) -> PISARecommender:
         """Train on ``split``'s training sessions. With validation cases, the weights of the
         epoch with the best validation NDCG@10 are kept (epoch −1 = the untrained net, whose
         repeat term already ranks like ACT-R base level)."""
@@ -218,8 +221,17 @@ class PISARecommender:
         train = split.train_data()
         self.n_items, self.time_scale = train.n_items, train.time_scale
         self.popularity = split.train_popularity()
-        self.cooc = cooccurrence_matrix([s for u in train.users for s in u.sessions], self.n_items)
-        windows = self.training_windows(train, progress)
+        # ``features``: a dict shared between fits on the same split and window shape (e.g.
+        # seeds): the co-occurrence matrix, training windows and case windows are built once.
+        self.features = {} if features is None else features
+        if "cooc" not in self.features:
+            self.features["cooc"] = cooccurrence_matrix(
+                [s for u in train.users for s in u.sessions], self.n_items
+            )
+        self.cooc = self.features["cooc"]
+        if "train" not in self.features:
+            self.features["train"] = self.training_windows(train, progress)
+        windows = self.features["train"]
         self.net = PISANet(self.n_items, self.cfg).to(self.device)
         optimiser = torch.optim.AdamW(
             self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
@@ -270,12 +282,15 @@ class PISARecommender:
         return value
 
     def training_windows(self, train: SessionData, progress=None) -> dict[str, np.ndarray]:
-        """Non-overlapping windows ending at each user's last training session, going back."""
+        """Non-overlapping windows ending at each user's last training session, going back
+        (at most ``max_windows_per_user``)."""
         windows = []
         users = train.users
         for u in progress(users, desc=f"{self.name} features") if progress else users:
             end = len(u.sessions) - 1  # the last session is only a target
-            while end >= 1:
+            for _ in range(self.cfg.max_windows_per_user):
+                if end < 1:
+                    break
                 windows.append(
                     window_features(
                         u.sessions, u.times, end, float(u.times[end]), self.cooc, self.shape
@@ -317,19 +332,16 @@ class PISARecommender:
     # -- scoring ---------------------------------------------------------------------------
     @torch.no_grad()
     def score(self, data: SessionData, cases: list[Case]) -> np.ndarray:
+        cache = getattr(self, "features", {}).setdefault("cases", {})
         windows = []
         for c in cases:
-            u = data.users[c.user]
-            windows.append(
-                window_features(
-                    u.sessions,
-                    u.times,
-                    c.position,
-                    float(u.times[c.position]),
-                    self.cooc,
-                    self.shape,
+            if (c.user, c.position) not in cache:
+                u = data.users[c.user]
+                t_ref = float(u.times[c.position])
+                cache[(c.user, c.position)] = window_features(
+                    u.sessions, u.times, c.position, t_ref, self.cooc, self.shape
                 )
-            )
+            windows.append(cache[(c.user, c.position)])
         return self.net.full_scores(self.to_tensors(stack_windows(windows))).float().cpu().numpy()
 
     @torch.no_grad()

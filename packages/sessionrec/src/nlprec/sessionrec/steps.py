@@ -86,14 +86,22 @@ def load(ctx: StepContext, cfg: LoadConfig) -> dict:
         ctx.log_input(name=data.name, source=cfg.data, context="train")
     for note in data.notes:
         ctx.logger.info("%s: %s", data.name, note)
-    return {**info, "sessions_file": str(path), "notes": data.notes}
+    reality_check = any("Reality-Check" in note for note in data.notes)
+    return {**info, "sessions_file": str(path), "notes": data.notes, "reality_check": reality_check}
 
 
 class SplitConfig(BaseModel):
     model_config = {"extra": "forbid"}
     test_sessions: int = Field(1, ge=1)
     val_sessions: int = Field(1, ge=0)
-    ndcg_ideal: Literal["k", "all"] = "k"  # "all": Reality-Check NDCG (ideal over all true items)
+    # "all": Reality-Check NDCG (ideal over all true items); "auto": "all" on Reality-Check data
+    ndcg_ideal: Literal["auto", "k", "all"] = "auto"
+
+
+def ndcg_ideal(inputs: dict, cfg: SplitConfig) -> str:
+    if cfg.ndcg_ideal != "auto":
+        return cfg.ndcg_ideal
+    return "all" if inputs["load"].get("reality_check") else "k"
 
 
 def make_split(inputs: dict, cfg: SplitConfig) -> Split:
@@ -140,7 +148,7 @@ def baselines(ctx: StepContext, cfg: BaselinesConfig) -> dict:
             model,
             split,
             split.test_cases,
-            ideal=cfg.ndcg_ideal,
+            ideal=ndcg_ideal(ctx.inputs, cfg),
             progress=lambda it, desc, n=name: ctx.progress(it, desc=f"{n} {desc}"),
         )
         metrics.update(log_model_metrics(ctx, name, [result]))
@@ -167,14 +175,19 @@ def train(ctx: StepContext, cfg: TrainConfig) -> dict:
     """Train one PISA variant per seed; log mean (± std) test metrics and throughput."""
     torch.set_num_threads(cfg.threads)
     split = make_split(ctx.inputs, cfg)
-    runs, history, model_dir = [], [], None
+    runs, history, model_dir, features = [], [], None, {}
     for seed in cfg.seeds:
         model_cfg = PISAConfig(**{**cfg.model, **VARIANTS[cfg.variant], "seed": seed})
-        model = PISARecommender(model_cfg, cfg.variant, ctx.device).fit(
-            split, progress=ctx.progress
-        )
+        model = PISARecommender(model_cfg, cfg.variant, ctx.device)
+        model.fit(split, progress=ctx.progress, features=features)
         runs.append(
-            evaluate(model, split, split.test_cases, ideal=cfg.ndcg_ideal, progress=ctx.progress)
+            evaluate(
+                model,
+                split,
+                split.test_cases,
+                ideal=ndcg_ideal(ctx.inputs, cfg),
+                progress=ctx.progress,
+            )
         )
         history.append(
             {
