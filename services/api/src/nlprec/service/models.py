@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nlprec.core.paths import nlprec_home
 from nlprec.service.concurrency import ModelRunner
 from nlprec.service.config import ServiceConfig
 from nlprec.service.metrics import ServiceMetrics
@@ -54,10 +55,6 @@ def default_loaders() -> ModelLoaders:
 
 
 def default_state_dir() -> Path:
-    try:
-        from nlprec.core.paths import nlprec_home
-    except ImportError:  # core without paths: the working directory, as nlprec_home defaults to
-        return Path.cwd() / ".nlprec" / "service-state"
     return nlprec_home() / ".nlprec" / "service-state"
 
 
