@@ -88,6 +88,8 @@ class Served:
 
 @pytest.fixture(scope="module")
 def real_models(tmp_path_factory) -> dict[str, Path]:
+    if not SERVE.exists():
+        pytest.skip(f"{SERVE} is not installed (pip install -e services/api)")
     pytest.importorskip("nlprec.ranking.engine", reason="needs the ranking package")
     pytest.importorskip("nlprec.sessionrec.online", reason="needs the sessionrec package")
     return build_real_models(tmp_path_factory.mktemp("real-models"))
