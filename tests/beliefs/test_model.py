@@ -140,12 +140,12 @@ def test_violation_rate_counts_broken_implications():
 
 def test_training_lowers_the_loss_on_generated_worlds(tiny_encoder):
     stories = generate_stories(
-        GeneratorConfig(n_stories=24, max_sentences=5, n_persons=2, n_locations=3, n_objects=1)
+        GeneratorConfig(n_stories=16, max_sentences=4, n_persons=2, n_locations=3, n_objects=1)
     )
     model = make_model(tiny_encoder, constraint_weight=0.1)
     before = evaluate(stories, predict_breakpoint(model, stories, "cpu")[0])["prop_acc"]
     stats = train_breakpoint(
-        model, stories, TrainConfig(epochs=6, batch_size=8, lr=1e-3, head_lr=3e-3), "cpu"
+        model, stories, TrainConfig(epochs=5, batch_size=8, lr=1e-3, head_lr=3e-3), "cpu"
     )
     after = evaluate(stories, predict_breakpoint(model, stories, "cpu")[0])["prop_acc"]
     assert stats["train_pairs_per_s"] > 0

@@ -120,6 +120,9 @@ class FlatStepConfig(BaseModel):
     hypothesis_only: bool = False
     train: TrainConfig = TrainConfig(batch_size=64)
     pairs_per_epoch: int | None = Field(None, ge=1, description="sample this many pairs per epoch")
+    eval_stories: int | None = Field(
+        None, ge=1, description="score only the first N eval stories (one forward pass per pair)"
+    )
     eval_batch_size: int = Field(128, ge=1)
 
 
@@ -133,6 +136,7 @@ def flat(ctx: StepContext, cfg: FlatStepConfig) -> dict[str, Any]:
     ctx.log_params(cfg.model_dump())
     model = FlatPairModel(cfg.encoder, cfg.encoder_layers, cfg.hypothesis_only)
     stats = train_flat(model, train_stories, cfg.train, ctx.device, cfg.pairs_per_epoch)
+    eval_stories = eval_stories[: cfg.eval_stories]
     predictions, infer_rate = predict_flat(model, eval_stories, ctx.device, cfg.eval_batch_size)
     _report(ctx, cfg.name, eval_stories, predictions)
     efficiency = {**stats, "infer_pairs_per_s": infer_rate, "device": ctx.device}
@@ -185,13 +189,22 @@ def compare(ctx: StepContext, cfg: CompareConfig) -> dict[str, Any]:
     rows, breakdown = [], {}
     for name, path in _collect_predictions(ctx).items():
         predictions = _load_predictions(path)
-        rows.append({"model": name, **evaluate(eval_stories, predictions)})
-        breakdown[name] = accuracy_by(eval_stories, predictions, cfg.group_by)
-    columns = ["model", "prop_acc", "macro_f1", "all_correct", "constraint_violation", "qa_acc"]
+        scored = eval_stories[: len(predictions)]  # flat models may score a prefix of the stories
+        rows.append({"model": name, "stories": len(scored), **evaluate(scored, predictions)})
+        breakdown[name] = accuracy_by(scored, predictions, cfg.group_by)
+    columns = [
+        "model",
+        "stories",
+        "prop_acc",
+        "macro_f1",
+        "all_correct",
+        "constraint_violation",
+        "qa_acc",
+    ]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [row["model"]] + [
-            f"{row[c]:.4f}" if isinstance(row.get(c), float) else "–" for c in columns[1:]
+        cells = [row["model"], str(row["stories"])] + [
+            f"{row[c]:.4f}" if isinstance(row.get(c), float) else "–" for c in columns[2:]
         ]
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"

@@ -1,0 +1,91 @@
+"""The demo pipeline end to end through the CLI (tiny settings), then batch inference on its model."""
+
+import json
+from pathlib import Path
+
+import pytest
+from nlprec.beliefs.__main__ import main as beliefs_main
+from nlprec.core import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    "--set",
+    "params.layers=1",
+    "--set",
+    "params.n_train=8",
+    "--set",
+    "params.n_eval=4",
+    "--set",
+    "params.epochs=1",
+    "--set",
+    "params.flat_pairs=32",
+]
+MODELS = ("breakpoint", "flat", "hypothesis_only", "majority")
+
+
+@pytest.mark.slow
+def test_demo_pipeline_and_batch_inference(nlprec_env, tmp_path):
+    summary_path = tmp_path / "summary.json"
+    code = cli.main(
+        [
+            "run",
+            str(ROOT / "pipelines" / "beliefs-demo.yaml"),
+            *TINY,
+            "--summary",
+            str(summary_path),
+        ]
+    )
+    assert code in (0, None)
+    metrics = json.loads(summary_path.read_text())["metrics"]
+    for model in MODELS:
+        for metric in ("prop_acc", "macro_f1", "qa_acc"):
+            assert 0.0 <= metrics[f"{model}.{metric}"] <= 1.0
+    assert metrics["last_mention.prop_acc"] > metrics["majority.prop_acc"]
+
+    stories = tmp_path / "stories.jsonl"
+    stories.write_text(
+        json.dumps(
+            {
+                "story_id": "a",
+                "story": "Mary went to the kitchen. Mary went to the garden.",
+                "propositions": ["Mary is in the kitchen", "Mary is in the garden"],
+            }
+        )
+        + "\n"
+    )
+    output = tmp_path / "beliefs.jsonl"
+    args = [
+        "predict",
+        "--model",
+        "models:/beliefs-demo@champion",
+        "--input",
+        str(stories),
+        "--output",
+        str(output),
+    ]
+    assert beliefs_main(args) == 0
+    row = json.loads(output.read_text().splitlines()[0])
+    assert row["story_id"] == "a" and len(row["beliefs"]) == 2 * 2
+    first = row["beliefs"][0]
+    assert first["label"] in ("true", "false", "unknown")
+    assert first["p_true"] + first["p_false"] + first["p_unknown"] == pytest.approx(1.0, abs=1e-4)
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        json.dumps({"story_id": "no-stops", "story": "Mary went home", "propositions": ["x"]})
+        + "\n"
+    )
+    assert (
+        beliefs_main(
+            [
+                "predict",
+                "--model",
+                "models:/beliefs-demo@champion",
+                "--input",
+                str(bad),
+                "--output",
+                str(tmp_path / "bad-out.jsonl"),
+            ]
+        )
+        == 2
+    )
