@@ -57,7 +57,7 @@ class Experiment:
         self.test_q = sorted(ds.split_queries("test"))
         self.train_q = sorted(ds.split_queries("train"))
         if args.quick:
-            self.test_q, self.train_q = self.test_q[:60], self.train_q[:120]
+            self.test_q, self.train_q = self.test_q[:16], self.train_q[:60]
         self.qrels = {"test": {q: ds.qrels["test"][q] for q in self.test_q},
                       "train": {q: ds.qrels["train"][q] for q in self.train_q}}  # fmt: skip
         shuffled = list(self.train_q)
@@ -243,26 +243,35 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="tiny settings to check the script on CPU"
     )
+    parser.add_argument(
+        "--core-only", action="store_true", help="skip the extra bi-encoder variants"
+    )
     args = parser.parse_args()
     x = Experiment(args)
     steps = 2 if args.quick else -1
     x.bm25()
     x.dense("dense", args.model)
     x.hybrid("hybrid", ["bm25", "dense"])
-    # bi-encoder: the plain recipe, then more negatives and epochs, then the cached loss with a large batch
-    x.guarded("dense_ft_plain", x.finetune_biencoder, "dense_ft_plain", "bm25", 1,
-              BiEncoderTrainConfig(epochs=1, batch_size=32, max_steps=steps))  # fmt: skip
+    x.save()
+    # bi-encoder: the plain recipe, then more negatives (from the hybrid) and epochs
+    if not args.core_only:
+        x.guarded("dense_ft_plain", x.finetune_biencoder, "dense_ft_plain", "bm25", 1,
+                  BiEncoderTrainConfig(epochs=1, batch_size=32, max_steps=steps))  # fmt: skip
     x.guarded("dense_ft", x.finetune_biencoder, "dense_ft", "hybrid", 3,
               BiEncoderTrainConfig(epochs=3, batch_size=64, max_steps=steps))  # fmt: skip
-    x.guarded("dense_ft_cached", x.finetune_biencoder, "dense_ft_cached", "hybrid", 3,
-              BiEncoderTrainConfig(epochs=3, batch_size=256, loss="cached_mnrl", mini_batch_size=64, lr=5e-5,
-                                   max_steps=steps))  # fmt: skip
-    ft = "dense_ft" if "dense_ft" in x.runs else "dense"
-    x.hybrid("hybrid_ft", ["bm25", ft])
+    x.hybrid("hybrid_ft", ["bm25", "dense_ft" if "dense_ft" in x.runs else "dense"])
     if "dense_ft_plain" in x.runs:
         x.hybrid("hybrid_ft_plain", ["bm25", "dense_ft_plain"])
-    # cross-encoder variants, all reranking hybrid_ft
+    x.save()
+    # cross-encoder variants, all reranking hybrid_ft: the full system first, then the baselines
     variants = [
+        (
+            "rerank",
+            "hybrid_ft",
+            15,
+            50,
+            CrossEncoderTrainConfig(epochs=4, batch_size=32, loss="listwise"),
+        ),
         ("ce_naive", "bm25", 3, None, CrossEncoderTrainConfig(epochs=1, batch_size=16, loss="bce")),
         (
             "ce_bce",
@@ -271,20 +280,19 @@ def main() -> None:
             30,
             CrossEncoderTrainConfig(epochs=3, batch_size=32, loss="bce"),
         ),
-        (
-            "rerank",
-            "hybrid_ft",
-            15,
-            50,
-            CrossEncoderTrainConfig(epochs=4, batch_size=32, loss="listwise"),
-        ),
     ]
+    depths = (5, 10) if args.quick else (20, 50, 100)
     for name, source, n_neg, sample_from, cfg in variants:
         cfg = cfg.model_copy(update={"max_steps": steps})
         model_dir = x.guarded(name, x.train_reranker, name, source, n_neg, sample_from, cfg)
         if model_dir is not None:
-            x.guarded(name + "_eval", x.rerank, name, model_dir, "hybrid_ft")
+            x.guarded(name + "_eval", x.rerank, name, model_dir, "hybrid_ft", depths)
         x.save()
+    # the cached (GradCache) loss with a large batch
+    if not args.core_only:
+        x.guarded("dense_ft_cached", x.finetune_biencoder, "dense_ft_cached", "hybrid", 3,
+                  BiEncoderTrainConfig(epochs=3, batch_size=256, loss="cached_mnrl", mini_batch_size=64,
+                                       lr=5e-5, max_steps=steps))  # fmt: skip
     x.save()
     x.log("done")
 

@@ -72,13 +72,14 @@ class CrossEncoderReranker:
                     owners.append((group, doc_index, passage_index))
         if not pairs:
             return [[] for _ in batches]
+        import torch
+
         logits = self.model.predict(
             pairs,
             batch_size=self.config.batch_size,
             show_progress_bar=progress,
             convert_to_numpy=True,
-            activation_fn=None,
-            apply_softmax=False,
+            activation_fn=torch.nn.Identity(),  # raw logits, not the default sigmoid
         )
         logits = np.asarray(logits, dtype=np.float64).reshape(-1)
         per_group: list[list[tuple[str, int, float]]] = [[] for _ in batches]

@@ -205,9 +205,15 @@ def train_biencoder(
     total = _steps(per_epoch, cfg.epochs, cfg.max_steps)
     optimizer, scheduler = _optimizer(model, cfg.lr, cfg.warmup_ratio, total)
 
+    tokenize = (
+        getattr(model, "preprocess", None) or model.tokenize
+    )  # renamed in sentence-transformers 6
+
     def features(texts: list[str]) -> dict[str, torch.Tensor]:
-        batch = model.tokenize(texts)
-        return {key: value.to(model.device) for key, value in batch.items()}
+        batch = tokenize(texts)
+        return {
+            k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+        }
 
     step = 0
     for epoch in range(cfg.epochs):

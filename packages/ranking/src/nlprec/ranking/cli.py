@@ -1,0 +1,163 @@
+"""``nlprec-ranking``: batch indexing and batch search.
+
+    nlprec-ranking index  --corpus corpus.jsonl --out DIR [--model minilm] [--index auto]
+    nlprec-ranking search --index DIR --queries queries.jsonl --out run.trec [--k 1000]
+                          [--mode hybrid] [--rerank MODEL] [--engine local|ray]
+
+Encoding goes through ``nlprec.core.batch.run_batch`` in parts of ``--chunk-size`` documents, each
+written when done: an interrupted ``index`` started again re-encodes only the unfinished parts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from nlprec.ranking.data import DataError, read_corpus, read_queries, write_trec_run
+
+
+class DocumentEncoder:
+    """Batch predictor: documents in, unit vectors out (the model is loaded once per worker)."""
+
+    def __init__(
+        self, model: str = "minilm", batch_size: int = 64, max_seq_length: int | None = None
+    ):
+        from nlprec.ranking.encoder import load_encoder
+
+        self.model = load_encoder(model, max_seq_length=max_seq_length)
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        from nlprec.ranking.data import document_text
+        from nlprec.ranking.encoder import encode
+
+        ids = [str(i) for i in batch.get("_id", batch.get("id"))]
+        titles, texts = batch.get("title", [""] * len(ids)), batch["text"]
+        docs = [{"title": t or "", "text": x or ""} for t, x in zip(titles, texts, strict=True)]
+        vectors = encode(self.model, [document_text(d) for d in docs], self.batch_size)
+        return {"id": ids, "vector": vectors.tolist()}
+
+
+class QuerySearcher:
+    """Batch predictor: queries in, ranked ``[doc_id, score]`` lists out."""
+
+    def __init__(self, index: str, k: int = 1000, mode: str = "hybrid", rerank: str | None = None):
+        from nlprec.ranking.engine import SearchEngine
+        from nlprec.ranking.rerank import CrossEncoderReranker, RerankerConfig
+
+        self.engine = SearchEngine.load(index)
+        if rerank is not None:
+            self.engine.reranker = CrossEncoderReranker(RerankerConfig(model=rerank))
+        self.k, self.mode, self.rerank = k, mode, rerank is not None or False
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        qids = [str(q) for q in batch.get("_id", batch.get("id"))]
+        results = self.engine.search(list(batch["text"]), self.k, self.mode, rerank=self.rerank)
+        return {"qid": qids, "hits": [[[h.doc_id, h.score] for h in hits] for hits in results]}
+
+
+def index_command(args: argparse.Namespace) -> None:
+    from nlprec.core.batch import run_batch
+    from nlprec.ranking.dense import DenseConfig, DenseRetriever
+    from nlprec.ranking.engine import SearchEngine
+    from nlprec.ranking.faiss_index import FaissConfig
+
+    docs = read_corpus(args.corpus)  # validates ids and emptiness before any encoding
+    out = Path(args.out)
+    work = out.parent / f".{out.name}.partial"
+    work.mkdir(parents=True, exist_ok=True)
+    vectors_path = work / "vectors.jsonl"
+    run_batch(
+        DocumentEncoder,
+        {"model": args.model, "batch_size": args.batch_size, "max_seq_length": args.max_seq_length},
+        args.corpus,
+        vectors_path,
+        engine=args.engine,
+        batch_size=args.chunk_size,
+        rows_per_part=args.chunk_size,
+    )
+    rows = [json.loads(line) for line in vectors_path.read_text().splitlines() if line]
+    if [r["id"] for r in rows] != [d["id"] for d in docs]:
+        raise DataError(f"encoded ids do not match {args.corpus}: delete {work} and index again")
+    vectors = np.asarray([r["vector"] for r in rows], dtype=np.float32)  # (n_docs, dim)
+    config = DenseConfig(
+        model=args.model, faiss=FaissConfig(kind=args.index), max_seq_length=args.max_seq_length
+    )
+    dense = DenseRetriever(config).build(docs, vectors=vectors)
+    SearchEngine.build(docs, dense).save(out)
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"indexed {len(docs)} documents into {out} ({dense.kind})")
+
+
+def search_command(args: argparse.Namespace) -> None:
+    from nlprec.core.batch import run_batch
+
+    queries = read_queries(args.queries)
+    out = Path(args.out)
+    hits_path = out.parent / f".{out.name}.hits.jsonl"
+    kwargs = {"index": args.index, "k": args.k, "mode": args.mode, "rerank": args.rerank}
+    run_batch(
+        QuerySearcher,
+        kwargs,
+        args.queries,
+        hits_path,
+        engine=args.engine,
+        batch_size=args.batch_size,
+    )
+    run = {}
+    for line in hits_path.read_text().splitlines():
+        row = json.loads(line)
+        run[row["qid"]] = {doc: float(score) for doc, score in row["hits"]}
+    write_trec_run(run, out, tag=f"nlprec-{args.mode}{'-rerank' if args.rerank else ''}")
+    hits_path.unlink()
+    print(f"searched {len(queries)} queries -> {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nlprec-ranking", description="Batch indexing and search")
+    commands = parser.add_subparsers(dest="command", required=True)
+    index = commands.add_parser("index", help="encode a corpus and write a SearchEngine folder")
+    index.add_argument(
+        "--corpus", required=True, help="BEIR corpus.jsonl(.gz) or JSONL with id/title/text"
+    )
+    index.add_argument("--out", required=True)
+    index.add_argument("--model", default="minilm")
+    index.add_argument(
+        "--index", default="auto", choices=["auto", "flat", "hnsw", "ivf", "ivfpq", "ivfsq8"]
+    )
+    index.add_argument("--batch-size", type=int, default=64, help="texts per encoder forward pass")
+    index.add_argument("--chunk-size", type=int, default=4096, help="documents per resumable part")
+    index.add_argument("--max-seq-length", type=int, default=None)
+    index.add_argument("--engine", default="local", choices=["local", "ray"])
+    index.set_defaults(func=index_command)
+    search = commands.add_parser("search", help="search a queries file and write a TREC run")
+    search.add_argument(
+        "--index", required=True, help="SearchEngine folder (from `index` or a pipeline)"
+    )
+    search.add_argument("--queries", required=True)
+    search.add_argument("--out", required=True)
+    search.add_argument("--k", type=int, default=1000)
+    search.add_argument("--mode", default="hybrid", choices=["bm25", "dense", "hybrid"])
+    search.add_argument("--rerank", default=None, help="cross-encoder directory or models:/ URI")
+    search.add_argument("--batch-size", type=int, default=64)
+    search.add_argument("--engine", default="local", choices=["local", "ray"])
+    search.set_defaults(func=search_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (DataError, FileNotFoundError) as err:
+        print(f"nlprec-ranking: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
