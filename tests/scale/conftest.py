@@ -19,9 +19,13 @@ SERVER_START_SECONDS = 180  # a loaded 2-core machine can take a minute to impor
 def ray_local():
     """`ray.init(num_cpus=2)` once per session, shut down at the end."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'ray[data]')")
-    for attempt in range(RAY_START_ATTEMPTS):  # Ray gives its raylet 30 s to come up; a busy machine can miss it
+    for attempt in range(
+        RAY_START_ATTEMPTS
+    ):  # Ray gives its raylet 30 s to come up; a busy machine can miss it
         try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray.init(
+                num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False
+            )
             break
         except Exception:
             ray.shutdown()
