@@ -1,7 +1,8 @@
 """Small stand-ins with the interfaces of SearchEngine and OnlineRecommender (tests only).
 
-They are deterministic, fast and inspectable (`encode_calls` records each encoding batch), so the
-service's own behaviour (batching, locking, persistence, errors) is tested apart from the models.
+They are deterministic, fast and inspectable (`encode_calls` and `search_calls` record the size
+of each model call), so the service's own behaviour (batching, locking, persistence, errors) is
+tested apart from the models.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class FakeEngine:
         }
         self.delay_s = delay_s
         self.has_reranker = has_reranker
-        self.encode_calls: list[int] = []
+        self.encode_calls: list[int] = []  # queries per encode_queries call
+        self.search_calls: list[int] = []  # queries per search call
 
     # --- persistence
     @classmethod
@@ -106,7 +108,9 @@ class FakeEngine:
     ) -> list[list[Hit]]:
         if mode not in ("bm25", "dense", "hybrid"):
             raise ValueError(f"unknown mode {mode!r}")
+        self.search_calls.append(len(queries))
         if mode == "bm25":
+            time.sleep(self.delay_s)
             results = [self._top(self._bm25(q), k) for q in queries]
         elif mode == "dense":
             results = self.search_dense_vectors(self.encode_queries(queries), k)

@@ -124,7 +124,7 @@ QUERIES = [
 ] * 3
 
 
-@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+@pytest.mark.parametrize("mode", ["bm25", "dense", "hybrid"])
 async def test_service_batched_search_agrees_with_unbatched(make_config, model_dirs, mode):
     fakes.FakeEngine(DOCUMENTS, delay_s=0.02).save(model_dirs["ranking"])
 
@@ -135,7 +135,8 @@ async def test_service_batched_search_agrees_with_unbatched(make_config, model_d
             ]
             responses = await asyncio.gather(*requests)
             engine = client.app.state.models.search.engine
-            return [r.json()["results"] for r in responses], engine.encode_calls
+            calls = engine.encode_calls if mode == "dense" else engine.search_calls
+            return [r.json()["results"] for r in responses], calls
 
     batched, batched_calls = await answers({"max_batch_size": 32, "max_wait_ms": 5})
     reference, reference_calls = await answers({"max_batch_size": 1})

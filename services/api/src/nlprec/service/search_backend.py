@@ -4,19 +4,21 @@ Which call goes where:
 
 - dense queries go through a micro-batcher: one `encode_queries` for the whole batch, then one
   `search_dense_vectors` with the largest k asked, each caller keeping its own top k;
-- hybrid queries go through a second micro-batcher, grouped by k, as one `search(..., 'hybrid')`;
-- bm25 queries run directly (no encoder involved, cheap);
+- hybrid and bm25 queries go through a micro-batcher each, grouped by k, as one
+  `search(queries, k, mode)` per group;
 - reranked searches run `search(..., rerank=True)` one request at a time.
 
-Every call that touches a transformer holds `model_lane`: a Hugging Face fast tokenizer must not
-be used from two threads at once (it raises "Already borrowed"), and on a small CPU two
-concurrent forward passes are no faster than one after the other anyway. Document updates are
-writes: they wait for running reads, run alone, and save the engine (atomically) before answering.
+Every engine call holds `model_lane`, so the engine runs one call at a time: a Hugging Face fast
+tokenizer must not be used from two threads at once (it raises "Already borrowed"), nor a
+PyStemmer stemmer (not thread-safe), and on a small CPU two concurrent forward passes are no faster
+than one after the other anyway; batching is what buys throughput. Document updates are writes:
+they wait for running reads, run alone, and save the engine (atomically) before answering.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,26 +79,28 @@ class SearchBackend:
             "max_batch_size": batching.max_batch_size,
             "max_wait_s": batching.max_wait_ms / 1000,
         }
-        self.dense_batcher: MicroBatcher[QueryItem, list[ScoredDocument]] = MicroBatcher(
-            self._dense_batch,
-            self._run_in_lane,
-            on_batch=(lambda n: on_batch("dense", n)) if on_batch else None,
-            **batch_options,
-        )
-        self.hybrid_batcher: MicroBatcher[QueryItem, list[ScoredDocument]] = MicroBatcher(
-            self._hybrid_batch,
-            self._run_in_lane,
-            on_batch=(lambda n: on_batch("hybrid", n)) if on_batch else None,
-            **batch_options,
-        )
+        processes = {
+            "dense": self._dense_batch,
+            "hybrid": functools.partial(self._search_batch, "hybrid"),
+            "bm25": functools.partial(self._search_batch, "bm25"),
+        }
+        self.batchers: dict[str, MicroBatcher[QueryItem, list[ScoredDocument]]] = {
+            mode: MicroBatcher(
+                process,
+                self._run_in_lane,
+                on_batch=functools.partial(on_batch, mode) if on_batch else None,
+                **batch_options,
+            )
+            for mode, process in processes.items()
+        }
 
     @property
     def model_versions(self) -> dict[str, str]:
         return {str(k): str(v) for k, v in self.engine.model_versions.items()}
 
     async def stop(self) -> None:
-        await self.dense_batcher.stop()
-        await self.hybrid_batcher.stop()
+        for batcher in self.batchers.values():
+            await batcher.stop()
 
     # ------------------------------------------------------------ model calls (worker threads)
 
@@ -121,14 +125,14 @@ class SearchBackend:
         # The top k of an exact top-`deepest` list is the top k.
         return [self._documents(found[: item.k]) for item, found in zip(items, hits)]
 
-    def _hybrid_batch(self, items: list[QueryItem]) -> list[list[ScoredDocument]]:
+    def _search_batch(self, mode: str, items: list[QueryItem]) -> list[list[ScoredDocument]]:
         # Fusion depth may depend on k, so only queries with the same k share a call.
         results: list[list[ScoredDocument] | None] = [None] * len(items)
         by_k: dict[int, list[int]] = {}
         for position, item in enumerate(items):
             by_k.setdefault(item.k, []).append(position)
         for k, positions in by_k.items():
-            hits = self.engine.search([items[p].query for p in positions], k, "hybrid")
+            hits = self.engine.search([items[p].query for p in positions], k, mode)
             for position, found in zip(positions, hits):
                 results[position] = self._documents(found)
         return results  # type: ignore[return-value]
@@ -165,10 +169,8 @@ class SearchBackend:
         if rerank:
             self._require_reranker()
             results = await self._run_in_lane(self._search_direct, queries, k, mode, True)
-        elif mode == "bm25":
-            results = await self.runner.read(self._search_direct, queries, k, mode, False)
         else:
-            batcher = self.dense_batcher if mode == "dense" else self.hybrid_batcher
+            batcher = self.batchers[mode]
             results = list(
                 await asyncio.gather(*(batcher.submit(QueryItem(q, k)) for q in queries))
             )
