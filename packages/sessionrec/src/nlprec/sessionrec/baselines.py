@@ -238,6 +238,9 @@ class TIFUKNN:
         scores = np.empty_like(own)
         for row, case in enumerate(cases):
             others = [v for v in neighbours[row] if v != case.user][: self.k]
+            if not others:  # a single-user log: no neighbours
+                scores[row] = own[row]
+                continue
             mean = np.asarray(self.vectors[others].mean(axis=0)).ravel()
             scores[row] = self.alpha * own[row] + (1 - self.alpha) * mean
         return scores

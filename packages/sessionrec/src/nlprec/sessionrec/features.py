@@ -97,3 +97,27 @@ def window_features(
 
 def stack_windows(windows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.stack([w[key] for w in windows]) for key in windows[0]}
+
+
+# -- parallel construction (many users, several CPU cores) --------------------------------
+_SHARED: dict = {}
+
+
+def _window_job(job: tuple[int, int, float]) -> dict[str, np.ndarray]:
+    user, end, t_ref = job
+    u = _SHARED["data"].users[user]
+    return window_features(u.sessions, u.times, end, t_ref, _SHARED["cooc"], _SHARED["shape"])
+
+
+def build_windows(
+    data, jobs: list[tuple[int, int, float]], cooc, shape: WindowShape, workers: int = 1
+) -> list[dict]:
+    """``window_features`` for (user index, end, t_ref) jobs, over ``workers`` forked processes."""
+    if workers <= 1:
+        _SHARED.update(data=data, cooc=cooc, shape=shape)
+        return [_window_job(j) for j in jobs]
+    import multiprocessing as mp
+
+    _SHARED.update(data=data, cooc=cooc, shape=shape)
+    with mp.get_context("fork").Pool(workers) as pool:
+        return pool.map(_window_job, jobs, chunksize=max(1, len(jobs) // (workers * 8)))

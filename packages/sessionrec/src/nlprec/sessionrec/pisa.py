@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from nlprec.sessionrec.actr import cooccurrence_matrix
 from nlprec.sessionrec.data import SessionData
-from nlprec.sessionrec.features import WindowShape, stack_windows, window_features
+from nlprec.sessionrec.features import WindowShape, build_windows, stack_windows, window_features
 from nlprec.sessionrec.metrics import evaluate
 from nlprec.sessionrec.split import Case, Split
 from pydantic import BaseModel, Field
@@ -64,6 +64,7 @@ class PISAConfig(BaseModel):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
     max_windows_per_user: int = Field(4, ge=1)  # most recent T-session windows per user
+    feature_workers: int = Field(1, ge=1)  # processes building ACT-R features
     max_val_cases: int = Field(2000, ge=0)  # validation cases for epoch selection (0 = none)
     seed: int = 0
 
@@ -240,6 +241,7 @@ class PISARecommender:
         positions = int(windows["length"].sum())
         self.history: list[dict] = []
         val_cases = split.val_cases[: self.cfg.max_val_cases]
+        self.precompute_cases(split.data, val_cases)
         best = (
             (self.validate(split, val_cases), -1, copy.deepcopy(self.net.state_dict()))
             if val_cases
@@ -284,22 +286,34 @@ class PISARecommender:
     def training_windows(self, train: SessionData, progress=None) -> dict[str, np.ndarray]:
         """Non-overlapping windows ending at each user's last training session, going back
         (at most ``max_windows_per_user``)."""
-        windows = []
-        users = train.users
-        for u in progress(users, desc=f"{self.name} features") if progress else users:
+        jobs = []
+        for user, u in enumerate(train.users):
             end = len(u.sessions) - 1  # the last session is only a target
             for _ in range(self.cfg.max_windows_per_user):
                 if end < 1:
                     break
-                windows.append(
-                    window_features(
-                        u.sessions, u.times, end, float(u.times[end]), self.cooc, self.shape
-                    )
-                )
+                jobs.append((user, end, float(u.times[end])))
                 end -= self.cfg.max_sessions
-        if not windows:
+        if not jobs:
             raise ValueError("no user has 2 training sessions: nothing to train PISA on")
+        workers = self.cfg.feature_workers
+        if workers > 1 or progress is None:
+            return stack_windows(build_windows(train, jobs, self.cooc, self.shape, workers))
+        chunks = [jobs[i : i + 256] for i in range(0, len(jobs), 256)]
+        windows = []
+        for chunk in progress(chunks, desc=f"{self.name} features"):
+            windows += build_windows(train, chunk, self.cooc, self.shape)
         return stack_windows(windows)
+
+    def precompute_cases(self, data: SessionData, cases: list[Case]) -> None:
+        """Fill the case-window cache (in parallel with ``feature_workers``)."""
+        cache = self.features.setdefault("cases", {})
+        todo = [c for c in cases if (c.user, c.position) not in cache]
+        jobs = [(c.user, c.position, float(data.users[c.user].times[c.position])) for c in todo]
+        for c, w in zip(
+            todo, build_windows(data, jobs, self.cooc, self.shape, self.cfg.feature_workers)
+        ):
+            cache[(c.user, c.position)] = w
 
     def sample_negatives(
         self, batch: dict[str, torch.Tensor], rng: np.random.Generator

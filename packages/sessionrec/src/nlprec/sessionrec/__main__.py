@@ -1,0 +1,5 @@
+import sys
+
+from nlprec.sessionrec.batch import main
+
+sys.exit(main())
