@@ -12,7 +12,7 @@ from pathlib import Path
 import bm25s
 import numpy as np
 import Stemmer
-from nlprec.ranking.data import DataError, document_text
+from nlprec.ranking.data import DataError, document_text, normalise_document
 from pydantic import BaseModel, Field
 
 
@@ -52,6 +52,7 @@ class BM25Retriever:
     def index(self, docs: list[dict[str, str]]) -> BM25Retriever:
         if not docs:
             raise DataError("cannot build a BM25 index over an empty corpus")
+        docs = [normalise_document(d, where=f"document {i}") for i, d in enumerate(docs)]
         self.doc_ids = [d["id"] for d in docs]
         self.texts = [document_text(d) for d in docs]
         self.deleted = set()
@@ -63,6 +64,7 @@ class BM25Retriever:
         self._model.index(self._tokenize(self.texts), show_progress=False)
 
     def add(self, docs: list[dict[str, str]]) -> None:
+        docs = [normalise_document(d, where=f"document {i}") for i, d in enumerate(docs)]
         known = set(self.doc_ids)
         for doc in docs:
             if doc["id"] in known and doc["id"] not in self.deleted:

@@ -14,7 +14,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 from nlprec.ranking import encoder as enc
-from nlprec.ranking.data import DataError, atomic_write_text, document_text
+from nlprec.ranking.data import DataError, atomic_write_text, document_text, normalise_document
 from nlprec.ranking.faiss_index import FaissConfig, build_index, set_search_params, supports_remove
 from nlprec.ranking.passages import Aggregation, aggregate_passage_scores, split_passages
 from pydantic import BaseModel, Field
@@ -108,6 +108,7 @@ class DenseRetriever:
         """Index ``docs``; ``vectors`` (one row per unit of ``document_units``) skips encoding."""
         if not docs:
             raise DataError("cannot build a dense index over an empty corpus")
+        docs = [normalise_document(d, where=f"document {i}") for i, d in enumerate(docs)]
         entries, texts = self.document_units(docs)
         if vectors is None:
             vectors = self.encode_documents(texts, progress)
@@ -127,6 +128,7 @@ class DenseRetriever:
 
     def add(self, docs: list[dict[str, str]]) -> None:
         """Encode and add documents; no rebuild, existing vectors are untouched."""
+        docs = [normalise_document(d, where=f"document {i}") for i, d in enumerate(docs)]
         live = self.live_doc_ids()
         clash = [d["id"] for d in docs if d["id"] in live]
         if clash:
