@@ -20,6 +20,7 @@ QUESTION_PATTERNS = {
     "is_in": re.compile(r"^Is (?P<person>\w+) in the (?P<loc>\w+)\s*\?"),
     "count": re.compile(r"^How many objects is (?P<person>\w+) carrying\s*\?"),
     "carrying": re.compile(r"^What is (?P<person>\w+) carrying\s*\?"),
+    "kin": re.compile(r"^What is (?P<b>[A-Z]\w+) to (?P<a>[A-Z]\w+)\s*\?"),  # CLUTRR
 }
 
 
@@ -79,6 +80,12 @@ class BeliefReader:
                 return None
             label = int(np.argmax(self.probs[breakpoint, i]))
             return {TRUE: "yes", FALSE: "no", UNKNOWN: "maybe"}[label]
+        if kind == "kin":
+            prefix = f"{slots['b']} is {slots['a']}'s "
+            candidates = {
+                p[len(prefix) :]: i for p, i in self.index.items() if p.startswith(prefix)
+            }
+            return self._most_true(breakpoint, candidates)
         held = self._held(slots.get("person", ""), breakpoint)
         if kind == "carrying":
             return ",".join(held) if held else "nothing"
