@@ -117,13 +117,17 @@ class StudentLM(nn.Module):
         """input_ids: (b, l) -> logits (b, l, vocab)."""
         return self.prefill(input_ids)[0]
 
-    def prefill(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, list[LayerCache]]:
-        """Logits for every position and the per-layer state after the last token."""
+    def prefill(
+        self, input_ids: torch.Tensor, last_only: bool = False
+    ) -> tuple[torch.Tensor, list[LayerCache]]:
+        """Logits (every position, or the last only) and the per-layer state after the last token."""
         h = self.embed(input_ids)
         caches = []
         for block in self.blocks:
             h, cache = block(h)
             caches.append(cache)
+        if last_only:
+            h = h[:, -1:]
         return self.lm_head(self.final_norm(h)), caches
 
     def decode(
@@ -164,7 +168,7 @@ def generate(
 
     input_ids: (b, l) -> (b, l + max_new_tokens). temperature 0 means greedy.
     """
-    logits, caches = model.prefill(input_ids)
+    logits, caches = model.prefill(input_ids, last_only=True)
     tokens = [input_ids]
     for _ in range(max_new_tokens):
         next_logits = logits[:, -1].float()

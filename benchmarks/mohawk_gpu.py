@@ -1,0 +1,316 @@
+"""MOHAWK on a GPU: kernel check, the real distillation run with its ablation, and efficiency.
+
+Run on the device machine (no mlflow there; writes JSON under --out):
+    python benchmarks/mohawk_gpu.py run --data .carry/mohawk/data --out $OUT
+Then, here, turn the JSON into RESULTS.md sections and MLflow plots:
+    python benchmarks/mohawk_gpu.py record --results <files_at>/mohawk_gpu.json
+
+Sections (each bounded so the whole fits a short device lease; results are saved after each):
+1. kernels: flash-linear-attention / mamba-ssm installed? fla's chunk_simple_gla against the
+   reference chunked scan (outputs, final states and gradients), and their speeds.
+2. distill: TinyShakespeare; a Phi-style teacher trained from scratch, then the MOHAWK student
+   (Stages 1+2+3), a hybrid, the Stage-3-only and Stage-2+3 ablations at equal tokens, and a
+   same-size SSM trained from scratch on the same budget.
+3. efficiency: a Phi-1.5-shaped pair (random weights, bf16) — teacher through SDPA with a
+   DynamicCache, student through its recurrent state — prefill, decode and memory against
+   context length, and decode throughput at the largest batch that fits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+LIBRARIES = ("flash-linear-attention", "fla-core", "mamba-ssm", "causal-conv1d")
+
+
+def _save(results: dict, out: Path) -> None:
+    (out / "mohawk_gpu.json").write_text(json.dumps(results, indent=1, default=str))
+
+
+def installed_libraries() -> dict[str, str | None]:
+    found = {}
+    for name in LIBRARIES:
+        shown = subprocess.run(
+            [sys.executable, "-m", "pip", "show", name], capture_output=True, text=True
+        ).stdout
+        version = [
+            line.split(":", 1)[1].strip()
+            for line in shown.splitlines()
+            if line.startswith("Version:")
+        ]
+        found[name] = version[0] if version else None
+    return found
+
+
+def kernel_check(device: str) -> dict:
+    from nlprec.mohawk import kernels
+    from nlprec.mohawk.ssd import ssd_chunked_scan
+    from nlprec.mohawk.throughput import timed
+
+    result: dict = {"available": list(kernels.available_backends())}
+    g = torch.Generator(device=device).manual_seed(0)
+    b, length, h, p, n = 32, 256, 4, 64, 64  # the distillation run's shapes
+
+    def inputs():
+        x = torch.randn(b, length, h, p, device=device, generator=g)
+        ell = -torch.nn.functional.softplus(torch.randn(b, length, h, device=device, generator=g))
+        B = torch.randn(b, length, h, n, device=device, generator=g) / n**0.5
+        C = torch.randn(b, length, h, n, device=device, generator=g) / n**0.5
+        return [t.requires_grad_(True) for t in (x, ell, B, C)]
+
+    tensors = inputs()
+    y_ref, s_ref = ssd_chunked_scan(*tensors, chunk_size=64)
+    grads_ref = torch.autograd.grad(y_ref.square().sum(), tensors)
+    dev = torch.device(device)
+    result["reference_fwd_ms"] = 1e3 * timed(
+        lambda: ssd_chunked_scan(*tensors, chunk_size=64), dev, 5
+    )
+    for backend in ("fla", "mamba_ssm"):
+        if backend not in result["available"]:
+            continue
+        try:
+            y, s = kernels.chunked_scan(*tensors, chunk_size=64, backend=backend)
+            grads = torch.autograd.grad(y.square().sum(), tensors)
+            scale = y_ref.abs().max().item()
+            result[backend] = {
+                "max_abs_diff_y": (y - y_ref).abs().max().item(),
+                "y_scale": scale,
+                "max_abs_diff_state": (s - s_ref).abs().max().item(),
+                "max_rel_diff_grads": [
+                    ((a - r).abs().max() / r.abs().max()).item() for a, r in zip(grads, grads_ref)
+                ],
+                "fwd_ms": 1e3
+                * timed(lambda bk=backend: kernels.chunked_scan(*tensors, 64, backend=bk), dev, 5),
+            }
+            result[backend]["agrees"] = result[backend]["max_abs_diff_y"] < 1e-2 * max(1.0, scale)
+        except Exception as err:  # noqa: BLE001 - report the failure, fall back to reference
+            result[backend] = {"error": repr(err)[:500], "agrees": False}
+    return result
+
+
+def distill_run(data: Path, device: str, backend: str, sizes: dict) -> dict:
+    from nlprec.mohawk.stages import DistillConfig
+    from nlprec.mohawk.teacher import TeacherConfig
+    from nlprec.mohawk.training import OptimConfig
+    from nlprec.mohawk.transfer import student_config_for
+    from nlprec.mohawk.workflow import (
+        EvalConfig,
+        distill_student,
+        eval_windows,
+        evaluate_against_teacher,
+        prepare_corpus,
+        stage_summary,
+        train_from_scratch,
+        train_teacher,
+    )
+
+    torch.backends.cuda.matmul.allow_tf32 = True
+    started = time.time()
+    tokenizer, train_ids, heldout_ids = prepare_corpus(sizes["corpus"], data, sizes["vocab"], None)
+    seq, batch = sizes["seq_len"], sizes["batch"]
+    evaluation = EvalConfig(seq_len=seq, max_windows=128, batch_size=32, probe_batch=4)
+    windows = eval_windows(heldout_ids, evaluation)
+    result: dict = {
+        "sizes": sizes,
+        "train_tokens_available": train_ids.numel(),
+        "heldout_tokens_evaluated": windows.numel(),
+    }
+    teacher, teacher_losses = train_teacher(
+        len(tokenizer),
+        train_ids,
+        TeacherConfig(**sizes["teacher"]),
+        OptimConfig(lr=2e-3, batch_size=batch, seq_len=seq, decay_fraction=0.3),
+        sizes["teacher_tokens"],
+        0,
+        device,
+    )
+    result["teacher"] = evaluate_against_teacher(teacher, None, windows, evaluation, device)
+    result["teacher"]["train_tokens"] = sizes["teacher_tokens"]
+    result["teacher"]["final_train_loss"] = teacher_losses[-1]
+    result["teacher"]["seconds"] = time.time() - started
+    print("teacher", result["teacher"], flush=True)
+
+    distill = DistillConfig(
+        total_tokens=sizes["distill_tokens"],
+        stage1=OptimConfig(lr=1e-3, batch_size=8, seq_len=seq),
+        stage2=OptimConfig(lr=1e-3, batch_size=batch, seq_len=seq),
+        stage3=OptimConfig(lr=1e-3, batch_size=batch, seq_len=seq, decay_fraction=0.3),
+    )
+    probe = windows[: evaluation.probe_batch]
+    runs = {
+        "student": ([1, 2, 3], []),
+        "hybrid": ([1, 2, 3], sizes["hybrid_layers"]),
+        "ablation.s23": ([2, 3], []),
+        "ablation.s3": ([3], []),
+    }
+    for name, (stages, attention_layers) in runs.items():
+        started = time.time()
+        cfg = distill.model_copy(update={"stages": stages})
+        student, history = _with_backend(
+            lambda c=cfg, a=attention_layers: distill_student(teacher, train_ids, probe, c, a),
+            backend,
+        )
+        result[name] = evaluate_against_teacher(teacher, student, windows, evaluation, device)
+        result[name].update(stage_summary(history))
+        result[name]["alignment"] = {
+            k: v["alignment"] if "alignment" in v else v
+            for k, v in history.items()
+            if k != "budgets"
+        }
+        result[name]["budgets"] = history["budgets"]
+        result[name]["seconds"] = time.time() - started
+        print(name, {k: v for k, v in result[name].items() if k != "alignment"}, flush=True)
+        del student
+    started = time.time()
+    scratch, _ = train_from_scratch(
+        student_config_for(teacher.config),
+        train_ids,
+        OptimConfig(lr=2e-3, batch_size=batch, seq_len=seq, decay_fraction=0.3),
+        sizes["distill_tokens"],
+        0,
+        device,
+    )
+    result["scratch"] = evaluate_against_teacher(teacher, scratch, windows, evaluation, device)
+    result["scratch"]["seconds"] = time.time() - started
+    print("scratch", result["scratch"], flush=True)
+    return result
+
+
+def _with_backend(fn, backend: str):
+    """Run fn with every SSD mixer built inside it on the given scan backend."""
+    from nlprec.mohawk import mixer
+
+    original = mixer.SSDMixer.__init__
+
+    def patched(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.scan_backend = backend
+
+    mixer.SSDMixer.__init__ = patched
+    try:
+        return fn()
+    finally:
+        mixer.SSDMixer.__init__ = original
+
+
+def efficiency(
+    device: str, lengths: list[int], batch_lengths: list[int], small: bool = False
+) -> dict:
+    from nlprec.mohawk.student import StudentLM
+    from nlprec.mohawk.throughput import efficiency_sweep
+    from nlprec.mohawk.transfer import student_config_for
+    from transformers import PhiConfig, PhiForCausalLM
+
+    # Phi-1.5's shape: 24 layers, width 2048, 32 heads of 64, partial RoPE 0.5, vocab 51200.
+    config = PhiConfig(
+        vocab_size=51200,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=24,
+        num_attention_heads=32,
+        partial_rotary_factor=0.5,
+        max_position_embeddings=32768,
+    )
+    if small:  # a CPU smoke test of this script
+        config.hidden_size, config.intermediate_size, config.num_hidden_layers = 64, 128, 2
+        config.num_attention_heads, config.num_key_value_heads, config.vocab_size = 4, 4, 300
+    with torch.device(device):
+        teacher = PhiForCausalLM._from_config(
+            config, attn_implementation="sdpa", dtype=torch.bfloat16
+        )
+        student = StudentLM(student_config_for(config)).to(torch.bfloat16)
+    teacher.eval()
+    student.eval().set_scan_backend("reference")
+    result = {
+        "model": "Phi-1.5 shape (24 x 2048, 32 heads), random weights, bf16",
+        "teacher_params": sum(p.numel() for p in teacher.parameters()),
+        "student_params": sum(p.numel() for p in student.parameters()),
+    }
+    result.update(efficiency_sweep(teacher, student, lengths, batch_lengths, steps=5))
+    return result
+
+
+def run(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    results: dict = {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "libraries": installed_libraries(),
+    }
+    print(results, flush=True)
+    _save(results, out)
+    started = time.time()
+    results["kernels"] = kernel_check(device)
+    print("kernels", results["kernels"], flush=True)
+    _save(results, out)
+    backend = "fla" if results["kernels"].get("fla", {}).get("agrees") else "reference"
+    results["training_backend"] = backend
+    sizes = {
+        "corpus": "tinyshakespeare",
+        "vocab": 2048,
+        "seq_len": 256,
+        "batch": 32,
+        "teacher": {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 1024},
+        "teacher_tokens": args.teacher_tokens,
+        "distill_tokens": args.distill_tokens,
+        "hybrid_layers": [2],
+    }
+    if args.small:
+        sizes.update(vocab=300, seq_len=32, batch=4)
+        sizes["teacher"] = {
+            "hidden_size": 32,
+            "num_layers": 4,
+            "num_heads": 4,
+            "intermediate_size": 64,
+        }
+    if "distill" in args.sections:
+        try:
+            results["distill"] = distill_run(Path(args.data), device, backend, sizes)
+        except Exception as err:  # noqa: BLE001 - keep the efficiency section alive
+            results["distill"] = {"error": repr(err)[:1000]}
+            print("distill failed", err, flush=True)
+        _save(results, out)
+    results["distill_seconds"] = time.time() - started
+    if "efficiency" in args.sections:
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        results["efficiency"] = efficiency(device, args.lengths, args.batch_lengths, args.small)
+        _save(results, out)
+    results["total_seconds"] = time.time() - started
+    _save(results, out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--data", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--teacher-tokens", type=int, default=4_000_000)
+    r.add_argument("--distill-tokens", type=int, default=1_000_000)
+    r.add_argument("--sections", nargs="+", default=["distill", "efficiency"])
+    r.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096, 8192, 16384])
+    r.add_argument("--batch-lengths", type=int, nargs="+", default=[1024, 8192, 16384])
+    r.add_argument("--small", action="store_true", help="tiny models: a CPU smoke test")
+    rec = sub.add_parser("record")
+    rec.add_argument("--results", required=True)
+    args = parser.parse_args()
+    if args.command == "run":
+        run(args)
+    else:
+        from mohawk_record import record  # benchmarks/mohawk_record.py
+
+        record(Path(args.results))
+
+
+if __name__ == "__main__":
+    main()
