@@ -41,3 +41,20 @@ def test_harness_batch_inference_and_table(teacher, tokenizer, tmp_path):
     labelled = TextClassifier(str(tmp_path / "ft" / "student-nli"))({"text": ["a"], "text_pair": ["b"]})
     assert labelled["label"][0] in {"Entailment", "Contradiction"}
     json.dumps(rows)
+
+
+def test_target_checks_follow_the_issue_thresholds():
+    def scores(ner, cls):
+        return {"ner_f1": (ner, 0.0, 3), "section_acc": (cls, 0.0, 3), "section_macro_f1": (cls, 0.0, 3),
+                "nli_acc": (cls, 0.0, 3)}
+
+    speed = {"teacher": {"params": 30.0, "disk_mb": 1, "cpu_ms": 1, "cpu_seq_per_s": 10.0},
+             "good": {"params": 10.0, "disk_mb": 1, "cpu_ms": 1, "cpu_seq_per_s": 25.0},
+             "slow": {"params": 10.0, "disk_mb": 1, "cpu_ms": 1, "cpu_seq_per_s": 24.0},
+             "mlm_only": {"params": 10.0, "disk_mb": 1, "cpu_ms": 1, "cpu_seq_per_s": 25.0}}
+    table = results_table({"teacher": scores(0.8, 0.6), "good": scores(0.77, 0.55), "slow": scores(0.8, 0.6),
+                           "mlm_only": scores(0.7, 0.5)}, speed)
+    good = next(line for line in table.splitlines() if line.startswith("| good |") and "x |" in line)
+    slow = next(line for line in table.splitlines() if line.startswith("| slow |") and "x |" in line)
+    assert "| met |" in good and "4/4 metrics" in good
+    assert "| missed |" in slow

@@ -117,7 +117,21 @@ def clinical_corpus(root: Path, heldout_fraction: float = 0.05, seed: int = 0) -
         summaries = [row["section_text"] for row in csv.DictReader(handle)]
     abstracts = [" ".join(s["tokens"]) for s in load_ncbi(root, "train")]
     train = notes[n_heldout:] + dialogues + summaries + abstracts + _nli_training_only_reports(root)
-    return {"train": train, "heldout": notes[:n_heldout]}
+    evaluation = evaluation_texts(root)
+    return {"train": [t for t in train if t not in evaluation], "heldout": notes[:n_heldout]}
+
+
+def evaluation_texts(root: Path) -> set[str]:
+    """Every dev/test input text; a training text identical to one (short stock phrases such as
+    "Noncontributory." recur across MTS-Dialog splits) is dropped from the corpus."""
+    texts = set()
+    for split in ("dev", "test"):
+        texts.update(row["text"] for row in load_mts_dialog(root, split))
+        with require(root, MTS_FILES[split]).open(newline="") as handle:
+            texts.update(row["section_text"] for row in csv.DictReader(handle))
+        texts.update(" ".join(s["tokens"]) for s in load_ncbi(root, split))
+        texts.update(e["text"] for e in load_nli4ct(root, split))
+    return texts
 
 
 def general_corpus(data_root: Path, max_chars: int = 400_000) -> dict[str, list[str]]:

@@ -22,7 +22,7 @@ from . import losses
 from .mlm import MLMConfig, collate, mixed_batches, mlm_collator, tokenize_chunks
 from .models import num_layers
 from .students import StudentError, check_student_fits
-from .training import autocast, make_optimizer, progress
+from .training import apply_update, autocast, make_optimizer, progress
 
 LayerMap = list[tuple[int, int]]
 
@@ -171,10 +171,6 @@ def distill(
                 teacher_out = teacher(**inputs, **outputs)
             student_out = student(**inputs, labels=batch["labels"], **outputs)
             parts = objective(student_out, teacher_out, batch)
-        parts["total"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+        apply_update(parts["total"], params, optimizer, schedule)
         history.append({k: float(v.detach()) for k, v in parts.items()})
     return history

@@ -21,7 +21,7 @@ from transformers import (
 )
 
 from .models import check_checkpoint
-from .training import OptimConfig, autocast, make_optimizer, progress, set_seed
+from .training import OptimConfig, apply_update, autocast, make_optimizer, progress, set_seed
 
 IGNORE = -100
 
@@ -104,11 +104,7 @@ def train_classifier(
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(device):
             loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+        apply_update(loss, model.parameters(), optimizer, schedule)
     return model
 
 

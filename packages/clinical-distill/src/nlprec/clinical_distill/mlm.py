@@ -8,7 +8,14 @@ import torch
 from pydantic import Field
 from transformers import DataCollatorForLanguageModeling, PreTrainedModel
 
-from .training import OptimConfig, autocast, make_optimizer, progress, shuffled_batches
+from .training import (
+    OptimConfig,
+    apply_update,
+    autocast,
+    make_optimizer,
+    progress,
+    shuffled_batches,
+)
 
 
 class MLMConfig(OptimConfig):
@@ -73,11 +80,7 @@ def train_mlm(
         batch = {k: v.to(device) for k, v in collate(collator, next(batches)).items()}
         with autocast(device):
             loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+        apply_update(loss, model.parameters(), optimizer, schedule)
         losses.append(float(loss.detach()))
     return losses
 

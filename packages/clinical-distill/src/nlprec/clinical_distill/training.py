@@ -27,6 +27,18 @@ def make_optimizer(params, cfg: OptimConfig, total_steps: int):
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))
 
 
+MAX_GRAD_NORM = 1.0
+
+
+def apply_update(loss: torch.Tensor, params, optimizer, schedule) -> None:
+    """Backward, clip the gradient norm to MAX_GRAD_NORM, step optimiser and schedule, clear gradients."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def autocast(device: str):
     """bfloat16 autocast on CUDA; full precision on CPU (CPU bf16 matmuls are slow on most hosts)."""
     if str(device).startswith("cuda"):
