@@ -85,3 +85,21 @@ def test_bad_records_are_errors_naming_the_record():
         Story.from_dict({**good, "story_id": "s2", "sentences": [], "labels": []})
     with pytest.raises(StoryError, match="'s1': 2 label rows for 1 breakpoints"):
         Story.from_dict({**good, "labels": [["true"], ["true"]]})
+
+
+def test_sources_dispatch_on_the_dataset_format(shared_data, tmp_path):
+    from nlprec.beliefs.sources import SourceConfig, detect_format, load_sources
+
+    beliefs = shared_data / "beliefs"
+    assert detect_format(beliefs / "babi" / "en") == "babi"
+    assert detect_format(beliefs / "clutrr" / "gen_train23_test2to10") == "clutrr"
+    assert detect_format(beliefs / "trip") == "trip"
+    with pytest.raises(StoryError, match="TRIP is recognised but not supported"):
+        load_sources(SourceConfig(data=str(beliefs / "trip")))
+    with pytest.raises(StoryError, match="not a bAbI, CLUTRR, TRIP"):
+        detect_format(tmp_path)
+    train, evaluation, described = load_sources(
+        SourceConfig(data=str(beliefs / "babi" / "en" / "qa1_single-supporting-fact_train.txt"))
+    )
+    assert train and evaluation and "held-out" in described  # a single file has no test split
+    assert not {s.story_id for s in train} & {s.story_id for s in evaluation}

@@ -1,7 +1,7 @@
 """Find and load the stories a pipeline trains and evaluates on.
 
 ``data`` is "generated" (the embedded default), a bAbI folder or task file, a CLUTRR config folder
-or CSV file, a TRIP folder or JSONL file, or a JSONL file of story records. ``eval`` names a folder
+or CSV file, or a JSONL file of story records (TRIP is recognised and refused with a clear error). ``eval`` names a folder
 or file to evaluate on; when empty, the test split found in ``data`` is used, or a held-out part
 of the training stories when there is none.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from nlprec.beliefs.babi import load_babi
+from nlprec.beliefs.babi import TASK_FILE, load_babi
 from nlprec.beliefs.generator import GeneratorConfig, generate_stories
 from nlprec.beliefs.records import Story, StoryError
 from pydantic import BaseModel, Field
@@ -55,9 +55,19 @@ def detect_format(path: Path) -> str:
     raise StoryError(f"{path}: not a bAbI, CLUTRR, TRIP or story-record dataset")
 
 
+def file_split(path: Path) -> str:
+    """The split a single file holds: from a bAbI name, "test" for test.csv, else "train"."""
+    match = TASK_FILE.match(path.name)
+    if match:
+        return "test" if match["split"] == "test" else "train"
+    return "test" if path.stem == "test" else "train"
+
+
 def _load_split(path: Path, split: str, cfg: SourceConfig) -> list[Story] | None:
     """Stories of ``split`` at ``path``, or None when the dataset has no such split."""
     kind = detect_format(path)
+    if path.is_file() and file_split(path) != split:
+        return None
     if kind == "babi":
         if path.is_file():
             return load_babi(path, split, cfg.tasks, cfg.max_sentences)
@@ -73,9 +83,9 @@ def _load_split(path: Path, split: str, cfg: SourceConfig) -> list[Story] | None
         from nlprec.beliefs.clutrr import load_clutrr
 
         return load_clutrr(path, split)
-    from nlprec.beliefs.trip import load_trip
-
-    return load_trip(path, split)
+    raise StoryError(
+        f"{path}: TRIP is recognised but not supported yet (no TRIP loader in nlprec.beliefs)"
+    )
 
 
 def load_sources(cfg: SourceConfig) -> tuple[list[Story], list[Story], str]:

@@ -35,6 +35,13 @@ def _stories(path: str) -> list[Story]:
     return [Story.from_dict(r) for r in read_jsonl(path)]
 
 
+def _inputs(ctx: StepContext) -> tuple[list[Story], list[Story]]:
+    """(train, eval) stories written by the upstream ``load`` step; caps CPU threads."""
+    _threads()
+    data = ctx.inputs["load"]
+    return _stories(data["train"]), _stories(data["eval"])
+
+
 def _save_predictions(path: Path, predictions: list[np.ndarray]) -> str:
     np.savez_compressed(path, **{f"s{i}": p.astype(np.float16) for i, p in enumerate(predictions)})
     return str(path)
@@ -86,9 +93,7 @@ class BreakpointStepConfig(BaseModel):
 
 def breakpoint_model(ctx: StepContext, cfg: BreakpointStepConfig) -> dict[str, Any]:
     """Train the breakpoint transformer, evaluate it, save and register it."""
-    _threads()
-    data = ctx.inputs["load"]
-    train_stories, eval_stories = _stories(data["train"]), _stories(data["eval"])
+    train_stories, eval_stories = _inputs(ctx)
     if not train_stories:
         return {"skipped": "no training stories"}
     ctx.log_params({"model": cfg.model.model_dump(), "train": cfg.train.model_dump()})
@@ -128,9 +133,7 @@ class FlatStepConfig(BaseModel):
 
 def flat(ctx: StepContext, cfg: FlatStepConfig) -> dict[str, Any]:
     """The flat pairwise cross-encoder (or its hypothesis-only variant)."""
-    _threads()
-    data = ctx.inputs["load"]
-    train_stories, eval_stories = _stories(data["train"]), _stories(data["eval"])
+    train_stories, eval_stories = _inputs(ctx)
     if not train_stories:
         return {"skipped": "no training stories"}
     ctx.log_params(cfg.model_dump())
@@ -154,8 +157,7 @@ class RuleBaselinesConfig(BaseModel):
 
 def rule_baselines(ctx: StepContext, cfg: RuleBaselinesConfig) -> dict[str, Any]:
     """majority (most frequent training label) and last_mention."""
-    data = ctx.inputs["load"]
-    train_stories, eval_stories = _stories(data["train"]), _stories(data["eval"])
+    train_stories, eval_stories = _inputs(ctx)
     out: dict[str, Any] = {}
     baselines = {"last_mention": predict_last_mention(eval_stories)}
     if train_stories:
