@@ -11,6 +11,7 @@ def test_clutrr_beliefs_answer_every_query_and_grow_along_the_story(shared_data)
     assert {s.meta["k"] for s in stories} >= {2, 3, 4}
     metrics = evaluate(stories, [one_hot(s.labels) for s in stories])
     assert metrics["qa_acc"] == 1.0 and metrics["prop_acc"] == 1.0
+    assert metrics["constraint_violation"] == 0.0 and all(s.constraints for s in stories)
     for story in stories:
         labels = np.asarray(story.labels)
         query = story.questions[0]

@@ -8,6 +8,7 @@ known every other relation for that pair is false; before that it is unknown.
 
 Propositions: for the query pair every one of the 21 relations (so the answer can be read from the
 beliefs); for every other pair in the proof its true relation and ``n_negatives`` others.
+Constraints: one relation per ordered pair (r1 true implies every other r2 false).
 There is no train split in the shared data: ``train`` reads validation.csv (k = 2, 3 for
 gen_train23_test2to10), ``test`` reads test.csv (k = 2..10).
 """
@@ -20,7 +21,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
-from nlprec.beliefs.records import FALSE, TRUE, UNKNOWN, Question, Story, StoryError
+from nlprec.beliefs.records import FALSE, TRUE, UNKNOWN, Constraint, Question, Story, StoryError
 
 RELATIONS = (
     "aunt",
@@ -119,10 +120,25 @@ def clutrr_story(row: pd.Series, n_negatives: int, rng: random.Random) -> Story:
             else:
                 row_labels.append(TRUE if prop == kin_proposition(a, relation, b) else FALSE)
         labels.append(row_labels)
+    constraints = functional_constraints(pair_of)
     k = int(str(row["task_name"]).split(".")[-1])
     question = Question(kin_question(query_a, query_b), str(row["target_text"]), len(sentences) - 1)
     meta = {"k": k, "length": len(sentences), "task_name": str(row["task_name"])}
-    return Story(story_id, sentences, propositions, labels, [], [question], meta)
+    return Story(story_id, sentences, propositions, labels, constraints, [question], meta)
+
+
+def functional_constraints(pair_of: list[tuple[str, str]]) -> list[Constraint]:
+    """One relation per ordered pair: "B is A's r1" true implies "B is A's r2" false."""
+    by_pair: dict[tuple[str, str], list[int]] = {}
+    for index, pair in enumerate(pair_of):
+        by_pair.setdefault(pair, []).append(index)
+    return [
+        Constraint((i,), j, FALSE)
+        for indices in by_pair.values()
+        for i in indices
+        for j in indices
+        if i != j
+    ]
 
 
 def load_clutrr(
