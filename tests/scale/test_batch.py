@@ -249,3 +249,14 @@ def test_ray_engine_names_a_malformed_line(tmp_path, ray_with_this_module):
     with pytest.raises(BatchInputError, match=r"line 4: not valid JSON"):
         run_batch(ToyScorer, {}, source, tmp_path / "out.jsonl", engine="ray", progress=False)
     assert not (tmp_path / "out.jsonl").exists()
+
+
+class MixedPairs:
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        return {"hits": [[["d1", 0.5]] for _ in batch["id"]]}
+
+
+def test_column_arrow_cannot_type_is_named(tmp_path):
+    source = write_jsonl(tmp_path / "in.jsonl", 2)
+    with pytest.raises(BatchPredictorError, match="column 'hits' with values Arrow cannot store"):
+        run_batch(MixedPairs, {}, source, tmp_path / "out.jsonl", progress=False)

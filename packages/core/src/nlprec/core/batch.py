@@ -251,16 +251,23 @@ def _to_plain(values: Any) -> list:
 
 
 def predict_table(predictor: Predictor, predictor_cls: type, table: pa.Table) -> pa.Table:
-    """One batch through the predictor: Arrow in, Arrow out (the normalisation both engines share)."""
+    """One batch through the predictor: Arrow in, Arrow out (the normalisation both engines share).
+
+    Every output column must be something Arrow can type: numbers, strings, booleans, None, lists whose
+    items share one type, or dicts. A list mixing types (e.g. `[doc_id, score]` pairs) cannot be stored
+    in JSONL-and-Parquet-alike form by Ray Data either: return two columns, or a list of dicts, instead.
+    """
     output = _check_output(predictor(table.to_pydict()), table.num_rows, predictor_cls)
-    try:
-        return pa.Table.from_pydict(
-            {str(column): _to_plain(values) for column, values in output.items()}
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise BatchPredictorError(
-            f"{predictor_cls.__qualname__} returned values Arrow cannot store: {exc}"
-        ) from None
+    columns = {}
+    for column, values in output.items():
+        try:
+            columns[str(column)] = pa.array(_to_plain(values))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise BatchPredictorError(
+                f"{predictor_cls.__qualname__} returned column {column!r} with values Arrow cannot store "
+                f"({exc}); lists must hold one type: return e.g. [{{'id': ..., 'score': ...}}] or two columns"
+            ) from None
+    return pa.Table.from_pydict(columns)
 
 
 class ArrowPredictor:
