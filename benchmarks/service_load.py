@@ -151,6 +151,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"nlprec-serve exited with {self.process.returncode}")
             time.sleep(0.5)
+        self.process.kill()
         raise TimeoutError("nlprec-serve not ready after 600 s")
 
     def __exit__(self, *exc) -> None:

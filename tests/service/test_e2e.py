@@ -69,7 +69,12 @@ class Served:
             self.process = subprocess.Popen(
                 [str(SERVE)], env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
-        wait_until_ready(self.url, self.process)
+        try:
+            wait_until_ready(self.url, self.process)
+        except BaseException:
+            self.process.kill()  # never leave a half-started server behind
+            self.process.wait()
+            raise
         return self
 
     def stop(self) -> str:
