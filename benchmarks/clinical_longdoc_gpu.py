@@ -114,6 +114,12 @@ def _runs_in_seed_order(plan: dict[str, list[int]]) -> list[tuple[str, int]]:
     return [(v, s) for s in seeds for v, ss in plan.items() if s in ss]
 
 
+def _planned(env, default: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The section's runs: ``--plan`` overrides the default list for this section."""
+    override = env["plan"].get(env["section"])
+    return [tuple(run) for run in override] if override is not None else default
+
+
 def _record_row(env, section: str, row: dict) -> None:
     """Append one finished run to the results and write them out at once (a killed call keeps it)."""
     env["results"]["sections"].setdefault(section, {"rows": []})["rows"].append(row)
@@ -142,6 +148,26 @@ def _timed_run(env, name: str, seed: int, fn) -> dict:
     }
 
 
+def _run_plan(env, runs: list[tuple[str, int]], deadline: float, train_and_score) -> list[dict]:
+    """Run (variant, seed) pairs until the deadline; each finished or skipped run is recorded at once.
+
+    train_and_score(variant_name, seed) -> scores dict.
+    """
+    rows = []
+    for name, seed in _planned(env, runs):
+        if time.perf_counter() > deadline:
+            rows.append({"variant": name, "seed": seed, "skipped": "time"})
+        else:
+            torch.manual_seed(seed)
+            rows.append(
+                _timed_run(
+                    env, name, seed, lambda name=name, seed=seed: train_and_score(name, seed)
+                )
+            )
+        _record_row(env, env["section"], rows[-1])
+    return rows
+
+
 def section_mtsamples(env, clock: Clock, share_s: float) -> list[dict]:
     from nlprec.clinical_longdoc.classify import DocumentClassifierModel
     from nlprec.clinical_longdoc.data import load_mtsamples
@@ -164,34 +190,19 @@ def section_mtsamples(env, clock: Clock, share_s: float) -> list[dict]:
     }
     costly_long_variants = [("long_longformer", 0), ("long_bigbird", 0)]
     epochs = 1 if tiny else 3
-    deadline = clock.section_deadline(share_s)
-    rows = []
-    for name, seed in _runs_in_seed_order(main_variants) + costly_long_variants:
-        if time.perf_counter() > deadline:
-            rows.append({"variant": name, "seed": seed, "skipped": "time"})
-            _record_row(env, env["section"], rows[-1])
-            continue
+
+    def train_and_score(name: str, seed: int) -> dict:
         variant = get_variant(name)
+        encoder = build_encoder(variant, env["source"], max_length=max_length)
+        length = max_length if variant.attention else short
+        model = DocumentClassifierModel(encoder, env["tokenizer"], labels, variant.strategy, length)
+        settings = _train_settings(env, seed, epochs, 8e-5, 4096 if tiny else 32768)
+        history = model.fit(splits["train"], splits["dev"], settings)
+        scores = model.evaluate(splits["test"], settings)
+        return {**scores, "best_epoch": history["best_epoch"], "train_seconds": history["seconds"]}
 
-        def run(variant=variant, seed=seed):
-            torch.manual_seed(seed)
-            encoder = build_encoder(variant, env["source"], max_length=max_length)
-            length = max_length if variant.attention else short
-            model = DocumentClassifierModel(
-                encoder, env["tokenizer"], labels, variant.strategy, length
-            )
-            settings = _train_settings(env, seed, epochs, 8e-5, 4096 if tiny else 32768)
-            history = model.fit(splits["train"], splits["dev"], settings)
-            scores = model.evaluate(splits["test"], settings)
-            return {
-                **scores,
-                "best_epoch": history["best_epoch"],
-                "train_seconds": history["seconds"],
-            }
-
-        rows.append(_timed_run(env, name, seed, run))
-        _record_row(env, "mtsamples", rows[-1])
-    return rows
+    runs = _runs_in_seed_order(main_variants) + costly_long_variants
+    return _run_plan(env, runs, clock.section_deadline(share_s), train_and_score)
 
 
 def section_covid_qa(env, clock: Clock, share_s: float) -> list[dict]:
@@ -207,38 +218,29 @@ def section_covid_qa(env, clock: Clock, share_s: float) -> list[dict]:
     short = 128 if tiny else 512
     three = [0] if tiny else [0, 1, 2]
     plan = {"long": three, "sliding_window": three}
-    deadline = clock.section_deadline(share_s)
-    rows = []
-    for name, seed in _runs_in_seed_order(plan):
-        if time.perf_counter() > deadline:
-            rows.append({"variant": name, "seed": seed, "skipped": "time"})
-            _record_row(env, env["section"], rows[-1])
-            continue
+
+    def train_and_score(name: str, seed: int) -> dict:
         variant = get_variant("long" if name == "long" else "head")
+        encoder = build_encoder(variant, env["source"], max_length=max_length)
+        length = max_length if variant.attention else short
+        model = QAModel(
+            encoder, env["tokenizer"], max_length=length, stride=length // 4, max_answer_tokens=96
+        )
+        settings = _train_settings(
+            env, seed, env["qa_epochs"], env["qa_lr"], 4096 if tiny else 32768
+        )
+        history = model.fit(splits["train"], None, settings, negative_keep=0.1)
+        scores = model.evaluate(splits["test"], settings)
+        return {
+            **scores,
+            "epochs": env["qa_epochs"],
+            "lr": env["qa_lr"],
+            "train_seconds": history["seconds"],
+        }
 
-        def run(variant=variant, seed=seed):
-            torch.manual_seed(seed)
-            encoder = build_encoder(variant, env["source"], max_length=max_length)
-            length = max_length if variant.attention else short
-            model = QAModel(
-                encoder,
-                env["tokenizer"],
-                max_length=length,
-                stride=length // 4,
-                max_answer_tokens=96,
-            )
-            settings = _train_settings(env, seed, 1, 8e-5, 4096 if tiny else 32768)
-            history = model.fit(splits["train"], None, settings, negative_keep=0.1)
-            scores = model.evaluate(splits["test"], settings)
-            return {
-                **scores,
-                "best_epoch": history["best_epoch"],
-                "train_seconds": history["seconds"],
-            }
-
-        rows.append(_timed_run(env, name, seed, run))
-        _record_row(env, "covid_qa", rows[-1])
-    return rows
+    return _run_plan(
+        env, _runs_in_seed_order(plan), clock.section_deadline(share_s), train_and_score
+    )
 
 
 def section_ner(env, clock: Clock, share_s: float) -> list[dict]:
@@ -253,31 +255,18 @@ def section_ner(env, clock: Clock, share_s: float) -> list[dict]:
     tags = sorted({t for s in splits["train"] for t in s.tags})
     three = [0] if tiny else [0, 1, 2]
     plan = {"long": three, "head": three, "long_longformer": [0]}
-    deadline = clock.section_deadline(share_s)
-    rows = []
-    for name, seed in _runs_in_seed_order(plan):
-        if time.perf_counter() > deadline:
-            rows.append({"variant": name, "seed": seed, "skipped": "time"})
-            _record_row(env, env["section"], rows[-1])
-            continue
-        variant = get_variant(name)
 
-        def run(variant=variant, seed=seed):
-            torch.manual_seed(seed)
-            encoder = build_encoder(variant, env["source"], max_length=512 if tiny else 4096)
-            model = TokenTaggerModel(encoder, env["tokenizer"], tags, max_length=512)
-            settings = _train_settings(env, seed, 1 if tiny else 2, 1e-4, 4096 if tiny else 16384)
-            history = model.fit(splits["train"], splits["dev"], settings)
-            scores = model.evaluate(splits["test"], settings)
-            return {
-                **scores,
-                "best_epoch": history["best_epoch"],
-                "train_seconds": history["seconds"],
-            }
+    def train_and_score(name: str, seed: int) -> dict:
+        encoder = build_encoder(get_variant(name), env["source"], max_length=512 if tiny else 4096)
+        model = TokenTaggerModel(encoder, env["tokenizer"], tags, max_length=512)
+        settings = _train_settings(env, seed, 1 if tiny else 2, 1e-4, 4096 if tiny else 16384)
+        history = model.fit(splits["train"], splits["dev"], settings)
+        scores = model.evaluate(splits["test"], settings)
+        return {**scores, "best_epoch": history["best_epoch"], "train_seconds": history["seconds"]}
 
-        rows.append(_timed_run(env, name, seed, run))
-        _record_row(env, "ner", rows[-1])
-    return rows
+    return _run_plan(
+        env, _runs_in_seed_order(plan), clock.section_deadline(share_s), train_and_score
+    )
 
 
 def section_mlm(env, clock: Clock, share_s: float) -> list[dict]:
@@ -340,6 +329,9 @@ def run(args) -> None:
         "tokenizer": AutoTokenizer.from_pretrained(args.model),
         "data": Path(args.data),
         "tiny": args.tiny,
+        "plan": json.loads(args.plan) if args.plan else {},
+        "qa_epochs": args.qa_epochs,
+        "qa_lr": args.qa_lr,
     }
     import transformers
 
@@ -357,9 +349,13 @@ def run(args) -> None:
     )
     clock = Clock(args.budget)
     wanted = args.sections.split(",") if args.sections else list(SECTIONS)
+    shares = {name: share for name, (_, share) in SECTIONS.items()}
+    shares.update(
+        {k: float(v) for k, v in (item.split("=") for item in args.shares.split(",") if item)}
+    )
     for position, name in enumerate(wanted):
-        function, share = SECTIONS[name]
-        shares_left = sum(SECTIONS[n][1] for n in wanted[position:])
+        function, share = SECTIONS[name][0], shares[name]
+        shares_left = sum(shares[n] for n in wanted[position:])
         env["section"] = name
         started = time.perf_counter()
         try:
@@ -390,7 +386,11 @@ def _by_variant(rows: list[dict]) -> dict[str, list[dict]]:
     grouped: dict[str, list[dict]] = {}
     for row in rows:
         if "variant" in row and "error" not in row and "skipped" not in row:
-            grouped.setdefault(row["variant"], []).append(row)
+            epochs = row.get(
+                "epochs", 1 if "em" in row else None
+            )  # QA rows of the first call: 1 epoch
+            label = row["variant"] + (f" ({epochs} ep)" if epochs else "")
+            grouped.setdefault(label, []).append(row)
     return grouped
 
 
@@ -470,12 +470,84 @@ def _cost_table(rows: list[dict]) -> tuple[str, str]:
     return "\n".join(lines), "\n".join(checks)
 
 
+COST_NAME = {
+    "long": "full_sdpa",
+    "long_full": "full_sdpa",
+    "long_longformer": "longformer",
+    "long_bigbird": "bigbird",
+}
+
+
+def _verdict(sections: dict) -> str:
+    """Accuracy against cost for every long variant and baseline, and the default it implies.
+
+    Rule: the default is the long variant with the cheapest 4,096-token step whose MTSamples
+    macro-F1 on notes > 512 tokens is within one standard deviation (over seeds) of the best long variant.
+    """
+    costs = {(r["variant"], r["length"]): r for r in sections["costs"]["rows"] if "seconds" in r}
+    runs = _by_variant(sections["mtsamples"]["rows"])
+    lines = [
+        "| variant | macro-F1 (notes > 512) | seeds | GPU-s per training run | peak GiB in training | step at 4,096 tok, batch 2: GiB / ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    summary = {}
+    for variant, rows in runs.items():
+        values = [r["long_notes_macro_f1"] for r in rows]
+        mean = statistics.fmean(values)
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        step = costs.get((COST_NAME.get(variant, ""), 4096))
+        summary[variant] = (mean, std, step)
+        step_text = (
+            f"{step['peak_gib']:.2f} / {1000 * step['seconds']:.0f}"
+            if step
+            else "(short: 512-token windows)"
+        )
+        peak = max(r["peak_gib"] or 0 for r in rows)
+        lines.append(
+            f"| {variant} | {mean:.3f} ± {std:.3f} | {len(values)} | {statistics.fmean(r['gpu_seconds'] for r in rows):.1f} | {peak:.2f} | {step_text} |"
+        )
+    long_variants = {v: x for v, x in summary.items() if v in COST_NAME and x[2]}
+    best_variant = max(long_variants, key=lambda v: long_variants[v][0])
+    best_mean, best_std, _ = long_variants[best_variant]
+    eligible = [
+        v
+        for v, (mean, _, _) in long_variants.items()
+        if mean >= best_mean - max(best_std, long_variants[v][1])
+    ]
+    default = min(eligible, key=lambda v: long_variants[v][2]["seconds"])
+    short = {v: x for v, x in summary.items() if v not in COST_NAME}
+    best_short = max(short, key=lambda v: short[v][0]) if short else None
+    text = "\n".join(lines)
+    text += (
+        f"\n\nBest long variant on notes > 512 tokens: **{best_variant}** ({best_mean:.3f}); default by the rule in "
+        f"`_verdict` (cheapest 4,096-token step within one std of the best): **{default}**."
+    )
+    if best_short:
+        verdict = (
+            "beats" if long_variants[best_variant][0] > short[best_short][0] else "does not beat"
+        )
+        text += f" The best long variant {verdict} the best short baseline ({best_short}, {short[best_short][0]:.3f}) on notes > 512 tokens (macro-F1)."
+    return text
+
+
 def record(args) -> None:
     from nlprec.core.bench import record_section
 
-    results = json.loads((Path(args.results) / "gpu_results.json").read_text())
+    runs = [json.loads((Path(d) / "gpu_results.json").read_text()) for d in args.results]
+    results = runs[0]
+    for later in runs[1:]:  # rows of later calls join those of the first (same card asserted)
+        if later["device"] != results["device"]:
+            raise ValueError(
+                f"results from different cards: {results['device']} vs {later['device']}"
+            )
+        for name, section in later["sections"].items():
+            merged = results["sections"].setdefault(name, {"rows": []})
+            if name == "mlm":
+                merged["rows"] = section["rows"]
+            else:
+                merged["rows"] = [r for r in merged["rows"] if "skipped" not in r] + section["rows"]
     device = results["device"]
-    command = (
+    command = args.command or (
         "(device) PYTHONPATH=packages/clinical-longdoc/src:.carry/longdoc/site python "
         "benchmarks/clinical_longdoc_gpu.py run --model .carry/minilm-fp16 --data .carry/longdoc/data "
         f"--out $OUT --budget {results['budget_s']:.0f}; (here) python benchmarks/clinical_longdoc_gpu.py record --results DIR"
@@ -511,6 +583,12 @@ def record(args) -> None:
                 f"{versions}\n\nTest split; mean ± std over seeds.\n\n{_task_table(rows, metrics)}{_problems(rows)}",
                 command,
             )
+    if "costs" in sections and "mtsamples" in sections:
+        record_section(
+            "clinical-longdoc: which long variant (GPU)",
+            f"{versions}\n\n" + _verdict(sections),
+            command,
+        )
     if "mlm" in sections:
         row = sections["mlm"]["rows"][0]
         if "error" in row:
@@ -535,8 +613,26 @@ def main(argv: list[str] | None = None) -> None:
     run_parser.add_argument("--budget", type=float, default=230.0)
     run_parser.add_argument("--sections", default="")
     run_parser.add_argument("--tiny", action="store_true")
+    run_parser.add_argument(
+        "--plan",
+        default="",
+        help="JSON {section: [[variant, seed], ...]} overriding the default runs",
+    )
+    run_parser.add_argument("--qa-epochs", type=int, default=1)
+    run_parser.add_argument(
+        "--shares", default="", help="section=share,... overriding the default time shares"
+    )
+    run_parser.add_argument("--qa-lr", type=float, default=8e-5)
     record_parser = sub.add_parser("record")
-    record_parser.add_argument("--results", required=True)
+    record_parser.add_argument(
+        "--command", default="", help="the exact device command(s), for RESULTS.md"
+    )
+    record_parser.add_argument(
+        "--results",
+        required=True,
+        action="append",
+        help="folder with gpu_results.json (repeatable)",
+    )
     args = parser.parse_args(argv)
     (run if args.command == "run" else record)(args)
 

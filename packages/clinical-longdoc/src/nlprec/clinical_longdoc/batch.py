@@ -24,6 +24,13 @@ def _is_empty(text) -> bool:
     return not isinstance(text, str) or not text.strip()
 
 
+def _model_dir(model: str) -> str:
+    """A saved model directory or a registered ``models:/name@alias`` reference."""
+    from nlprec.core.models import resolve
+
+    return str(resolve(model))
+
+
 def _settings(device: str | None) -> TrainSettings:
     from nlprec.core.step import default_device
 
@@ -35,7 +42,7 @@ class ClassifyPredictor:
     Columns out: ``label``, ``score``, ``n_tokens``, ``truncated``, ``error``."""
 
     def __init__(self, model_dir: str, text_field: str = "text", device: str | None = None):
-        self.model = DocumentClassifierModel.load(model_dir)
+        self.model = DocumentClassifierModel.load(_model_dir(model_dir))
         self.text_field = text_field
         self.settings = _settings(device)
 
@@ -77,7 +84,7 @@ class TagPredictor:
     """Columns in: ``text`` (split on whitespace) or ``words``.  Out: ``words``, ``tags``, ``error``."""
 
     def __init__(self, model_dir: str, text_field: str = "text", device: str | None = None):
-        self.model = TokenTaggerModel.load(model_dir)
+        self.model = TokenTaggerModel.load(_model_dir(model_dir))
         self.text_field = text_field
         self.settings = _settings(device)
 
@@ -104,7 +111,7 @@ class AnswerPredictor:
     """Columns in: ``question``, ``context``.  Out: ``answer``, ``error``."""
 
     def __init__(self, model_dir: str, device: str | None = None):
-        self.model = QAModel.load(model_dir)
+        self.model = QAModel.load(_model_dir(model_dir))
         self.model.cache_windows = False
         self.settings = _settings(device)
 

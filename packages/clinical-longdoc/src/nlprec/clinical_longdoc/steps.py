@@ -97,10 +97,10 @@ def load_documents(ctx: StepContext, cfg: ClassificationDataConfig) -> dict:
             ctx.output_dir / f"{name}.json",
         )
     counts = {
-        f"n_{name}": len(docs.take(caps[name]) if cfg.data != GENERATED else docs)
+        f"rows_{name}": len(docs.take(caps[name]) if cfg.data != GENERATED else docs)
         for name, docs in splits.items()
     }
-    ctx.log_params({"data": cfg.data, **counts})
+    ctx.log_params(counts)
     return {**out, **counts, "labels": sorted(set(splits["train"].labels))}
 
 
@@ -121,8 +121,8 @@ def load_covid_qa(ctx: StepContext, cfg: QADataConfig) -> dict:
     for name, examples in splits.items():
         examples = examples[: caps[name]] if caps[name] else examples
         out[name] = _dump([e.__dict__ for e in examples], ctx.output_dir / f"{name}.json")
-        out[f"n_{name}"] = len(examples)
-    ctx.log_params({k: v for k, v in out.items() if k.startswith("n_")})
+        out[f"rows_{name}"] = len(examples)
+    ctx.log_params({k: v for k, v in out.items() if k.startswith("rows_")})
     return out
 
 
@@ -145,7 +145,7 @@ def load_ncbi(ctx: StepContext, cfg: NERDataConfig) -> dict:
     for name, sentences in splits.items():
         sentences = sentences[: caps[name]] if caps[name] else sentences
         out[name] = _dump([s.__dict__ for s in sentences], ctx.output_dir / f"{name}.json")
-        out[f"n_{name}"] = len(sentences)
+        out[f"rows_{name}"] = len(sentences)
     out["tags"] = sorted({t for s in splits["train"] for t in s.tags})
     return out
 
@@ -179,6 +179,9 @@ class FineTuneConfig(BaseModel):
     gradient_checkpointing: bool = False
     time_budget_s: float | None = None
     save_model: bool = True
+    register_as: str | None = Field(
+        None, description="register the saved model under this name (@champion)"
+    )
     metric_name: str | None = Field(
         None, description="prefix of the logged metrics (default: the variant)"
     )
@@ -259,6 +262,10 @@ def _write_result(
     if cfg.save_model and model is not None:
         model.save(ctx.output_dir / "model")
         out["model_dir"] = str(ctx.output_dir / "model")
+        if cfg.register_as:
+            out["model_uri"] = ctx.log_model(
+                ctx.output_dir / "model", name=cfg.register_as, flavor="dir"
+            )
     return out
 
 
@@ -281,7 +288,6 @@ def fine_tune_classifier(ctx: StepContext, cfg: FineTuneConfig) -> dict:
 
     per_seed, model = _run_seeds(ctx, cfg, train_and_score)
     keys = ["macro_f1", "micro_f1", "long_notes_macro_f1", "long_notes_micro_f1", "train_seconds"]
-    ctx.log_params(cfg.model_dump())
     summary = _log_seed_summary(ctx, cfg.prefix, per_seed, keys)
     return _write_result(ctx, cfg, per_seed, summary, model)
 
@@ -316,7 +322,6 @@ def fine_tune_qa(ctx: StepContext, cfg: FineTuneConfig) -> dict:
         "gt4096_em",
         "train_seconds",
     ]
-    ctx.log_params(cfg.model_dump())
     summary = _log_seed_summary(ctx, cfg.prefix, per_seed, keys)
     return _write_result(ctx, cfg, per_seed, summary, model)
 
@@ -339,7 +344,6 @@ def fine_tune_tagger(ctx: StepContext, cfg: FineTuneConfig) -> dict:
         return model, scores
 
     per_seed, model = _run_seeds(ctx, cfg, train_and_score)
-    ctx.log_params(cfg.model_dump())
     keys = ["f1", "precision", "recall", "train_seconds"]
     summary = _log_seed_summary(ctx, cfg.prefix, per_seed, keys)
     return _write_result(ctx, cfg, per_seed, summary, model)

@@ -1,0 +1,70 @@
+"""Real-data loaders (skipped without ../shared/data), the MLM corpus's exclusions, continued MLM."""
+
+from __future__ import annotations
+
+import pytest
+from nlprec.clinical_longdoc.data import load_covid_qa, load_mtsamples, load_ncbi
+from nlprec.clinical_longdoc.longify import longify
+from nlprec.clinical_longdoc.mlm import (
+    build_clinical_corpus,
+    continue_mlm,
+    masked_lm_for,
+    pack_blocks,
+)
+
+
+def test_mtsamples_follows_split_json(shared_data):
+    splits = load_mtsamples(shared_data)
+    assert [len(splits[s]) for s in ("train", "dev", "test")] == [1010, 217, 217]
+    assert len(set(splits["train"].labels)) == 17
+    assert not set(splits["train"].texts) & set(splits["test"].texts)
+
+
+def test_covid_qa_is_split_by_article(shared_data):
+    splits = load_covid_qa(shared_data)
+    articles = {name: {e.article_id for e in examples} for name, examples in splits.items()}
+    assert not articles["train"] & articles["test"] and not articles["dev"] & articles["test"]
+    assert sum(len(v) for v in splits.values()) == 1380  # every answer found in its context
+    for example in splits["test"][:50]:
+        start = example.answer_start
+        assert example.context[start : start + len(example.answer_text)] == example.answer_text
+
+
+def test_ncbi_sentences(shared_data):
+    splits = load_ncbi(shared_data)
+    assert [len(splits[s]) for s in ("train", "dev", "test")] == [5424, 923, 940]
+    assert all(len(s.words) == len(s.tags) for s in splits["test"])
+
+
+def test_mlm_corpus_holds_no_evaluation_text(shared_data):
+    corpus = build_clinical_corpus(shared_data)
+    assert all(corpus[source] for source in ("mtsamples", "mts_dialog", "nli4ct_trials"))
+    texts = {t for source in corpus.values() for t in source}
+    mtsamples = load_mtsamples(shared_data)
+    assert not texts & set(mtsamples["dev"].texts + mtsamples["test"].texts)
+    covid_contexts = {e.context for split in load_covid_qa(shared_data).values() for e in split}
+    assert not texts & covid_contexts
+
+
+def test_pack_blocks_wraps_each_block(tokenizer):
+    blocks = pack_blocks(tokenizer, ["the patient is stable"] * 40, max_length=32)
+    assert blocks and all(
+        len(b) == 32 and b[0] == tokenizer.cls_token_id and b[-1] == tokenizer.sep_token_id
+        for b in blocks
+    )
+
+
+@pytest.mark.parametrize("kind", ["longformer", "full"])
+def test_continued_mlm_lowers_the_loss(tiny_bert, tokenizer, kind):
+    encoder = longify(tiny_bert, max_length=128, attention=kind, attention_window=32)
+    mlm = masked_lm_for(encoder)
+    assert (
+        mlm.get_output_embeddings().weight.data_ptr()
+        == mlm.get_input_embeddings().weight.data_ptr()
+    )
+    texts = ["chest pain radiating to the left arm with shortness of breath"] * 60
+    result = continue_mlm(
+        encoder, tokenizer, texts, max_length=128, steps=40, batch_size=2, lr=3e-3, progress=False
+    )
+    assert result["steps"] == 40
+    assert result["last_loss"] < result["first_loss"] - 1.0
