@@ -95,7 +95,11 @@ def kernel_check(device: str) -> dict:
     return result
 
 
-def distill_run(data: Path, device: str, backend: str, sizes: dict) -> dict:
+def distill_run(
+    data: Path, device: str, backend: str, sizes: dict, result: dict, deadline: float
+) -> dict:
+    """Fills ``result`` as it goes (a timeout keeps what finished); starts no new model after
+    ``deadline`` (time.time())."""
     from nlprec.mohawk.stages import DistillConfig
     from nlprec.mohawk.teacher import TeacherConfig
     from nlprec.mohawk.training import OptimConfig
@@ -117,11 +121,11 @@ def distill_run(data: Path, device: str, backend: str, sizes: dict) -> dict:
     seq, batch = sizes["seq_len"], sizes["batch"]
     evaluation = EvalConfig(seq_len=seq, max_windows=128, batch_size=32, probe_batch=4)
     windows = eval_windows(heldout_ids, evaluation)
-    result: dict = {
-        "sizes": sizes,
-        "train_tokens_available": train_ids.numel(),
-        "heldout_tokens_evaluated": windows.numel(),
-    }
+    result.update(
+        sizes=sizes,
+        train_tokens_available=train_ids.numel(),
+        heldout_tokens_evaluated=windows.numel(),
+    )
     teacher, teacher_losses = train_teacher(
         len(tokenizer),
         train_ids,
@@ -151,6 +155,9 @@ def distill_run(data: Path, device: str, backend: str, sizes: dict) -> dict:
         "ablation.s3": ([3], []),
     }
     for name, (stages, attention_layers) in runs.items():
+        if time.time() > deadline:
+            result[name] = {"skipped": "out of device time"}
+            continue
         started = time.time()
         cfg = distill.model_copy(update={"stages": stages})
         student, history = _with_backend(
@@ -168,14 +175,20 @@ def distill_run(data: Path, device: str, backend: str, sizes: dict) -> dict:
         result[name]["seconds"] = time.time() - started
         print(name, {k: v for k, v in result[name].items() if k != "alignment"}, flush=True)
         del student
+    if time.time() > deadline:
+        result["scratch"] = {"skipped": "out of device time"}
+        return result
     started = time.time()
-    scratch, _ = train_from_scratch(
-        student_config_for(teacher.config),
-        train_ids,
-        OptimConfig(lr=2e-3, batch_size=batch, seq_len=seq, decay_fraction=0.3),
-        sizes["distill_tokens"],
-        0,
-        device,
+    scratch, _ = _with_backend(
+        lambda: train_from_scratch(
+            student_config_for(teacher.config),
+            train_ids,
+            OptimConfig(lr=2e-3, batch_size=batch, seq_len=seq, decay_fraction=0.3),
+            sizes["distill_tokens"],
+            0,
+            device,
+        ),
+        backend,
     )
     result["scratch"] = evaluate_against_teacher(teacher, scratch, windows, evaluation, device)
     result["scratch"]["seconds"] = time.time() - started
@@ -272,18 +285,20 @@ def run(args: argparse.Namespace) -> None:
             "num_heads": 4,
             "intermediate_size": 64,
         }
-    if "distill" in args.sections:
-        try:
-            results["distill"] = distill_run(Path(args.data), device, backend, sizes)
-        except Exception as err:  # noqa: BLE001 - keep the efficiency section alive
-            results["distill"] = {"error": repr(err)[:1000]}
-            print("distill failed", err, flush=True)
-        _save(results, out)
-    results["distill_seconds"] = time.time() - started
     if "efficiency" in args.sections:
+        results["efficiency"] = efficiency(device, args.lengths, args.batch_lengths, args.small)
+        _save(results, out)
         if device == "cuda":
             torch.cuda.empty_cache()
-        results["efficiency"] = efficiency(device, args.lengths, args.batch_lengths, args.small)
+    results["efficiency_seconds"] = time.time() - started
+    if "distill" in args.sections:
+        results["distill"] = {}
+        deadline = started + args.distill_deadline_s
+        try:
+            distill_run(Path(args.data), device, backend, sizes, results["distill"], deadline)
+        except Exception as err:  # noqa: BLE001 - keep what finished
+            results["distill"]["error"] = repr(err)[:1000]
+            print("distill failed", err, flush=True)
         _save(results, out)
     results["total_seconds"] = time.time() - started
     _save(results, out)
@@ -299,17 +314,163 @@ def main() -> None:
     r.add_argument("--distill-tokens", type=int, default=1_000_000)
     r.add_argument("--sections", nargs="+", default=["distill", "efficiency"])
     r.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096, 8192, 16384])
-    r.add_argument("--batch-lengths", type=int, nargs="+", default=[1024, 8192, 16384])
+    r.add_argument("--batch-lengths", type=int, nargs="*", default=[1024, 8192, 16384])
     r.add_argument("--small", action="store_true", help="tiny models: a CPU smoke test")
+    r.add_argument("--distill-deadline-s", type=float, default=230.0, help="start no model after")
     rec = sub.add_parser("record")
     rec.add_argument("--results", required=True)
     args = parser.parse_args()
     if args.command == "run":
         run(args)
     else:
-        from mohawk_record import record  # benchmarks/mohawk_record.py
-
         record(Path(args.results))
+
+
+# --------------------------------------------------------------------------- record (here)
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    if isinstance(value, float):
+        return "–" if value != value else f"{value:.{digits}f}"  # NaN: not measured
+    return str(value)
+
+
+def distill_table(d: dict) -> str:
+    teacher_ppl = d["teacher"]["ppl"]
+    lines = [
+        "| model | stages | held-out ppl | × teacher | KL(teacher‖model) nats/token | "
+        "matrix dist after S1 (rel) | hidden dist after S2 (rel) |",
+        "|---|---|---|---|---|---|---|",
+        f"| teacher (Phi-style, {d['teacher']['train_tokens']:,} tokens) | – | {teacher_ppl:.2f} | 1.000 | – | – | – |",
+    ]
+    for name in ("student", "hybrid", "ablation.s23", "ablation.s3", "scratch"):
+        if name not in d:
+            continue
+        r = d[name]
+        stages = "+".join(str(s) for s in r.get("budgets", {})) or "scratch (CE)"
+        lines.append(
+            f"| {name} | {stages} | {r['ppl']:.2f} | {r['ppl'] / teacher_ppl:.3f} | {r['kl']:.4f} | "
+            f"{_fmt(r.get('stage1.matrix_dist', float('nan')), 2)} ({_fmt(r.get('stage1.matrix_rel', float('nan')), 2)}) | "
+            f"{_fmt(r.get('stage2.hidden_dist', float('nan')), 2)} ({_fmt(r.get('stage2.hidden_rel', float('nan')), 2)}) |"
+        )
+    return "\n".join(lines)
+
+
+def layer_table(student: dict) -> str:
+    lines = [
+        "| after | layer | ‖M−A‖_F | relative to ‖A‖_F | block-output L2 | relative |",
+        "|---|---|---|---|---|---|",
+    ]
+    for stage, a in student["alignment"].items():
+        for layer in a["matrix_dist"]:
+            lines.append(
+                f"| {stage} | {layer} | {a['matrix_dist'][layer]:.3f} | {a['matrix_rel'][layer]:.3f} | "
+                f"{a['hidden_dist'][layer]:.3f} | {a['hidden_rel'][layer]:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def efficiency_tables(e: dict) -> str:
+    lines = [
+        "| context | teacher prefill s | student prefill s | teacher decode ms/token | "
+        "student decode ms/token | teacher decode memory MiB | student decode memory MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in e["batch1"]:
+        lines.append(
+            f"| {r['length']} | {r['teacher.prefill_s']:.3f} | {r['student.prefill_s']:.3f} | "
+            f"{1e3 * r['teacher.decode_s_per_token']:.2f} | {1e3 * r['student.decode_s_per_token']:.2f} | "
+            f"{r['teacher.decode_peak_bytes'] / 2**20:.0f} | {r['student.decode_peak_bytes'] / 2**20:.0f} |"
+        )
+    lines += [
+        "",
+        "| context | teacher batch (largest that fits) | teacher tokens/s | KV MiB per sequence | "
+        "student batch | student tokens/s | state MiB per sequence | student / teacher |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in e["large_batch"]:
+        lines.append(
+            f"| {r['length']} | {r['teacher.batch']} | {r['teacher.tokens_per_s']:.0f} | "
+            f"{r['teacher.kv_bytes_per_sequence'] / 2**20:.0f} | {r['student.batch']} | "
+            f"{r['student.tokens_per_s']:.0f} | {r['student.state_bytes_per_sequence'] / 2**20:.1f} | "
+            f"{r['speedup']:.1f}× |"
+        )
+    return "\n".join(lines)
+
+
+def efficiency_figure(e: dict, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    lengths = [r["length"] for r in e["batch1"]]
+    for name in ("teacher", "student"):
+        axes[0].plot(
+            lengths, [1e3 * r[f"{name}.decode_s_per_token"] for r in e["batch1"]], "o-", label=name
+        )
+        axes[1].plot(
+            lengths, [r[f"{name}.decode_peak_bytes"] / 2**20 for r in e["batch1"]], "o-", label=name
+        )
+    axes[0].set_ylabel("decode ms / token (batch 1)")
+    axes[1].set_ylabel("decode peak memory above weights (MiB)")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("context length")
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def record(results_path: Path) -> None:
+    import mlflow
+    from nlprec.core.bench import record_section
+
+    results = json.loads(results_path.read_text())
+    card = results["device"]
+    command = (
+        "python benchmarks/mohawk_gpu.py run --data .carry/mohawk/data --out $OUT  (on the device)"
+    )
+    libs = ", ".join(f"{k} {v or 'absent'}" for k, v in results["libraries"].items())
+    k = results["kernels"]
+    kernel_lines = [f"Card: {card}. Importable during the run: {libs}.", ""]
+    kernel_lines.append(
+        f"Reference chunked scan (PyTorch), b=32 l=256 h=4 p=n=64: {k['reference_fwd_ms']:.2f} ms forward."
+    )
+    for backend in ("fla", "mamba_ssm"):
+        if backend in k:
+            kernel_lines.append(f"{backend}: {json.dumps(k[backend])}")
+    kernel_lines.append(f"Scan used for the distillation runs: {results.get('training_backend')}.")
+    record_section("mohawk: SSD kernels on GPU", "\n".join(kernel_lines), command)
+    if "teacher" in results.get("distill", {}):
+        d = results["distill"]
+        text = (
+            f"Card: {card}. Corpus {d['sizes']['corpus']} (last 10% held out, {d['heldout_tokens_evaluated']:,} "
+            f"held-out tokens evaluated in windows of {d['sizes']['seq_len']}); BPE vocabulary {d['sizes']['vocab']}. "
+            f"Teacher {d['sizes']['teacher']}; every student distilled with {d['sizes']['distill_tokens']:,} tokens "
+            f"(stage split 3/5/92%, missing stages' share goes to the last stage), the scratch SSM trained on the "
+            f"same number of tokens.\n\n"
+            + distill_table(d)
+            + "\n\nPer-layer distances of the MOHAWK student "
+            "(probe batch of 4 held-out windows):\n\n" + layer_table(d["student"])
+        )
+        record_section("mohawk: distillation on TinyShakespeare (GPU)", text, command)
+    if "efficiency" in results:
+        e = results["efficiency"]
+        text = (
+            f"Card: {card}. {e['model']}: teacher {e['teacher_params'] / 1e9:.2f} B parameters (HF Phi, SDPA, "
+            f"DynamicCache), student {e['student_params'] / 1e9:.2f} B (recurrent state). Decode at the largest "
+            "batch is timed from a synthetic cache of the given length (cost depends only on its size); the "
+            "student's batch is capped at 2048 (memory would allow more).\n\n"
+            + efficiency_tables(e)
+        )
+        record_section("mohawk: decode efficiency against context (GPU)", text, command)
+        mlflow.set_experiment("mohawk")
+        with mlflow.start_run(run_name=f"mohawk-efficiency {card}"):
+            mlflow.log_figure(efficiency_figure(e, f"{e['model']} on {card}"), "efficiency.png")
+            mlflow.log_dict(results, "mohawk_gpu.json")
 
 
 if __name__ == "__main__":

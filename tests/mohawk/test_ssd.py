@@ -126,3 +126,12 @@ def test_mixing_matrix_includes_D_on_the_diagonal():
 def test_open_gate_bias_gives_unit_gate():
     gate = torch.nn.functional.silu(torch.tensor(OPEN_GATE_BIAS, dtype=torch.float64))
     assert gate.item() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_states_do_not_keep_the_sequence_alive():
+    # A view into the padded input or the per-chunk states would make memory grow with length.
+    mixer = make_mixer(3)
+    with torch.no_grad():
+        _, state = mixer(torch.randn(1, 200, 12))
+    for tensor in (state.conv, state.ssm):
+        assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()

@@ -123,3 +123,20 @@ def test_dimension_mismatch_is_a_clear_error(teacher):
         check_compatible(config, teacher.config)
     with pytest.raises(ValueError, match="attention_layers"):
         student_config_for(teacher.config, attention_layers=[5])
+
+
+def test_cli_generates_from_a_saved_student(teacher, tmp_path, capsys):
+    from nlprec.mohawk.cli import main
+    from nlprec.mohawk.data import train_tokenizer
+
+    tokenizer = train_tokenizer("def f(x):\n    return x + 1\n" * 50, 280)
+    config = student_config_for(teacher.config).model_copy(update={"vocab_size": len(tokenizer)})
+    save_student(StudentLM(config).eval(), tmp_path / "s", tokenizer)
+    assert (
+        main(
+            ["generate", "--model", str(tmp_path / "s"), "--prompt", "def", "--max-new-tokens", "5"]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.startswith("def")
+    assert main(["generate", "--model", str(tmp_path), "--prompt", "def"]) == 2

@@ -68,9 +68,9 @@ class SSDMixer(nn.Module):
             conv_state = xbc.new_zeros(xbc.size(0), self.conv_dim, self.conv_kernel - 1)
         padded = torch.cat([conv_state, xbc], dim=-1)  # (b, c, k - 1 + l)
         out = F.conv1d(padded, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim)
-        return rearrange(out, "b c l -> b l c"), padded[
-            ..., padded.size(-1) - (self.conv_kernel - 1) :
-        ]
+        # clone: a view would keep the whole (c, k - 1 + l) input alive with the state
+        new_state = padded[..., padded.size(-1) - (self.conv_kernel - 1) :].clone()
+        return rearrange(out, "b c l -> b l c"), new_state
 
     def _split(self, u: torch.Tensor, conv_state: torch.Tensor | None = None):
         """u: (b, l, d) -> x (b,l,h,p), log_decay (b,l,h), B, C (b,l,h,n), z (b,l,h*p), conv state."""

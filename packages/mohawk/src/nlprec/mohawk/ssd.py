@@ -136,7 +136,8 @@ def ssd_chunked_scan(
     chunk_decay = F.pad(cumulative[..., -1], (1, 0))  # (b, h, c+1)
     across = torch.exp(segsum(chunk_decay))  # (b, h, c+1, c+1)
     carried = torch.einsum("bhzc,bchpn->bzhpn", across, chunk_states)
-    states_in, final_state = carried[:, :-1], carried[:, -1]
+    # clone: a view of ``carried`` would keep every chunk's state alive with the final one
+    states_in, final_state = carried[:, :-1], carried[:, -1].clone()
 
     # 4. Each chunk's incoming state, read out at every position of the chunk.
     decay_from_start = torch.exp(cumulative)  # (b, h, c, q)

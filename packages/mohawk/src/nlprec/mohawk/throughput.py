@@ -85,8 +85,10 @@ def decode_tokens_per_second(
 @torch.no_grad()
 def prefill_and_decode_memory(model, length: int, steps: int, is_teacher: bool) -> dict[str, float]:
     """Batch 1: prefill seconds, decode seconds per token and the decode's peak memory above
-    the weights (bytes; CUDA only, else 0)."""
+    what was allocated before the prefill (cache or state plus decode transients; bytes; CUDA
+    only, else 0)."""
     device = next(model.parameters()).device
+    before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     ids = torch.randint(0, 100, (1, length), device=device)
     token = ids[:, -1:]
     if is_teacher:
@@ -116,13 +118,12 @@ def prefill_and_decode_memory(model, length: int, steps: int, is_teacher: bool) 
             nonlocal states
             _, states = model.decode(token, states)
 
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     step()
     decode_s = timed(step, device, steps)
-    peak = torch.cuda.max_memory_allocated(device) - weights if device.type == "cuda" else 0
+    peak = torch.cuda.max_memory_allocated(device) - before if device.type == "cuda" else 0
     return {
         "prefill_s": prefill_s,
         "decode_s_per_token": decode_s,
