@@ -42,14 +42,28 @@ def _inputs(ctx: StepContext) -> tuple[list[Story], list[Story]]:
     return _stories(data["train"]), _stories(data["eval"])
 
 
-def _save_predictions(path: Path, predictions: list[np.ndarray]) -> str:
-    np.savez_compressed(path, **{f"s{i}": p.astype(np.float16) for i, p in enumerate(predictions)})
+def _save_predictions(
+    path: Path, predictions: list[np.ndarray], indices: list[int] | None = None
+) -> str:
+    """Probabilities per story, and which eval stories they belong to (all when ``indices`` is None)."""
+    arrays = {f"s{i}": p.astype(np.float16) for i, p in enumerate(predictions)}
+    arrays["story_index"] = np.asarray(indices if indices is not None else range(len(predictions)))
+    np.savez_compressed(path, **arrays)
     return str(path)
 
 
-def _load_predictions(path: str) -> list[np.ndarray]:
+def _load_predictions(path: str) -> tuple[list[np.ndarray], list[int]]:
     with np.load(path) as data:
-        return [data[f"s{i}"].astype(np.float32) for i in range(len(data.files))]
+        indices = data["story_index"].tolist()
+        return [data[f"s{i}"].astype(np.float32) for i in range(len(indices))], indices
+
+
+def evenly_spaced(n_items: int, n_wanted: int | None) -> list[int]:
+    """``n_wanted`` indices spread over ``range(n_items)`` (all of them when None or too many),
+    so that a subset covers every task / length / k of an ordered eval set."""
+    if n_wanted is None or n_wanted >= n_items:
+        return list(range(n_items))
+    return [round(i * n_items / n_wanted) for i in range(n_wanted)]
 
 
 def _report(
@@ -126,7 +140,7 @@ class FlatStepConfig(BaseModel):
     train: TrainConfig = TrainConfig(batch_size=64)
     pairs_per_epoch: int | None = Field(None, ge=1, description="sample this many pairs per epoch")
     eval_stories: int | None = Field(
-        None, ge=1, description="score only the first N eval stories (one forward pass per pair)"
+        None, ge=1, description="score N evenly spaced eval stories (one forward pass per pair)"
     )
     eval_batch_size: int = Field(128, ge=1)
 
@@ -139,7 +153,8 @@ def flat(ctx: StepContext, cfg: FlatStepConfig) -> dict[str, Any]:
     ctx.log_params(cfg.model_dump())
     model = FlatPairModel(cfg.encoder, cfg.encoder_layers, cfg.hypothesis_only)
     stats = train_flat(model, train_stories, cfg.train, ctx.device, cfg.pairs_per_epoch)
-    eval_stories = eval_stories[: cfg.eval_stories]
+    subset = evenly_spaced(len(eval_stories), cfg.eval_stories)
+    eval_stories = [eval_stories[i] for i in subset]
     predictions, infer_rate = predict_flat(model, eval_stories, ctx.device, cfg.eval_batch_size)
     _report(ctx, cfg.name, eval_stories, predictions)
     efficiency = {**stats, "infer_pairs_per_s": infer_rate, "device": ctx.device}
@@ -147,7 +162,7 @@ def flat(ctx: StepContext, cfg: FlatStepConfig) -> dict[str, Any]:
     return {
         "name": cfg.name,
         "efficiency": efficiency,
-        "predictions": _save_predictions(ctx.output_dir / "predictions.npz", predictions),
+        "predictions": _save_predictions(ctx.output_dir / "predictions.npz", predictions, subset),
     }
 
 
@@ -190,8 +205,8 @@ def compare(ctx: StepContext, cfg: CompareConfig) -> dict[str, Any]:
     eval_stories = _stories(ctx.inputs["load"]["eval"])
     rows, breakdown = [], {}
     for name, path in _collect_predictions(ctx).items():
-        predictions = _load_predictions(path)
-        scored = eval_stories[: len(predictions)]  # flat models may score a prefix of the stories
+        predictions, indices = _load_predictions(path)
+        scored = [eval_stories[i] for i in indices]  # flat models may score a subset
         rows.append({"model": name, "stories": len(scored), **evaluate(scored, predictions)})
         breakdown[name] = accuracy_by(scored, predictions, cfg.group_by)
     columns = [
