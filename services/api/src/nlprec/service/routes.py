@@ -57,6 +57,20 @@ def _served(request: Request) -> ServedModels:
     return request.app.state.models
 
 
+async def _search(request: Request, queries: list[str], k: int, mode: str, rerank: bool) -> dict:
+    """The fields of a search response, with one result list per query."""
+    start = time.perf_counter()
+    backend = _served(request).require_search()
+    found, model_ms = await backend.search_many(queries, k, mode, rerank)
+    return {
+        "results": [_results(per_query) for per_query in found],
+        "mode": mode,
+        "rerank": rerank,
+        "model_versions": backend.model_versions,
+        "timings": _timings(start, model_ms),
+    }
+
+
 def api_router(models: RequestModels, reads_need_token: bool) -> APIRouter:
     """The /v1 routes; reads declare (and check) the bearer token only when one is configured."""
     router = APIRouter(prefix="/v1")
@@ -67,29 +81,14 @@ def api_router(models: RequestModels, reads_need_token: bool) -> APIRouter:
     @router.post("/search", tags=["search"], **reads)
     async def search(body: models.search, request: Request) -> SearchResponse:
         """Top-k documents for one query: bm25, dense or hybrid retrieval, optionally reranked."""
-        start = time.perf_counter()
-        backend = _served(request).require_search()
-        found, model_ms = await backend.search_many([body.query], body.k, body.mode, body.rerank)
-        return SearchResponse(
-            results=_results(found[0]),
-            mode=body.mode,
-            rerank=body.rerank,
-            model_versions=backend.model_versions,
-            timings=_timings(start, model_ms),
-        )
+        fields = await _search(request, [body.query], body.k, body.mode, body.rerank)
+        return SearchResponse(**{**fields, "results": fields["results"][0]})
 
     @router.post("/search/batch", tags=["search"], **reads)
     async def search_batch(body: models.batch_search, request: Request) -> BatchSearchResponse:
         """Several queries at once; one result list per query, in order."""
-        start = time.perf_counter()
-        backend = _served(request).require_search()
-        found, model_ms = await backend.search_many(body.queries, body.k, body.mode, body.rerank)
         return BatchSearchResponse(
-            results=[_results(per_query) for per_query in found],
-            mode=body.mode,
-            rerank=body.rerank,
-            model_versions=backend.model_versions,
-            timings=_timings(start, model_ms),
+            **await _search(request, body.queries, body.k, body.mode, body.rerank)
         )
 
     @router.post("/rerank", tags=["search"], **reads)
