@@ -44,6 +44,7 @@ class DenseConfig(BaseModel):
     passages: PassageConfig | None = None
     threads: int | None = Field(None, ge=1)
     device: str | None = None
+    int8: bool = Field(False, description="dynamic int8 quantisation of the encoder (CPU)")
 
 
 def _sha256(path: Path) -> str:

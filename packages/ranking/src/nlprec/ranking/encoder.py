@@ -48,7 +48,21 @@ def set_threads(threads: int | None) -> None:
     faiss.omp_set_num_threads(threads)
 
 
-def load_encoder(name_or_path: str, device: str | None = None, max_seq_length: int | None = None):
+def quantize_int8(model):
+    """Dynamic int8 quantisation of every Linear layer (CPU inference only): weights int8,
+    activations quantised per batch. Faster on CPU at a small cost in accuracy (benchmarked)."""
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    return quantize_dynamic(model.to("cpu"), {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def load_encoder(
+    name_or_path: str,
+    device: str | None = None,
+    max_seq_length: int | None = None,
+    int8: bool = False,
+):
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -59,7 +73,7 @@ def load_encoder(name_or_path: str, device: str | None = None, max_seq_length: i
     )
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length
-    return model
+    return quantize_int8(model) if int8 else model
 
 
 def embedding_dim(model) -> int:
