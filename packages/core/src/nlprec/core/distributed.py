@@ -101,12 +101,18 @@ def barrier(dist_ctx: DistributedContext) -> None:
         torch.distributed.barrier()
 
 
-def wrap_model(model: torch.nn.Module, dist_ctx: DistributedContext) -> torch.nn.Module:
-    """DistributedDataParallel around `model` (already on `dist_ctx.device`); the model itself alone."""
+def wrap_model(
+    model: torch.nn.Module, dist_ctx: DistributedContext, **ddp_kwargs: Any
+) -> torch.nn.Module:
+    """DistributedDataParallel around `model` (already on `dist_ctx.device`); the model itself alone.
+
+    `ddp_kwargs` go to DDP (e.g. `find_unused_parameters=True` for a model with parameters the loss
+    does not reach, such as an unused BERT pooler; dropping such parameters is faster).
+    """
     if not dist_ctx.is_distributed:
         return model
     device_ids = [dist_ctx.local_rank] if dist_ctx.device.startswith("cuda") else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, **ddp_kwargs)
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
