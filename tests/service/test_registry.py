@@ -50,3 +50,29 @@ async def test_default_config_serves_the_registered_demo_models(nlprec_env: Path
             "fallback"
         ] is False
     assert (nlprec_env / ".nlprec" / "service-state").is_dir()
+
+
+async def test_unregistered_demo_models_say_how_to_get_them(nlprec_env: Path):
+    import asyncio
+
+    import httpx
+    from nlprec.core.models import resolve
+    from nlprec.service.app import create_app
+
+    fake = fake_loaders()
+    app = create_app(
+        ServiceConfig(),
+        ModelLoaders(resolve, fake.load_engine, fake.load_recommender, fake.make_event),
+    )
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://s"
+        ) as client:
+            for _ in range(3000):
+                ready = (await client.get("/ready")).json()
+                if all(m["error"] for m in ready["models"].values()):
+                    break
+                await asyncio.sleep(0.01)
+            assert ready["ready"] is False
+            assert "run `make demo`" in ready["models"]["ranking"]["error"]
+            assert "configure sessionrec_model" in ready["models"]["sessionrec"]["error"]

@@ -28,6 +28,7 @@ from nlprec.service.search_backend import Engine, SearchBackend
 from nlprec.service.state import model_state_folder
 
 logger = logging.getLogger("nlprec.service")
+DEMO_HINT = " (run `make demo` to train and register the demo models, or configure {0}_model)"
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,10 @@ class ServedModels:
             try:
                 backend = await loop.run_in_executor(self.executor, load, loaders)
             except Exception as error:
-                logger.exception("%s: cannot load %s", name, self.status[name].source)
-                self.status[name].error = f"{type(error).__name__}: {error}"
+                source = self.status[name].source
+                logger.exception("%s: cannot load %s", name, source)
+                hint = DEMO_HINT.format(name) if source.startswith("models:/") else ""
+                self.status[name].error = f"{type(error).__name__}: {error}{hint}"
                 continue
             if isinstance(backend, SearchBackend):
                 self.search, versions = backend, backend.model_versions
