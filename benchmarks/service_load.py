@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -257,6 +258,10 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     data = Path(os.environ.get("NLPREC_DATA", "../shared/data"))
+    missing = [what for what, ok in _requirements(data).items() if not ok]
+    if missing:  # `make bench` runs every script: say what is missing and leave the others to run
+        print(f"skip benchmarks/service_load.py: missing {', '.join(missing)}")
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     models = {
         "ranking": build_scifact_engine(data, args.work / "scifact-engine"),
@@ -306,6 +311,14 @@ def main() -> None:
         from nlprec.core.bench import record_section
 
         record_section("service load (nlprec-serve, SciFact + Ta-Feng)", markdown)
+
+
+def _requirements(data: Path) -> dict[str, bool]:
+    return {
+        "wrk (apt-get install wrk)": shutil.which("wrk") is not None,
+        f"{data}/beir/scifact": (data / "beir" / "scifact").is_dir(),
+        f"{data}/baskets/tafeng": (data / "baskets" / "tafeng").is_dir(),
+    }
 
 
 def render(rows, batched_dense, unbatched, load_before, load_after, duration_s) -> str:
