@@ -439,9 +439,11 @@ def record(results_path: Path) -> None:
     kernel_lines.append(
         f"Reference chunked scan (PyTorch), b=32 l=256 h=4 p=n=64: {k['reference_fwd_ms']:.2f} ms forward."
     )
-    for backend in ("fla", "mamba_ssm"):
+    for backend in ("fla", "mamba_ssm", "fla_run1"):
         if backend in k:
             kernel_lines.append(f"{backend}: {json.dumps(k[backend])}")
+    if "notes" in results:
+        kernel_lines += ["", results["notes"]]
     kernel_lines.append(f"Scan used for the distillation runs: {results.get('training_backend')}.")
     record_section("mohawk: SSD kernels on GPU", "\n".join(kernel_lines), command)
     if "teacher" in results.get("distill", {}):
@@ -467,6 +469,9 @@ def record(results_path: Path) -> None:
             + efficiency_tables(e)
         )
         record_section("mohawk: decode efficiency against context (GPU)", text, command)
+        from nlprec.core.tracking import tracking_uri
+
+        mlflow.set_tracking_uri(tracking_uri())  # the project's store (sqlite under NLPREC_HOME)
         mlflow.set_experiment("mohawk")
         with mlflow.start_run(run_name=f"mohawk-efficiency {card}"):
             mlflow.log_figure(efficiency_figure(e, f"{e['model']} on {card}"), "efficiency.png")
