@@ -27,12 +27,7 @@ from nlprec.ranking.encoder import encode, load_encoder
 from nlprec.ranking.evaluate import compare_systems, evaluate_run, ndcg10, per_query_scores
 from nlprec.ranking.exact import exact_search
 from nlprec.ranking.fusion import fuse, tune_fusion_weights
-from nlprec.ranking.rerank import (
-    CrossEncoderReranker,
-    RerankerConfig,
-    interpolate,
-    rerank_with_tail,
-)
+from nlprec.ranking.rerank import CrossEncoderReranker, RerankerConfig, rerank_at_depth
 from nlprec.ranking.training import (
     BiEncoderTrainConfig,
     CrossEncoderTrainConfig,
@@ -176,19 +171,19 @@ class Experiment:
         test_scores = reranker.rerank_run(self.queries, first["test"], self.by_id, max_depth)
         alphas = [round(a, 2) for a in np.arange(0, 1.0001, 0.1)]
         grid = {
-            (d, a): ndcg10(dev_qrels, blend(dev_scores, dev_first, d, a))
+            (d, a): ndcg10(dev_qrels, rerank_at_depth(dev_scores, dev_first, d, a))
             for d in depths
             for a in alphas
         }
         (depth, alpha), dev_best = max(grid.items(), key=lambda item: item[1])
         pure_depth = max(depths, key=lambda d: grid[(d, 1.0)])
         for suffix, d, a in (("", depth, alpha), ("_pure", pure_depth, 1.0)):
-            run = blend(test_scores, first["test"], d, a)
+            run = rerank_at_depth(test_scores, first["test"], d, a)
             self.record(f"{name}{suffix}", {"test": run},
                         {"first_stage": first_stage, "depth": d, "alpha": a, "dev_ndcg@10": grid[(d, a)]})  # fmt: skip
         for d in depths:  # every depth with pure reranking, for the record (not used to choose)
             self.results[name + "_pure"][f"test_ndcg@10_depth{d}"] = ndcg10(
-                self.qrels["test"], blend(test_scores, first["test"], d, 1.0)
+                self.qrels["test"], rerank_at_depth(test_scores, first["test"], d, 1.0)
             )
         del reranker
         torch.cuda.empty_cache() if self.device == "cuda" else None
@@ -224,14 +219,6 @@ class Experiment:
             write_trec_run(top100, runs_dir / f"{system}.test.trec", tag=system)
         with tarfile.open(self.out / "runs_top100.tar.gz", "w:gz") as tar:
             tar.add(runs_dir, arcname="runs")
-
-
-def blend(reranked_full, first, depth, alpha):
-    top = {
-        q: dict(sorted(first[q].items(), key=lambda item: -item[1])[:depth]) for q in reranked_full
-    }
-    cut = {q: {d: reranked_full[q][d] for d in top[q]} for q in reranked_full}
-    return rerank_with_tail(interpolate(cut, top, alpha), first)
 
 
 def main() -> None:

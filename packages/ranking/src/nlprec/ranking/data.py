@@ -161,16 +161,23 @@ def write_trec_run(run: Run, path: str | Path, tag: str = "nlprec") -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def read_trec_run(path: str | Path) -> Run:
-    run: Run = {}
+def _trec_rows(path: str | Path, n_fields: int, kind: str) -> Iterator[list[str]]:
     with Path(path).open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             parts = line.split()
             if not parts:
                 continue
-            if len(parts) != 6:
-                raise DataError(f"{path}:{line_no}: a TREC run line has 6 fields, got {len(parts)}")
-            run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
+            if len(parts) != n_fields:
+                raise DataError(
+                    f"{path}:{line_no}: a TREC {kind} line has {n_fields} fields, got {len(parts)}"
+                )
+            yield parts
+
+
+def read_trec_run(path: str | Path) -> Run:
+    run: Run = {}
+    for qid, _, doc_id, _, score, _ in _trec_rows(path, 6, "run"):
+        run.setdefault(qid, {})[doc_id] = float(score)
     return run
 
 
@@ -181,16 +188,8 @@ def write_trec_qrels(qrels: Qrels, path: str | Path) -> None:
 
 def read_trec_qrels(path: str | Path) -> Qrels:
     qrels: Qrels = {}
-    with Path(path).open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 4:
-                raise DataError(
-                    f"{path}:{line_no}: a TREC qrels line has 4 fields, got {len(parts)}"
-                )
-            qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
+    for qid, _, doc_id, rel in _trec_rows(path, 4, "qrels"):
+        qrels.setdefault(qid, {})[doc_id] = int(rel)
     return qrels
 
 

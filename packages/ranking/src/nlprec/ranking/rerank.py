@@ -151,3 +151,13 @@ def rerank_with_tail(reranked: Run, first_stage: Run) -> Run:
         rest = {d: floor - 1.0 - i for i, (d, _) in enumerate(ranked_rest)}
         out[qid] = {**top, **rest}
     return out
+
+
+def rerank_at_depth(reranked: Run, first_stage: Run, depth: int, alpha: float) -> Run:
+    """Blend cross-encoder scores (computed for at least the top ``depth``) with the first stage
+    over each query's top ``depth``; the rest of the first-stage list follows in its order."""
+    top = {
+        q: dict(sorted(first_stage[q].items(), key=lambda item: -item[1])[:depth]) for q in reranked
+    }
+    cut = {q: {d: reranked[q][d] for d in top[q] if d in reranked[q]} for q in reranked}
+    return rerank_with_tail(interpolate(cut, top, alpha), first_stage)

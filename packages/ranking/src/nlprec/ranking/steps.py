@@ -29,12 +29,7 @@ from nlprec.ranking.evaluate import (
 )
 from nlprec.ranking.faiss_index import FaissConfig
 from nlprec.ranking.fusion import fuse, tune_fusion_weights
-from nlprec.ranking.rerank import (
-    CrossEncoderReranker,
-    RerankerConfig,
-    interpolate,
-    rerank_with_tail,
-)
+from nlprec.ranking.rerank import CrossEncoderReranker, RerankerConfig, rerank_at_depth
 from nlprec.ranking.training import (
     BiEncoderTrainConfig,
     CrossEncoderTrainConfig,
@@ -170,6 +165,16 @@ def _hits_to_run(qids: list[str], hits: list[list[tuple[str, float]]]) -> Run:
     return {q: dict(h) for q, h in zip(qids, hits, strict=True)}
 
 
+def _search_splits(corpus: Corpus, search, k: int, train_k: int) -> dict[str, Run]:
+    """Runs of ``search(texts, k)`` for the evaluation queries and (at ``train_k``) the train queries."""
+    runs = {"eval": _hits_to_run(corpus.query_ids["eval"], search(corpus.texts("eval"), k))}
+    if corpus.query_ids["train"]:
+        runs["train"] = _hits_to_run(
+            corpus.query_ids["train"], search(corpus.texts("train"), train_k)
+        )
+    return runs
+
+
 def _load_runs(step_output: dict) -> dict[str, Run]:
     return {split: read_trec_run(path) for split, path in step_output["runs"].items()}
 
@@ -185,15 +190,7 @@ def bm25_retrieve(ctx: StepContext, cfg: BM25StepConfig) -> dict:
     retriever = BM25Retriever(BM25Config(**cfg.model_dump(exclude={"k", "train_k"}))).index(
         corpus.corpus
     )
-    runs = {
-        "eval": _hits_to_run(
-            corpus.query_ids["eval"], retriever.search(corpus.texts("eval"), cfg.k)
-        )
-    }
-    if corpus.query_ids["train"]:
-        runs["train"] = _hits_to_run(
-            corpus.query_ids["train"], retriever.search(corpus.texts("train"), cfg.train_k)
-        )
+    runs = _search_splits(corpus, retriever.search, cfg.k, cfg.train_k)
     _log_system(ctx, corpus, "bm25", runs["eval"])
     retriever.save(ctx.output_dir / "index")
     return {
@@ -239,15 +236,7 @@ def dense_retrieve(ctx: StepContext, cfg: DenseStepConfig) -> dict:
             retriever.truncated,
         )
     ctx.log_metrics({f"{cfg.system}.truncated_texts": retriever.truncated})
-    runs = {
-        "eval": _hits_to_run(
-            corpus.query_ids["eval"], retriever.search(corpus.texts("eval"), cfg.k)
-        )
-    }
-    if corpus.query_ids["train"]:
-        runs["train"] = _hits_to_run(
-            corpus.query_ids["train"], retriever.search(corpus.texts("train"), cfg.train_k)
-        )
+    runs = _search_splits(corpus, retriever.search, cfg.k, cfg.train_k)
     _log_system(ctx, corpus, cfg.system, runs["eval"])
     retriever.save(ctx.output_dir / "index")
     return {
@@ -412,17 +401,6 @@ class RerankStepConfig(BaseModel):
     k: int = Field(1000, ge=1)
 
 
-def _rerank_at(reranked_full: Run, first: Run, depth: int, alpha: float) -> Run:
-    """Blend the cross-encoder with the first stage over each query's top ``depth``."""
-    top = {
-        q: dict(sorted(first[q].items(), key=lambda item: -item[1])[:depth]) for q in reranked_full
-    }
-    cut = {
-        q: {d: reranked_full[q][d] for d in top[q] if d in reranked_full[q]} for q in reranked_full
-    }
-    return rerank_with_tail(interpolate(cut, top, alpha), first)
-
-
 def rerank_step(ctx: StepContext, cfg: RerankStepConfig) -> dict:
     """Rerank the first stage; depth and interpolation weight tuned on held-out train queries."""
     model_info = ctx.inputs[cfg.reranker_from]
@@ -444,7 +422,7 @@ def rerank_step(ctx: StepContext, cfg: RerankStepConfig) -> dict:
         )
         dev_qrels = {q: corpus.qrels["train"][q] for q in dev_q}
         grid = {
-            (d, a): ndcg10(dev_qrels, _rerank_at(dev_scores, dev_first, d, a))
+            (d, a): ndcg10(dev_qrels, rerank_at_depth(dev_scores, dev_first, d, a))
             for d in cfg.depths
             for a in cfg.alphas
         }
@@ -455,8 +433,8 @@ def rerank_step(ctx: StepContext, cfg: RerankStepConfig) -> dict:
     eval_scores = reranker.rerank_run(
         corpus.queries, first["eval"], corpus.documents, depth, progress=True
     )
-    final = _rerank_at(eval_scores, first["eval"], depth, alpha)
-    pure = _rerank_at(eval_scores, first["eval"], depth, 1.0)
+    final = rerank_at_depth(eval_scores, first["eval"], depth, alpha)
+    pure = rerank_at_depth(eval_scores, first["eval"], depth, 1.0)
     ctx.log_params(
         {
             "chosen_first_stage": picked[0],

@@ -172,6 +172,28 @@ def info_nce_loss(
     return torch.nn.functional.cross_entropy(scores, labels)
 
 
+def _run_training(
+    model, examples: list[TrainingExample], cfg, seed: int, batch_loss, log, name: str
+) -> None:
+    """The loop both trainers share: duplicate-free batches, AdamW with linear warm-up and decay,
+    gradient clipping at 1.0; ``batch_loss(chosen_examples) -> loss`` is the model-specific part."""
+    per_epoch = len(no_duplicate_batches(examples, cfg.batch_size, seed))
+    total = _steps(per_epoch, cfg.epochs, cfg.max_steps)
+    optimizer, scheduler = _optimizer(model, cfg.lr, cfg.warmup_ratio, total)
+    step = 0
+    for epoch in range(cfg.epochs):
+        for batch in no_duplicate_batches(examples, cfg.batch_size, seed + epoch):
+            loss = batch_loss([examples[i] for i in batch])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step(), scheduler.step(), optimizer.zero_grad()
+            step += 1
+            if step % 20 == 0 or step == total:
+                log(f"{name} step {step}/{total} loss {loss.item():.4f}")
+            if step >= total:
+                return
+
+
 def train_biencoder(
     model_name_or_dir: str,
     examples: list[TrainingExample],
@@ -201,10 +223,6 @@ def train_biencoder(
             model, scale=MNRL_SCALE, mini_batch_size=cfg.mini_batch_size
         )
     n_neg = len(examples[0].negatives)
-    per_epoch = len(no_duplicate_batches(examples, cfg.batch_size, seed))
-    total = _steps(per_epoch, cfg.epochs, cfg.max_steps)
-    optimizer, scheduler = _optimizer(model, cfg.lr, cfg.warmup_ratio, total)
-
     tokenize = (
         getattr(model, "preprocess", None) or model.tokenize
     )  # renamed in sentence-transformers 6
@@ -215,31 +233,18 @@ def train_biencoder(
             k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
         }
 
-    step = 0
-    for epoch in range(cfg.epochs):
-        for batch in no_duplicate_batches(examples, cfg.batch_size, seed + epoch):
-            chosen = [examples[i] for i in batch]
-            columns = [[e.query for e in chosen], [e.positive for e in chosen]]
-            columns += [[e.negatives[j] for e in chosen] for j in range(n_neg)]
-            with _autocast(device):
-                if cached is not None:
-                    loss = cached([features(c) for c in columns], None)
-                else:
-                    query_emb = model(features(columns[0]))["sentence_embedding"]  # (B, dim)
-                    doc_emb = model(features([t for c in columns[1:] for t in c]))[
-                        "sentence_embedding"
-                    ]
-                    loss = info_nce_loss(query_emb, doc_emb)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step(), scheduler.step(), optimizer.zero_grad()
-            step += 1
-            if step % 20 == 0 or step == total:
-                log(f"bi-encoder step {step}/{total} loss {loss.item():.4f}")
-            if step >= total:
-                break
-        if step >= total:
-            break
+    def batch_loss(chosen: list[TrainingExample]) -> torch.Tensor:
+        columns = [[e.query for e in chosen], [e.positive for e in chosen]]
+        columns += [[e.negatives[j] for e in chosen] for j in range(n_neg)]
+        with _autocast(device):
+            if cached is not None:
+                return cached([features(c) for c in columns], None)
+            query_emb = model(features(columns[0]))["sentence_embedding"]  # (B, dim)
+            docs = [t for c in columns[1:] for t in c]  # positives, then each negative column
+            doc_emb = model(features(docs))["sentence_embedding"]  # (B * (1 + n_neg), dim)
+            return info_nce_loss(query_emb, doc_emb)
+
+    _run_training(model, examples, cfg, seed, batch_loss, log, "bi-encoder")
     model.eval()
     model_dir = Path(output_dir) / "model"
     model.save_pretrained(str(model_dir))
@@ -274,40 +279,24 @@ def train_cross_encoder(
     model = model.to(device)
     model.train()
     n_neg = len(examples[0].negatives)
-    per_epoch = len(no_duplicate_batches(examples, cfg.batch_size, seed))
-    total = _steps(per_epoch, cfg.epochs, cfg.max_steps)
-    optimizer, scheduler = _optimizer(model, cfg.lr, cfg.warmup_ratio, total)
-    step = 0
-    for epoch in range(cfg.epochs):
-        for batch in no_duplicate_batches(examples, cfg.batch_size, seed + epoch):
-            chosen = [examples[i] for i in batch]
-            # pairs grouped per example: positive first, then its negatives -> (B * (1 + n_neg),)
-            queries = [e.query for e in chosen for _ in range(1 + n_neg)]
-            docs = [d for e in chosen for d in [e.positive, *e.negatives]]
-            encoded = tokenizer(queries, docs, padding=True, truncation="only_second", max_length=cfg.max_length,
-                                return_tensors="pt").to(device)  # fmt: skip
-            with _autocast(device):
-                logits = (
-                    model(**encoded).logits.view(len(chosen), 1 + n_neg).float()
-                )  # (B, 1 + n_neg)
-            if cfg.loss == "listwise":
-                loss = torch.nn.functional.cross_entropy(
-                    logits, torch.zeros(len(chosen), dtype=torch.long, device=device)
-                )
-            else:
-                labels = torch.zeros_like(logits)
-                labels[:, 0] = 1.0
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step(), scheduler.step(), optimizer.zero_grad()
-            step += 1
-            if step % 20 == 0 or step == total:
-                log(f"cross-encoder step {step}/{total} loss {loss.item():.4f}")
-            if step >= total:
-                break
-        if step >= total:
-            break
+
+    def batch_loss(chosen: list[TrainingExample]) -> torch.Tensor:
+        # pairs grouped per example: positive first, then its negatives -> (B * (1 + n_neg),)
+        queries = [e.query for e in chosen for _ in range(1 + n_neg)]
+        docs = [d for e in chosen for d in [e.positive, *e.negatives]]
+        encoded = tokenizer(queries, docs, padding=True, truncation="only_second", max_length=cfg.max_length,
+                            return_tensors="pt").to(device)  # fmt: skip
+        with _autocast(device):
+            logits = model(**encoded).logits.view(len(chosen), 1 + n_neg).float()  # (B, 1 + n_neg)
+        if cfg.loss == "listwise":
+            return torch.nn.functional.cross_entropy(
+                logits, torch.zeros(len(chosen), dtype=torch.long, device=device)
+            )
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = 1.0
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+
+    _run_training(model, examples, cfg, seed, batch_loss, log, "cross-encoder")
     model_dir = Path(output_dir) / "model"
     model.save_pretrained(str(model_dir))
     tokenizer.save_pretrained(str(model_dir))
