@@ -46,7 +46,7 @@ def _save_predictions(
     path: Path, predictions: list[np.ndarray], indices: list[int] | None = None
 ) -> str:
     """Probabilities per story, and which eval stories they belong to (all when ``indices`` is None)."""
-    arrays = {f"s{i}": p.astype(np.float16) for i, p in enumerate(predictions)}
+    arrays = {f"s{i}": p.astype(np.float32) for i, p in enumerate(predictions)}
     arrays["story_index"] = np.asarray(indices if indices is not None else range(len(predictions)))
     np.savez_compressed(path, **arrays)
     return str(path)
