@@ -453,7 +453,8 @@ def record(results_path: Path) -> None:
             f"held-out tokens evaluated in windows of {d['sizes']['seq_len']}); BPE vocabulary {d['sizes']['vocab']}. "
             f"Teacher {d['sizes']['teacher']}; every student distilled with {d['sizes']['distill_tokens']:,} tokens "
             f"(stage split 3/5/92%, missing stages' share goes to the last stage), the scratch SSM trained on the "
-            f"same number of tokens.\n\n"
+            f"same number of tokens. Distance columns: after Stage 1 / Stage 2 where the run had them, "
+            f"else the final model's (relative to the teacher's norms in brackets).\n\n"
             + distill_table(d)
             + "\n\nPer-layer distances of the MOHAWK student "
             "(probe batch of 4 held-out windows):\n\n" + layer_table(d["student"])

@@ -18,6 +18,7 @@ TINY = [
     "--set", "params.teacher_tokens=12000",
     "--set", "params.distill_tokens=4000",
     "--set", "params.eval_windows=4",
+    "--set", "params.register=null",
 ]  # fmt: skip
 
 

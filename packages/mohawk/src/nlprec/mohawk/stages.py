@@ -93,14 +93,20 @@ def hidden_distances(
     return result
 
 
-def stage1_matrix_orientation(
+def _align_mixers(
     student: StudentLM,
     teacher: PreTrainedModel,
     tokens: torch.Tensor,
     budget: int,
     cfg: OptimConfig,
     seed: int,
+    layer_distances,
+    desc: str,
 ) -> list[float]:
+    """Stages 1 and 2: train only the SSD mixers to shrink per-layer distances to the teacher.
+
+    ``layer_distances(student, inputs, outputs, attentions)`` returns {layer: (distance, norm)}.
+    """
     student.requires_grad_(False)
     params = _mixer_params(student)
     for p in params:
@@ -109,38 +115,29 @@ def stage1_matrix_orientation(
 
     def loss_fn(batch: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            inputs, _, attentions, _ = teacher_layer_io(teacher, batch.to(device))
-        distances = matrix_distances(student, inputs, attentions)
+            inputs, outputs, attentions, _ = teacher_layer_io(teacher, batch.to(device))
+        distances = layer_distances(student, inputs, outputs, attentions)
         return sum(dist.mean() for dist, _ in distances.values())
 
     steps = num_steps(budget, cfg.batch_size, cfg.seq_len)
     batches = token_batches(tokens, cfg.batch_size, cfg.seq_len, budget, seed)
-    return optimise(params, loss_fn, batches, steps, cfg, "stage 1: matrix orientation")
+    return optimise(params, loss_fn, batches, steps, cfg, desc)
 
 
-def stage2_hidden_alignment(
-    student: StudentLM,
-    teacher: PreTrainedModel,
-    tokens: torch.Tensor,
-    budget: int,
-    cfg: OptimConfig,
-    seed: int,
-) -> list[float]:
-    student.requires_grad_(False)
-    params = _mixer_params(student)
-    for p in params:
-        p.requires_grad_(True)
-    device = student.embed.weight.device
+def stage1_matrix_orientation(student, teacher, tokens, budget, cfg, seed) -> list[float]:
+    return _align_mixers(
+        student, teacher, tokens, budget, cfg, seed,
+        lambda s, inputs, _outputs, attentions: matrix_distances(s, inputs, attentions),
+        "stage 1: matrix orientation",
+    )  # fmt: skip
 
-    def loss_fn(batch: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            inputs, outputs, _, _ = teacher_layer_io(teacher, batch.to(device))
-        distances = hidden_distances(student, inputs, outputs)
-        return sum(dist.mean() for dist, _ in distances.values())
 
-    steps = num_steps(budget, cfg.batch_size, cfg.seq_len)
-    batches = token_batches(tokens, cfg.batch_size, cfg.seq_len, budget, seed)
-    return optimise(params, loss_fn, batches, steps, cfg, "stage 2: hidden-state alignment")
+def stage2_hidden_alignment(student, teacher, tokens, budget, cfg, seed) -> list[float]:
+    return _align_mixers(
+        student, teacher, tokens, budget, cfg, seed,
+        lambda s, inputs, outputs, _attentions: hidden_distances(s, inputs, outputs),
+        "stage 2: hidden-state alignment",
+    )  # fmt: skip
 
 
 def stage3_distillation(
