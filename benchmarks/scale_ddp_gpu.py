@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> None:
     shutdown(dist_ctx)
 
 
-def record(paths: list[str]) -> None:
+def record(paths: list[str], note: str = "") -> None:
     from nlprec.core.bench import markdown_table, record_section
 
     results = sorted(
@@ -161,7 +161,11 @@ def record(paths: list[str]) -> None:
         "torchrun --standalone --nproc-per-node {1,2} benchmarks/scale_ddp_gpu.py run --model .carry/minilm-fp16 "
         "--out $OUT; python benchmarks/scale_ddp_gpu.py record ddp-1.json ddp-2.json"
     )
-    record_section(SECTION, markdown_table(rows) + "\n\n" + notes, command=command)
+    record_section(
+        SECTION,
+        markdown_table(rows) + "\n\n" + notes + (" " + note if note else ""),
+        command=command,
+    )
     print(markdown_table(rows))
 
 
@@ -180,13 +184,14 @@ def main() -> None:
     run_parser.add_argument("--seed", type=int, default=0)
     record_parser = sub.add_parser("record")
     record_parser.add_argument("results", nargs="+")
+    record_parser.add_argument("--note", default="", help="a sentence on what the figures mean")
     args = parser.parse_args()
     if args.command == "run":
         if not args.tiny and not args.model:
             parser.error("--model DIR is needed unless --tiny")
         run(args)
     else:
-        record(args.results)
+        record(args.results, args.note)
 
 
 if __name__ == "__main__":
