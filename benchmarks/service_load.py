@@ -246,8 +246,8 @@ def sustained(
 # ---------------------------------------------------------------- main
 
 FIXED_RATES = {"bm25": 50, "dense": 50, "hybrid": 50, "dense+rerank": 5, "recommend": 50}
-LADDERS = {"dense+rerank": [1, 2, 4, 8]}
-DEFAULT_LADDER = [1, 4, 16, 32, 64]
+LADDERS = {"dense+rerank": [1, 2, 4]}
+DEFAULT_LADDER = [1, 4, 16, 32]
 
 
 def main() -> None:
