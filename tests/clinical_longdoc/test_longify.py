@@ -155,3 +155,40 @@ def test_minilm_long_variants_match_minilm(minilm_dir, tokenizer):
             _max_difference(source, encoder, batch["input_ids"], batch["attention_mask"])
             < TOLERANCE
         ), kind
+
+
+def test_sdpa_full_attention_matches_eager_reference(tiny_bert):
+    """The fused SDPA path (the default) against the eager L x L reference, past the source's length."""
+    sdpa = LongEncoder(longify(tiny_bert, max_length=256, attention="full")).eval()
+    eager = LongEncoder(
+        longify(tiny_bert, max_length=256, attention="full", attn_implementation="eager")
+    ).eval()
+    ids, mask = _batch(tiny_bert.config.vocab_size, 0, length=200)
+    with torch.no_grad():
+        difference = (sdpa(ids, mask) - eager(ids, mask))[mask.bool()].abs().max().item()
+    assert difference < TOLERANCE
+
+
+def test_saved_long_model_loads_by_path_and_hub_names_fail_clearly(
+    tiny_bert, minilm_dir, tmp_path, monkeypatch
+):
+    """Published checkpoints go through the same loader as local conversions; offline, a clear error."""
+    from nlprec.clinical_longdoc.longify import longify_to_dir
+    from nlprec.core.models import ModelNotFound
+
+    directory = longify_to_dir(
+        tmp_path / "long",
+        tiny_bert,
+        tokenizer_dir=minilm_dir,
+        max_length=128,
+        attention="longformer",
+        attention_window=64,
+    )
+    loaded = LongEncoder.from_pretrained(str(directory)).eval()
+    assert loaded.kind == "longformer" and loaded.max_length == 128
+    ids, mask = _batch(tiny_bert.config.vocab_size, 0)
+    assert _max_difference(tiny_bert, loaded, ids, mask) < TOLERANCE
+    monkeypatch.delenv("NLPREC_ALLOW_DOWNLOAD", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFound, match="Clinical-Longformer"):
+        LongEncoder.from_pretrained("yikuan8/Clinical-Longformer")
