@@ -170,7 +170,7 @@ def test_malformed_line_is_named(tmp_path):
     source = write_jsonl(tmp_path / "in.jsonl", 5)
     with open(source, "a") as handle:
         handle.write('\n{"id": 5, "text": oops}\n')
-    with pytest.raises(BatchInputError, match=r"line 7: not valid JSON"):
+    with pytest.raises(BatchInputError, match=r"in.jsonl:7: not valid JSON"):
         run_batch(ToyScorer, {}, source, tmp_path / "out.jsonl", progress=False)
     assert not (tmp_path / "out.jsonl").exists()
 
@@ -178,7 +178,7 @@ def test_malformed_line_is_named(tmp_path):
 def test_non_object_line_and_missing_file(tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text('{"id": 0, "text": "a"}\n[1, 2]\n')
-    with pytest.raises(BatchInputError, match=r"line 2: expected a JSON object, got list"):
+    with pytest.raises(BatchInputError, match=r"in.jsonl:2: expected a JSON object, got list"):
         run_batch(ToyScorer, {}, source, tmp_path / "out.jsonl", progress=False)
     with pytest.raises(BatchInputError, match="does not exist"):
         run_batch(ToyScorer, {}, tmp_path / "nope.jsonl", tmp_path / "out.jsonl", progress=False)
@@ -246,7 +246,7 @@ def test_ray_engine_names_a_malformed_line(tmp_path, ray_with_this_module):
     source = write_jsonl(tmp_path / "in.jsonl", 3)
     with open(source, "a") as handle:
         handle.write("{not json\n")
-    with pytest.raises(BatchInputError, match=r"line 4: not valid JSON"):
+    with pytest.raises(BatchInputError, match=r"in.jsonl:4: not valid JSON"):
         run_batch(ToyScorer, {}, source, tmp_path / "out.jsonl", engine="ray", progress=False)
     assert not (tmp_path / "out.jsonl").exists()
 
@@ -260,3 +260,14 @@ def test_column_arrow_cannot_type_is_named(tmp_path):
     source = write_jsonl(tmp_path / "in.jsonl", 2)
     with pytest.raises(BatchPredictorError, match="column 'hits' with values Arrow cannot store"):
         run_batch(MixedPairs, {}, source, tmp_path / "out.jsonl", progress=False)
+
+
+def test_gzipped_jsonl_input(tmp_path):
+    import gzip
+
+    source = write_jsonl(tmp_path / "in.jsonl", 12)
+    with gzip.open(tmp_path / "in.jsonl.gz", "wt") as handle:
+        handle.write(source.read_text())
+    run_batch(ToyScorer, {}, tmp_path / "in.jsonl.gz", tmp_path / "from_gz.jsonl", progress=False)
+    run_batch(ToyScorer, {}, source, tmp_path / "plain.jsonl", progress=False)
+    assert (tmp_path / "from_gz.jsonl").read_text() == (tmp_path / "plain.jsonl").read_text()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import hashlib
 import json
 import logging
@@ -42,6 +43,7 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from nlprec.core.data import read_jsonl
 from nlprec.core.errors import UserError
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -105,29 +107,21 @@ def file_format(path: Path) -> Format:
     return "parquet" if Path(path).suffix.lower() in {".parquet", ".pq"} else "jsonl"
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for every non-blank line; a malformed line is an error naming it."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BatchInputError(
-                    f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
-                ) from None
-            if not isinstance(record, dict):
-                raise BatchInputError(
-                    f"{path}, line {number}: expected a JSON object, got {type(record).__name__}"
-                )
-            yield number, record
+def jsonl_records(path: Path) -> Iterator[dict]:
+    """The objects of a JSONL file (`nlprec.core.data.read_jsonl`); a malformed line is a
+    BatchInputError naming the file and the line: `in.jsonl:7: not valid JSON (...)`."""
+    try:
+        yield from read_jsonl(path)
+    except BatchInputError:
+        raise
+    except UserError as exc:
+        raise BatchInputError(str(exc)) from None
 
 
 def first_bad_line(path: Path) -> BatchInputError | None:
-    """The error for the first malformed line of a JSONL file, or None when every line parses."""
+    """The error naming the first malformed line of a JSONL file, or None when every line parses."""
     try:
-        for _ in _jsonl_records(path):
+        for _ in jsonl_records(path):
             pass
     except BatchInputError as exc:
         return exc
@@ -138,7 +132,8 @@ def count_rows(path: Path, fmt: Format | None = None) -> int:
     path = Path(path)
     if (fmt or file_format(path)) == "parquet":
         return pq.ParquetFile(path).metadata.num_rows
-    with open(path, encoding="utf-8") as handle:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
         return sum(1 for line in handle if line.strip())
 
 
@@ -163,16 +158,14 @@ def read_tables(path: Path, rows_per_table: int) -> Iterator[pa.Table]:
             yield pa.Table.from_batches([record_batch])
         return
     rows: list[dict] = []
-    first_line = 1
-    for number, record in _jsonl_records(path):
-        if not rows:
-            first_line = number
+    first_row = 1
+    for record in jsonl_records(path):
         rows.append(record)
         if len(rows) == rows_per_table:
-            yield _rows_to_table(rows, f"{path}, lines {first_line}-{number}")
-            rows = []
+            yield _rows_to_table(rows, f"{path}, rows {first_row}-{first_row + len(rows) - 1}")
+            first_row, rows = first_row + len(rows), []
     if rows:
-        yield _rows_to_table(rows, f"{path}, lines {first_line}-end")
+        yield _rows_to_table(rows, f"{path}, rows {first_row}-{first_row + len(rows) - 1}")
 
 
 class TableWriter:
