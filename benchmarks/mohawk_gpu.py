@@ -160,9 +160,8 @@ def distill_run(
             continue
         started = time.time()
         cfg = distill.model_copy(update={"stages": stages})
-        student, history = _with_backend(
-            lambda c=cfg, a=attention_layers: distill_student(teacher, train_ids, probe, c, a),
-            backend,
+        student, history = distill_student(
+            teacher, train_ids, probe, cfg, attention_layers, scan_backend=backend
         )
         result[name] = evaluate_against_teacher(teacher, student, windows, evaluation, device)
         result[name].update(stage_summary(history))
@@ -179,38 +178,19 @@ def distill_run(
         result["scratch"] = {"skipped": "out of device time"}
         return result
     started = time.time()
-    scratch, _ = _with_backend(
-        lambda: train_from_scratch(
-            student_config_for(teacher.config),
-            train_ids,
-            OptimConfig(lr=2e-3, batch_size=batch, seq_len=seq, decay_fraction=0.3),
-            sizes["distill_tokens"],
-            0,
-            device,
-        ),
-        backend,
+    scratch, _ = train_from_scratch(
+        student_config_for(teacher.config),
+        train_ids,
+        OptimConfig(lr=2e-3, batch_size=batch, seq_len=seq, decay_fraction=0.3),
+        sizes["distill_tokens"],
+        0,
+        device,
+        scan_backend=backend,
     )
     result["scratch"] = evaluate_against_teacher(teacher, scratch, windows, evaluation, device)
     result["scratch"]["seconds"] = time.time() - started
     print("scratch", result["scratch"], flush=True)
     return result
-
-
-def _with_backend(fn, backend: str):
-    """Run fn with every SSD mixer built inside it on the given scan backend."""
-    from nlprec.mohawk import mixer
-
-    original = mixer.SSDMixer.__init__
-
-    def patched(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        self.scan_backend = backend
-
-    mixer.SSDMixer.__init__ = patched
-    try:
-        return fn()
-    finally:
-        mixer.SSDMixer.__init__ = original
 
 
 def efficiency(

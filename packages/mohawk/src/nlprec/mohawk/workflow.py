@@ -69,11 +69,13 @@ def distill_student(
     attention_layers: list[int],
     from_attention: bool = True,
     chunk_size: int = 64,
+    scan_backend: str = "auto",
 ) -> tuple[StudentLM, dict]:
     """Initialise a student from the teacher and run the configured MOHAWK stages."""
     torch.manual_seed(cfg.seed)
     config = student_config_for(teacher.config, attention_layers, chunk_size=chunk_size)
     student = init_student_from_teacher(teacher, config, from_attention=from_attention).train()
+    student.set_scan_backend(scan_backend)
     history = run_mohawk(student, teacher, train_ids, cfg, probe.to(teacher.device))
     return student.eval(), history
 
@@ -85,10 +87,12 @@ def train_from_scratch(
     tokens: int,
     seed: int,
     device: str,
+    scan_backend: str = "auto",
 ) -> tuple[StudentLM, list[float]]:
     """The same-size SSM trained with next-token loss on the same token budget (the baseline)."""
     torch.manual_seed(seed)
     model = StudentLM(config.model_copy(update={"attention_layers": []})).to(device).train()
+    model.set_scan_backend(scan_backend)
     losses = train_causal_lm(
         model, model.parameters(), train_ids, tokens, optim, seed, device, "scratch SSM"
     )
