@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+HELDOUT = {"wikitext-2": "trained on valid.txt, test.txt held out"}
+CORPUS_TITLES = {"tinyshakespeare": "TinyShakespeare", "wikitext-2": "WikiText-2"}
 LIBRARIES = ("flash-linear-attention", "fla-core", "mamba-ssm", "causal-conv1d")
 
 
@@ -248,7 +250,7 @@ def run(args: argparse.Namespace) -> None:
     backend = "fla" if results["kernels"].get("fla", {}).get("agrees") else "reference"
     results["training_backend"] = backend
     sizes = {
-        "corpus": "tinyshakespeare",
+        "corpus": args.corpus,
         "vocab": 2048,
         "seq_len": 256,
         "batch": 32,
@@ -296,6 +298,7 @@ def main() -> None:
     r.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096, 8192, 16384])
     r.add_argument("--batch-lengths", type=int, nargs="*", default=[1024, 8192, 16384])
     r.add_argument("--small", action="store_true", help="tiny models: a CPU smoke test")
+    r.add_argument("--corpus", default="tinyshakespeare", choices=["tinyshakespeare", "wikitext-2"])
     r.add_argument("--distill-deadline-s", type=float, default=230.0, help="start no model after")
     rec = sub.add_parser("record")
     rec.add_argument("--results", required=True)
@@ -429,7 +432,7 @@ def record(results_path: Path) -> None:
     if "teacher" in results.get("distill", {}):
         d = results["distill"]
         text = (
-            f"Card: {card}. Corpus {d['sizes']['corpus']} (last 10% held out, {d['heldout_tokens_evaluated']:,} "
+            f"Card: {card}. Corpus {d['sizes']['corpus']} ({HELDOUT.get(d['sizes']['corpus'], 'last 10% held out')}, {d['heldout_tokens_evaluated']:,} "
             f"held-out tokens evaluated in windows of {d['sizes']['seq_len']}); BPE vocabulary {d['sizes']['vocab']}. "
             f"Teacher {d['sizes']['teacher']}; every student distilled with {d['sizes']['distill_tokens']:,} tokens "
             f"(stage split 3/5/92%, missing stages' share goes to the last stage), the scratch SSM trained on the "
@@ -439,7 +442,8 @@ def record(results_path: Path) -> None:
             + "\n\nPer-layer distances of the MOHAWK student "
             "(probe batch of 4 held-out windows):\n\n" + layer_table(d["student"])
         )
-        record_section("mohawk: distillation on TinyShakespeare (GPU)", text, command)
+        corpus = CORPUS_TITLES.get(d["sizes"]["corpus"], d["sizes"]["corpus"])
+        record_section(f"mohawk: distillation on {corpus} (GPU)", text, command)
     if "efficiency" in results:
         e = results["efficiency"]
         text = (
