@@ -31,8 +31,8 @@ def question_global_mask(
     return ((token_type_ids == 0) & (attention_mask == 1)).long()
 
 
-class DocumentClassifier(nn.Module):
-    """[CLS] pooling + dropout + linear."""
+class _LinearHead(nn.Module):
+    """Encoder ([CLS] global) + dropout + one linear layer; subclasses choose the pooled positions."""
 
     def __init__(self, encoder: LongEncoder, num_labels: int, dropout: float = 0.1):
         super().__init__()
@@ -40,23 +40,26 @@ class DocumentClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(encoder.hidden_size, num_labels)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids, attention_mask, cls_global_mask(input_ids))  # (B, L, H)
-        return self.classifier(self.dropout(hidden[:, 0]))  # (B, C)
-
-
-class TokenTagger(nn.Module):
-    """A label distribution for every token; labels live on first sub-words (others IGNORE_INDEX)."""
-
-    def __init__(self, encoder: LongEncoder, num_labels: int, dropout: float = 0.1):
-        super().__init__()
-        self.encoder = encoder
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(encoder.hidden_size, num_labels)
+    def pool(self, hidden: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids, attention_mask, cls_global_mask(input_ids))  # (B, L, H)
-        return self.classifier(self.dropout(hidden))  # (B, L, C)
+        return self.classifier(self.dropout(self.pool(hidden)))
+
+
+class DocumentClassifier(_LinearHead):
+    """[CLS] pooling: logits (B, C)."""
+
+    def pool(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, L, H) -> (B, H)
+        return hidden[:, 0]
+
+
+class TokenTagger(_LinearHead):
+    """A label distribution for every token, (B, L, C); labels live on first sub-words (others IGNORE_INDEX)."""
+
+    def pool(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, L, H) -> (B, L, H)
+        return hidden
 
 
 class SpanExtractor(nn.Module):
