@@ -1,7 +1,16 @@
 """clinical-longdoc on one GPU: step cost across lengths, the three tasks (long model vs the short
 baselines, several seeds), and continued MLM, in one device call; then record the figures here.
 
-On the device (no MLflow or pydantic there; data and the fp16 MiniLM copy are carried):
+Prepare the carried folder here once (git-ignored; the data never enters the repository):
+
+    D=.carry/longdoc/data/clinical S=../shared/data/clinical
+    mkdir -p $D/{mtsamples,covid_qa,ncbi_disease,mts_dialog,nli4ct} .carry/longdoc/site
+    cp $S/mtsamples/{split.json,mtsamples_dedup_multilabel.jsonl.gz} $D/mtsamples/
+    cp $S/covid_qa/200423_covidQA.json $D/covid_qa/; cp $S/ncbi_disease/*.tsv $D/ncbi_disease/
+    cp $S/mts_dialog/MTS-Dialog-TrainingSet.csv $D/mts_dialog/; cp $S/nli4ct/Complete_dataset.zip $D/nli4ct/
+    cp -r .venv/lib/python3.11/site-packages/seqeval .carry/longdoc/site/
+
+On the device (no MLflow or pydantic there; carry .carry/minilm-fp16 and .carry/longdoc):
 
     PYTHONPATH=packages/clinical-longdoc/src:.carry/longdoc/site python benchmarks/clinical_longdoc_gpu.py \
         run --model .carry/minilm-fp16 --data .carry/longdoc/data --out $OUT --budget 230
