@@ -302,11 +302,12 @@ def main() -> None:
     r.add_argument("--distill-deadline-s", type=float, default=230.0, help="start no model after")
     rec = sub.add_parser("record")
     rec.add_argument("--results", required=True)
+    rec.add_argument("--sections", nargs="+", default=["kernels", "distill", "efficiency"])
     args = parser.parse_args()
     if args.command == "run":
         run(args)
     else:
-        record(Path(args.results))
+        record(Path(args.results), tuple(args.sections))
 
 
 # --------------------------------------------------------------------------- record (here)
@@ -407,7 +408,9 @@ def efficiency_figure(e: dict, title: str):
     return fig
 
 
-def record(results_path: Path) -> None:
+def record(
+    results_path: Path, sections: tuple[str, ...] = ("kernels", "distill", "efficiency")
+) -> None:
     import mlflow
     from nlprec.core.bench import record_section
 
@@ -428,8 +431,9 @@ def record(results_path: Path) -> None:
     if "notes" in results:
         kernel_lines += ["", results["notes"]]
     kernel_lines.append(f"Scan used for the distillation runs: {results.get('training_backend')}.")
-    record_section("mohawk: SSD kernels on GPU", "\n".join(kernel_lines), command)
-    if "teacher" in results.get("distill", {}):
+    if "kernels" in sections:
+        record_section("mohawk: SSD kernels on GPU", "\n".join(kernel_lines), command)
+    if "distill" in sections and "teacher" in results.get("distill", {}):
         d = results["distill"]
         text = (
             f"Card: {card}. Corpus {d['sizes']['corpus']} ({HELDOUT.get(d['sizes']['corpus'], 'last 10% held out')}, {d['heldout_tokens_evaluated']:,} "
@@ -443,8 +447,11 @@ def record(results_path: Path) -> None:
             "(probe batch of 4 held-out windows):\n\n" + layer_table(d["student"])
         )
         corpus = CORPUS_TITLES.get(d["sizes"]["corpus"], d["sizes"]["corpus"])
-        record_section(f"mohawk: distillation on {corpus} (GPU)", text, command)
-    if "efficiency" in results:
+        distill_command = command.replace(
+            "--out $OUT", f"--out $OUT --corpus {d['sizes']['corpus']}"
+        )
+        record_section(f"mohawk: distillation on {corpus} (GPU)", text, distill_command)
+    if "efficiency" in sections and "efficiency" in results:
         e = results["efficiency"]
         text = (
             f"Card: {card}. {e['model']}: teacher {e['teacher_params'] / 1e9:.2f} B parameters (HF Phi, SDPA, "
