@@ -37,7 +37,7 @@ def test_demo_pipeline_and_batch_inference(nlprec_env, tmp_path):
     source.write_text(json.dumps({"text": "Patients with asthma were treated ."}) + "\n")
     assert distill_cli.main(["tag", "--model", str(finetuned), str(source), str(tmp_path / "out.jsonl")]) == 0
     (row,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert len(row["tags"]) == 5 and set(row["tags"]) <= {"O", "B-Disease", "I-Disease"}
+    assert len(row["tags"]) == 6 and set(row["tags"]) <= {"O", "B-Disease", "I-Disease"}
 
 
 def _repo():
