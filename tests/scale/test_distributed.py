@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,12 +23,23 @@ from safetensors.torch import load_file
 TOY_SCRIPT = Path(__file__).with_name("ddp_toy.py")
 
 
-def test_two_gloo_processes_equal_one_process(tmp_path):
+def run_toy_in_this_process(out: Path, monkeypatch) -> None:
+    """The single-process reference: the same script, without torchrun (saves a process start)."""
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    spec = importlib.util.spec_from_file_location("ddp_toy", TOY_SCRIPT)
+    toy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(toy)
+    threads = torch.get_num_threads()
+    try:
+        toy.main(out)
+    finally:
+        torch.set_num_threads(threads)  # the script pins one thread; give the session its own back
+
+
+def test_two_gloo_processes_equal_one_process(tmp_path, monkeypatch):
     single, double = tmp_path / "single", tmp_path / "double"
-    plain_env = {
-        k: v for k, v in os.environ.items() if k not in {"WORLD_SIZE", "RANK", "LOCAL_RANK"}
-    }
-    subprocess.run([sys.executable, str(TOY_SCRIPT), str(single)], check=True, env=plain_env)
+    run_toy_in_this_process(single, monkeypatch)
     launch_torchrun(
         [TOY_SCRIPT, double], nproc_per_node=2, env={"OMP_NUM_THREADS": "1"}, timeout=300
     )
