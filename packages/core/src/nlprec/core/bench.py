@@ -42,14 +42,20 @@ def invoked_command() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
 
-def record_section(name: str, markdown: str, command: str | None = None, path: Path | None = None) -> Path:
-    """Replace (or append) section `name` of RESULTS.md with `markdown` plus its command and date."""
+def record_section(
+    name: str, markdown: str, command: str | None = None, path: Path | None = None, machine: str | None = None
+) -> Path:
+    """Replace (or append) section `name` of RESULTS.md with `markdown` plus its command and date.
+
+    `machine` names where the figures were produced when that is not the machine recording them
+    (e.g. figures brought back from a GPU run); by default it describes this machine.
+    """
     path = Path(path or results_path())
     path.parent.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = (
         f"<!-- section: {name} -->\n## {name}\n\n{markdown.strip()}\n\n"
-        f"Command: `{command or invoked_command()}` — {machine_description()}, {stamp}.\n"
+        f"Command: `{command or invoked_command()}` — {machine or machine_description()}, {stamp}.\n"
         f"<!-- /section: {name} -->\n"
     )
     pattern = re.compile(
