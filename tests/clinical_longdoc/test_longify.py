@@ -192,3 +192,14 @@ def test_saved_long_model_loads_by_path_and_hub_names_fail_clearly(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFound, match="Clinical-Longformer"):
         LongEncoder.from_pretrained("yikuan8/Clinical-Longformer")
+
+
+def test_an_already_long_source_is_used_as_it_is(tiny_bert):
+    """A published Clinical-Longformer checkpoint is a LongformerModel: long variants take it as is."""
+    from nlprec.clinical_longdoc.variants import build_encoder, get_variant
+
+    published_like = longify(tiny_bert, max_length=128, attention="longformer", attention_window=64)
+    encoder = build_encoder(get_variant("long"), published_like)
+    assert encoder.kind == "longformer" and encoder.max_length == 128
+    with pytest.raises(ValueError, match="needs a short BERT/RoBERTa source"):
+        build_encoder(get_variant("head"), published_like)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from nlprec.clinical_longdoc.encoder import LongEncoder
+from nlprec.clinical_longdoc.encoder import LongEncoder, attention_kind
 from nlprec.clinical_longdoc.longify import load_source_encoder, longify
 from transformers import PreTrainedModel
 
@@ -54,8 +54,21 @@ def build_encoder(
     block_size: int = 64,
     num_random_blocks: int = 3,
 ) -> LongEncoder:
-    """A fresh encoder for ``variant`` (weights copied from ``source``, default the bundled MiniLM)."""
+    """A fresh encoder for ``variant`` (weights copied from ``source``, default the bundled MiniLM).
+
+    A source that is already a Longformer / BigBird (a published Clinical-Longformer checkpoint, or a
+    saved `longify_to_dir` output) is used as it is for the long variants.
+    """
     encoder, _ = load_source_encoder(source)
+    if attention_kind(encoder) != "full":
+        # already long (e.g. yikuan8/Clinical-Longformer or a saved longify output): use it as it is
+        if variant.attention is None:
+            raise ValueError(
+                f"the short baseline {variant.name!r} needs a short BERT/RoBERTa source, got a {attention_kind(encoder)} model"
+            )
+        return LongEncoder(
+            copy.deepcopy(encoder) if isinstance(source, PreTrainedModel) else encoder
+        )
     if variant.attention is None:
         return LongEncoder(
             copy.deepcopy(encoder) if isinstance(source, PreTrainedModel) else encoder
