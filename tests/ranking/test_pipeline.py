@@ -30,11 +30,11 @@ def test_scifact_slice_with_the_bundled_model(shared_data):
     from nlprec.ranking.evaluate import evaluate_run
 
     ds = load_beir(shared_data / "beir" / "scifact")
-    qrels = ds.qrels["test"]
+    qrels = dict(sorted(ds.qrels["test"].items())[:150])  # 150 test claims and all their abstracts
     relevant = {d for docs in qrels.values() for d in docs}
     others = [d for d in ds.corpus if d["id"] not in relevant]
     corpus = [d for d in ds.corpus if d["id"] in relevant] + random.Random(0).sample(others, 100)
-    queries = ds.split_queries("test")
+    queries = {q: t for q, t in ds.split_queries("test").items() if q in qrels}
     bm25 = BM25Retriever().index(corpus)
     dense = DenseRetriever(DenseConfig(max_seq_length=128)).build(corpus, progress=False)
     scores = {}
@@ -43,7 +43,7 @@ def test_scifact_slice_with_the_bundled_model(shared_data):
         scores[name] = evaluate_run(
             qrels, {q: dict(h) for q, h in zip(queries, hits, strict=True)}
         )["ndcg@10"]
-    # on ~440 documents both first stages must find most relevant abstracts near the top
+    # on ~270 documents both first stages must find most relevant abstracts near the top
     assert scores["bm25"] > 0.7 and scores["dense"] > 0.7, scores
 
 
