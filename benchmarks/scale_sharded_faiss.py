@@ -3,6 +3,7 @@ serve them through `faiss.IndexShards`; compare with one exact Flat index.
 
     python benchmarks/scale_sharded_faiss.py                       # 2M x 384, 4 shards, Ray tasks
     python benchmarks/scale_sharded_faiss.py --n 200000 --engine local --no-record   # a quick look
+    python benchmarks/scale_sharded_faiss.py --latent-dim 32      # clusters that vary along 32 directions
 
 1. **Data.** `n` unit vectors of dimension 384 from a Gaussian mixture (clustered like sentence
    embeddings, unlike uniform noise on which no ANN index does well), generated in chunks that any
@@ -42,7 +43,7 @@ class ShardedIndexConfig(BaseModel):
     n_clusters: int = Field(4096, ge=1, description="mixture components of the generated data")
     noise: float = Field(0.6, gt=0, description="within-cluster spread relative to the centre norm")
     latent_dim: int = Field(
-        32, ge=0, description="within-cluster variation spans this many directions; 0 = all"
+        0, ge=0, description="within-cluster variation spans this many directions; 0 = all"
     )
     chunk_rows: int = Field(100_000, ge=1)
     n_shards: int = Field(4, ge=1)
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--nprobe", type=int, default=32)
     parser.add_argument(
-        "--latent-dim", type=int, default=32, help="directions of within-cluster variation; 0 = all"
+        "--latent-dim", type=int, default=0, help="directions of within-cluster variation; 0 = all"
     )
     parser.add_argument("--note", default="", help="a sentence added to the recorded notes")
     parser.add_argument(
