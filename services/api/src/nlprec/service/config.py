@@ -49,6 +49,12 @@ class BatchingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_batch_size: int = Field(32, ge=1, description="1 turns micro-batching off")
     max_wait_ms: float = Field(2.0, ge=0, description="longest a query waits for company")
+    max_queue: int = Field(
+        512, ge=1, description="queries waiting per batcher before new ones get 503 (load shedding)"
+    )
+    max_pending_reranks: int = Field(
+        8, ge=1, description="reranked searches waiting before new ones get 503 (load shedding)"
+    )
 
 
 class ServiceConfig(BaseModel):

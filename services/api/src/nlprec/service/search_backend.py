@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from nlprec.service.batching import MicroBatcher
+from nlprec.service.batching import BatcherFull, MicroBatcher
 from nlprec.service.concurrency import ModelRunner
 from nlprec.service.config import BatchingConfig
 from nlprec.service.problems import ProblemError
@@ -48,6 +48,12 @@ class Engine(Protocol):
     def add_documents(self, documents: list[dict[str, str]]) -> Any: ...
     def delete_document(self, doc_id: str) -> Any: ...
     def save(self, directory: str | Path) -> Any: ...
+
+
+def _overloaded(detail: str) -> ProblemError:
+    return ProblemError(
+        503, "overloaded", f"overloaded: {detail}; retry later", {"Retry-After": "1"}
+    )
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,10 @@ class SearchBackend:
         batch_options = {
             "max_batch_size": batching.max_batch_size,
             "max_wait_s": batching.max_wait_ms / 1000,
+            "max_queue": batching.max_queue,
         }
+        self.max_pending_reranks = batching.max_pending_reranks
+        self._pending_reranks = 0
         processes = {
             "dense": self._dense_batch,
             "hybrid": functools.partial(self._search_batch, "hybrid"),
@@ -155,6 +164,16 @@ class SearchBackend:
         async with self.model_lane:
             return await self.runner.read(fn, *args)
 
+    async def _rerank_lane(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """The model lane for cross-encoder calls (seconds each on a CPU), with load shedding."""
+        if self._pending_reranks >= self.max_pending_reranks:
+            raise _overloaded(f"{self._pending_reranks} reranking requests are already waiting")
+        self._pending_reranks += 1
+        try:
+            return await self._run_in_lane(fn, *args)
+        finally:
+            self._pending_reranks -= 1
+
     def _require_reranker(self) -> None:
         if not self.engine.has_reranker:
             raise ProblemError(
@@ -168,18 +187,21 @@ class SearchBackend:
         start = time.perf_counter()
         if rerank:
             self._require_reranker()
-            results = await self._run_in_lane(self._search_direct, queries, k, mode, True)
+            results = await self._rerank_lane(self._search_direct, queries, k, mode, True)
         else:
             batcher = self.batchers[mode]
-            results = list(
-                await asyncio.gather(*(batcher.submit(QueryItem(q, k)) for q in queries))
-            )
+            try:
+                results = list(
+                    await asyncio.gather(*(batcher.submit(QueryItem(q, k)) for q in queries))
+                )
+            except BatcherFull as full:
+                raise _overloaded(str(full)) from full
         return results, (time.perf_counter() - start) * 1000
 
     async def rerank(self, query: str, documents: list[str]) -> tuple[list[float], float]:
         self._require_reranker()
         start = time.perf_counter()
-        scores = await self._run_in_lane(self.engine.rerank, query, documents)
+        scores = await self._rerank_lane(self.engine.rerank, query, documents)
         return [float(s) for s in scores], (time.perf_counter() - start) * 1000
 
     def _add_new_documents(self, documents: list[dict[str, str]]) -> Any:
