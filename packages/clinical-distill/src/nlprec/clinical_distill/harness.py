@@ -126,7 +126,7 @@ def aggregate(rows: list[dict]) -> dict[str, dict[str, tuple[float, float, int]]
     values: dict[str, dict[str, list[float]]] = {}
     for row in rows:
         for key, value in row.items():
-            if key not in ("model", "task", "seed"):
+            if key not in ("model", "task", "seed", "seconds"):  # seconds span every task
                 values.setdefault(row["model"], {}).setdefault(key, []).append(value)
     return {
         model: {k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for k, v in metrics.items()}
