@@ -76,7 +76,9 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
         return "(no rows)"
     columns = columns or list(rows[0])
     def cell(value):
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
+        if not isinstance(value, float):
+            return str(value)
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.4f}"
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
