@@ -161,12 +161,7 @@ CASES: dict[str, Callable[[Path], tuple[type, dict, Path]]] = {
 }
 
 
-SEARCH_HITS_MIXED = pytest.mark.xfail(
-    strict=True,
-    reason="nlprec.ranking.cli.QuerySearcher returns hits as [doc_id, score] lists mixing str and float, which "
-    "Arrow (so both engines) cannot store; ranking must return e.g. [{'doc_id', 'score'}] (reported to the lead)",
-)
-CASE_MARKS = {"ranking-search": [SEARCH_HITS_MIXED]}
+CASE_MARKS: dict[str, list] = {}
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ class DocumentEncoder:
 
 
 class QuerySearcher:
-    """Batch predictor: queries in, ranked ``[doc_id, score]`` lists out."""
+    """Batch predictor: queries in, ranked ``{"doc_id", "score"}`` records out (Arrow needs one type a field)."""
 
     def __init__(self, index: str, k: int = 1000, mode: str = "hybrid", rerank: str | None = None):
         from nlprec.ranking.engine import SearchEngine
@@ -57,7 +57,7 @@ class QuerySearcher:
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         qids = [str(q) for q in batch.get("_id", batch.get("id"))]
         results = self.engine.search(list(batch["text"]), self.k, self.mode, rerank=self.rerank)
-        return {"qid": qids, "hits": [[[h.doc_id, h.score] for h in hits] for hits in results]}
+        return {"qid": qids, "hits": [[{"doc_id": h.doc_id, "score": float(h.score)} for h in hits] for hits in results]}
 
 
 def index_command(args: argparse.Namespace) -> None:
@@ -111,7 +111,7 @@ def search_command(args: argparse.Namespace) -> None:
     run = {}
     for line in hits_path.read_text().splitlines():
         row = json.loads(line)
-        run[row["qid"]] = {doc: float(score) for doc, score in row["hits"]}
+        run[row["qid"]] = {hit["doc_id"]: float(hit["score"]) for hit in row["hits"]}
     write_trec_run(run, out, tag=f"nlprec-{args.mode}{'-rerank' if args.rerank else ''}")
     hits_path.unlink()
     print(f"searched {len(queries)} queries -> {out}")
