@@ -209,29 +209,19 @@ def _order_steps(spec: PipelineSpec, file: str) -> list[StepSpec]:
                 known = ", ".join(by_name)
                 raise PipelineError(file, f"steps.{step.name}.needs", f"no step named {upstream!r} (steps: {known})")
         graph[step.name] = step.needs
-    sorter = graphlib.TopologicalSorter(graph)
     try:
-        order = list(sorter.static_order())
+        graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as exc:
         cycle = " -> ".join(exc.args[1])
         raise PipelineError(file, "steps.needs", f"cycle in needs: {cycle}") from None
-    position = {s.name: i for i, s in enumerate(spec.steps)}
-    # static_order is a valid order; re-sort stably by file order within what the graph allows.
-    return _stable_topological(order, graph, position, by_name)
-
-
-def _stable_topological(order, graph, position, by_name) -> list[StepSpec]:
-    done: set[str] = set()
-    remaining = sorted(order, key=position.get)
-    result = []
-    while remaining:
-        for name in remaining:
-            if all(u in done for u in graph[name]):
-                result.append(by_name[name])
-                done.add(name)
-                remaining.remove(name)
-                break
-    return result
+    # Acyclic: take steps in file order, each as soon as everything it needs is placed.
+    ordered: list[StepSpec] = []
+    placed: set[str] = set()
+    while len(ordered) < len(spec.steps):
+        step = next(s for s in spec.steps if s.name not in placed and placed.issuperset(s.needs))
+        ordered.append(step)
+        placed.add(step.name)
+    return ordered
 
 
 def _reject_unknown_keys(config_class: type[BaseModel], values: dict, file: str, key: str) -> None:
