@@ -2,10 +2,18 @@
 else the plain-PyTorch reference in ssd.py.
 
 The SSD map of ssd.py is what flash-linear-attention calls *simple GLA* (linear attention with a
-head-wise scalar forget gate): q = C, k = B, v = x, g = ℓ, no 1/√n scale. Its Triton kernel
-``chunk_simple_gla`` computes it on CUDA; tests/mohawk/test_kernels.py and
-benchmarks/mohawk_gpu.py check it against ``ssd_chunked_scan``. mamba-ssm's
-``mamba_chunk_scan_combined`` is the other known kernel; it is used when fla is absent.
+head-wise scalar forget gate): q = C, k = B, v = x, g = ℓ, no 1/√n scale. Two fla kernels compute it:
+
+* ``fla``: ``chunk_simple_gla`` (the scalar gate as such). fla 0.6 refuses its backward on Hopper
+  GPUs with Triton < 3.7.1 (fla issue #640, a miscompile), so there it serves inference only.
+* ``fla_gla``: ``chunk_gla``, whose gate is per key channel; the scalar ℓ repeated over the n
+  channels gives the same map, and its backward runs through other kernels. More work per token
+  than simple GLA, but it trains on any Triton fla supports.
+
+mamba-ssm's ``mamba_chunk_scan_combined`` is the third (used when fla is absent).
+``compare_with_reference`` checks a backend against ``ssd_chunked_scan`` (outputs, final states,
+gradients); benchmarks/mohawk_gpu.py runs it on the device, tests/mohawk/test_kernels.py wherever
+a kernel library and CUDA are present.
 """
 
 from __future__ import annotations
@@ -16,17 +24,32 @@ from functools import cache
 import torch
 from nlprec.mohawk.ssd import ssd_chunked_scan
 
-BACKENDS = ("auto", "reference", "fla", "mamba_ssm")
+BACKENDS = ("auto", "reference", "fla", "fla_gla", "mamba_ssm")
+FUSED = ("fla", "fla_gla", "mamba_ssm")
 
 
 @cache
 def available_backends() -> tuple[str, ...]:
     """Kernel libraries importable here (checked once, without importing them)."""
     found = ["reference"]
-    for name, module in (("fla", "fla"), ("mamba_ssm", "mamba_ssm")):
-        if importlib.util.find_spec(module) is not None:
-            found.append(name)
+    if importlib.util.find_spec("fla") is not None:
+        found += ["fla", "fla_gla"]
+    if importlib.util.find_spec("mamba_ssm") is not None:
+        found.append("mamba_ssm")
     return tuple(found)
+
+
+@cache
+def fla_simple_gla_trains() -> bool:
+    """False where fla refuses chunk_simple_gla's backward (Hopper with Triton < 3.7.1, #640)."""
+    import triton
+
+    if not torch.cuda.is_available():
+        return False
+    major, minor = (int(part) for part in triton.__version__.split(".")[:2])
+    patch = int("".join(ch for ch in triton.__version__.split(".")[2] if ch.isdigit()) or 0)
+    hopper = torch.cuda.get_device_capability()[0] == 9
+    return not (hopper and (3, 4, 0) <= (major, minor, patch) < (3, 7, 1))
 
 
 def _fla_scan(x, log_decay, B, C, initial_state):
@@ -38,6 +61,23 @@ def _fla_scan(x, log_decay, B, C, initial_state):
         k=B.contiguous(),
         v=x.contiguous(),
         g=log_decay.float().contiguous(),
+        scale=1.0,
+        initial_state=initial_state,
+        output_final_state=True,
+        state_v_first=True,
+    )
+
+
+def _fla_gla_scan(x, log_decay, B, C, initial_state):
+    from fla.ops.gla import chunk_gla
+
+    # One gate value per head, repeated over the key (state) channels: the same map as above.
+    gate = log_decay.float()[..., None].expand(*B.shape).contiguous()
+    return chunk_gla(
+        q=C.contiguous(),
+        k=B.contiguous(),
+        v=x.contiguous(),
+        g=gate,
         scale=1.0,
         initial_state=initial_state,
         output_final_state=True,
@@ -65,6 +105,26 @@ def _mamba_ssm_scan(x, log_decay, B, C, chunk_size, initial_state):
     return y, final
 
 
+def resolve_backend(backend: str, x: torch.Tensor, needs_grad: bool) -> str:
+    """The concrete backend for ``backend`` on tensors like ``x``; clear errors for bad choices."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown scan backend {backend!r}; expected one of {BACKENDS}")
+    if backend in FUSED:
+        if backend not in available_backends():
+            raise ValueError(
+                f"scan backend {backend!r} is not installed here; available: {available_backends()}"
+            )
+        if not x.is_cuda:
+            raise ValueError(f"scan backend {backend!r} needs CUDA tensors, got {x.device}")
+        return backend
+    if backend == "reference" or not x.is_cuda:
+        return "reference"
+    found = available_backends()
+    if "fla" in found:
+        return "fla_gla" if needs_grad and not fla_simple_gla_trains() else "fla"
+    return "mamba_ssm" if "mamba_ssm" in found else "reference"
+
+
 def chunked_scan(
     x: torch.Tensor,
     log_decay: torch.Tensor,
@@ -76,16 +136,60 @@ def chunked_scan(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SSD over a sequence. Shapes as in ``ssd.ssd_chunked_scan``; returns (y, final state).
 
-    backend "auto" takes a fused kernel only for CUDA tensors and only where one is installed.
+    backend "auto" takes a fused kernel only for CUDA tensors and only where one is installed:
+    fla's simple-GLA kernel where it can also train (else, when gradients are needed, chunk_gla),
+    then mamba-ssm, else the reference.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown scan backend {backend!r}; expected one of {BACKENDS}")
-    if backend == "auto":
-        backend = "reference"
-        if x.is_cuda:
-            backend = next((b for b in ("fla", "mamba_ssm") if b in available_backends()), backend)
-    if backend == "fla":
-        return _fla_scan(x, log_decay, B, C, initial_state)
+    backend = resolve_backend(backend, x, x.requires_grad or B.requires_grad or C.requires_grad)
+    if backend in ("fla", "fla_gla"):
+        scan = _fla_scan if backend == "fla" else _fla_gla_scan
+        # fla keeps states in float32; ours follow the inputs' dtype (as the reference's do)
+        state = None if initial_state is None else initial_state.float()
+        y, final = scan(x, log_decay, B, C, state)
+        return y, final.to(x.dtype)
     if backend == "mamba_ssm":
         return _mamba_ssm_scan(x, log_decay, B, C, chunk_size, initial_state)
     return ssd_chunked_scan(x, log_decay, B, C, chunk_size, initial_state)
+
+
+def random_scan_inputs(
+    batch: int, length: int, heads: int, head_dim: int, state_size: int, device, dtype, seed=0
+) -> list[torch.Tensor]:
+    """x, ℓ, B, C of the shapes ``chunked_scan`` takes, scaled as a trained mixer's are."""
+    g = torch.Generator(device=device).manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, device=device, generator=g)
+
+    x = randn(batch, length, heads, head_dim)
+    log_decay = -torch.nn.functional.softplus(randn(batch, length, heads) - 2.0)
+    B = randn(batch, length, heads, state_size) / state_size**0.5
+    C = randn(batch, length, heads, state_size) / state_size**0.5
+    return [t.to(dtype) for t in (x, log_decay, B, C)]
+
+
+def compare_with_reference(
+    backend: str, inputs: list[torch.Tensor], chunk_size: int = 64, grads: bool = True
+) -> dict[str, float]:
+    """Largest differences between ``backend`` and ``ssd_chunked_scan`` on ``inputs`` (x, ℓ, B, C),
+    each relative to the reference's largest magnitude: outputs, final state (a non-zero initial
+    state is passed in), and, with ``grads``, the gradients of a fixed random projection of y."""
+    x = inputs[0]
+    initial = torch.randn(
+        x.size(0), x.size(2), x.size(3), inputs[2].size(-1), device=x.device, dtype=x.dtype
+    )
+    leaves = [t.detach().clone().requires_grad_(grads) for t in inputs]
+    probe = torch.randn_like(x)
+    y_ref, s_ref = ssd_chunked_scan(*leaves, chunk_size, initial_state=initial)
+    y, s = chunked_scan(*leaves, chunk_size, initial_state=initial, backend=backend)
+
+    def rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+        return ((a.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
+
+    result = {"y": rel(y, y_ref), "state": rel(s, s_ref)}
+    if grads:
+        ref_grads = torch.autograd.grad((y_ref * probe).sum(), leaves)
+        got_grads = torch.autograd.grad((y * probe).sum(), leaves)
+        for name, a, r in zip(("dx", "dlog_decay", "dB", "dC"), got_grads, ref_grads, strict=True):
+            result[name] = rel(a, r)
+    return result
