@@ -7,6 +7,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
+BROWSER_STAMP := $(VENV)/.browser-stamp
 PYPROJECTS := pyproject.toml $(wildcard packages/*/pyproject.toml) $(wildcard services/*/pyproject.toml)
 PACKAGES := $(sort $(dir $(wildcard packages/*/pyproject.toml services/*/pyproject.toml)))
 
@@ -25,7 +26,7 @@ DEMOS := $(filter %-demo,$(PIPELINES))
 DEMO_OUT := out/demo
 ARGS ?=
 
-.PHONY: help setup test lint demo serve bench ui clean $(addprefix pipeline-,$(PIPELINES))
+.PHONY: help setup browser test lint demo serve bench ui clean $(addprefix pipeline-,$(PIPELINES))
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -41,7 +42,20 @@ $(STAMP): $(PYPROJECTS)
 	  $(addprefix -e ,$(PACKAGES)) -e ".[dev]"
 	@touch $(STAMP)
 
-test: setup ## run the whole test suite
+# The service's page is tested once in headless Chromium (Debian's package). Installed when missing and
+# possible (root + apt-get); otherwise that one test skips and says why.
+$(BROWSER_STAMP): | $(STAMP)
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the browser test"; \
+	  timeout 900 sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null' \
+	    || echo "chromium could not be installed: the browser test will be skipped"; \
+	else echo "no chromium and no root apt-get: the browser test will be skipped"; fi
+	@touch $@
+
+browser: $(BROWSER_STAMP) ## headless Chromium for the service's browser test (Debian package)
+
+test: setup browser ## run the whole test suite
 	$(BIN)/python -m pytest -q tests $(ARGS)
 
 lint: setup ## ruff

@@ -1,6 +1,6 @@
 """Every package batch command that runs on nlprec.core.batch gives the same rows on both engines:
 corpus encoding and search (ranking), NER tagging (clinical-distill), document classification
-(clinical-longdoc) and recommendations (sessionrec). Models are tiny and random (or the bundled MiniLM):
+(clinical-longdoc), recommendations (sessionrec) and belief tables (beliefs). Models are tiny and random (or the bundled MiniLM):
 the point is the engine, not the model. Floats are compared with a tolerance because Ray actors run
 with their own thread count, which may change the order of floating-point sums."""
 
@@ -152,12 +152,42 @@ def sessionrec_recommend(tmp_path: Path) -> tuple[type, dict, Path]:
     return SessionRecPredictor, kwargs, write_rows(tmp_path / "users.jsonl", rows)
 
 
+def beliefs_predict(tmp_path: Path) -> tuple[type, dict, Path]:
+    import torch
+    from nlprec.beliefs.model import BreakpointConfig, BreakpointModel
+    from nlprec.beliefs.predict import BeliefPredictor
+    from nlprec.core.models import resolve
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve("minilm")))
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(tmp_path / "encoder")
+    tokenizer.save_pretrained(tmp_path / "encoder")
+    model = BreakpointModel(BreakpointConfig(encoder=str(tmp_path / "encoder"), proj_dim=16))
+    model.save(tmp_path / "beliefs")
+    rows = [
+        {"story_id": "a", "story": "Mary went to the kitchen. John went to the garden.",
+         "propositions": ["Mary is in the kitchen", "John is in the kitchen"]},
+        {"story_id": "b", "sentences": ["Sandra moved to the office."],
+         "propositions": ["Sandra is in the office"]},
+        {"story_id": "c", "story": "Daniel got the apple. Daniel went to the hallway. Mary left.",
+         "propositions": ["Daniel has the apple", "the apple is in the hallway"]},
+    ]  # fmt: skip
+    kwargs = {"model": str(tmp_path / "beliefs"), "device": "cpu"}
+    return BeliefPredictor, kwargs, write_rows(tmp_path / "stories.jsonl", rows)
+
+
 CASES: dict[str, Callable[[Path], tuple[type, dict, Path]]] = {
     "ranking-encode": ranking_encode,
     "ranking-search": ranking_search,
     "distill-tag": distill_tag,
     "longdoc-classify": longdoc_classify,
     "sessionrec-recommend": sessionrec_recommend,
+    "beliefs-predict": beliefs_predict,
 }
 
 

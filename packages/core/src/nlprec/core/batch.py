@@ -444,7 +444,10 @@ def _run_ray(
     if file_format(input_path) == "parquet":
         dataset = ray.data.read_parquet(str(input_path))
     else:
-        dataset = ray.data.read_json(str(input_path), lines=True, file_extensions=None)
+        # Arrow's JSON-lines reader, not pandas' (`lines=True`): pandas fills a field missing from
+        # some rows with NaN and stores mixed columns as Python objects, so predictors would see
+        # other values than under the local engine (missing -> None there).
+        dataset = ray.data.read_json(str(input_path), file_extensions=None)
     scored = dataset.map_batches(
         ArrowPredictor,
         fn_constructor_kwargs={"predictor_cls": predictor_cls, "predictor_kwargs": kwargs},
