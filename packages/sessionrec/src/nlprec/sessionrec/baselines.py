@@ -22,7 +22,6 @@ import scipy.sparse as sp
 from nlprec.sessionrec.actr import base_level_matrix, session_occurrences, softmax
 from nlprec.sessionrec.data import SessionData
 from nlprec.sessionrec.split import Case, Split
-from sklearn.neighbors import NearestNeighbors
 
 
 def history_of(data: SessionData, case: Case) -> tuple[list[np.ndarray], np.ndarray, float]:
@@ -221,6 +220,8 @@ class TIFUKNN:
         )
 
     def fit(self, split: Split) -> TIFUKNN:
+        from sklearn.neighbors import NearestNeighbors  # slow to import: only where used
+
         train = split.train_data()
         self.vectors = sp.vstack(
             [sp.csr_matrix(self._vector(u.sessions, train.n_items)) for u in train.users]

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from nlprec.core.distributed import DistributedContext, all_reduce_mean, wrap_model
 from nlprec.sessionrec.actr import cooccurrence_matrix
 from nlprec.sessionrec.data import SessionData
 from nlprec.sessionrec.features import WindowShape, build_windows, stack_windows, window_features
@@ -171,27 +172,49 @@ class PISANet(nn.Module):
         return scores
 
     # -- loss ------------------------------------------------------------------------------
-    def loss(self, batch: dict[str, torch.Tensor], negatives: torch.Tensor) -> torch.Tensor:
-        """BPR(pos vs neg) + λ_cos (1 − cos(z, target session)). negatives [N, T, K]."""
+    @staticmethod
+    def loss_counts(batch: dict[str, torch.Tensor], negatives: torch.Tensor, pad: int) -> tuple:
+        """(valid (positive, negative) pairs, positions with a target): the loss normalisers.
+
+        They depend on the batch alone, so every DDP rank computes them over the global batch."""
+        pos = batch["target"]
+        pos_valid = pos != pad
+        neg_valid = (negatives != pad) & ~(negatives.unsqueeze(-1) == pos.unsqueeze(-2)).any(-1)
+        pair = pos_valid.unsqueeze(-1) & neg_valid.unsqueeze(-2)  # [N, T, L, K]
+        return pair, pos_valid.any(-1)
+
+    def loss(
+        self,
+        batch: dict[str, torch.Tensor],
+        negatives: torch.Tensor,
+        totals: tuple[float, float] | None = None,
+    ) -> torch.Tensor:
+        """BPR(pos vs neg) + λ_cos (1 − cos(z, target session)). negatives [N, T, K].
+
+        ``totals`` = (pairs, positions with a target) of the whole global batch when this batch
+        is one DDP rank's share (default: this batch's own); each term is a sum over this batch
+        divided by them, so the ranks' losses add up to the global batch's mean loss."""
+        pair, has_target = self.loss_counts(batch, negatives, self.n_items)
+        if totals is None:
+            totals = (float(pair.sum()), float(has_target.sum()))
         z = self.represent(batch)
         pos = batch["target"]  # [N, T, L]
-        pos_valid = pos != self.n_items
-        neg_valid = (negatives != self.n_items) & ~(
-            negatives.unsqueeze(-1) == pos.unsqueeze(-2)
-        ).any(-1)
         s_pos = self.candidate_scores(batch, z, pos)  # [N, T, L]
         s_neg = self.candidate_scores(batch, z, negatives)  # [N, T, K]
-        pair = pos_valid.unsqueeze(-1) & neg_valid.unsqueeze(-2)  # [N, T, L, K]
         bpr = -F.logsigmoid(s_pos.unsqueeze(-1) - s_neg.unsqueeze(-2))
-        loss = (bpr * pair).sum() / pair.sum().clamp(min=1)
+        loss = (bpr * pair).sum() / max(totals[0], 1.0)
         if self.cfg.cosine_weight > 0:
+            pos_valid = pos != self.n_items
             target_mean = (self.item(pos) * pos_valid.unsqueeze(-1)).sum(-2)  # [N, T, d]
-            has_target = pos_valid.any(-1)
             cos = F.cosine_similarity(z, target_mean, dim=-1)
-            loss = loss + self.cfg.cosine_weight * (
-                (1 - cos) * has_target
-            ).sum() / has_target.sum().clamp(min=1)
+            loss = loss + self.cfg.cosine_weight * ((1 - cos) * has_target).sum() / max(
+                totals[1], 1.0
+            )
         return loss
+
+    def forward(self, batch, negatives, totals=None) -> torch.Tensor:
+        """The training loss (``forward`` so that DistributedDataParallel can wrap the net)."""
+        return self.loss(batch, negatives, totals)
 
 
 class PISARecommender:
@@ -211,19 +234,15 @@ class PISARecommender:
         )
 
     # -- training --------------------------------------------------------------------------
-    def fit(
-        self, split: Split, progress=None, log=None, features: dict | None = None
-    ) -> PISARecommender:
-        """Train on ``split``'s training sessions. With validation cases, the weights of the
-        epoch with the best validation NDCG@10 are kept (epoch −1 = the untrained net, whose
-        repeat term already ranks like ACT-R base level)."""
-        torch.manual_seed(self.cfg.seed)
-        rng = np.random.default_rng(self.cfg.seed)
+    def prepare(self, split: Split, progress=None, features: dict | None = None) -> dict:
+        """Train statistics and the training windows (ACT-R features), kept in ``features``.
+
+        ``features``: a dict shared between fits on the same split and window shape (seeds,
+        variants, hyper-parameters that leave the window shape alone): the co-occurrence
+        matrix, training windows and case windows are built once."""
         train = split.train_data()
         self.n_items, self.time_scale = train.n_items, train.time_scale
         self.popularity = split.train_popularity()
-        # ``features``: a dict shared between fits on the same split and window shape (e.g.
-        # seeds): the co-occurrence matrix, training windows and case windows are built once.
         self.features = {} if features is None else features
         if "cooc" not in self.features:
             self.features["cooc"] = cooccurrence_matrix(
@@ -232,8 +251,35 @@ class PISARecommender:
         self.cooc = self.features["cooc"]
         if "train" not in self.features:
             self.features["train"] = self.training_windows(train, progress)
-        windows = self.features["train"]
+        return self.features
+
+    def fit(
+        self,
+        split: Split,
+        progress=None,
+        log=None,
+        features: dict | None = None,
+        dist_ctx: DistributedContext | None = None,
+    ) -> PISARecommender:
+        """Train on ``split``'s training sessions. With validation cases, the weights of the
+        epoch with the best validation NDCG@10 are kept (epoch −1 = the untrained net, whose
+        repeat term already ranks like ACT-R base level).
+
+        Under ``torchrun`` (``dist_ctx`` from ``init_distributed``) every rank draws the same
+        global batch and negatives (same seed) and trains the DDP-wrapped net on its share of
+        the rows; with dropout 0 the weights equal a one-process run's (tests/sessionrec)."""
+        dist_ctx = dist_ctx or DistributedContext(device=self.device)
+        torch.manual_seed(self.cfg.seed)
+        rng = np.random.default_rng(self.cfg.seed)
+        windows = self.prepare(split, progress, features)["train"]
         self.net = PISANet(self.n_items, self.cfg).to(self.device)
+        # sasrec leaves the ACT-R and repeat parameters out of the loss: DDP must be told
+        every_parameter_used = (
+            bool(self.cfg.components) and self.cfg.long_term and self.cfg.repeat_term
+        )
+        model = wrap_model(
+            self.net, dist_ctx, **({} if every_parameter_used else {"find_unused_parameters": True})
+        )
         optimiser = torch.optim.AdamW(
             self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
         )
@@ -243,7 +289,7 @@ class PISARecommender:
         val_cases = split.val_cases[: self.cfg.max_val_cases]
         self.precompute_cases(split.data, val_cases)
         best = (
-            (self.validate(split, val_cases), -1, copy.deepcopy(self.net.state_dict()))
+            (self.validate(split, val_cases, dist_ctx), -1, copy.deepcopy(self.net.state_dict()))
             if val_cases
             else None
         )
@@ -255,7 +301,11 @@ class PISARecommender:
             for b in range(0, n_windows, self.cfg.batch_size):
                 idx = order[b : b + self.cfg.batch_size]
                 batch = self.to_tensors({k: v[idx] for k, v in windows.items()})
-                loss = self.net.loss(batch, self.sample_negatives(batch, rng))
+                negatives = self.sample_negatives(batch, rng)
+                pair, has_target = PISANet.loss_counts(batch, negatives, self.n_items)
+                totals = (float(pair.sum()), float(has_target.sum()))
+                mine = rank_rows(len(idx), dist_ctx)
+                loss = model({k: v[mine] for k, v in batch.items()}, negatives[mine], totals)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -263,13 +313,14 @@ class PISARecommender:
             if self.device.startswith("cuda"):
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start
+            total = float(all_reduce_mean(torch.tensor(total), dist_ctx)) * dist_ctx.world_size
             row = {"epoch": epoch, "loss": total / n_windows, "sessions_per_s": positions / seconds}
             if best is not None:
-                row["val_ndcg@10"] = self.validate(split, val_cases)
+                row["val_ndcg@10"] = self.validate(split, val_cases, dist_ctx)
                 if row["val_ndcg@10"] > best[0]:
                     best = (row["val_ndcg@10"], epoch, copy.deepcopy(self.net.state_dict()))
             self.history.append(row)
-            if log:
+            if log and dist_ctx.is_main:
                 log(row)
         if best is not None:
             self.net.load_state_dict(best[2])
@@ -277,11 +328,18 @@ class PISARecommender:
         self.net.eval()
         return self
 
-    def validate(self, split: Split, cases: list[Case]) -> float:
+    def validate(
+        self, split: Split, cases: list[Case], dist_ctx: DistributedContext | None = None
+    ) -> float:
+        """Validation NDCG@10; under DDP each rank scores its share of the cases."""
+        dist_ctx = dist_ctx or DistributedContext()
         self.net.eval()
-        value = evaluate(self, split, cases, k=10)["ndcg@10"]
+        mine = cases[dist_ctx.rank :: dist_ctx.world_size]
+        local = evaluate(self, split, mine, k=10)["ndcg@10"] * len(mine) if mine else 0.0
+        summed = all_reduce_mean(torch.tensor(local, dtype=torch.float64), dist_ctx)
+        summed = summed * dist_ctx.world_size
         self.net.train()
-        return value
+        return float(summed) / len(cases)
 
     def training_windows(self, train: SessionData, progress=None) -> dict[str, np.ndarray]:
         """Non-overlapping windows ending at each user's last training session, going back
@@ -334,9 +392,10 @@ class PISARecommender:
         )
         if self.cfg.repeat_negatives:
             fav = batch["fav"]  # [N, T, B]
-            pick = torch.randint(
-                0, fav.shape[-1], (N, T, self.cfg.repeat_negatives), device=self.device
-            )
+            pick = torch.as_tensor(
+                rng.integers(0, fav.shape[-1], size=(N, T, self.cfg.repeat_negatives)),
+                device=self.device,
+            )  # numpy draws: dropout cannot shift them, so every DDP rank draws the same
             out = torch.cat([out, torch.gather(fav, -1, pick)], -1)
         return out
 
@@ -412,6 +471,12 @@ class PISARecommender:
         model.net.load_state_dict(load_file(directory / "model.safetensors", device=device))
         model.net.eval()
         return model
+
+
+def rank_rows(n_rows: int, dist_ctx: DistributedContext) -> slice:
+    """This rank's contiguous share of a global batch of ``n_rows`` (sizes differ by ≤ 1)."""
+    bounds = np.linspace(0, n_rows, dist_ctx.world_size + 1).round().astype(int)
+    return slice(int(bounds[dist_ctx.rank]), int(bounds[dist_ctx.rank + 1]))
 
 
 def events_to_sessions(

@@ -8,6 +8,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from nlprec.core.distributed import DistributedContext, launch_torchrun
 from nlprec.core.step import StepContext
 from nlprec.sessionrec import baselines as bl
 from nlprec.sessionrec.data import DEFAULT_GAP_MINUTES, SessionData, sessionize
@@ -169,26 +170,33 @@ class TrainConfig(SplitConfig):
     model: dict = {}  # PISAConfig overrides (dim, epochs, lr, ...)
     threads: int = Field(1, ge=1)  # CPU threads: 1 is fastest on a shared 2-core machine
     save_model: bool = False
+    # > 1: train under `torchrun --nproc-per-node N` with DDP (gloo on CPU, NCCL on GPUs);
+    # model.batch_size is then the global batch, split between the processes
+    nproc_per_node: int = Field(1, ge=1)
 
 
-def train(ctx: StepContext, cfg: TrainConfig) -> dict:
-    """Train one PISA variant per seed; log mean (± std) test metrics and throughput."""
-    torch.set_num_threads(cfg.threads)
-    split = make_split(ctx.inputs, cfg)
+def train_seeds(
+    split: Split,
+    cfg: TrainConfig,
+    device: str,
+    ideal: str,
+    out_dir: Path,
+    progress=None,
+    dist_ctx: DistributedContext | None = None,
+) -> dict:
+    """Fit one variant per seed and evaluate it on the test cases.
+
+    Under DDP every rank trains; rank 0 alone evaluates, saves the model and returns the runs
+    (the other ranks return empty lists)."""
+    dist_ctx = dist_ctx or DistributedContext(device=device)
     runs, history, model_dir, features = [], [], None, {}
     for seed in cfg.seeds:
         model_cfg = PISAConfig(**{**cfg.model, **VARIANTS[cfg.variant], "seed": seed})
-        model = PISARecommender(model_cfg, cfg.variant, ctx.device)
-        model.fit(split, progress=ctx.progress, features=features)
-        runs.append(
-            evaluate(
-                model,
-                split,
-                split.test_cases,
-                ideal=ndcg_ideal(ctx.inputs, cfg),
-                progress=ctx.progress,
-            )
-        )
+        model = PISARecommender(model_cfg, cfg.variant, device)
+        model.fit(split, progress=progress, features=features, dist_ctx=dist_ctx)
+        if not dist_ctx.is_main:
+            continue
+        runs.append(evaluate(model, split, split.test_cases, ideal=ideal, progress=progress))
         history.append(
             {
                 "seed": seed,
@@ -197,14 +205,43 @@ def train(ctx: StepContext, cfg: TrainConfig) -> dict:
             }
         )
         if cfg.save_model and model_dir is None:
-            model_dir = str(model.save(ctx.output_dir / "model"))
-    metrics = log_model_metrics(ctx, cfg.variant, runs)
+            model_dir = str(model.save(Path(out_dir) / "model"))
+    return {"runs": runs, "history": history, "model_dir": model_dir}
+
+
+def train_with_torchrun(ctx: StepContext, cfg: TrainConfig, ideal: str) -> dict:
+    """Run :func:`train_seeds` in ``cfg.nproc_per_node`` processes (nlprec.sessionrec.ddp) and
+    read back what rank 0 wrote."""
+    out = ctx.output_dir / "ddp"
+    out.mkdir(parents=True, exist_ok=True)
+    config = out / "train_config.json"
+    config.write_text(cfg.model_dump_json())
+    args = ["-m", "nlprec.sessionrec.ddp", "--sessions", ctx.inputs["load"]["sessions_file"]]
+    args += ["--config", config, "--ideal", ideal, "--out", out]
+    if not ctx.device.startswith("cuda"):
+        args += ["--backend", "gloo"]
+    launch_torchrun(args, cfg.nproc_per_node, env={"OMP_NUM_THREADS": str(cfg.threads)})
+    return json.loads((out / "result.json").read_text())
+
+
+def train(ctx: StepContext, cfg: TrainConfig) -> dict:
+    """Train one PISA variant per seed; log mean (± std) test metrics and throughput."""
+    torch.set_num_threads(cfg.threads)
+    ideal = ndcg_ideal(ctx.inputs, cfg)
+    if cfg.nproc_per_node > 1:
+        result = train_with_torchrun(ctx, cfg, ideal)
+    else:
+        split = make_split(ctx.inputs, cfg)
+        result = train_seeds(split, cfg, ctx.device, ideal, ctx.output_dir, ctx.progress)
+    history = result["history"]
+    metrics = log_model_metrics(ctx, cfg.variant, result["runs"])
     speed = [row["sessions_per_s"] for h in history for row in h["epochs"]]
     ctx.log_metrics({f"{cfg.variant}.train_sessions_per_s": float(np.median(speed))})
     ctx.log_params(
         {
             "variant": cfg.variant,
             "seeds": cfg.seeds,
+            "nproc_per_node": cfg.nproc_per_node,
             **{f"model.{k}": v for k, v in PISAConfig(**cfg.model).model_dump().items()},
         }
     )
@@ -212,7 +249,7 @@ def train(ctx: StepContext, cfg: TrainConfig) -> dict:
     ctx.log_artifact(ctx.output_dir / "history.json")
     return {
         "metrics": metrics,
-        "model_dir": model_dir,
+        "model_dir": result["model_dir"],
         "history": str(ctx.output_dir / "history.json"),
     }
 
