@@ -22,15 +22,9 @@ import numpy as np
 import torch
 from nlprec.sessionrec.data import SessionData
 from nlprec.sessionrec.metrics import evaluate
-from nlprec.sessionrec.pisa import PISAConfig, PISARecommender
+from nlprec.sessionrec.pisa import VARIANTS, PISAConfig, PISARecommender
 from nlprec.sessionrec.split import temporal_split
 
-VARIANTS = {
-    "pisa": {"components": ("bl", "spr", "pm")},
-    "sasrec": {"components": (), "long_term": False, "repeat_term": False},
-    "pisa_bl": {"components": ("bl",)},
-    "pisa_bl_spr": {"components": ("bl", "spr")},
-}
 DATASETS = {"tafeng": "all", "completejourney": "k"}  # NDCG ideal: Reality-Check vs standard
 
 

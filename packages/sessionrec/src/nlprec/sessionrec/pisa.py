@@ -39,6 +39,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 COMPONENTS = ("bl", "spr", "pm")
+# the full model, its ablations and SASRec over sessions (no ACT-R anywhere): PISAConfig overrides
+VARIANTS = {
+    "pisa": {"components": ("bl", "spr", "pm")},
+    "pisa_bl_spr": {"components": ("bl", "spr")},
+    "pisa_bl": {"components": ("bl",)},
+    "sasrec": {"components": (), "long_term": False, "repeat_term": False},
+}
 REPEAT_INIT = 1.0
 TEMPERATURE_INIT = 1.0  # small: the ACT-R repeat prior dominates until embeddings are trained
 

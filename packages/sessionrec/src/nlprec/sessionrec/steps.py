@@ -21,7 +21,7 @@ from nlprec.sessionrec.loaders import (
 )
 from nlprec.sessionrec.metrics import evaluate
 from nlprec.sessionrec.online import OnlineRecommender
-from nlprec.sessionrec.pisa import PISAConfig, PISARecommender
+from nlprec.sessionrec.pisa import VARIANTS, PISAConfig, PISARecommender
 from nlprec.sessionrec.split import Split, temporal_split
 from nlprec.sessionrec.synthetic import SyntheticConfig, generate_listening_log
 from pydantic import BaseModel, Field
@@ -154,14 +154,6 @@ def baselines(ctx: StepContext, cfg: BaselinesConfig) -> dict:
         )
         metrics.update(log_model_metrics(ctx, name, [result]))
     return {"metrics": metrics, "models": list(cfg.models)}
-
-
-VARIANTS = {
-    "pisa": {"components": ("bl", "spr", "pm")},
-    "pisa_bl_spr": {"components": ("bl", "spr")},
-    "pisa_bl": {"components": ("bl",)},
-    "sasrec": {"components": (), "long_term": False, "repeat_term": False},
-}
 
 
 class TrainConfig(SplitConfig):
