@@ -5,13 +5,14 @@ Each configuration runs in a fresh process (`python -m nlprec.clinical_longdoc.c
 resident memory is its own; batch 1, fp32, MiniLM-L6.  A configuration that needs more memory than
 the machine has free, or runs past ``--timeout`` seconds, is reported as such, not guessed.
 
-    flock /tmp/nlprec-bench.lock nice -n 10 .venv/bin/python benchmarks/clinical_longdoc_costs.py
+    flock /tmp/nlprec-bench.lock nice -n 5 .venv/bin/python benchmarks/clinical_longdoc_costs.py
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,11 +68,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
     rows = []
     for length in (int(n) for n in args.lengths.split(",")):
         for variant in VARIANTS:
             rows.append(measure(variant, length, args.timeout))
             print(json.dumps(rows[-1]), flush=True)
+    load_after = os.getloadavg()
+    print(f"load average before {load_before}, after {load_after}", flush=True)
     if args.no_record:
         return
     from nlprec.core.bench import record_section
@@ -93,13 +97,18 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     text = (
         "Peak resident-memory growth (fresh process per configuration) and time of one forward + backward "
-        "step, batch 1, fp32, 2 threads, MiniLM-L6. The machine was shared with other engineers' jobs "
-        "(load average far above 2), so times are upper bounds; memory is not affected.\n\n"
-        + "\n".join(lines)
+        "step, batch 1, fp32, 2 threads, MiniLM-L6, run under the bench lock on the shared 2-core machine "
+        f"(`uptime` load average 1/5/15 min: {_load(load_before)} before, {_load(load_after)} after; "
+        "other engineers' light jobs may still overlap, so times are upper bounds; memory is not "
+        "affected).\n\n" + "\n".join(lines)
     )
     _figure(rows)
     text += "\n\nFigure: `packages/clinical-longdoc/figures/step_cost_cpu.png`."
     record_section("clinical-longdoc: step cost by length (CPU)", text)
+
+
+def _load(averages: tuple[float, float, float]) -> str:
+    return " / ".join(f"{value:.2f}" for value in averages)
 
 
 def _figure(rows: list[dict]) -> None:

@@ -79,7 +79,7 @@ def section_costs(env, clock: Clock, share_s: float) -> list[dict]:
 
     deadline = clock.section_deadline(share_s)
     rows = []
-    lengths = (128, 256) if env["tiny"] else (512, 1024, 2048, 4096)
+    lengths = (128, 256) if env["tiny"] else env["cost_lengths"]
     for length in lengths:
         for variant in COST_VARIANTS:
             if time.perf_counter() > deadline:
@@ -177,6 +177,23 @@ def _run_plan(env, runs: list[tuple[str, int]], deadline: float, train_and_score
     return rows
 
 
+FROZEN = {  # frozen encoder + logistic regression: name -> (variant whose encoder/segments it uses, pooling)
+    "frozen_chunk_mean": ("chunk_mean", "mean"),
+    "frozen_chunk_mean_cls": ("chunk_mean", "cls"),
+    "frozen_long": ("long", "mean"),
+}
+
+
+def _mtsamples_plan(tiny: bool) -> list[tuple[str, int]]:
+    """Three seeds of the long default and of the two best short baselines of session 1 first,
+    then the frozen probes (deterministic: one run each), then the costly sparse variants (one
+    seed), so a deadline cuts what matters least."""
+    if tiny:
+        return [("long", 0), ("chunk_mean", 0), ("frozen_chunk_mean", 0), ("long_longformer", 0)]
+    main = [(v, s) for s in (0, 1, 2) for v in ("long", "chunk_mean", "head_tail")]
+    return main + [(v, 0) for v in (*FROZEN, "long_longformer", "long_bigbird")]
+
+
 def section_mtsamples(env, clock: Clock, share_s: float) -> list[dict]:
     from nlprec.clinical_longdoc.classify import DocumentClassifierModel
     from nlprec.clinical_longdoc.data import load_mtsamples
@@ -189,29 +206,35 @@ def section_mtsamples(env, clock: Clock, share_s: float) -> list[dict]:
     labels = sorted(set(splits["train"].labels))
     max_length = 512 if tiny else 4096
     short = 128 if tiny else 512
-    three = [0] if tiny else [0, 1, 2]
-    main_variants = {
-        "long": three,
-        "head_tail": three,
-        "chunk_mean": three,
-        "head": [0],
-        "chunk_max": [0],
-    }
-    costly_long_variants = [("long_longformer", 0), ("long_bigbird", 0)]
-    epochs = 1 if tiny else 3
+    recipe = env["cls_recipe"]
 
     def train_and_score(name: str, seed: int) -> dict:
-        variant = get_variant(name)
+        frozen = name in FROZEN
+        variant = get_variant(FROZEN[name][0] if frozen else name)
+        pooling = FROZEN[name][1] if frozen else recipe["pooling"]
         encoder = build_encoder(variant, env["source"], max_length=max_length)
         length = max_length if variant.attention else short
-        model = DocumentClassifierModel(encoder, env["tokenizer"], labels, variant.strategy, length)
-        settings = _train_settings(env, seed, epochs, 8e-5, 4096 if tiny else 32768)
-        history = model.fit(splits["train"], splits["dev"], settings)
+        model = DocumentClassifierModel(
+            encoder, env["tokenizer"], labels, variant.strategy, length, pooling=pooling
+        )
+        settings = _train_settings(
+            env, seed, 0 if frozen else recipe["epochs"], recipe["lr"], 4096 if tiny else 32768
+        )
+        settings.head_lr = recipe["head_lr"]
+        history = model.fit(
+            splits["train"], splits["dev"], settings, linear_probe=frozen or recipe["probe"]
+        )
         scores = model.evaluate(splits["test"], settings)
-        return {**scores, "best_epoch": history["best_epoch"], "train_seconds": history["seconds"]}
+        return {
+            **scores,
+            "recipe": "frozen + LR, " + pooling if frozen else recipe["label"],
+            "best_epoch": history["best_epoch"],
+            "dev": history["dev"],
+            "probe": history["probe"],
+            "train_seconds": history["seconds"],
+        }
 
-    runs = _runs_in_seed_order(main_variants) + costly_long_variants
-    return _run_plan(env, runs, clock.section_deadline(share_s), train_and_score)
+    return _run_plan(env, _mtsamples_plan(tiny), clock.section_deadline(share_s), train_and_score)
 
 
 def section_covid_qa(env, clock: Clock, share_s: float) -> list[dict]:
@@ -341,6 +364,15 @@ def run(args) -> None:
         "plan": json.loads(args.plan) if args.plan else {},
         "qa_epochs": args.qa_epochs,
         "qa_lr": args.qa_lr,
+        "cost_lengths": tuple(int(n) for n in args.cost_lengths.split(",")),
+        "cls_recipe": {
+            "epochs": args.cls_epochs,
+            "lr": args.cls_lr,
+            "head_lr": args.cls_head_lr,
+            "pooling": args.cls_pooling,
+            "probe": not args.no_probe,
+            "label": f"{args.cls_pooling}{'' if args.no_probe else ' + LP-FT'}, {args.cls_epochs} ep, lr {args.cls_lr:g} / head {args.cls_head_lr:g}",
+        },
     }
     import transformers
 
@@ -398,7 +430,10 @@ def _by_variant(rows: list[dict]) -> dict[str, list[dict]]:
             epochs = row.get(
                 "epochs", 1 if "em" in row else None
             )  # QA rows of the first call: 1 epoch
-            label = row["variant"] + (f" ({epochs} ep)" if epochs else "")
+            if row.get("recipe"):
+                label = f"{row['variant']} ({row['recipe']})"
+            else:
+                label = row["variant"] + (f" ({epochs} ep)" if epochs else "")
             grouped.setdefault(label, []).append(row)
     return grouped
 
@@ -413,15 +448,25 @@ def _problems(rows: list[dict]) -> str:
 
 
 def _task_table(rows: list[dict], metrics: list[str]) -> str:
-    header = ["variant", *metrics, "GPU-s per run", "peak GiB"]
+    header = ["variant", *metrics, "GPU-s per run", "peak GiB", "card"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, runs in _by_variant(rows).items():
         cells = [variant] + [_mean_std([r.get(m) for r in runs]) for m in metrics]
         cells.append(f"{statistics.fmean(r['gpu_seconds'] for r in runs):.1f}")
         peaks = [r["peak_gib"] for r in runs if r.get("peak_gib") is not None]
         cells.append(f"{max(peaks):.2f}" if peaks else "–")
+        cells.append(_cards(runs))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cards(runs: list[dict]) -> str:
+    """'H100 ×3' or 'H200 ×2, H100 ×1': which card ran how many of the seeds."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        card = run.get("card", "?").replace("NVIDIA ", "").split()[0]
+        counts[card] = counts.get(card, 0) + 1
+    return ", ".join(f"{card} ×{n}" for card, n in counts.items())
 
 
 def _cost_figure(rows: list[dict], device: str) -> Path | None:
@@ -494,28 +539,35 @@ def _verdict(sections: dict) -> str:
     macro-F1 on notes > 512 tokens is within one standard deviation (over seeds) of the best long variant.
     """
     costs = {(r["variant"], r["length"]): r for r in sections["costs"]["rows"] if "seconds" in r}
-    runs = _by_variant(sections["mtsamples"]["rows"])
+    runs = _by_variant([r for r in sections["mtsamples"]["rows"] if r.get("latest")])
     lines = [
-        "| variant | macro-F1 (notes > 512) | seeds | GPU-s per training run | peak GiB in training | step at 4,096 tok, batch 2: GiB / ms |",
-        "|---|---|---|---|---|---|",
+        "| variant | macro-F1 | macro-F1 (notes > 512) | seeds | GPU-s per training run | peak GiB in training | step at 4,096 tok, batch 2: GiB / ms |",
+        "|---|---|---|---|---|---|---|",
     ]
     summary = {}
-    for variant, rows in runs.items():
+    for label, rows in runs.items():
+        variant = rows[0]["variant"]
         values = [r["long_notes_macro_f1"] for r in rows]
         mean = statistics.fmean(values)
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         step = costs.get((COST_NAME.get(variant, ""), 4096))
         summary[variant] = (mean, std, step)
-        step_text = (
-            f"{step['peak_gib']:.2f} / {1000 * step['seconds']:.0f}"
-            if step
-            else "(short: 512-token windows)"
-        )
+        if step:
+            step_text = f"{step['peak_gib']:.2f} / {1000 * step['seconds']:.0f}"
+        elif variant in FROZEN:
+            step_text = "(frozen: no training step)"
+        else:
+            step_text = "(short: 512-token windows)"
         peak = max(r["peak_gib"] or 0 for r in rows)
+        overall = _mean_std([r["macro_f1"] for r in rows]).split(" (")[0]
         lines.append(
-            f"| {variant} | {mean:.3f} ± {std:.3f} | {len(values)} | {statistics.fmean(r['gpu_seconds'] for r in rows):.1f} | {peak:.2f} | {step_text} |"
+            f"| {label} | {overall} | {mean:.3f} ± {std:.3f} | {len(values)} | {statistics.fmean(r['gpu_seconds'] for r in rows):.1f} | {peak:.2f} | {step_text} |"
         )
     long_variants = {v: x for v, x in summary.items() if v in COST_NAME and x[2]}
+    if not long_variants:
+        return (
+            "\n".join(lines) + "\n\nNo long variant has both accuracy and a 4,096-token step cost."
+        )
     best_variant = max(long_variants, key=lambda v: long_variants[v][0])
     best_mean, best_std, _ = long_variants[best_variant]
     eligible = [
@@ -524,7 +576,9 @@ def _verdict(sections: dict) -> str:
         if mean >= best_mean - max(best_std, long_variants[v][1])
     ]
     default = min(eligible, key=lambda v: long_variants[v][2]["seconds"])
-    short = {v: x for v, x in summary.items() if v not in COST_NAME}
+    long_models = {v: x for v, x in summary.items() if v in COST_NAME or v == "frozen_long"}
+    best_model = max(long_models, key=lambda v: long_models[v][0])
+    short = {v: x for v, x in summary.items() if v not in long_models}
     best_short = max(short, key=lambda v: short[v][0]) if short else None
     text = "\n".join(lines)
     text += (
@@ -532,38 +586,56 @@ def _verdict(sections: dict) -> str:
         f"`_verdict` (cheapest 4,096-token step within one std of the best): **{default}**."
     )
     if best_short:
-        verdict = (
-            "beats" if long_variants[best_variant][0] > short[best_short][0] else "does not beat"
-        )
-        text += f" The best long variant {verdict} the best short baseline ({best_short}, {short[best_short][0]:.3f}) on notes > 512 tokens (macro-F1)."
+        verdict = "beats" if long_models[best_model][0] > short[best_short][0] else "does not beat"
+        text += f" The best long model ({best_model}, {long_models[best_model][0]:.3f}) {verdict} the best short baseline ({best_short}, {short[best_short][0]:.3f}) on notes > 512 tokens (macro-F1)."
     return text
+
+
+SESSION1_RECIPE = "cls, 3 ep, lr 8e-05"  # MTSamples rows written before rows carried a recipe
+
+
+def _merge_runs(runs: list[dict]) -> dict:
+    """Sections of several device calls, each row tagged with its card.
+
+    Task rows accumulate (skipped ones dropped); costs and MLM come from the latest call that has
+    them; MTSamples rows of the latest call that has them are marked ``latest`` (the verdict's).
+    """
+    merged: dict = {}
+    for run in runs:
+        for name, section in run["sections"].items():
+            rows = [{**r, "card": run["device"]} for r in section["rows"]]
+            if name == "mtsamples":
+                for row in merged.get(name, {"rows": []})["rows"]:
+                    row.pop("latest", None)
+                for row in rows:
+                    row.setdefault("recipe", SESSION1_RECIPE)
+                    row["latest"] = True
+            if name in ("costs", "mlm"):
+                merged[name] = {"rows": rows}
+            else:
+                kept = [r for r in merged.get(name, {"rows": []})["rows"] if "skipped" not in r]
+                merged[name] = {"rows": kept + rows}
+    return merged
 
 
 def record(args) -> None:
     from nlprec.core.bench import record_section
 
     runs = [json.loads((Path(d) / "gpu_results.json").read_text()) for d in args.results]
-    results = runs[0]
-    for later in runs[1:]:  # rows of later calls join those of the first (same card asserted)
-        if later["device"] != results["device"]:
-            raise ValueError(
-                f"results from different cards: {results['device']} vs {later['device']}"
-            )
-        for name, section in later["sections"].items():
-            merged = results["sections"].setdefault(name, {"rows": []})
-            if name == "mlm":
-                merged["rows"] = section["rows"]
-            else:
-                merged["rows"] = [r for r in merged["rows"] if "skipped" not in r] + section["rows"]
+    sections = _merge_runs(runs)
+    results = runs[-1]
     device = results["device"]
     command = args.command or (
         "(device) PYTHONPATH=packages/clinical-longdoc/src:.carry/longdoc/site python "
         "benchmarks/clinical_longdoc_gpu.py run --model .carry/minilm-fp16 --data .carry/longdoc/data "
         f"--out $OUT --budget {results['budget_s']:.0f}; (here) python benchmarks/clinical_longdoc_gpu.py record --results DIR"
     )
-    versions = f"Card: **{device}**; torch {results['torch']}, transformers {results['transformers']}; MiniLM weights from the fp16 copy, run in fp32 with bf16 autocast."
-    sections = results["sections"]
-    if "costs" in sections:
+    calls = "; ".join(
+        f"call {i + 1}: {r['device']}, torch {r['torch']}, transformers {r['transformers']}"
+        for i, r in enumerate(runs)
+    )
+    versions = f"Cards: {calls}. MiniLM weights from the fp16 copy, run in fp32 with bf16 autocast; the card column says which card ran each row."
+    if "costs" in sections and len({r["length"] for r in sections["costs"]["rows"]}) >= 4:
         rows = sections["costs"]["rows"]
         table, checks = _cost_table(rows)
         figure = _cost_figure(rows, device)
@@ -632,6 +704,14 @@ def main(argv: list[str] | None = None) -> None:
         "--shares", default="", help="section=share,... overriding the default time shares"
     )
     run_parser.add_argument("--qa-lr", type=float, default=8e-5)
+    run_parser.add_argument("--cost-lengths", default="512,1024,2048,4096")
+    run_parser.add_argument("--cls-epochs", type=int, default=8)
+    run_parser.add_argument("--cls-lr", type=float, default=5e-5)
+    run_parser.add_argument("--cls-head-lr", type=float, default=1e-4)
+    run_parser.add_argument("--cls-pooling", choices=("cls", "mean"), default="mean")
+    run_parser.add_argument(
+        "--no-probe", action="store_true", help="random head instead of a linear probe (LP-FT)"
+    )
     record_parser = sub.add_parser("record")
     record_parser.add_argument(
         "--command", default="", help="the exact device command(s), for RESULTS.md"

@@ -1,8 +1,10 @@
 """Document classification: the long model and the short baselines behind one interface.
 
-`DocumentClassifierModel` bundles the network, its tokenizer, label names and the segment
-strategy (``long``, ``head``, ``head_tail``, ``chunk_mean``, ``chunk_max``); it trains, predicts,
-scores and saves itself (safetensors + json).
+`DocumentClassifierModel` bundles the network, its tokenizer, label names, the segment
+strategy (``long``, ``head``, ``head_tail``, ``chunk_mean``, ``chunk_max``) and the pooling
+(``cls`` or ``mean``); it trains, predicts, scores and saves itself (safetensors + json).
+``fit(..., linear_probe=True)`` first fits the head as logistic regression on frozen features
+(LP-FT, see `probe`); with ``epochs=0`` that probe is the whole model (the frozen baseline).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from nlprec.clinical_longdoc.encoder import LongEncoder
 from nlprec.clinical_longdoc.heads import DocumentClassifier
 from nlprec.clinical_longdoc.metrics import classification_scores
 from nlprec.clinical_longdoc.persist import load_task_model, save_task_model
+from nlprec.clinical_longdoc.probe import fit_linear_probe
 from nlprec.clinical_longdoc.segments import aggregate_segments, make_segments, tokenize_bodies
 from nlprec.clinical_longdoc.training import (
     TrainSettings,
@@ -43,13 +46,14 @@ class DocumentClassifierModel:
         strategy: str = "long",
         max_length: int | None = None,
         dropout: float = 0.1,
+        pooling: str = "cls",
     ):
         self.tokenizer = tokenizer
         self.labels = list(labels)
         self.label_to_id = {label: i for i, label in enumerate(self.labels)}
         self.strategy = strategy
         self.max_length = min(max_length or encoder.max_length, encoder.max_length)
-        self.network = DocumentClassifier(encoder, len(self.labels), dropout)
+        self.network = DocumentClassifier(encoder, len(self.labels), dropout, pooling)
         self.device = "cpu"
 
     # ------------------------------------------------------------------ encoding
@@ -87,15 +91,57 @@ class DocumentClassifierModel:
         how = "max" if self.strategy == "chunk_max" else "mean"
         return aggregate_segments(logits.float(), batch["doc_index"], batch["n_docs"], how)
 
+    @torch.no_grad()
+    def document_features(self, docs, settings: TrainSettings) -> torch.Tensor:  # (N, H)
+        """Frozen pooled features per document (mean over its segments), in input order."""
+        self.network.to(self.device).eval()
+        features = torch.zeros(len(docs), self.network.encoder.hidden_size)
+        for group in self._batches(docs, settings, rng=None):
+            batch = self._collate([docs[i] for i in group])
+            with autocast_for(self.device):
+                rows = self.network.features(batch["input_ids"], batch["attention_mask"])
+            per_doc = aggregate_segments(rows.float(), batch["doc_index"], batch["n_docs"], "mean")
+            features[group] = per_doc.cpu()
+        return features
+
+    def _probe_head(self, docs, targets, dev: DocumentSet | None, settings: TrainSettings) -> dict:
+        """Initialise the linear head by logistic regression on frozen features (LP-FT)."""
+        dev_x = dev_y = None
+        if dev is not None and len(dev):
+            known = [i for i, y in enumerate(dev.labels) if y in self.label_to_id]
+            dev_docs = self.segments([dev.texts[i] for i in known])
+            dev_x = self.document_features(dev_docs, settings)
+            dev_y = torch.tensor([self.label_to_id[dev.labels[i]] for i in known])
+        weight, bias, chosen = fit_linear_probe(
+            self.document_features(docs, settings), targets, len(self.labels), dev_x, dev_y
+        )
+        with torch.no_grad():
+            self.network.classifier.weight.copy_(weight)
+            self.network.classifier.bias.copy_(bias)
+        logger.info("classify[%s]: head initialised by a linear probe %s", self.strategy, chosen)
+        return chosen
+
     # ------------------------------------------------------------------ train / predict
 
-    def fit(self, train: DocumentSet, dev: DocumentSet | None, settings: TrainSettings) -> dict:
+    def fit(
+        self,
+        train: DocumentSet,
+        dev: DocumentSet | None,
+        settings: TrainSettings,
+        linear_probe: bool = False,
+    ) -> dict:
+        """Fine-tune on ``train``, keeping the epoch with the best dev macro-F1.
+
+        linear_probe: fit the head on frozen features first (LP-FT); the probed state then competes
+        in the dev selection, and ``settings.epochs == 0`` leaves the probe as the final model.
+        """
         unknown = sorted(set(train.labels) - set(self.labels))
         if unknown:
             raise ValueError(f"training labels not in the label list: {unknown}")
         self.device = settings.device
         docs = self.segments(train.texts)
         targets = torch.tensor([self.label_to_id[y] for y in train.labels])
+        probe = self._probe_head(docs, targets, dev, settings) if linear_probe else None
 
         def epoch_batches(rng):
             return [
@@ -110,14 +156,17 @@ class DocumentClassifierModel:
         def dev_score(network: nn.Module) -> float:
             return self.evaluate(dev, settings)["macro_f1"]
 
-        return fit(
+        history = fit(
             self.network,
             epoch_batches,
             loss_fn,
             settings,
             dev_score if dev is not None and len(dev) else None,
             desc=f"classify[{self.strategy}]",
+            score_start=linear_probe,
         )
+        history["probe"] = probe
+        return history
 
     @torch.no_grad()
     def predict_proba(
@@ -167,6 +216,7 @@ class DocumentClassifierModel:
             "labels": self.labels,
             "strategy": self.strategy,
             "max_length": self.max_length,
+            "pooling": self.network.pooling,
         }
         return save_task_model(
             directory, self.network.encoder, self.tokenizer, self.network.classifier, meta
@@ -175,7 +225,14 @@ class DocumentClassifierModel:
     @classmethod
     def load(cls, directory: str | Path) -> DocumentClassifierModel:
         encoder, tokenizer, head, meta = load_task_model(directory, "classify")
-        model = cls(encoder, tokenizer, meta["labels"], meta["strategy"], meta["max_length"])
+        model = cls(
+            encoder,
+            tokenizer,
+            meta["labels"],
+            meta["strategy"],
+            meta["max_length"],
+            pooling=meta.get("pooling", "cls"),  # models saved before pooling was a choice
+        )
         model.network.classifier.load_state_dict(head)
         model.network.eval()
         return model

@@ -1,6 +1,8 @@
 """Fine-tuning heads with the paper's global-attention placement.
 
-* document classification: [CLS] is global; logits = W h_[CLS] + b
+* document classification: [CLS] is global; logits = W h + b with h = h_[CLS] (the paper) or the
+  mean of the token states (``pooling="mean"``: what sentence encoders such as all-MiniLM-L6-v2
+  were trained to produce, so a linear probe on it is strong before any fine-tuning)
 * token classification (NER): [CLS] global; one label per token, scored on first sub-words
 * extractive QA: every question token (and [CLS]) is global; start/end logits per token
 
@@ -40,26 +42,44 @@ class _LinearHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(encoder.hidden_size, num_labels)
 
-    def pool(self, hidden: torch.Tensor) -> torch.Tensor:
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """What the linear layer reads: pooled hidden states, before dropout."""
         hidden = self.encoder(input_ids, attention_mask, cls_global_mask(input_ids))  # (B, L, H)
-        return self.classifier(self.dropout(self.pool(hidden)))
+        return self.pool(hidden, attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.features(input_ids, attention_mask)))
+
+
+POOLINGS = ("cls", "mean")
 
 
 class DocumentClassifier(_LinearHead):
-    """[CLS] pooling: logits (B, C)."""
+    """[CLS] or mean pooling: logits (B, C)."""
 
-    def pool(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, L, H) -> (B, H)
-        return hidden[:, 0]
+    def __init__(
+        self, encoder: LongEncoder, num_labels: int, dropout: float = 0.1, pooling: str = "cls"
+    ):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
+        super().__init__(encoder, num_labels, dropout)
+        self.pooling = pooling
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":  # (B, L, H) -> (B, H)
+            return hidden[:, 0]
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1), 0 on padding
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
 class TokenTagger(_LinearHead):
     """A label distribution for every token, (B, L, C); labels live on first sub-words (others IGNORE_INDEX)."""
 
-    def pool(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, L, H) -> (B, L, H)
-        return hidden
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return hidden  # (B, L, H)
 
 
 class SpanExtractor(nn.Module):

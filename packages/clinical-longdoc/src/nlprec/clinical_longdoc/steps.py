@@ -170,7 +170,7 @@ class FineTuneConfig(BaseModel):
     )
     attention_window: int = Field(512, ge=2)
     block_size: int = Field(64, ge=8)
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(3, ge=0, description="0 with linear_probe: the frozen-encoder probe alone")
     lr: float = Field(5e-5, gt=0)
     head_lr: float = Field(1e-3, gt=0)
     max_tokens: int = Field(8192, ge=64)
@@ -178,6 +178,10 @@ class FineTuneConfig(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0])
     gradient_checkpointing: bool = False
     time_budget_s: float | None = None
+    pooling: str = Field("cls", description="classification: cls | mean (token states' mean)")
+    linear_probe: bool = Field(
+        False, description="classification: fit the head on frozen features first (LP-FT)"
+    )
     save_model: bool = True
     register_as: str | None = Field(
         None, description="register the saved model under this name (@champion)"
@@ -279,9 +283,11 @@ def fine_tune_classifier(ctx: StepContext, cfg: FineTuneConfig) -> dict:
     def train_and_score(seed: int):
         variant, encoder, length = _encoder(cfg)
         model = DocumentClassifierModel(
-            encoder, tokenizer, upstream["labels"], variant.strategy, length
+            encoder, tokenizer, upstream["labels"], variant.strategy, length, pooling=cfg.pooling
         )
-        history = model.fit(docs["train"], docs["dev"], _settings(cfg, ctx, seed))
+        history = model.fit(
+            docs["train"], docs["dev"], _settings(cfg, ctx, seed), linear_probe=cfg.linear_probe
+        )
         scores = model.evaluate(docs["test"], _settings(cfg, ctx, seed))
         scores["best_epoch"] = history["best_epoch"]
         return model, scores

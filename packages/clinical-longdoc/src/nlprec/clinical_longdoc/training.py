@@ -97,10 +97,12 @@ def fit(
     settings: TrainSettings,
     dev_score: Callable[[nn.Module], float] | None = None,
     desc: str = "train",
+    score_start: bool = False,
 ) -> dict:
     """Train ``model`` in place; keep the weights of the epoch with the best dev score.
 
     epoch_batches(rng) -> the batches of one epoch; loss_fn(model, batch) -> scalar loss.
+    ``score_start``: the untrained state competes too (best epoch -1; e.g. after a linear probe).
     Returns a history dict (losses, dev scores, best epoch, seconds).
     """
     torch.manual_seed(settings.seed)
@@ -119,6 +121,10 @@ def fit(
     history: dict = {"loss": [], "dev": [], "best_epoch": None, "stopped_early": False}
     best_score, best_state = -math.inf, None
     started = time.perf_counter()
+    if score_start and dev_score is not None:
+        model.eval()
+        best_score, best_state = dev_score(model), copy.deepcopy(model.state_dict())
+        history["start_dev"], history["best_epoch"] = best_score, -1
     for epoch in range(settings.epochs):
         model.train()
         batches = epoch_batches(rng)
