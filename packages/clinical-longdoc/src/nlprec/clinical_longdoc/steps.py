@@ -178,7 +178,9 @@ class FineTuneConfig(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0])
     gradient_checkpointing: bool = False
     time_budget_s: float | None = None
-    pooling: str = Field("cls", description="classification: cls | mean (token states' mean)")
+    pooling: Literal["cls", "mean"] = Field(
+        "cls", description="classification: [CLS] or mean of token states"
+    )
     linear_probe: bool = Field(
         False, description="classification: fit the head on frozen features first (LP-FT)"
     )
