@@ -10,7 +10,7 @@ from nlprec.mohawk.teacher import (
     teacher_layer_io,
 )
 from nlprec.mohawk.transfer import check_compatible, init_student_from_teacher, student_config_for
-from transformers import GPT2Config, GPT2LMHeadModel, PhiConfig, PhiForCausalLM
+from transformers import PhiConfig, PhiForCausalLM
 
 VOCAB = 97
 
@@ -68,18 +68,6 @@ def test_recurrent_generation_matches_full_forward(teacher, ids):
         torch.testing.assert_close(logits[:, 4:-1].argmax(-1), tokens[:, 5:])
 
 
-def test_decode_steps_equal_parallel_logits(teacher, ids):
-    student = init_student_from_teacher(teacher, student_config_for(teacher.config, [2])).eval()
-    with torch.no_grad():
-        full = student(ids)
-        logits, caches = student.prefill(ids[:, :9])
-        stepped = [logits]
-        for t in range(9, ids.size(1)):
-            logits, caches = student.decode(ids[:, t : t + 1], caches)
-            stepped.append(logits)
-    torch.testing.assert_close(torch.cat(stepped, 1)[:, :-1], full[:, :-1], atol=1e-5, rtol=1e-5)
-
-
 def test_save_and_load_round_trip(teacher, ids, tmp_path):
     student = init_student_from_teacher(teacher, student_config_for(teacher.config, [1])).eval()
     save_student(student, tmp_path / "s")
@@ -109,12 +97,6 @@ def test_sdpa_teacher_is_switched_to_eager():
     )
     model = PhiForCausalLM._from_config(config, attn_implementation="sdpa")
     assert prepare_teacher(model).config._attn_implementation == "eager"
-
-
-def test_unsupported_teacher_family_is_refused():
-    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
-    with pytest.raises(ValueError, match="family 'gpt2' is not supported"):
-        prepare_teacher(gpt2)
 
 
 def test_dimension_mismatch_is_a_clear_error(teacher):

@@ -1,8 +1,10 @@
 """Causal self-attention for the hybrid student's attention layers (weights copied from the teacher).
 
-Phi-style: biases on q, k, v and the output projection, rotary embedding on the first
-``rotary_dim`` channels of each head (the "rotate half" convention of Hugging Face Phi/Llama).
-Runs through ``scaled_dot_product_attention`` with a key/value cache for generation.
+Biases on q, k, v and the output projection where the teacher has them, rotary embedding on the
+first ``rotary_dim`` channels of each head (the "rotate half" convention of Hugging Face
+Phi/Llama; 0 for GPT-2, whose positions are in the embedding), grouped-query attention with
+``num_kv_heads`` key/value heads (Llama). Runs through ``scaled_dot_product_attention`` with a
+key/value cache for generation.
 """
 
 from __future__ import annotations
@@ -57,19 +59,27 @@ class RotaryEmbedding(nn.Module):
 
 class CausalSelfAttention(nn.Module):
     def __init__(
-        self, hidden_size: int, num_heads: int, head_dim: int, rotary_dim: int, rope_theta: float
+        self,
+        hidden_size: int,
+        num_heads: int,
+        head_dim: int,
+        rotary_dim: int,
+        rope_theta: float,
+        num_kv_heads: int | None = None,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         self.num_heads, self.head_dim = num_heads, head_dim
-        inner = num_heads * head_dim
-        self.q_proj = nn.Linear(hidden_size, inner)
-        self.k_proj = nn.Linear(hidden_size, inner)
-        self.v_proj = nn.Linear(hidden_size, inner)
-        self.out_proj = nn.Linear(inner, hidden_size)
+        self.num_kv_heads = num_kv_heads or num_heads
+        inner, kv_inner = num_heads * head_dim, self.num_kv_heads * head_dim
+        self.q_proj = nn.Linear(hidden_size, inner, bias=bias)
+        self.k_proj = nn.Linear(hidden_size, kv_inner, bias=bias)
+        self.v_proj = nn.Linear(hidden_size, kv_inner, bias=bias)
+        self.out_proj = nn.Linear(inner, hidden_size, bias=bias)
         self.rotary = RotaryEmbedding(rotary_dim, rope_theta)
 
     def _heads(self, proj: nn.Linear, u: torch.Tensor) -> torch.Tensor:
-        return rearrange(proj(u), "b t (h d) -> b h t d", h=self.num_heads)
+        return rearrange(proj(u), "b t (h d) -> b h t d", d=self.head_dim)
 
     def forward(
         self, u: torch.Tensor, cache: KVCache | None = None
@@ -84,5 +94,6 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k = torch.cat([cache.keys, k], dim=2)
             v = torch.cat([cache.values, v], dim=2)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=cache is None)
+        grouped = self.num_kv_heads != self.num_heads
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=cache is None, enable_gqa=grouped)
         return self.out_proj(rearrange(out, "b h t d -> b t (h d)")), KVCache(k, v)

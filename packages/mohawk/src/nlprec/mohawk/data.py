@@ -99,6 +99,18 @@ def train_tokenizer(text: str, vocab_size: int) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
 
 
+def load_tokenizer(path) -> PreTrainedTokenizerFast:
+    """A saved (fast) Hugging Face tokenizer, e.g. the one beside a pretrained teacher."""
+    from transformers import AutoTokenizer
+
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"no saved tokenizer at {path}")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise ValueError(f"the tokenizer at {path} is not a fast (Rust) tokenizer")
+    return tokenizer
+
+
 def encode(
     tokenizer: PreTrainedTokenizerFast, text: str, lines_per_piece: int = 200
 ) -> torch.Tensor:

@@ -31,10 +31,16 @@ class MixerState:
 
     conv: torch.Tensor  # (b, conv_dim, kernel - 1): the last pre-convolution inputs
     ssm: torch.Tensor  # (b, h, p, n)
+    length: int = 0  # tokens seen (the position of the next one, for learned positions)
 
 
 class SSDMixer(nn.Module):
-    """Multi-head discrete Mamba-2 mixer; ``num_heads`` heads of size ``head_dim`` (x) and ``state_size`` (B, C)."""
+    """Multi-head discrete Mamba-2 mixer; ``num_heads`` heads of size ``head_dim`` (x) and ``state_size`` (B, C).
+
+    ``num_groups`` < num_heads shares each B head among num_heads / num_groups consecutive heads,
+    as grouped-query attention shares each key head: a teacher's K heads map to B groups one to
+    one, and the student's mixing matrices keep the teacher's (Q_h, K_group(h)) pairing.
+    """
 
     def __init__(
         self,
@@ -44,12 +50,17 @@ class SSDMixer(nn.Module):
         state_size: int,
         conv_kernel: int = 4,
         chunk_size: int = 64,
+        num_groups: int | None = None,
     ) -> None:
         super().__init__()
         self.num_heads, self.head_dim, self.state_size = num_heads, head_dim, state_size
+        self.num_groups = num_groups or num_heads
+        if num_heads % self.num_groups:
+            raise ValueError(f"num_heads {num_heads} not a multiple of num_groups {num_groups}")
         self.inner_size = num_heads * head_dim
-        self.qk_size = num_heads * state_size
-        self.conv_dim = self.inner_size + 2 * self.qk_size  # x, B and C go through the conv
+        self.qk_size = num_heads * state_size  # C
+        self.b_size = self.num_groups * state_size  # B
+        self.conv_dim = self.inner_size + self.b_size + self.qk_size  # x, B, C go through the conv
         self.conv_kernel, self.chunk_size = conv_kernel, chunk_size
         self.scan_backend = "auto"  # "reference" forces the plain-PyTorch chunked scan
         self.in_proj = nn.Linear(hidden_size, self.conv_dim + self.inner_size + num_heads)
@@ -78,9 +89,12 @@ class SSDMixer(nn.Module):
             self.in_proj(u), [self.conv_dim, self.inner_size, self.num_heads], dim=-1
         )
         xbc, conv_state = self._conv(xbc, conv_state)
-        x, B, C = torch.split(xbc, [self.inner_size, self.qk_size, self.qk_size], dim=-1)
+        x, B, C = torch.split(xbc, [self.inner_size, self.b_size, self.qk_size], dim=-1)
         x = rearrange(x, "b l (h p) -> b l h p", h=self.num_heads)
-        B = rearrange(B, "b l (h n) -> b l h n", h=self.num_heads)
+        B = rearrange(B, "b l (g n) -> b l g n", g=self.num_groups)
+        B = B.repeat_interleave(
+            self.num_heads // self.num_groups, dim=2
+        )  # head h reads group h // r
         C = rearrange(C, "b l (h n) -> b l h n", h=self.num_heads)
         log_decay = -F.softplus(a_log.float())  # (b, l, h), kept in float32
         return x, log_decay, B, C, z, conv_state
@@ -106,14 +120,16 @@ class SSDMixer(nn.Module):
             initial_state=None if state is None else state.ssm,
             backend=self.scan_backend,
         )
-        return self._output(y, x, z), MixerState(conv_state, ssm_state)
+        seen = 0 if state is None else state.length
+        return self._output(y, x, z), MixerState(conv_state, ssm_state, seen + u.size(1))
 
     def step(self, u: torch.Tensor, state: MixerState | None) -> tuple[torch.Tensor, MixerState]:
         """One token through the recurrence (generation). u: (b, 1, d)."""
         x, log_decay, B, C, z, conv_state = self._split(u, None if state is None else state.conv)
         ssm = state.ssm if state is not None else self.empty_state(u.size(0), u).ssm
         y, ssm = ssd_recurrent_step(ssm, x[:, 0], log_decay[:, 0].to(x.dtype), B[:, 0], C[:, 0])
-        return self._output(y[:, None], x, z), MixerState(conv_state, ssm)
+        seen = 0 if state is None else state.length
+        return self._output(y[:, None], x, z), MixerState(conv_state, ssm, seen + 1)
 
     def mixing_matrix(self, u: torch.Tensor) -> torch.Tensor:
         """The full mixing matrix M = exp(segsum(ℓ)) ∘ (C Bᵀ) + diag(D) that maps x to y.

@@ -10,12 +10,14 @@ against the teacher's layer output; loss = mean over tokens of the L2 norm of th
 Only mixer parameters move (norms and MLPs are the teacher's).
 
 Stage 3, end-to-end distillation: soft cross-entropy on the teacher's logits with a
-temperature; every parameter trains.
+temperature; every parameter trains. It also runs data-parallel under torchrun
+(``nlprec.mohawk.ddp``): every process draws the same global batches and takes its own rows.
 """
 
 from __future__ import annotations
 
 import torch
+from nlprec.core.distributed import DistributedContext, per_rank_batch_size, wrap_model
 from nlprec.mohawk.data import num_steps, token_batches
 from nlprec.mohawk.student import StudentLM
 from nlprec.mohawk.teacher import teacher_layer_io
@@ -148,15 +150,22 @@ def stage3_distillation(
     cfg: OptimConfig,
     temperature: float,
     seed: int,
+    dist_ctx: DistributedContext | None = None,
 ) -> list[float]:
+    """End-to-end distillation. With a distributed ``dist_ctx`` the student trains under DDP:
+    each of the N processes takes its 1/N of every global batch of ``cfg.batch_size`` rows, and
+    DDP's averaged gradients equal one process's on the whole batch. Losses are this rank's."""
     student.requires_grad_(True)
     device = student.embed.weight.device
+    dist_ctx = dist_ctx or DistributedContext(device=str(device))
+    model = wrap_model(student, dist_ctx)
+    rows = per_rank_batch_size(cfg.batch_size, dist_ctx)
 
     def loss_fn(batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.to(device)
+        batch = batch[dist_ctx.rank * rows : (dist_ctx.rank + 1) * rows].to(device)
         with torch.no_grad():
             teacher_logits = teacher(batch, use_cache=False).logits
-        return soft_cross_entropy(student(batch), teacher_logits, temperature)
+        return soft_cross_entropy(model(batch), teacher_logits, temperature)
 
     steps = num_steps(budget, cfg.batch_size, cfg.seq_len)
     batches = token_batches(tokens, cfg.batch_size, cfg.seq_len, budget, seed)
@@ -207,8 +216,12 @@ def run_mohawk(
     tokens: torch.Tensor,
     cfg: DistillConfig,
     probe: torch.Tensor,
+    stage3_runner=None,
 ) -> dict:
-    """Run the selected stages in order; return losses and the alignment after each stage."""
+    """Run the selected stages in order; return losses and the alignment after each stage.
+
+    ``stage3_runner(student, budget, seed) -> losses``, when given, runs Stage 3 instead (e.g. in
+    torchrun processes, see steps.py) and leaves the distilled weights in ``student``."""
     history: dict = {"budgets": cfg.budgets(), "init": alignment_report(student, teacher, probe)}
     for stage, budget in cfg.budgets().items():
         seed = cfg.seed + stage
@@ -216,6 +229,8 @@ def run_mohawk(
             losses = stage1_matrix_orientation(student, teacher, tokens, budget, cfg.stage1, seed)
         elif stage == 2:
             losses = stage2_hidden_alignment(student, teacher, tokens, budget, cfg.stage2, seed)
+        elif stage3_runner is not None:
+            losses = stage3_runner(student, budget, seed)
         else:
             losses = stage3_distillation(
                 student, teacher, tokens, budget, cfg.stage3, cfg.temperature, seed

@@ -6,9 +6,11 @@ import json
 
 import torch
 from nlprec.core.data import data_root
+from nlprec.core.distributed import launch_torchrun
 from nlprec.core.step import StepContext
+from nlprec.mohawk.ddp import LOSSES_FILE
 from nlprec.mohawk.stages import DistillConfig
-from nlprec.mohawk.student import StudentConfig, save_student
+from nlprec.mohawk.student import StudentConfig, load_student, save_student
 from nlprec.mohawk.teacher import TeacherConfig, load_teacher
 from nlprec.mohawk.training import OptimConfig
 from nlprec.mohawk.transfer import student_config_for
@@ -63,13 +65,18 @@ class CorpusConfig(BaseModel):
     )
     vocab_size: int = Field(512, ge=260)
     max_chars: int | None = Field(None, ge=1000)
+    tokenizer: str | None = Field(
+        None,
+        description="a saved Hugging Face tokenizer (a pretrained teacher's folder) to use "
+        "instead of fitting one; vocab_size is then ignored",
+    )
 
 
 def corpus(ctx: StepContext, cfg: CorpusConfig) -> dict:
-    """Fit the tokenizer and tokenize the training and held-out text."""
+    """Fit the tokenizer (or load the given one) and tokenize the training and held-out text."""
     root = None if cfg.corpus == "stdlib" else data_root()
     tokenizer, train_ids, heldout_ids = prepare_corpus(
-        cfg.corpus, root, cfg.vocab_size, cfg.max_chars
+        cfg.corpus, root, cfg.vocab_size, cfg.max_chars, cfg.tokenizer
     )
     tokenizer.save_pretrained(ctx.output_dir / "tokenizer")
     save_file({"train": train_ids, "heldout": heldout_ids}, ctx.output_dir / TOKENS_FILE)
@@ -112,9 +119,10 @@ def teacher(ctx: StepContext, cfg: TeacherStepConfig) -> dict:
         )
         trained_tokens = cfg.train_tokens
         ctx.log_figure(_loss_figure({"teacher": losses}, "teacher training"), "teacher_loss.png")
-    if model.config.vocab_size != vocab_size:
+    if model.config.vocab_size < vocab_size:  # pretrained models often pad their vocabulary
         raise ValueError(
-            f"teacher vocabulary {model.config.vocab_size} ≠ corpus tokenizer {vocab_size}"
+            f"teacher vocabulary {model.config.vocab_size} is smaller than the corpus tokenizer's "
+            f"{vocab_size}; give the corpus step the teacher's tokenizer (with.tokenizer)"
         )
     metrics = evaluate_against_teacher(
         model, None, eval_windows(heldout_ids, cfg.eval), cfg.eval, ctx.device
@@ -148,6 +156,35 @@ class DistillStepConfig(BaseModel):
         [], description="extra prefixes for <prefix>.ppl, e.g. ablation.s123"
     )
     register_as: str | None = None
+    nproc_per_node: int = Field(
+        1, ge=1, description="> 1: Stage 3 runs under torchrun with DDP (nlprec.mohawk.ddp)"
+    )
+    threads: int = Field(1, ge=1, description="CPU threads per torchrun process")
+
+
+def torchrun_stage3(ctx: StepContext, cfg: DistillStepConfig):
+    """A Stage-3 runner for ``run_mohawk``: the student goes to disk, ``cfg.nproc_per_node``
+    processes distil it (gloo on CPU, NCCL on GPUs), rank 0's result comes back into it."""
+
+    def run(student, budget: int, seed: int) -> list[float]:
+        work = ctx.output_dir / "stage3_ddp"
+        save_student(student, work / "start")
+        args = [
+            "-m", "nlprec.mohawk.ddp",
+            "--teacher", ctx.inputs["teacher"]["teacher_dir"],
+            "--student", str(work / "start"),
+            "--tokens", ctx.inputs["corpus"]["tokens"],
+            "--out", str(work / "end"),
+            "--budget", str(budget),
+            "--optim", cfg.distill.stage3.model_dump_json(),
+            "--temperature", str(cfg.distill.temperature),
+            "--seed", str(seed),
+        ]  # fmt: skip
+        launch_torchrun(args, cfg.nproc_per_node, env={"OMP_NUM_THREADS": str(cfg.threads)})
+        student.load_state_dict(load_student(work / "end").state_dict())
+        return json.loads((work / "end" / LOSSES_FILE).read_text())["rank0_losses"]
+
+    return run
 
 
 def distill(ctx: StepContext, cfg: DistillStepConfig) -> dict:
@@ -164,6 +201,7 @@ def distill(ctx: StepContext, cfg: DistillStepConfig) -> dict:
         cfg.attention_layers,
         cfg.from_attention,
         cfg.chunk_size,
+        stage3_runner=torchrun_stage3(ctx, cfg) if cfg.nproc_per_node > 1 else None,
     )
     metrics = evaluate_against_teacher(model, student, windows, cfg.eval, ctx.device)
     metrics["ppl_ratio"] = metrics["ppl"] / teacher_out["ppl"]

@@ -1,6 +1,10 @@
-"""The Phi-Mamba student: a Phi-style language model whose attention is replaced by SSD mixers.
+"""The student: the teacher's language model with its attention replaced by SSD mixers.
 
-Each block is parallel as in Phi:  h ← h + mixer(LN(h)) + MLP(LN(h)).
+The block mirrors the teacher's (families.py says which):
+    parallel (Phi):             h ← h + mixer(N(h)) + MLP(N(h))
+    sequential (GPT-2, Llama):  h ← h + mixer(N₁(h));  h ← h + MLP(N₂(h))
+with N a LayerNorm or an RMSNorm, the MLP plain (fc1 → act → fc2) or gated (SwiGLU), and
+learned absolute positions added to the embedding where the teacher has them (GPT-2).
 Layers listed in ``attention_layers`` keep causal self-attention (the hybrid model).
 Generation carries, per layer, a constant-size ``MixerState`` (or a ``KVCache`` for attention).
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import torch
 from nlprec.mohawk.attention import CausalSelfAttention, KVCache
@@ -33,6 +38,9 @@ class StudentConfig(BaseModel):
     intermediate_size: int = Field(ge=1)
     num_layers: int = Field(ge=1)
     num_heads: int = Field(ge=1)
+    num_kv_heads: int | None = Field(
+        None, ge=1
+    )  # B heads (the teacher's K/V heads); None: num_heads
     head_dim: int = Field(ge=1)  # per-head size of x (the teacher's V)
     state_size: int = Field(ge=1)  # per-head size of B and C (the teacher's K and Q)
     conv_kernel: int = Field(4, ge=1)
@@ -42,9 +50,26 @@ class StudentConfig(BaseModel):
     rope_theta: float = 10000.0
     rotary_dim: int = Field(0, ge=0)  # used by attention layers only
     attention_layers: list[int] = []
+    # The block's layout (defaults: Phi's, which every student saved before these fields had)
+    family: str = "phi"
+    block: Literal["parallel", "sequential"] = "parallel"
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    mlp: Literal["plain", "gated"] = "plain"
+    mlp_bias: bool = True
+    attention_bias: bool = True  # q, k, v and output projections of attention layers
+    lm_head_bias: bool = True
+    max_positions: int = Field(0, ge=0)  # learned absolute positions (GPT-2); 0: none
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
 
     @model_validator(mode="after")
     def _check(self) -> StudentConfig:
+        if self.num_heads % self.kv_heads:
+            raise ValueError(
+                f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.kv_heads}"
+            )
         bad = [i for i in self.attention_layers if not 0 <= i < self.num_layers]
         if bad:
             raise ValueError(f"attention_layers {bad} outside 0..{self.num_layers - 1}")
@@ -56,24 +81,55 @@ class StudentConfig(BaseModel):
 
 
 class MLP(nn.Module):
+    """fc2(act(fc1(h))), as in Phi and GPT-2."""
+
     def __init__(self, cfg: StudentConfig) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
         self.act = ACT2FN[cfg.hidden_act]
-        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(h)))
+
+
+class GatedMLP(nn.Module):
+    """down(act(gate(h)) · up(h)), as in Llama (SwiGLU with act = SiLU)."""
+
+    def __init__(self, cfg: StudentConfig) -> None:
+        super().__init__()
+        d, inner = cfg.hidden_size, cfg.intermediate_size
+        self.gate_proj = nn.Linear(d, inner, bias=cfg.mlp_bias)
+        self.up_proj = nn.Linear(d, inner, bias=cfg.mlp_bias)
+        self.down_proj = nn.Linear(inner, d, bias=cfg.mlp_bias)
+        self.act = ACT2FN[cfg.hidden_act]
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_proj(h)) * self.up_proj(h))
+
+
+def make_norm(cfg: StudentConfig) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+    return nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
 
 class StudentBlock(nn.Module):
     def __init__(self, cfg: StudentConfig, layer_idx: int) -> None:
         super().__init__()
         self.is_attention = layer_idx in cfg.attention_layers
-        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.parallel = cfg.block == "parallel"
+        self.norm = make_norm(cfg)
+        self.norm2 = None if self.parallel else make_norm(cfg)
         if self.is_attention:
             self.mixer = CausalSelfAttention(
-                cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.rotary_dim, cfg.rope_theta
+                cfg.hidden_size,
+                cfg.num_heads,
+                cfg.head_dim,
+                cfg.rotary_dim,
+                cfg.rope_theta,
+                num_kv_heads=cfg.kv_heads,
+                bias=cfg.attention_bias,
             )
         else:
             self.mixer = SSDMixer(
@@ -83,8 +139,15 @@ class StudentBlock(nn.Module):
                 cfg.state_size,
                 cfg.conv_kernel,
                 cfg.chunk_size,
+                num_groups=cfg.kv_heads,
             )
-        self.mlp = MLP(cfg)
+        self.mlp = GatedMLP(cfg) if cfg.mlp == "gated" else MLP(cfg)
+
+    def _combine(self, h: torch.Tensor, normed: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
+        if self.parallel:
+            return h + mixed + self.mlp(normed)
+        h = h + mixed
+        return h + self.mlp(self.norm2(h))
 
     def forward(
         self, h: torch.Tensor, cache: LayerCache | None = None
@@ -92,7 +155,7 @@ class StudentBlock(nn.Module):
         """A whole sequence (training, prefill). h: (b, l, d)."""
         normed = self.norm(h)
         mixed, cache = self.mixer(normed, cache)
-        return h + mixed + self.mlp(normed), cache
+        return self._combine(h, normed, mixed), cache
 
     def step(self, h: torch.Tensor, cache: LayerCache | None) -> tuple[torch.Tensor, LayerCache]:
         """One token (generation). h: (b, 1, d)."""
@@ -101,7 +164,7 @@ class StudentBlock(nn.Module):
             mixed, cache = self.mixer(normed, cache)
         else:
             mixed, cache = self.mixer.step(normed, cache)
-        return h + mixed + self.mlp(normed), cache
+        return self._combine(h, normed, mixed), cache
 
 
 class StudentLM(nn.Module):
@@ -109,9 +172,25 @@ class StudentLM(nn.Module):
         super().__init__()
         self.config = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.positions = (
+            nn.Embedding(cfg.max_positions, cfg.hidden_size) if cfg.max_positions else None
+        )
         self.blocks = nn.ModuleList(StudentBlock(cfg, i) for i in range(cfg.num_layers))
-        self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size)
+        self.final_norm = make_norm(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=cfg.lm_head_bias)
+
+    def _embed(self, ids: torch.Tensor, offset: int) -> torch.Tensor:
+        """Token embeddings, plus learned positions offset..offset+l where the model has them."""
+        h = self.embed(ids)
+        if self.positions is None:
+            return h
+        end = offset + ids.size(1)
+        if end > self.config.max_positions:
+            raise ValueError(
+                f"position {end - 1} is past the {self.config.max_positions} learned positions "
+                "this student copied from its teacher"
+            )
+        return h + self.positions(torch.arange(offset, end, device=ids.device))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids: (b, l) -> logits (b, l, vocab)."""
@@ -121,7 +200,7 @@ class StudentLM(nn.Module):
         self, input_ids: torch.Tensor, last_only: bool = False
     ) -> tuple[torch.Tensor, list[LayerCache]]:
         """Logits (every position, or the last only) and the per-layer state after the last token."""
-        h = self.embed(input_ids)
+        h = self._embed(input_ids, 0)
         caches = []
         for block in self.blocks:
             h, cache = block(h)
@@ -134,7 +213,8 @@ class StudentLM(nn.Module):
         self, token_ids: torch.Tensor, caches: list[LayerCache]
     ) -> tuple[torch.Tensor, list[LayerCache]]:
         """One step: token_ids (b, 1) -> logits (b, 1, vocab), updated states."""
-        h = self.embed(token_ids)
+        seen = next((c.length for c in caches if c is not None), 0)
+        h = self._embed(token_ids, seen)
         new_caches = []
         for block, cache in zip(self.blocks, caches, strict=True):
             h, cache = block.step(h, cache)

@@ -1,4 +1,5 @@
-"""Teachers: Hugging Face causal LMs that can return their attention probabilities.
+"""Teachers: Hugging Face causal LMs (Phi, GPT-2, Llama families) that can return their
+attention probabilities.
 
 No pretrained causal LM is available offline, so ``build_phi_teacher`` makes a small Phi-style
 model (parallel attention/MLP block, partial RoPE) that ``training.train_causal_lm`` trains.
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from nlprec.mohawk.families import SUPPORTED_FAMILIES, decoder_layers, family_of
 from pydantic import BaseModel, Field
 from transformers import (
     AutoConfig,
@@ -19,8 +21,6 @@ from transformers import (
     PhiForCausalLM,
     PreTrainedModel,
 )
-
-SUPPORTED_FAMILIES = ("phi",)
 
 
 class TeacherConfig(BaseModel):
@@ -62,12 +62,7 @@ def build_phi_teacher(cfg: TeacherConfig, vocab_size: int) -> PhiForCausalLM:
 
 def prepare_teacher(model: PreTrainedModel) -> PreTrainedModel:
     """Check the family and make attention probabilities available (eager attention), frozen."""
-    family = model.config.model_type
-    if family not in SUPPORTED_FAMILIES:
-        raise ValueError(
-            f"teacher family {family!r} is not supported for student initialisation; "
-            f"supported: {SUPPORTED_FAMILIES}"
-        )
+    family_of(model.config)
     if model.config._attn_implementation != "eager":
         try:
             model.set_attn_implementation("eager")
@@ -105,7 +100,7 @@ def teacher_layer_io(
     ``hidden_states`` tuple holds at its ends differs between models and versions).
     Returns inputs[i], outputs[i]: (b, l, d); attentions[i]: (b, h, l, l); logits (b, l, vocab).
     """
-    layers = teacher.model.layers
+    layers = decoder_layers(teacher)
     inputs: list[torch.Tensor] = [None] * len(layers)  # type: ignore[list-item]
     outputs: list[torch.Tensor] = [None] * len(layers)  # type: ignore[list-item]
 

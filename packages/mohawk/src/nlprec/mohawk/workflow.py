@@ -8,7 +8,13 @@ from __future__ import annotations
 import logging
 
 import torch
-from nlprec.mohawk.data import encode, heldout_windows, load_corpus, train_tokenizer
+from nlprec.mohawk.data import (
+    encode,
+    heldout_windows,
+    load_corpus,
+    load_tokenizer,
+    train_tokenizer,
+)
 from nlprec.mohawk.evaluate import hf_logits, mean_kl, perplexity
 from nlprec.mohawk.stages import DistillConfig, run_mohawk, train_causal_lm
 from nlprec.mohawk.student import StudentConfig, StudentLM
@@ -30,10 +36,16 @@ class EvalConfig(BaseModel):
     probe_batch: int = Field(4, ge=1)  # windows used for the per-layer distances
 
 
-def prepare_corpus(corpus: str, data_root, vocab_size: int, max_chars: int | None):
-    """Tokenizer fitted on the training text; token streams (1-D) for train and held-out text."""
+def prepare_corpus(
+    corpus: str, data_root, vocab_size: int, max_chars: int | None, tokenizer_path=None
+):
+    """Tokenizer fitted on the training text (or loaded from ``tokenizer_path``); token streams
+    (1-D) for train and held-out text."""
     train_text, heldout_text = load_corpus(corpus, data_root, max_chars)
-    tokenizer = train_tokenizer(train_text, vocab_size)
+    if tokenizer_path is None:
+        tokenizer = train_tokenizer(train_text, vocab_size)
+    else:
+        tokenizer = load_tokenizer(tokenizer_path)
     return tokenizer, encode(tokenizer, train_text), encode(tokenizer, heldout_text)
 
 
@@ -70,13 +82,14 @@ def distill_student(
     from_attention: bool = True,
     chunk_size: int = 64,
     scan_backend: str = "auto",
+    stage3_runner=None,
 ) -> tuple[StudentLM, dict]:
     """Initialise a student from the teacher and run the configured MOHAWK stages."""
     torch.manual_seed(cfg.seed)
     config = student_config_for(teacher.config, attention_layers, chunk_size=chunk_size)
     student = init_student_from_teacher(teacher, config, from_attention=from_attention).train()
     student.set_scan_backend(scan_backend)
-    history = run_mohawk(student, teacher, train_ids, cfg, probe.to(teacher.device))
+    history = run_mohawk(student, teacher, train_ids, cfg, probe.to(teacher.device), stage3_runner)
     return student.eval(), history
 
 
