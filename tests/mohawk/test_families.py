@@ -12,7 +12,7 @@ from nlprec.mohawk.stages import (
     stage3_distillation,
 )
 from nlprec.mohawk.student import generate, load_student, save_student
-from nlprec.mohawk.teacher import load_teacher, prepare_teacher
+from nlprec.mohawk.teacher import TeacherConfig, build_teacher, load_teacher, prepare_teacher
 from nlprec.mohawk.training import OptimConfig
 from nlprec.mohawk.transfer import check_compatible, init_student_from_teacher, student_config_for
 from transformers import (
@@ -223,3 +223,20 @@ def test_unsupported_teachers_are_refused_clearly():
     )  # fmt: skip
     with pytest.raises(ValueError, match="qk_layernorm"):
         student_config_for(qk_norm)
+
+
+@pytest.mark.parametrize("family", ["phi", "gpt2", "llama"])
+def test_teachers_of_every_family_are_built_from_a_config(family):
+    kv_heads = 2 if family == "llama" else None
+    size = TeacherConfig(
+        family=family, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=kv_heads,
+        intermediate_size=48, max_position_embeddings=64,
+    )  # fmt: skip
+    teacher = build_teacher(size, VOCAB)
+    assert teacher.config.model_type == family
+    assert teacher.config._attn_implementation == "eager"
+    config = student_config_for(teacher.config)
+    assert (config.family, config.num_layers, config.intermediate_size) == (family, 2, 48)
+    assert config.kv_heads == (kv_heads or 4)
+    with pytest.raises(ValueError, match="num_kv_heads is for llama"):
+        build_teacher(size.model_copy(update={"family": "gpt2", "num_kv_heads": 2}), VOCAB)

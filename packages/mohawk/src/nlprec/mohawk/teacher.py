@@ -1,8 +1,9 @@
 """Teachers: Hugging Face causal LMs (Phi, GPT-2, Llama families) that can return their
 attention probabilities.
 
-No pretrained causal LM is available offline, so ``build_phi_teacher`` makes a small Phi-style
-model (parallel attention/MLP block, partial RoPE) that ``training.train_causal_lm`` trains.
+No pretrained causal LM is available offline, so ``build_teacher`` makes a small model that
+``stages.train_causal_lm`` trains: Phi-style by default (parallel attention/MLP block, partial
+RoPE), or GPT-2 or Llama (``TeacherConfig.family``).
 A teacher from a path is loaded with eager attention (the only kind that returns attention
 probabilities); ``prepare_teacher`` switches or refuses any other.
 """
@@ -10,6 +11,7 @@ probabilities); ``prepare_teacher`` switches or refuses any other.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 from nlprec.mohawk.families import SUPPORTED_FAMILIES, decoder_layers, family_of
@@ -17,6 +19,10 @@ from pydantic import BaseModel, Field
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
     PhiConfig,
     PhiForCausalLM,
     PreTrainedModel,
@@ -24,10 +30,12 @@ from transformers import (
 
 
 class TeacherConfig(BaseModel):
-    """Size of a Phi-style teacher trained from scratch."""
+    """Family and size of a teacher trained from scratch (Phi-style unless told otherwise)."""
 
     model_config = {"extra": "forbid"}
 
+    family: Literal["phi", "gpt2", "llama"] = "phi"
+    num_kv_heads: int | None = Field(None, ge=1, description="llama only: grouped-query K/V heads")
     hidden_size: int = Field(128, ge=8)
     num_layers: int = Field(4, ge=1)
     num_heads: int = Field(4, ge=1)
@@ -58,6 +66,49 @@ def build_phi_teacher(cfg: TeacherConfig, vocab_size: int) -> PhiForCausalLM:
         tie_word_embeddings=False,
     )
     return PhiForCausalLM._from_config(config, attn_implementation="eager")
+
+
+def build_teacher(cfg: TeacherConfig, vocab_size: int) -> PreTrainedModel:
+    """A randomly initialised teacher of ``cfg.family`` (eager attention, no dropout)."""
+    if cfg.family == "phi":
+        if cfg.num_kv_heads not in (None, cfg.num_heads):
+            raise ValueError("num_kv_heads is for llama teachers (the Phi teacher has none)")
+        return build_phi_teacher(cfg, vocab_size)
+    if cfg.hidden_size % cfg.num_heads:
+        raise ValueError(
+            f"hidden_size {cfg.hidden_size} not divisible by num_heads {cfg.num_heads}"
+        )
+    if cfg.family == "gpt2":
+        if cfg.num_kv_heads not in (None, cfg.num_heads):
+            raise ValueError("num_kv_heads is for llama teachers (GPT-2 has none)")
+        config = GPT2Config(
+            vocab_size=vocab_size,
+            n_positions=cfg.max_position_embeddings,
+            n_embd=cfg.hidden_size,
+            n_layer=cfg.num_layers,
+            n_head=cfg.num_heads,
+            n_inner=cfg.intermediate_size,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+        return GPT2LMHeadModel._from_config(config, attn_implementation="eager")
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads or cfg.num_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return LlamaForCausalLM._from_config(config, attn_implementation="eager")
 
 
 def prepare_teacher(model: PreTrainedModel) -> PreTrainedModel:

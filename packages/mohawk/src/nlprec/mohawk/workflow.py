@@ -18,7 +18,7 @@ from nlprec.mohawk.data import (
 from nlprec.mohawk.evaluate import hf_logits, mean_kl, perplexity
 from nlprec.mohawk.stages import DistillConfig, run_mohawk, train_causal_lm
 from nlprec.mohawk.student import StudentConfig, StudentLM
-from nlprec.mohawk.teacher import TeacherConfig, build_phi_teacher, prepare_teacher
+from nlprec.mohawk.teacher import TeacherConfig, build_teacher, prepare_teacher
 from nlprec.mohawk.training import OptimConfig
 from nlprec.mohawk.transfer import init_student_from_teacher, student_config_for
 from pydantic import BaseModel, Field
@@ -59,7 +59,7 @@ def train_teacher(
     device: str,
 ) -> tuple[PreTrainedModel, list[float]]:
     torch.manual_seed(seed)
-    teacher = build_phi_teacher(size, vocab_size).to(device).train()
+    teacher = build_teacher(size, vocab_size).to(device).train()
     losses = train_causal_lm(
         lambda ids: teacher(ids, use_cache=False).logits,
         teacher.parameters(),
