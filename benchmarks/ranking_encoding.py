@@ -1,11 +1,15 @@
-"""Corpus encoding throughput: nlprec's DenseRetriever path against a bare SentenceTransformer.encode
-(same model, batch size and max length), and the optional int8 path with its nDCG@10 cost.
+"""Corpus encoding throughput, side by side in one process: a bare SentenceTransformer.encode and
+nlprec's DenseRetriever.encode_documents on each backend (PyTorch float32 and int8, ONNX Runtime
+float32 and int8), same model, batch size, max length and thread count; then each path's
+nDCG@10 on a SciFact slice.
 
-Runs alternate (A B A B ...) so a busy machine slows both alike; the median is reported.
-nDCG@10 of fp32 vs int8 is measured on a SciFact slice: every test-relevant abstract plus random
-others, all test queries.
+Rounds alternate the paths (A B C D E, A B C D E, ...) so a busy machine slows them alike; the
+table gives the median docs/s and the median of the per-round ratios to bare encode (each ratio
+compares runs seconds apart). The nDCG slice is every test-relevant abstract plus random others,
+all test queries.
 
-    python benchmarks/ranking_encoding.py [--docs 256] [--batch-size 32] [--repeats 3] [--slice 300]
+    python benchmarks/ranking_encoding.py [--docs 64] [--batch-size 32] [--repeats 4] [--slice 100]
+        [--queries N] [--dry]
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import os
 import random
 import statistics
+import subprocess
 import time
 
 import torch
@@ -23,6 +28,14 @@ from nlprec.ranking.dense import DenseConfig, DenseRetriever
 from nlprec.ranking.encoder import load_encoder
 from nlprec.ranking.evaluate import evaluate_run
 
+BARE = "bare SentenceTransformer.encode (PyTorch fp32)"
+PATHS = {  # label -> DenseConfig fields
+    "nlprec DenseRetriever, PyTorch fp32": {},
+    "nlprec DenseRetriever, PyTorch int8 (torch dynamic quantisation)": {"int8": True},
+    "nlprec DenseRetriever, ONNX Runtime fp32": {"backend": "onnx"},
+    "nlprec DenseRetriever, ONNX Runtime int8 (per-channel dynamic)": {"backend": "onnx", "int8": True},
+}  # fmt: skip
+
 
 def timed(fn) -> float:
     start = time.perf_counter()
@@ -30,15 +43,15 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def slice_ndcg(ds, int8: bool, n_others: int) -> float:
-    qrels = ds.qrels["test"]
+def slice_ndcg(ds, retriever: DenseRetriever, n_others: int, n_queries: int | None) -> float:
+    qrels = dict(sorted(ds.qrels["test"].items())[:n_queries])
     relevant = {d for docs in qrels.values() for d in docs}
     others = [d for d in ds.corpus if d["id"] not in relevant]
     corpus = [d for d in ds.corpus if d["id"] in relevant] + random.Random(0).sample(
         others, n_others
     )
-    queries = ds.split_queries("test")
-    retriever = DenseRetriever(DenseConfig(int8=int8, device="cpu")).build(corpus, progress=False)
+    queries = {q: t for q, t in ds.split_queries("test").items() if q in qrels}
+    retriever.build(corpus, progress=False)
     hits = retriever.search(list(queries.values()), 100)
     return evaluate_run(qrels, {q: dict(h) for q, h in zip(queries, hits, strict=True)})["ndcg@10"]
 
@@ -49,54 +62,63 @@ def main() -> None:
         "--data",
         default=os.path.join(os.environ.get("NLPREC_DATA", "../shared/data"), "beir/scifact"),
     )
-    parser.add_argument("--docs", type=int, default=256)
+    parser.add_argument("--docs", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--slice", type=int, default=300, help="random non-relevant documents in the nDCG slice"
+        "--slice", type=int, default=100, help="random non-relevant documents in the nDCG slice"
     )
+    parser.add_argument("--queries", type=int, default=None, help="first N test queries (all)")
+    parser.add_argument("--dry", action="store_true", help="print only, RESULTS.md untouched")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     ds = load_beir(args.data)
-    docs = ds.corpus[: args.docs]
-    texts = [document_text(d) for d in docs]
+    texts = [document_text(d) for d in ds.corpus[: args.docs]]
     bare = load_encoder("minilm", device="cpu")
-    ours = DenseRetriever(DenseConfig(batch_size=args.batch_size, device="cpu"))
-    quantised = DenseRetriever(DenseConfig(batch_size=args.batch_size, device="cpu", int8=True))
-    runs = {
-        "bare SentenceTransformer.encode": lambda: bare.encode(
-            texts, batch_size=args.batch_size, normalize_embeddings=True, show_progress_bar=False
-        ),
-        "nlprec DenseRetriever.encode_documents": lambda: ours.encode_documents(
-            texts, progress=False
-        ),
-        "nlprec int8 (dynamic quantisation)": lambda: quantised.encode_documents(
-            texts, progress=False
-        ),
-    }
-    for fn in runs.values():  # warm-up: model loading, first allocation
+    retrievers = {
+        label: DenseRetriever(DenseConfig(batch_size=args.batch_size, device="cpu",
+                                          threads=args.threads, **fields))
+        for label, fields in PATHS.items()
+    }  # fmt: skip
+    runs = {BARE: lambda: bare.encode(texts, batch_size=args.batch_size, normalize_embeddings=True)}
+    for label, retriever in retrievers.items():
+        runs[label] = lambda r=retriever: r.encode_documents(texts, progress=False)
+    for fn in runs.values():  # warm-up: model loading, ONNX export (cached), first allocations
         fn()
     seconds = {name: [] for name in runs}
+    load = [os.getloadavg()[0]]
     for _ in range(args.repeats):
         for name, fn in runs.items():
             seconds[name].append(timed(fn))
-    median = {name: statistics.median(s) for name, s in seconds.items()}
-    base = median["bare SentenceTransformer.encode"]
-    ndcg_fp32, ndcg_int8 = slice_ndcg(ds, False, args.slice), slice_ndcg(ds, True, args.slice)
-    rows = [f"| {name} | {len(texts) / s:.1f} | {base / s:.2f}x |" for name, s in median.items()]
+        load.append(os.getloadavg()[0])
+    ratios = {
+        name: statistics.median(b / s for b, s in zip(seconds[BARE], secs, strict=True))
+        for name, secs in seconds.items()
+    }
+    ndcg = {label: slice_ndcg(ds, r, args.slice, args.queries) for label, r in retrievers.items()}
+    fp32 = ndcg["nlprec DenseRetriever, PyTorch fp32"]
+    rows = [f"| {BARE} | {len(texts) / statistics.median(seconds[BARE]):.1f} | 1.00x | {fp32:.4f} | - |"]
+    for label in PATHS:
+        speed = len(texts) / statistics.median(seconds[label])
+        rows.append(f"| {label} | {speed:.1f} | {ratios[label]:.2f}x | {ndcg[label]:.4f} | {ndcg[label] - fp32:+.4f} |")
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     table = "\n".join([
-        f"{len(texts)} SciFact abstracts, batch {args.batch_size}, max length {bare.max_seq_length}, torch threads 2, "
-        f"median of {args.repeats} alternating runs; {machine_description()} (shared machine: other jobs were running).",
+        f"{len(texts)} SciFact abstracts, batch {args.batch_size}, max length {bare.max_seq_length}, "
+        f"{args.threads} threads (torch and ONNX Runtime), {args.repeats} alternating rounds; "
+        f"{machine_description()}. Load average (1 min) during the rounds: "
+        f"{min(load):.1f}-{max(load):.1f} (`uptime` at the end: {uptime}).",
         "",
-        "| path | docs/s | vs bare |",
-        "|---|---|---|",
+        "| path | docs/s (median) | vs bare (median of per-round ratios) | nDCG@10 slice | vs fp32 |",
+        "|---|---|---|---|---|",
         *rows,
         "",
-        f"nDCG@10 on a SciFact slice (test-relevant abstracts + {args.slice} others, all test queries): "
-        f"fp32 {ndcg_fp32:.4f}, int8 {ndcg_int8:.4f} (loss {ndcg_fp32 - ndcg_int8:+.4f}).",
+        f"nDCG@10 slice: SciFact test-relevant abstracts + {args.slice} others, "
+        f"{args.queries or 'all 300'} test queries, Flat index (bare encode gives the PyTorch fp32 vectors: tested to 1e-5).",
     ])  # fmt: skip
     print(table)
-    record_section("ranking-encoding", table)
+    if not args.dry:
+        record_section("ranking-encoding", table)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """``nlprec-ranking``: batch indexing and batch search.
 
     nlprec-ranking index  --corpus corpus.jsonl --out DIR [--model minilm] [--index auto]
+                          [--backend torch|onnx] [--int8]
     nlprec-ranking search --index DIR --queries queries.jsonl --out run.trec [--k 1000]
                           [--mode hybrid] [--rerank MODEL] [--engine local|ray]
 
@@ -24,11 +25,16 @@ class DocumentEncoder:
     """Batch predictor: documents in, unit vectors out (the model is loaded once per worker)."""
 
     def __init__(
-        self, model: str = "minilm", batch_size: int = 64, max_seq_length: int | None = None
+        self,
+        model: str = "minilm",
+        batch_size: int = 64,
+        max_seq_length: int | None = None,
+        backend: str = "torch",
+        int8: bool = False,
     ):
         from nlprec.ranking.encoder import load_encoder
 
-        self.model = load_encoder(model, max_seq_length=max_seq_length)
+        self.model = load_encoder(model, max_seq_length=max_seq_length, int8=int8, backend=backend)
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
@@ -57,7 +63,12 @@ class QuerySearcher:
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         qids = [str(q) for q in batch.get("_id", batch.get("id"))]
         results = self.engine.search(list(batch["text"]), self.k, self.mode, rerank=self.rerank)
-        return {"qid": qids, "hits": [[{"doc_id": h.doc_id, "score": float(h.score)} for h in hits] for hits in results]}
+        return {
+            "qid": qids,
+            "hits": [
+                [{"doc_id": h.doc_id, "score": float(h.score)} for h in hits] for hits in results
+            ],
+        }
 
 
 def index_command(args: argparse.Namespace) -> None:
@@ -73,7 +84,13 @@ def index_command(args: argparse.Namespace) -> None:
     vectors_path = work / "vectors.jsonl"
     run_batch(
         DocumentEncoder,
-        {"model": args.model, "batch_size": args.batch_size, "max_seq_length": args.max_seq_length},
+        {
+            "model": args.model,
+            "batch_size": args.batch_size,
+            "max_seq_length": args.max_seq_length,
+            "backend": args.backend,
+            "int8": args.int8,
+        },  # fmt: skip
         args.corpus,
         vectors_path,
         engine=args.engine,
@@ -85,8 +102,9 @@ def index_command(args: argparse.Namespace) -> None:
         raise DataError(f"encoded ids do not match {args.corpus}: delete {work} and index again")
     vectors = np.asarray([r["vector"] for r in rows], dtype=np.float32)  # (n_docs, dim)
     config = DenseConfig(
-        model=args.model, faiss=FaissConfig(kind=args.index), max_seq_length=args.max_seq_length
-    )
+        model=args.model, faiss=FaissConfig(kind=args.index), max_seq_length=args.max_seq_length,
+        backend=args.backend, int8=args.int8,
+    )  # fmt: skip
     dense = DenseRetriever(config).build(docs, vectors=vectors)
     SearchEngine.build(docs, dense).save(out)
     shutil.rmtree(work, ignore_errors=True)
@@ -132,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--batch-size", type=int, default=64, help="texts per encoder forward pass")
     index.add_argument("--chunk-size", type=int, default=4096, help="documents per resumable part")
     index.add_argument("--max-seq-length", type=int, default=None)
+    index.add_argument(
+        "--backend", default="torch", choices=["torch", "onnx"], help="onnx: ONNX Runtime on CPU"
+    )
+    index.add_argument(
+        "--int8", action="store_true", help="dynamic int8 quantisation of the encoder (CPU)"
+    )
     index.add_argument("--engine", default="local", choices=["local", "ray"])
     index.set_defaults(func=index_command)
     search = commands.add_parser("search", help="search a queries file and write a TREC run")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 import faiss
 import numpy as np
@@ -44,6 +45,9 @@ class DenseConfig(BaseModel):
     passages: PassageConfig | None = None
     threads: int | None = Field(None, ge=1)
     device: str | None = None
+    backend: Literal["torch", "onnx"] = Field(
+        "torch", description="torch: sentence-transformers; onnx: ONNX Runtime on CPU"
+    )
     int8: bool = Field(False, description="dynamic int8 quantisation of the encoder (CPU)")
 
 
@@ -72,8 +76,14 @@ class DenseRetriever:
     @property
     def encoder(self):
         if self._encoder is None:
+            cfg = self.config
             self._encoder = enc.load_encoder(
-                str(self.model_dir), self.config.device, self.config.max_seq_length
+                str(self.model_dir),
+                cfg.device,
+                cfg.max_seq_length,
+                cfg.int8,
+                cfg.backend,
+                cfg.threads,
             )
         return self._encoder
 
@@ -99,8 +109,11 @@ class DenseRetriever:
         return entries, texts
 
     def encode_documents(self, texts: list[str], progress: bool = True) -> np.ndarray:
-        self.truncated += enc.count_truncated(self.encoder, texts)
-        return enc.encode(self.encoder, texts, self.config.batch_size, progress=progress)
+        vectors, truncated = enc.encode_counting(
+            self.encoder, texts, self.config.batch_size, progress=progress
+        )
+        self.truncated += truncated
+        return vectors
 
     # -- building and editing ---------------------------------------------------------------
     def build(

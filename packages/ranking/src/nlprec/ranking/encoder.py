@@ -62,15 +62,26 @@ def load_encoder(
     device: str | None = None,
     max_seq_length: int | None = None,
     int8: bool = False,
+    backend: str = "torch",
+    threads: int | None = None,
 ):
+    """A SentenceTransformer (``backend="torch"``, int8 = torch dynamic quantisation) or an
+    ``OnnxEncoder`` (``backend="onnx"``, int8 = ONNX Runtime per-channel dynamic quantisation)."""
+    model_dir = resolve_model_dir(name_or_path)
+    if backend == "onnx":
+        if device not in (None, "cpu"):
+            raise ValueError(f"the onnx backend runs on CPU only, not on device {device!r}")
+        from nlprec.ranking.onnx_encoder import OnnxEncoder
+
+        return OnnxEncoder(model_dir, max_seq_length, int8=int8, threads=threads)
+    if backend != "torch":
+        raise ValueError(f"unknown encoder backend {backend!r}: expected 'torch' or 'onnx'")
     import torch
     from sentence_transformers import SentenceTransformer
 
     # float32 weights even from an fp16 checkpoint: training and exact scores need them
     model_kwargs = {"dtype": torch.float32}
-    model = SentenceTransformer(
-        str(resolve_model_dir(name_or_path)), device=device, model_kwargs=model_kwargs
-    )
+    model = SentenceTransformer(str(model_dir), device=device, model_kwargs=model_kwargs)
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length
     return quantize_int8(model) if int8 else model
@@ -83,22 +94,50 @@ def embedding_dim(model) -> int:
     return int(getter())
 
 
+def _embed(model, encoding) -> np.ndarray:
+    """(batch, dim) embeddings of one tokenised batch, on either backend."""
+    if hasattr(model, "embed"):  # OnnxEncoder
+        return model.embed(encoding)
+    import torch
+
+    features = {k: v.to(model.device) for k, v in encoding.items()}
+    with torch.inference_mode():
+        return model(features)["sentence_embedding"].float().cpu().numpy()
+
+
+def encode_counting(
+    model, texts: list[str], batch_size: int = 64, progress: bool = False
+) -> tuple[np.ndarray, int]:
+    """(n, dim) float32 unit vectors and how many texts were longer than ``max_seq_length``.
+
+    The same work as ``SentenceTransformer.encode`` (texts sorted by length so batches pad
+    little, one tokenisation per batch, one forward pass) but the truncation count comes from
+    that same tokenisation (fast tokenizers keep the cut-off tail in ``overflowing``) instead of
+    a second pass over the corpus.
+    """
+    if not texts:
+        return np.zeros((0, embedding_dim(model)), dtype=np.float32), 0
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    vectors = np.empty((len(texts), embedding_dim(model)), dtype=np.float32)
+    tensors = "np" if hasattr(model, "embed") else "pt"
+    truncated = 0
+    starts = range(0, len(texts), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="Batches")
+    for start in starts:
+        rows = order[start : start + batch_size]
+        encoding = model.tokenizer(
+            [texts[i] for i in rows], padding=True, truncation=True,
+            max_length=model.max_seq_length, return_tensors=tensors,
+        )  # fmt: skip
+        truncated += sum(bool(e.overflowing) for e in encoding.encodings or [])
+        vectors[rows] = _embed(model, dict(encoding))
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12), truncated
+
+
 def encode(model, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """(n, dim) float32 unit vectors, so inner product = cosine similarity."""
-    if not texts:
-        return np.zeros((0, embedding_dim(model)), dtype=np.float32)
-    vectors = model.encode(
-        texts,
-        batch_size=batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=progress,
-    )
-    return np.ascontiguousarray(vectors, dtype=np.float32)
-
-
-def count_truncated(model, texts: list[str]) -> int:
-    """How many texts are longer than the encoder's max_seq_length (their tail is not seen)."""
-    limit = model.max_seq_length
-    lengths = [len(ids) for ids in model.tokenizer(texts, add_special_tokens=True)["input_ids"]]
-    return sum(length > limit for length in lengths)
+    return encode_counting(model, texts, batch_size, progress)[0]

@@ -212,6 +212,8 @@ class DenseStepConfig(BaseModel):
     max_seq_length: int | None = None
     passages: PassageConfig | None = None
     threads: int | None = None
+    backend: Literal["torch", "onnx"] = "torch"
+    int8: bool = False
     k: int = Field(1000, ge=1)
     train_k: int = Field(100, ge=1)
 
@@ -226,7 +228,8 @@ def dense_retrieve(ctx: StepContext, cfg: DenseStepConfig) -> dict:
     corpus = Corpus(_data_input(ctx))
     dense_cfg = DenseConfig(
         model=model, faiss=cfg.faiss, batch_size=cfg.batch_size, max_seq_length=cfg.max_seq_length,
-        passages=cfg.passages, threads=cfg.threads, device=ctx.device,
+        passages=cfg.passages, threads=cfg.threads, backend=cfg.backend, int8=cfg.int8,
+        device=None if cfg.backend == "onnx" else ctx.device,
     )  # fmt: skip
     retriever = DenseRetriever(dense_cfg).build(corpus.corpus)
     if retriever.truncated:

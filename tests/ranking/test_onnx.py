@@ -1,0 +1,94 @@
+"""Encoding paths: our batched loop against SentenceTransformer.encode, and the ONNX Runtime
+backend (float32 and int8) against the PyTorch model."""
+
+import numpy as np
+import pytest
+from nlprec.ranking.data import document_text
+from nlprec.ranking.encoder import encode_counting, load_encoder
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def texts(demo):
+    docs = [document_text(d) for d in demo["corpus"][:24]]
+    return docs + ["glass", "a castle in Oslo made of grey stone with winding stairs"]
+
+
+@pytest.fixture(scope="module")
+def onnx_home(tmp_path_factory):
+    """One export cache for the module (exporting takes seconds): NLPREC_HOME points there."""
+    home = tmp_path_factory.mktemp("onnx-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NLPREC_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="module")
+def reference(dense_retriever, texts):
+    return dense_retriever.encoder.encode(texts, batch_size=8, normalize_embeddings=True)
+
+
+def test_encode_matches_sentence_transformers_and_counts_truncation(dense_retriever, texts):
+    model = dense_retriever.encoder
+    kept, model.max_seq_length = model.max_seq_length, 16  # the shared fixture's: restored below
+    try:
+        vectors, truncated = encode_counting(model, texts, batch_size=8)
+        expected = model.encode(texts, batch_size=8, normalize_embeddings=True)
+    finally:
+        model.max_seq_length = kept
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    lengths = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
+    assert truncated == sum(n > 16 for n in lengths) > 0
+    assert encode_counting(model, [], 8)[0].shape == (0, 384)
+
+
+def test_onnx_float32_gives_the_torch_vectors(onnx_home, texts, reference):
+    model = load_encoder("minilm", backend="onnx", threads=1)
+    assert model.path.is_relative_to(onnx_home)
+    vectors, _ = encode_counting(model, texts, batch_size=8)
+    assert vectors.shape == reference.shape
+    assert np.min(np.sum(vectors * reference, axis=1)) > 0.9999
+
+
+def test_onnx_int8_stays_close_and_keeps_the_ranking(onnx_home, demo, reference, texts):
+    from nlprec.ranking.dense import DenseConfig, DenseRetriever
+
+    model = load_encoder("minilm", backend="onnx", int8=True, threads=1)
+    vectors, _ = encode_counting(model, texts, batch_size=8)
+    cosines = np.sum(vectors * reference, axis=1)
+    assert cosines.min() > 0.95 and cosines.mean() > 0.98, cosines
+    assert (
+        model.path.stat().st_size < 0.5 * load_encoder("minilm", backend="onnx").path.stat().st_size
+    )
+    # the last text is a query for a castle: int8 and float32 must rank the documents alike
+    docs = [{"id": f"d{i}", "text": t} for i, t in enumerate(texts[:-2])]
+    config = DenseConfig(backend="onnx", int8=True, threads=1)
+    quantised = DenseRetriever(config).build(docs, progress=False)
+    top = [d for d, _ in quantised.search([texts[-1]], k=5)[0]]
+    exact = np.argsort(-(reference[:-2] @ reference[-1]))[:5]
+    assert len(set(top) & {f"d{i}" for i in exact}) >= 4
+
+
+def test_onnx_backend_refuses_a_gpu_and_unknown_backends():
+    with pytest.raises(ValueError, match="CPU only"):
+        load_encoder("minilm", backend="onnx", device="cuda")
+    with pytest.raises(ValueError, match="unknown encoder backend"):
+        load_encoder("minilm", backend="tensorrt")
+
+
+def test_cli_index_with_the_onnx_int8_backend(onnx_home, demo, tmp_path):
+    import json
+
+    from nlprec.ranking.cli import main
+    from nlprec.ranking.engine import SearchEngine
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in demo["corpus"]))
+    argv = ["index", "--corpus", str(corpus), "--out", str(tmp_path / "engine"), "--index", "flat"]
+    assert main([*argv, "--backend", "onnx", "--int8"]) == 0
+    engine = SearchEngine.load(tmp_path / "engine")
+    assert (engine.dense.config.backend, engine.dense.config.int8) == ("onnx", True)
+    doc = demo["corpus"][0]
+    hits = engine.search([f"{doc['title']}. {doc['text']}"], k=3, mode="dense")[0]
+    assert hits[0].doc_id == doc["_id"]
