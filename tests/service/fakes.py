@@ -46,30 +46,51 @@ def _atomic_json(path: Path, data: object) -> None:
     os.replace(temporary, path / "state.json")
 
 
+@dataclass(frozen=True)
+class FakeSettings:
+    rerank_depth: int = 4  # below the 6 test documents, so a reranked list has a first-stage tail
+    rerank_alpha: float = 1.0
+
+
 class FakeEngine:
     has_reranker = True
+    settings = FakeSettings()
 
-    def __init__(self, documents: list[dict], delay_s: float = 0.0, has_reranker: bool = True):
+    def __init__(
+        self,
+        documents: list[dict],
+        delay_s: float = 0.0,
+        has_reranker: bool = True,
+        rerank_delay_s: float | None = None,
+    ):
         self.docs = {
             d["id"]: {"id": d["id"], "title": d.get("title", ""), "text": d["text"]}
             for d in documents
         }
         self.delay_s = delay_s
+        self.rerank_delay_s = delay_s if rerank_delay_s is None else rerank_delay_s
         self.has_reranker = has_reranker
         self.encode_calls: list[int] = []  # queries per encode_queries call
         self.search_calls: list[int] = []  # queries per search call
+        self.rerank_calls: list[int] = []  # documents per rerank call
 
     # --- persistence
     @classmethod
     def load(cls, directory: str | Path) -> FakeEngine:
         state = json.loads((Path(directory) / "state.json").read_text())
-        return cls(state["documents"], state.get("delay_s", 0.0), state.get("has_reranker", True))
+        return cls(
+            state["documents"],
+            state.get("delay_s", 0.0),
+            state.get("has_reranker", True),
+            state.get("rerank_delay_s"),
+        )
 
     def save(self, directory: str | Path) -> None:
         state = {
             "documents": list(self.docs.values()),
             "delay_s": self.delay_s,
             "has_reranker": self.has_reranker,
+            "rerank_delay_s": self.rerank_delay_s,
         }
         _atomic_json(Path(directory), state)
 
@@ -103,36 +124,27 @@ class FakeEngine:
     def search_dense_vectors(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
         return [self._top(self._dense(v), k) for v in vectors]
 
-    def search(
-        self, queries: list[str], k: int, mode: str = "bm25", rerank: bool = False
-    ) -> list[list[Hit]]:
+    def search(self, queries: list[str], k: int, mode: str = "bm25") -> list[list[Hit]]:
         if mode not in ("bm25", "dense", "hybrid"):
             raise ValueError(f"unknown mode {mode!r}")
         self.search_calls.append(len(queries))
         if mode == "bm25":
             time.sleep(self.delay_s)
-            results = [self._top(self._bm25(q), k) for q in queries]
-        elif mode == "dense":
-            results = self.search_dense_vectors(self.encode_queries(queries), k)
-        else:
-            vectors = self.encode_queries(queries)
-            results = []
-            for query, vector in zip(queries, vectors):
-                bm25, dense = self._bm25(query), self._dense(vector)
-                results.append(self._top({i: bm25[i] + dense[i] for i in self.docs}, k))
-        if rerank:
-            results = [self._rerank_hits(q, hits) for q, hits in zip(queries, results)]
+            return [self._top(self._bm25(q), k) for q in queries]
+        if mode == "dense":
+            return self.search_dense_vectors(self.encode_queries(queries), k)
+        results = []
+        for query, vector in zip(queries, self.encode_queries(queries)):
+            bm25, dense = self._bm25(query), self._dense(vector)
+            results.append(self._top({i: bm25[i] + dense[i] for i in self.docs}, k))
         return results
-
-    def _rerank_hits(self, query: str, hits: list[Hit]) -> list[Hit]:
-        scores = self.rerank(query, [self.docs[h.doc_id]["text"] for h in hits])
-        return sorted((Hit(h.doc_id, s) for h, s in zip(hits, scores)), key=lambda h: -h.score)
 
     def rerank(self, query: str, documents: list[str]) -> list[float]:
         if not self.has_reranker:
             raise RuntimeError("no reranker")
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        self.rerank_calls.append(len(documents))
+        if self.rerank_delay_s:
+            time.sleep(self.rerank_delay_s)
         terms = set(_tokens(query))
         return [len(terms & set(_tokens(d))) / (1 + len(terms)) for d in documents]
 

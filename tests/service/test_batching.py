@@ -162,19 +162,3 @@ async def test_model_work_never_blocks_the_event_loop(make_config, model_dirs):
         await call("recommend", client.post("/v1/recommend", json={"user_id": "u1"}))
         await search
     assert finished == ["health", "recommend", "search"]
-
-
-async def test_overload_is_shed_with_503_not_queued_forever(make_config, model_dirs):
-    fakes.FakeEngine(DOCUMENTS, delay_s=0.3).save(model_dirs["ranking"])
-    batching = {"max_batch_size": 1, "max_queue": 1, "max_pending_reranks": 1}
-    async with running(make_config(batching=batching)) as client:
-        reranks = [
-            client.post("/v1/rerank", json={"query": "q", "documents": ["a"]}) for _ in range(3)
-        ]
-        dense = [client.post("/v1/search", json={"query": "q", "mode": "dense"}) for _ in range(4)]
-        responses = await asyncio.gather(*reranks, *dense)
-    for group in (responses[:3], responses[3:]):
-        statuses = sorted(r.status_code for r in group)
-        assert statuses[0] == 200 and statuses[-1] == 503, statuses
-    shed = next(r for r in responses if r.status_code == 503)
-    assert shed.json()["type"] == "/problems/overloaded" and shed.headers["retry-after"] == "1"

@@ -11,7 +11,8 @@ queries that arrive together and encodes them in one call. The rule, per batcher
 
 While one batch runs, new arrivals queue up and form the next batch, so the wait in step 2 only
 costs latency when the service is nearly idle. `max_batch_size=1` is the unbatched reference:
-every item is processed alone, in arrival order.
+every item is processed alone, in arrival order. The queue itself is unbounded: callers bound the
+work they admit (`nlprec.service.lanes`).
 """
 
 from __future__ import annotations
@@ -32,10 +33,6 @@ class BatcherClosed(RuntimeError):
     """The batcher was stopped; no more items are accepted."""
 
 
-class BatcherFull(RuntimeError):
-    """`max_queue` items are already waiting: the caller should shed the request."""
-
-
 class MicroBatcher(Generic[Item, Result]):
     """Gathers concurrent `submit` calls into batches for one `process(items) -> results` call."""
 
@@ -46,7 +43,6 @@ class MicroBatcher(Generic[Item, Result]):
         *,
         max_batch_size: int,
         max_wait_s: float,
-        max_queue: int | None = None,
         on_batch: Callable[[int], None] | None = None,
     ):
         if max_batch_size < 1:
@@ -55,7 +51,7 @@ class MicroBatcher(Generic[Item, Result]):
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
         self.process, self.run = process, run
         self.max_batch_size, self.max_wait_s = max_batch_size, max_wait_s
-        self.on_batch, self.max_queue = on_batch, max_queue
+        self.on_batch = on_batch
         # None is the stop sentinel: queued after every accepted item, so those finish first.
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Result]] | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -71,8 +67,6 @@ class MicroBatcher(Generic[Item, Result]):
         """Queue one item and wait for its result (or the exception its batch raised)."""
         if self._closed:
             raise BatcherClosed("the service is shutting down")
-        if self.max_queue is not None and self._queue.qsize() >= self.max_queue:
-            raise BatcherFull(f"{self.max_queue} queries are already waiting")
         self.start()
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         await self._queue.put((item, future))

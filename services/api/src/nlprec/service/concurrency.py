@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -61,29 +61,32 @@ class AsyncReadWriteLock:
 
 
 class ModelRunner:
-    """Runs calls on one model in a thread pool: `read` calls share, `write` calls are exclusive."""
+    """Runs calls on one model in threads: `read` calls share, `write` calls are exclusive.
 
-    def __init__(self, executor: ThreadPoolExecutor):
+    `executor` is where calls run unless the caller names another (each lane has its own thread).
+    """
+
+    def __init__(self, executor: Executor):
         self.executor = executor
         self.lock = AsyncReadWriteLock()
 
-    async def _in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _in_thread(self, executor: Executor | None, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+        return await loop.run_in_executor(executor or self.executor, functools.partial(fn, *args))
 
-    async def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _read(self, executor: Executor | None, fn: Callable[..., T], *args: Any) -> T:
         async with self.lock.reading():
-            return await self._in_thread(fn, *args, **kwargs)
+            return await self._in_thread(executor, fn, *args)
 
-    async def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         async with self.lock.writing():
-            return await self._in_thread(fn, *args, **kwargs)
+            return await self._in_thread(None, fn, *args)
 
     # The locked call runs in its own task, shielded from the caller: if a client goes away,
     # the thread still finishes its work while holding the lock (a write is never half-left,
     # and no reader slips in beside a write that is still running).
-    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.shield(asyncio.ensure_future(self._read(fn, *args, **kwargs)))
+    async def read(self, fn: Callable[..., T], *args: Any, executor: Executor | None = None) -> T:
+        return await asyncio.shield(asyncio.ensure_future(self._read(executor, fn, *args)))
 
-    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.shield(asyncio.ensure_future(self._write(fn, *args, **kwargs)))
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.shield(asyncio.ensure_future(self._write(fn, *args)))

@@ -49,11 +49,21 @@ class BatchingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_batch_size: int = Field(32, ge=1, description="1 turns micro-batching off")
     max_wait_ms: float = Field(2.0, ge=0, description="longest a query waits for company")
-    max_queue: int = Field(
-        512, ge=1, description="queries waiting per batcher before new ones get 503 (load shedding)"
+
+
+class AdmissionConfig(BaseModel):
+    """Admission control per model lane (see `nlprec.service.lanes`): past these bounds a request
+    gets 503 overloaded with Retry-After at once instead of waiting behind an unbounded queue."""
+
+    model_config = ConfigDict(extra="forbid")
+    search_queue: int = Field(
+        256, ge=1, description="queries admitted (running or waiting) to the BM25/bi-encoder lane"
     )
-    max_pending_reranks: int = Field(
-        8, ge=1, description="reranked searches waiting before new ones get 503 (load shedding)"
+    rerank_queue: int = Field(
+        4, ge=1, description="reranked searches or rerank calls admitted to the cross-encoder lane"
+    )
+    recommend_queue: int = Field(
+        256, ge=1, description="recommendations admitted (running or waiting) to the recommender"
     )
 
 
@@ -80,8 +90,9 @@ class ServiceConfig(BaseModel):
     token: str | None = Field(None, description="bearer token for writes; unset: writes refused")
     read_token: str | None = Field(None, description="when set, reads need it (or `token`)")
     read_only: bool = Field(False, description="refuse every write endpoint")
-    model_threads: int = Field(4, ge=1, description="threads running model work off the event loop")
-    torch_threads: int = Field(2, ge=1, description="torch intra-op threads per worker")
+    torch_threads: int = Field(
+        1, ge=1, description="torch intra-op threads per worker (each model lane is one thread)"
+    )
     snapshot_every_events: int = Field(
         10_000, ge=1, description="snapshot the recommender after this many logged events"
     )
@@ -89,6 +100,7 @@ class ServiceConfig(BaseModel):
     log_level: str = "info"
     limits: Limits = Field(default_factory=Limits)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
 
     @model_validator(mode="after")
     def _workers_need_read_only(self) -> ServiceConfig:
@@ -98,6 +110,12 @@ class ServiceConfig(BaseModel):
             raise ValueError("workers > 1 needs read_only: true (each worker holds its own models)")
         if self.ranking_model is None and self.sessionrec_model is None:
             raise ValueError("configure at least one of ranking_model, sessionrec_model")
+        if self.admission.search_queue < self.limits.max_batch:
+            # A batch search larger than the lane's bound could never be admitted.
+            raise ValueError(
+                f"admission.search_queue ({self.admission.search_queue}) must be at least "
+                f"limits.max_batch ({self.limits.max_batch})"
+            )
         return self
 
 

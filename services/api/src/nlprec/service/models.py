@@ -75,7 +75,8 @@ class ServedModels:
         self.config, self.metrics = config, metrics
         self._loaders = loaders
         self.state_dir = config.state_dir if config.state_dir is not None else default_state_dir()
-        self.executor = ThreadPoolExecutor(config.model_threads, thread_name_prefix="nlprec-model")
+        # Loading and writes; reads run in each model's lane (`nlprec.service.lanes`).
+        self.executor = ThreadPoolExecutor(2, thread_name_prefix="nlprec-model")
         self.search: SearchBackend | None = None
         self.recommend: RecommendBackend | None = None
         self.status: dict[str, ModelStatus] = {}
@@ -100,6 +101,7 @@ class ServedModels:
             engine,
             ModelRunner(self.executor),
             self.config.batching,
+            self.config.admission,
             save_dir=saved,
             on_batch=lambda name, size: self.metrics.batch_size.labels(batcher=name).observe(size),
         )
@@ -116,6 +118,7 @@ class ServedModels:
             folder,
             loaders.make_event,
             self.config.snapshot_every_events,
+            self.config.admission.recommend_queue,
         )
 
     # ------------------------------------------------------------ lifecycle (event loop)
@@ -156,7 +159,7 @@ class ServedModels:
             await self.search.stop()
         if self.recommend is not None:
             try:
-                await self.recommend.snapshot()
+                await self.recommend.close()
             except Exception:
                 logger.exception(
                     "sessionrec: snapshot at shutdown failed (the event log still has every event)"

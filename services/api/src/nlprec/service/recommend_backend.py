@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nlprec.service.concurrency import ModelRunner
+from nlprec.service.lanes import Lane
 from nlprec.service.problems import ProblemError
 from nlprec.service.state import EventLog, Snapshots
 
@@ -78,8 +79,10 @@ class RecommendBackend:
         folder: Path,
         make_event: Callable[..., Any],
         snapshot_every_events: int,
+        max_pending: int,
     ):
         self.recommender, self.runner = recommender, runner
+        self.lane = Lane("recommend", max_pending)
         self.make_event = make_event
         self.log = EventLog(folder / "events.jsonl")
         self.snapshots = Snapshots(folder)
@@ -129,14 +132,18 @@ class RecommendBackend:
         self, user_id: str | None, history: Any, k: int, exclude_seen: bool
     ) -> tuple[Recommended, float]:
         start = time.perf_counter()
-        found = await self.runner.read(self._recommend, user_id, history, k, exclude_seen)
+        with self.lane.admit():
+            found = await self.lane.run(
+                self.runner, self._recommend, user_id, history, k, exclude_seen
+            )
         return found, (time.perf_counter() - start) * 1000
 
     async def add_events(self, events: list[dict[str, Any]]) -> int:
         """Log and apply the events; returns how many were new (not seen by event_id before)."""
         return await self.runner.write(self._add_events, events)
 
-    async def snapshot(self) -> None:
-        """Snapshot now if anything was logged since the last snapshot (used at shutdown)."""
+    async def close(self) -> None:
+        """At shutdown: snapshot if anything was logged since the last snapshot, end the lane."""
+        self.lane.shutdown()
         if self._logged_since_snapshot:
             await self.runner.write(self._snapshot)

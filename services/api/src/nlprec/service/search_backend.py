@@ -1,18 +1,19 @@
 """Search, rerank and index updates on a `nlprec.ranking` SearchEngine, served asynchronously.
 
-Which call goes where:
+Which call goes where (lanes: `nlprec.service.lanes`):
 
 - dense queries go through a micro-batcher: one `encode_queries` for the whole batch, then one
   `search_dense_vectors` with the largest k asked, each caller keeping its own top k;
 - hybrid and bm25 queries go through a micro-batcher each, grouped by k, as one
   `search(queries, k, mode)` per group;
-- reranked searches run `search(..., rerank=True)` one request at a time.
+- those batches run in the *search lane* (BM25 and the bi-encoder, one call at a time);
+- a reranked search takes its first stage (at the engine's rerank depth) through the same
+  batchers, then scores the candidates with the cross-encoder in the *rerank lane*, and blends the
+  scores as the engine does (`nlprec.ranking.rerank.rerank_at_depth`). The cross-encoder's seconds
+  per call therefore never hold up plain searches, and its admitted backlog is small.
 
-Every engine call holds `model_lane`, so the engine runs one call at a time: a Hugging Face fast
-tokenizer must not be used from two threads at once (it raises "Already borrowed"), nor a
-PyStemmer stemmer (not thread-safe), and on a small CPU two concurrent forward passes are no faster
-than one after the other anyway; batching is what buys throughput. Document updates are writes:
-they wait for running reads, run alone, and save the engine (atomically) before answering.
+Document updates are writes: they wait for running reads, run alone, and save the engine
+(atomically) before answering.
 """
 
 from __future__ import annotations
@@ -21,15 +22,22 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from nlprec.service.batching import BatcherFull, MicroBatcher
+from nlprec.ranking.rerank import rerank_at_depth
+from nlprec.service.batching import MicroBatcher
 from nlprec.service.concurrency import ModelRunner
-from nlprec.service.config import BatchingConfig
+from nlprec.service.config import AdmissionConfig, BatchingConfig
+from nlprec.service.lanes import Lane
 from nlprec.service.problems import ProblemError
+
+
+class RerankSettings(Protocol):
+    rerank_depth: int  # candidates the cross-encoder scores per query
+    rerank_alpha: float  # weight of the cross-encoder against the first stage
 
 
 class Engine(Protocol):
@@ -37,10 +45,9 @@ class Engine(Protocol):
 
     has_reranker: bool
     model_versions: dict[str, str]
+    settings: RerankSettings
 
-    def search(
-        self, queries: list[str], k: int, mode: str, rerank: bool = False
-    ) -> list[list[Any]]: ...
+    def search(self, queries: list[str], k: int, mode: str) -> list[list[Any]]: ...
     def encode_queries(self, queries: list[str]) -> np.ndarray: ...
     def search_dense_vectors(self, vectors: np.ndarray, k: int) -> list[list[Any]]: ...
     def rerank(self, query: str, documents: list[str]) -> list[float]: ...
@@ -48,12 +55,6 @@ class Engine(Protocol):
     def add_documents(self, documents: list[dict[str, str]]) -> Any: ...
     def delete_document(self, doc_id: str) -> Any: ...
     def save(self, directory: str | Path) -> Any: ...
-
-
-def _overloaded(detail: str) -> ProblemError:
-    return ProblemError(
-        503, "overloaded", f"overloaded: {detail}; retry later", {"Retry-After": "1"}
-    )
 
 
 @dataclass(frozen=True)
@@ -76,18 +77,13 @@ class SearchBackend:
         engine: Engine,
         runner: ModelRunner,
         batching: BatchingConfig,
+        admission: AdmissionConfig,
         save_dir: Path,
         on_batch: Callable[[str, int], None] | None = None,
     ):
         self.engine, self.runner, self.save_dir = engine, runner, save_dir
-        self.model_lane = asyncio.Lock()
-        batch_options = {
-            "max_batch_size": batching.max_batch_size,
-            "max_wait_s": batching.max_wait_ms / 1000,
-            "max_queue": batching.max_queue,
-        }
-        self.max_pending_reranks = batching.max_pending_reranks
-        self._pending_reranks = 0
+        self.search_lane = Lane("search", admission.search_queue)
+        self.rerank_lane = Lane("rerank", admission.rerank_queue)
         processes = {
             "dense": self._dense_batch,
             "hybrid": functools.partial(self._search_batch, "hybrid"),
@@ -96,9 +92,10 @@ class SearchBackend:
         self.batchers: dict[str, MicroBatcher[QueryItem, list[ScoredDocument]]] = {
             mode: MicroBatcher(
                 process,
-                self._run_in_lane,
+                self._run_in_search_lane,
+                max_batch_size=batching.max_batch_size,
+                max_wait_s=batching.max_wait_ms / 1000,
                 on_batch=functools.partial(on_batch, mode) if on_batch else None,
-                **batch_options,
             )
             for mode, process in processes.items()
         }
@@ -108,8 +105,11 @@ class SearchBackend:
         return {str(k): str(v) for k, v in self.engine.model_versions.items()}
 
     async def stop(self) -> None:
+        """Finish the queued batches, then end the lanes' threads."""
         for batcher in self.batchers.values():
             await batcher.stop()
+        for lane in (self.search_lane, self.rerank_lane):
+            lane.shutdown()
 
     # ------------------------------------------------------------ model calls (worker threads)
 
@@ -146,12 +146,29 @@ class SearchBackend:
                 results[position] = self._documents(found)
         return results  # type: ignore[return-value]
 
-    def _search_direct(
-        self, queries: list[str], k: int, mode: str, rerank: bool
+    def _rerank_batch(
+        self, queries: list[str], candidates: list[list[ScoredDocument]], k: int
     ) -> list[list[ScoredDocument]]:
-        return [
-            self._documents(found) for found in self.engine.search(queries, k, mode, rerank=rerank)
-        ]
+        """Cross-encoder scores for each query's first-stage candidates, blended as the engine's
+        own `search(..., rerank=True)` does, cut to k."""
+        settings = self.engine.settings
+        results = []
+        for query, found in zip(queries, candidates):
+            top = found[: settings.rerank_depth]
+            if not top:
+                results.append([])
+                continue
+            texts = [f"{d.title} {d.text}".strip() for d in top]  # what the engine indexes
+            scores = self.engine.rerank(query, texts)
+            reranked = {"q": {d.id: float(s) for d, s in zip(top, scores)}}
+            first_stage = {"q": {d.id: d.score for d in found}}
+            blended = rerank_at_depth(
+                reranked, first_stage, settings.rerank_depth, settings.rerank_alpha
+            )["q"]
+            by_id = {d.id: d for d in found}
+            ranked = sorted(blended.items(), key=lambda item: -item[1])[:k]
+            results.append([replace(by_id[i], score=float(score)) for i, score in ranked])
+        return results
 
     def _update_and_save(self, change: Callable[[], Any]) -> Any:
         result = change()
@@ -160,19 +177,8 @@ class SearchBackend:
 
     # ------------------------------------------------------------ async API (event loop)
 
-    async def _run_in_lane(self, fn: Callable[..., Any], *args: Any) -> Any:
-        async with self.model_lane:
-            return await self.runner.read(fn, *args)
-
-    async def _rerank_lane(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """The model lane for cross-encoder calls (seconds each on a CPU), with load shedding."""
-        if self._pending_reranks >= self.max_pending_reranks:
-            raise _overloaded(f"{self._pending_reranks} reranking requests are already waiting")
-        self._pending_reranks += 1
-        try:
-            return await self._run_in_lane(fn, *args)
-        finally:
-            self._pending_reranks -= 1
+    async def _run_in_search_lane(self, fn: Callable[..., Any], items: list[Any]) -> Any:
+        return await self.search_lane.run(self.runner, fn, items, items=len(items))
 
     def _require_reranker(self) -> None:
         if not self.engine.has_reranker:
@@ -180,28 +186,34 @@ class SearchBackend:
                 409, "no-reranker", "the loaded ranking model has no reranker; use rerank=false"
             )
 
+    async def _first_stage(self, queries: list[str], k: int, mode: str) -> list[Any]:
+        batcher = self.batchers[mode]
+        return list(await asyncio.gather(*(batcher.submit(QueryItem(q, k)) for q in queries)))
+
     async def search_many(
         self, queries: list[str], k: int, mode: str, rerank: bool
     ) -> tuple[list[list[ScoredDocument]], float]:
         """Results per query and the milliseconds spent waiting for and in model calls."""
         start = time.perf_counter()
-        if rerank:
-            self._require_reranker()
-            results = await self._rerank_lane(self._search_direct, queries, k, mode, True)
-        else:
-            batcher = self.batchers[mode]
-            try:
-                results = list(
-                    await asyncio.gather(*(batcher.submit(QueryItem(q, k)) for q in queries))
-                )
-            except BatcherFull as full:
-                raise _overloaded(str(full)) from full
+        if not rerank:
+            with self.search_lane.admit(len(queries)):
+                results = await self._first_stage(queries, k, mode)
+            return results, (time.perf_counter() - start) * 1000
+        self._require_reranker()
+        depth = max(k, self.engine.settings.rerank_depth)
+        with self.rerank_lane.admit():  # the scarce lane first: refuse before any work is done
+            with self.search_lane.admit(len(queries)):
+                candidates = await self._first_stage(queries, depth, mode)
+            results = await self.rerank_lane.run(
+                self.runner, self._rerank_batch, queries, candidates, k
+            )
         return results, (time.perf_counter() - start) * 1000
 
     async def rerank(self, query: str, documents: list[str]) -> tuple[list[float], float]:
         self._require_reranker()
         start = time.perf_counter()
-        scores = await self._rerank_lane(self.engine.rerank, query, documents)
+        with self.rerank_lane.admit():
+            scores = await self.rerank_lane.run(self.runner, self.engine.rerank, query, documents)
         return [float(s) for s in scores], (time.perf_counter() - start) * 1000
 
     def _add_new_documents(self, documents: list[dict[str, str]]) -> Any:
