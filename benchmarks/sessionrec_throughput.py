@@ -1,10 +1,10 @@
 """PISA training throughput and scoring latency on the CPU, one process (1 and 2 torch threads)
 and two gloo DDP processes under torchrun; the GPU rows are read from the device runs' JSON
-(benchmarks/sessionrec_gpu.py, benchmarks/sessionrec_cj.py; same settings: max_sessions 10,
+(benchmarks/sessionrec_gpu.py, benchmarks/sessionrec_tuned.py; same settings: max_sessions 10,
 batch 256).
 
     NLPREC_DATA=../shared/data flock /tmp/nlprec-bench.lock nice -n 5 python \
-        benchmarks/sessionrec_throughput.py --gpu-json sessionrec_gpu.json sessionrec_cj.json
+        benchmarks/sessionrec_throughput.py --gpu-json sessionrec_tafeng.json sessionrec_completejourney.json
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ from sessionrec_gpu import scoring_latency
 
 N_USERS = 2000
 MODEL = dict(epochs=2, max_sessions=10, batch_size=256)
+DATA_LABELS = {
+    "tafeng": "all 13,858 TaFeng users, 12k items",
+    "completejourney": "Complete Journey, 68k items",
+}
 
 
 def ddp_speed(data: SessionData, folder: Path, nproc: int = 2) -> float:
@@ -44,7 +48,7 @@ def ddp_speed(data: SessionData, folder: Path, nproc: int = 2) -> float:
 
 
 def gpu_rows(paths: list[str]) -> list[str]:
-    """Rows from sessionrec_gpu.py (TaFeng pisa) and sessionrec_cj.py (timing) result files."""
+    """Rows from sessionrec_gpu.py (TaFeng pisa) and sessionrec_tuned.py (timing) result files."""
     rows = []
     for path in paths:
         report = json.loads(Path(path).read_text())
@@ -57,8 +61,9 @@ def gpu_rows(paths: list[str]) -> list[str]:
             )
         if report.get("timing"):
             t = report["timing"]
+            data = DATA_LABELS[report.get("dataset", "completejourney")]
             rows.append(
-                f"| {t['card']}, Complete Journey, 68k items (sessionrec_cj.py) | "
+                f"| {t['card']}, {data} (sessionrec_tuned.py) | "
                 f"{t['train_sessions_per_s']:,.0f} | {t['latency_ms_per_user']:.1f} |"
             )
     return rows

@@ -51,7 +51,7 @@ BASELINE_GRIDS = {
         {"within_decay": 1.0, "group_decay": 0.9},
         {"group_size": 3},
     ],
-    "up_cf": [{}, {"shrink": 0.0}, {"recency": 5, "alpha": 0.25, "locality": 5, "shrink": 0.0}],
+    "up_cf": [{}, {"shrink": 1000.0}, {"recency": 5, "alpha": 0.25, "locality": 5}],
 }
 VARIANTS_ORDER = ("pisa", "pisa_bl_spr", "pisa_bl", "sasrec")
 SEEDS = (0, 1, 2)

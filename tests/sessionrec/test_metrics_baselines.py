@@ -90,6 +90,28 @@ def test_tifu_vector_by_hand_and_knn_and_upcf_run():
         assert 0 <= result["ndcg@10".replace("10", "3")] <= 1
 
 
+def test_upcf_neighbours_order_the_users_tied_items():
+    """u bought items 0 and 1 once each (tied own popularity); v, who shares item 0, buys item 1
+    every time: item 1 must rank above item 0. With a large shrink and q = 10 the neighbour term
+    (~1e-30) vanished below float64 resolution and the tie fell to item index order."""
+
+    def user(name: str, baskets: list[list[int]]) -> UserSessions:
+        return UserSessions(
+            name, [np.array(b) for b in baskets], np.arange(len(baskets), dtype=float)
+        )
+
+    data = SessionData(
+        [f"i{i}" for i in range(4)],
+        [user("u", [[0, 1], [3]]), user("v", [[0, 1], [1], [1], [2]])],
+        time_scale=1.0,
+    )
+    split = temporal_split(data, 1, 0)
+    scores = UPCF().fit(split).score(split.data, split.test_cases[:1])[0]
+    assert scores[1] > scores[0] > 0
+    tied = UPCF(shrink=1000.0).fit(split).score(split.data, split.test_cases[:1])[0]
+    assert tied[1] == tied[0]  # the float64 effect the default avoids
+
+
 @pytest.fixture(scope="module")
 def tafeng(shared_data):
     return read_reality_check(shared_data / "baskets" / "tafeng")
