@@ -131,3 +131,11 @@ async def test_reranked_search_keeps_the_first_stage_below_the_rerank_depth(clie
 def test_search_queue_must_admit_the_largest_batch():
     with pytest.raises(ValueError, match="admission.search_queue"):
         ServiceConfig(admission={"search_queue": 8}, limits={"max_batch": 64})
+
+
+async def test_a_lane_thread_runs_with_the_configured_torch_threads():
+    torch = pytest.importorskip("torch")
+    lane = Lane("search", max_pending=1, threads=1)
+    with ThreadPoolExecutor(1) as executor:
+        assert await lane.run(ModelRunner(executor), torch.get_num_threads) == 1
+    lane.shutdown()

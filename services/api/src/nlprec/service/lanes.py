@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,25 @@ from nlprec.service.problems import ProblemError
 T = TypeVar("T")
 SMOOTHING = 0.2  # weight of the newest call in the running mean of seconds per item
 MAX_RETRY_AFTER_S = 60
+
+
+def limit_threads(threads: int | None) -> None:
+    """Cap torch's intra-op and FAISS's OpenMP threads for the calling thread and the threads it
+    starts later, for the libraries the model packages brought in (never imported here).
+
+    Called in each lane's thread as it starts: torch keeps a thread's own setting once the thread
+    has used it, so a cap set elsewhere does not reach a lane. On a small, shared CPU, more than
+    one thread per call mostly spins and contends (measured: 4x the CPU time per query encoding
+    with 2 threads on the loaded 2-core machine).
+    """
+    if threads is None:
+        return
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    faiss = sys.modules.get("faiss")
+    if faiss is not None:
+        faiss.omp_set_num_threads(threads)
 
 
 class LaneFull(ProblemError):
@@ -44,12 +64,15 @@ class LaneFull(ProblemError):
 class Lane:
     """One model's worker thread, with a bound on the work admitted to it."""
 
-    def __init__(self, name: str, max_pending: int):
+    def __init__(self, name: str, max_pending: int, threads: int | None = None):
+        """`threads`: torch/FAISS threads for the lane's calls (None: the libraries' default)."""
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
         self.name, self.max_pending = name, max_pending
         self.pending = 0  # items admitted and not finished (running or waiting)
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"nlprec-{name}")
+        self.executor = ThreadPoolExecutor(
+            1, thread_name_prefix=f"nlprec-{name}", initializer=limit_threads, initargs=(threads,)
+        )
         self.seconds_per_item = 0.0  # running mean over recent calls
         self._turn: asyncio.Lock | None = None  # created on the event loop at first use
 

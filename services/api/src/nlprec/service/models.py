@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 from nlprec.core.paths import nlprec_home
 from nlprec.service.concurrency import ModelRunner
 from nlprec.service.config import ServiceConfig
+from nlprec.service.lanes import limit_threads
 from nlprec.service.metrics import ServiceMetrics
 from nlprec.service.problems import ProblemError
 from nlprec.service.recommend_backend import RecommendBackend, Recommender, load_with_log
@@ -59,13 +59,6 @@ def default_state_dir() -> Path:
     return nlprec_home() / ".nlprec" / "service-state"
 
 
-def _limit_torch_threads(threads: int) -> None:
-    """Cap torch's intra-op threads, if the model packages brought torch in (never import it here)."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(threads)
-
-
 class ServedModels:
     """The loaded backends, their status, and the thread pool they run in."""
 
@@ -103,6 +96,7 @@ class ServedModels:
             self.config.batching,
             self.config.admission,
             save_dir=saved,
+            threads=self.config.torch_threads,
             on_batch=lambda name, size: self.metrics.batch_size.labels(batcher=name).observe(size),
         )
 
@@ -119,6 +113,7 @@ class ServedModels:
             loaders.make_event,
             self.config.snapshot_every_events,
             self.config.admission.recommend_queue,
+            threads=self.config.torch_threads,
         )
 
     # ------------------------------------------------------------ lifecycle (event loop)
@@ -128,7 +123,7 @@ class ServedModels:
         loop = asyncio.get_running_loop()
         try:
             loaders = self._loaders or await loop.run_in_executor(self.executor, default_loaders)
-            _limit_torch_threads(self.config.torch_threads)
+            limit_threads(self.config.torch_threads)
         except Exception as error:  # the packages themselves cannot be imported
             logger.exception("cannot import the model packages")
             for status in self.status.values():

@@ -80,9 +80,10 @@ class RecommendBackend:
         make_event: Callable[..., Any],
         snapshot_every_events: int,
         max_pending: int,
+        threads: int | None = None,
     ):
         self.recommender, self.runner = recommender, runner
-        self.lane = Lane("recommend", max_pending)
+        self.lane = Lane("recommend", max_pending, threads)
         self.make_event = make_event
         self.log = EventLog(folder / "events.jsonl")
         self.snapshots = Snapshots(folder)

@@ -80,10 +80,11 @@ class SearchBackend:
         admission: AdmissionConfig,
         save_dir: Path,
         on_batch: Callable[[str, int], None] | None = None,
+        threads: int | None = None,
     ):
         self.engine, self.runner, self.save_dir = engine, runner, save_dir
-        self.search_lane = Lane("search", admission.search_queue)
-        self.rerank_lane = Lane("rerank", admission.rerank_queue)
+        self.search_lane = Lane("search", admission.search_queue, threads)
+        self.rerank_lane = Lane("rerank", admission.rerank_queue, threads)
         processes = {
             "dense": self._dense_batch,
             "hybrid": functools.partial(self._search_batch, "hybrid"),
