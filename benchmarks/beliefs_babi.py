@@ -1,4 +1,6 @@
-"""bAbI tasks 1 and 2 (en-10k): breakpoint transformer vs flat, hypothesis-only, majority, last-mention.
+"""bAbI tasks 1 and 2 (en-10k) or CLUTRR: breakpoint transformer vs flat, hypothesis-only, majority,
+last-mention. With ``--format clutrr`` it trains on validation.csv (k = 2, 3) and reports
+proposition accuracy by k on test.csv (k = 2..10).
 
 Run (a GPU; writes results JSON, no MLflow needed):
     PYTHONPATH=packages/core/src:packages/beliefs/src python benchmarks/beliefs_babi.py run \
@@ -28,7 +30,8 @@ from nlprec.beliefs.baselines import (
     predict_last_mention,
     train_flat,
 )
-from nlprec.beliefs.metrics import evaluate
+from nlprec.beliefs.clutrr import load_clutrr
+from nlprec.beliefs.metrics import accuracy_by, evaluate
 from nlprec.beliefs.model import BreakpointConfig, BreakpointModel
 from nlprec.beliefs.training import TrainConfig, predict_breakpoint, train_breakpoint
 
@@ -54,13 +57,18 @@ def run(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    train = load_babi(Path(args.data), "train", args.tasks, limit_per_task=args.train_limit)
-    test = load_babi(Path(args.data), "test", args.tasks, limit_per_task=args.test_limit)
-    subset = [
-        s
-        for task in args.tasks
-        for s in [x for x in test if x.meta["task"] == task][: args.flat_stories]
-    ]
+    if args.format == "clutrr":
+        train = load_clutrr(Path(args.data), "train")[: args.train_limit]
+        test = load_clutrr(Path(args.data), "test")[: args.test_limit]
+        subset = test[:: max(1, len(test) // args.flat_stories)][: args.flat_stories]  # every k
+    else:
+        train = load_babi(Path(args.data), "train", args.tasks, limit_per_task=args.train_limit)
+        test = load_babi(Path(args.data), "test", args.tasks, limit_per_task=args.test_limit)
+        subset = [
+            s
+            for task in args.tasks
+            for s in [x for x in test if x.meta["task"] == task][: args.flat_stories]
+        ]
     results: dict = {
         "device": device_name(device),
         "tasks": args.tasks,
@@ -76,6 +84,8 @@ def run(args: argparse.Namespace) -> None:
 
     def record(name: str, stories, predictions, **extra) -> None:
         results["models"][name] = {**evaluate(stories, predictions), **extra}
+        if args.format == "clutrr":
+            results["models"][name]["prop_acc_by_k"] = accuracy_by(stories, predictions, "k")
         print(name, json.dumps(results["models"][name]), flush=True)
         save()
 
@@ -88,23 +98,23 @@ def run(args: argparse.Namespace) -> None:
         if clock.left() < 30:
             break
         train_cfg.max_seconds = args.train_seconds
-        name = "breakpoint" if attention == "prefix" else f"breakpoint_{attention}"
+        name = "breakpoint" + ("_reader" if args.reader != "none" else "")
+        name += "" if attention == "prefix" else f"_{attention}"
         model_cfg = BreakpointConfig(
             encoder=args.encoder,
             scorer=args.scorer,
             attention=attention,
             constraint_weight=args.constraint_weight,
+            reader=args.reader,
         )
         model = BreakpointModel(model_cfg)
+        if args.freeze_encoder:  # diagnosis: train projection, reader and scorer only
+            model.encoder.requires_grad_(False)
         stats = train_breakpoint(model, train, train_cfg, device)
         predictions, rate = predict_breakpoint(model, test, device, batch_size=64)
         sub_predictions, subset_rate = predict_breakpoint(model, subset, device, batch_size=64)
         record(name, test, predictions, **stats, infer_pairs_per_s=rate)
-        results["models"][f"{name}@subset"] = {
-            **evaluate(subset, sub_predictions),
-            "infer_pairs_per_s": subset_rate,
-        }
-        save()
+        record(f"{name}@subset", subset, sub_predictions, infer_pairs_per_s=subset_rate)
     for hypothesis_only in (False, True):
         if args.skip_flat or clock.left() < 15:
             break
@@ -207,6 +217,7 @@ def main() -> None:
     go.add_argument("--data", default="../shared/data/beliefs/babi/en-10k")
     go.add_argument("--encoder", default="minilm")
     go.add_argument("--out", default="out/babi")
+    go.add_argument("--format", choices=["babi", "clutrr"], default="babi")
     go.add_argument("--tasks", type=int, nargs="+", default=[1, 2])
     go.add_argument("--train-limit", type=int, default=None)
     go.add_argument("--test-limit", type=int, default=None)
@@ -216,14 +227,20 @@ def main() -> None:
     go.add_argument("--head-lr", type=float, default=1e-3)
     go.add_argument("--scorer", default="mlp")
     go.add_argument("--constraint-weight", type=float, default=0.1)
-    go.add_argument("--attention", nargs="+", default=["prefix", "bidirectional"])
+    go.add_argument(
+        "--attention", nargs="*", default=["prefix", "bidirectional"], help="none: flat only"
+    )
+    go.add_argument("--reader", choices=["none", "attention"], default="none")
     go.add_argument("--flat-pairs", type=int, default=100_000)
     go.add_argument("--flat-batch-size", type=int, default=256)
-    go.add_argument("--flat-stories", type=int, default=20, help="test stories per task for flat")
+    go.add_argument(
+        "--flat-stories", type=int, default=20, help="test stories per bAbI task (CLUTRR: in all)"
+    )
     go.add_argument(
         "--train-seconds", type=float, default=30, help="training cap per breakpoint model"
     )
     go.add_argument("--skip-flat", action="store_true")
+    go.add_argument("--freeze-encoder", action="store_true", help="breakpoint models: heads only")
     go.add_argument("--budget", type=float, default=100, help="seconds; later stages are skipped")
     rec = sub.add_parser("record")
     rec.add_argument("results", type=Path, nargs="+")

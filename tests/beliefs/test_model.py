@@ -48,6 +48,36 @@ def test_bidirectional_attention_lets_early_breakpoints_see_later_text(tiny_enco
     assert not torch.allclose(states[0], reference[0], atol=1e-3)
 
 
+def test_prefix_mask_gives_the_gradients_of_encoding_each_prefix_alone(tiny_encoder, stories):
+    """Training sees the same function as the reference: encoder gradients agree too."""
+    model = make_model(tiny_encoder, attention="prefix")
+    story = max(stories, key=lambda s: s.n_breakpoints)
+    weights = torch.randn(16, generator=torch.Generator().manual_seed(1))
+
+    def encoder_grads(states: torch.Tensor) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        (states @ weights).sum().backward()
+        return {
+            n: p.grad.clone() for n, p in model.encoder.named_parameters() if p.grad is not None
+        }
+
+    one_pass = encoder_grads(model.breakpoint_states(model.collate([story]))[0])
+    reference = encoder_grads(reference_prefix_states(model, story))
+    assert one_pass.keys() == reference.keys()
+    for name, grad in reference.items():
+        torch.testing.assert_close(one_pass[name], grad, atol=1e-5, rtol=1e-3, msg=name)
+
+
+def test_frozen_encoder_fraction_trains_the_heads_only(tiny_encoder, stories):
+    model = make_model(tiny_encoder, reader="attention")
+    encoder_before = [p.detach().clone() for p in model.encoder.parameters()]
+    heads_before = [p.detach().clone() for p in model.reader.parameters()]
+    cfg = TrainConfig(epochs=1, batch_size=3, frozen_encoder_fraction=1.0)
+    train_breakpoint(model, stories, cfg, "cpu")
+    assert all(torch.equal(a, b) for a, b in zip(encoder_before, model.encoder.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(heads_before, model.reader.parameters()))
+
+
 def test_mask_matches_a_loop_reference():
     groups = torch.tensor([[0, 1, 1, 2, 2, 3, 1 << 30]])
     mask = attention_mask_4d(groups, "prefix", torch.float32)[0, 0] == 0
@@ -86,8 +116,9 @@ def test_bad_input_is_an_error_naming_the_story(tiny_encoder, stories):
         model.collate([Story("empty", [], [], [])])
 
 
-def test_save_and_load_reproduce_predictions(tiny_encoder, stories, tmp_path):
-    model = make_model(tiny_encoder, scorer="bilinear")
+@pytest.mark.parametrize("reader", ["none", "attention"])
+def test_save_and_load_reproduce_predictions(tiny_encoder, stories, tmp_path, reader):
+    model = make_model(tiny_encoder, scorer="bilinear", reader=reader)
     before, _ = predict_breakpoint(model, stories, "cpu")
     loaded = BreakpointModel.load(model.save(tmp_path / "m"))
     after, _ = predict_breakpoint(loaded, stories, "cpu")

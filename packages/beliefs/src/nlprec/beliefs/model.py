@@ -5,6 +5,9 @@
     proposition p_j = normalise(W meanpool(encoder(prop_j)))       [U, d]  (once per unique string)
     logits     scorer(b_i, p_j) -> true / false / unknown           [B, T, P, 3]
 
+With ``reader="attention"`` the state is conditioned on the proposition before scoring: p_j
+attends over the breakpoints 1..i (see reader.py), giving s_ij = normalise(b_i + r_ij).
+
 W is one projection shared by breakpoints and propositions. With ``attention="prefix"`` the
 attention mask works at sentence granularity (block-causal): a token of sentence i (and [BRK]_i) sees [CLS] and
 sentences 1..i only, so b_i depends on no later text and equals the state of the prefix
@@ -20,6 +23,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from nlprec.beliefs.reader import BreakpointReader
 from nlprec.beliefs.records import IGNORE, Story, StoryError
 from nlprec.beliefs.scorers import SCORERS
 from pydantic import BaseModel, Field
@@ -41,6 +45,10 @@ class BreakpointConfig(BaseModel):
     max_length: int = Field(512, ge=8)
     max_prop_length: int = Field(32, ge=4)
     constraint_weight: float = Field(0.0, ge=0)
+    reader: Literal["none", "attention"] = Field(
+        "none", description="condition each breakpoint state on the proposition (reader.py)"
+    )
+    reader_heads: int = Field(4, ge=1)
 
 
 def resolve_encoder(name: str) -> str:
@@ -114,6 +122,11 @@ class BreakpointModel(nn.Module):
         hidden = self.encoder.config.hidden_size
         self.projection = nn.Linear(hidden, cfg.proj_dim)  # shared by breakpoints and propositions
         self.scorer = SCORERS[cfg.scorer](cfg.proj_dim)
+        self.reader = (
+            BreakpointReader(hidden, cfg.proj_dim, cfg.reader_heads)
+            if cfg.reader == "attention"
+            else None
+        )
 
     # ---- batching ---------------------------------------------------------------------------
     def collate(self, stories: list[Story]) -> StoryBatch:
@@ -211,15 +224,18 @@ class BreakpointModel(nn.Module):
         return labels, constraints, c_mask
 
     # ---- encoding ---------------------------------------------------------------------------
-    def breakpoint_states(self, batch: StoryBatch) -> torch.Tensor:
-        """L2-normalised states [B, T, d] from one encoder pass over each story."""
+    def breakpoint_hidden(self, batch: StoryBatch) -> torch.Tensor:
+        """Encoder output [B, T, H] at every breakpoint, from one encoder pass over each story."""
         dtype = next(self.encoder.parameters()).dtype
         mask = attention_mask_4d(batch.groups, self.cfg.attention, dtype)
         hidden = self.encoder(input_ids=batch.input_ids, attention_mask=mask).last_hidden_state
-        at_breakpoints = torch.gather(
+        return torch.gather(
             hidden, 1, batch.breakpoint_positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-        )  # [B, T, H]
-        return F.normalize(self.projection(at_breakpoints), dim=-1)
+        )
+
+    def breakpoint_states(self, batch: StoryBatch) -> torch.Tensor:
+        """L2-normalised states [B, T, d]."""
+        return F.normalize(self.projection(self.breakpoint_hidden(batch)), dim=-1)
 
     def proposition_embeddings(
         self, input_ids: torch.Tensor, attention: torch.Tensor
@@ -232,9 +248,12 @@ class BreakpointModel(nn.Module):
 
     def forward(self, batch: StoryBatch) -> torch.Tensor:
         """Logits [B, T, P, 3]."""
-        states = self.breakpoint_states(batch)
+        hidden = self.breakpoint_hidden(batch)
+        states = F.normalize(self.projection(hidden), dim=-1)  # [B, T, d]
         unique = self.proposition_embeddings(batch.prop_input_ids, batch.prop_attention)
         props = unique[batch.prop_index]  # [B, P, d]
+        if self.reader is not None:
+            states = self.reader(hidden, batch.breakpoint_mask, states, props)  # [B, T, P, d]
         return self.scorer(states, props)
 
     # ---- persistence ------------------------------------------------------------------------
@@ -245,6 +264,8 @@ class BreakpointModel(nn.Module):
         self.tokenizer.save_pretrained(directory / "encoder")
         heads = {f"projection.{k}": v for k, v in self.projection.state_dict().items()}
         heads |= {f"scorer.{k}": v for k, v in self.scorer.state_dict().items()}
+        if self.reader is not None:
+            heads |= {f"reader.{k}": v for k, v in self.reader.state_dict().items()}
         save_file(
             {k: v.contiguous() for k, v in heads.items()}, str(directory / "heads.safetensors")
         )
@@ -264,6 +285,10 @@ class BreakpointModel(nn.Module):
         model.scorer.load_state_dict(
             {k[7:]: v for k, v in heads.items() if k.startswith("scorer.")}
         )
+        if model.reader is not None:
+            model.reader.load_state_dict(
+                {k[7:]: v for k, v in heads.items() if k.startswith("reader.")}
+            )
         return model.to(device).eval()
 
 

@@ -1,7 +1,8 @@
 """Scorers: (breakpoint state, proposition embedding) -> logits over true / false / unknown.
 
-Inputs are L2-normalised vectors: breakpoints ``b`` [B, T, d] and propositions ``p`` [B, P, d];
-every scorer returns logits [B, T, P, 3].
+Inputs are L2-normalised vectors: breakpoint states ``b`` [B, T, d] (one per breakpoint) or
+[B, T, P, d] (one per (breakpoint, proposition) pair, when a reader conditions the state on the
+proposition) and propositions ``p`` [B, P, d]; every scorer returns logits [B, T, P, 3].
 
 - dot:       logit_c = s * <normalise(W_c b), p> + bias_c   (one projection per label, scale s learnt)
 - bilinear:  logit_c = b^T W_c p + bias_c
@@ -27,9 +28,12 @@ class DotScorer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(N_LABELS))
 
     def forward(self, b: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        per_label = rearrange(self.per_label(b), "B T (c d) -> B T c d", c=N_LABELS)
+        per_label = rearrange(self.per_label(b), "... (c d) -> ... c d", c=N_LABELS)
         per_label = F.normalize(per_label, dim=-1)
-        cosine = torch.einsum("btcd,bpd->btpc", per_label, p)
+        if b.dim() == 4:  # one state per pair
+            cosine = torch.einsum("btpcd,bpd->btpc", per_label, p)
+        else:
+            cosine = torch.einsum("btcd,bpd->btpc", per_label, p)
         return self.log_scale.exp() * cosine + self.bias
 
 
@@ -40,7 +44,8 @@ class BilinearScorer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(N_LABELS))
 
     def forward(self, b: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("btd,cde,bpe->btpc", b, self.weight, p) * b.shape[-1] ** 0.5 + self.bias
+        pattern = "btpd,cde,bpe->btpc" if b.dim() == 4 else "btd,cde,bpe->btpc"
+        return torch.einsum(pattern, b, self.weight, p) * b.shape[-1] ** 0.5 + self.bias
 
 
 class MLPScorer(nn.Module):
@@ -53,7 +58,7 @@ class MLPScorer(nn.Module):
     def forward(self, b: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         T, P = b.shape[1], p.shape[1]
         b, p = b * b.shape[-1] ** 0.5, p * p.shape[-1] ** 0.5  # unit-scale entries for the MLP
-        b_grid = b.unsqueeze(2).expand(-1, -1, P, -1)  # [B, T, P, d]
+        b_grid = b if b.dim() == 4 else b.unsqueeze(2).expand(-1, -1, P, -1)  # [B, T, P, d]
         p_grid = p.unsqueeze(1).expand(-1, T, -1, -1)  # [B, T, P, d]
         return self.mlp(torch.cat([b_grid, p_grid, b_grid * p_grid], dim=-1))
 
