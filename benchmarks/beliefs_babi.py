@@ -35,7 +35,7 @@ from nlprec.beliefs.metrics import accuracy_by, evaluate
 from nlprec.beliefs.model import BreakpointConfig, BreakpointModel
 from nlprec.beliefs.training import TrainConfig, predict_breakpoint, train_breakpoint
 
-SECTION = "beliefs: bAbI tasks 1-2 (en-10k)"
+SECTIONS = {"babi": "beliefs: bAbI tasks 1-2 (en-10k)", "clutrr": "beliefs: CLUTRR accuracy by k"}
 
 
 class Clock:
@@ -149,7 +149,7 @@ def _fmt(value) -> str:
 
 
 def results_table(results: dict) -> str:
-    tasks = results["tasks"]
+    tasks = results["tasks"] if results["args"].get("format", "babi") == "babi" else []
     columns = ["prop_acc", "macro_f1", "all_correct", "constraint_violation", "qa_acc"]
     columns += [f"qa{t}.{m}" for t in tasks for m in ("prop_acc", "qa_acc")]
     columns += ["train_pairs_per_s", "infer_pairs_per_s"]
@@ -166,6 +166,39 @@ def results_table(results: dict) -> str:
         cells = " | ".join(_fmt(metrics.get(c)) for c in columns)
         lines.append(f"| {name.removesuffix('@subset')} | {where} | {cells} |")
     return "\n".join(lines)
+
+
+def by_k_table(results: dict) -> str:
+    """Proposition accuracy by CLUTRR k (rows: models; the flat models score a subset)."""
+    rows = {n: m["prop_acc_by_k"] for n, m in results["models"].items() if "prop_acc_by_k" in m}
+    ks = sorted({k for by_k in rows.values() for k in by_k}, key=int)
+    lines = ["| model | eval set | " + " | ".join(f"k={k}" for k in ks) + " |"]
+    lines.append("|---|---|" + "---|" * len(ks))
+    for name, by_k in rows.items():
+        where = f"{results['n_subset']} stories" if name.endswith("@subset") else "test"
+        cells = " | ".join(_fmt(by_k.get(k)) for k in ks)
+        lines.append(f"| {name.removesuffix('@subset')} | {where} | {cells} |")
+    return "\n".join(lines)
+
+
+def describe_run(results: dict) -> str:
+    args = results["args"]
+    if args.get("format") == "clutrr":
+        data = f"CLUTRR validation.csv (k = 2, 3; {results['n_train']} stories), tested on test.csv"
+    else:
+        data = (
+            f"en-10k tasks {results['tasks']} train ({results['n_train']} stories, windows of at "
+            "most 60 sentences)"
+        )
+    encoder = "frozen encoder" if args.get("freeze_encoder") else "fine-tuned encoder"
+    return (
+        f"**Run `{device_command(args)}`** — card: {results['device']}; trained on {data}, up to "
+        f"{args['epochs']} epochs capped at {args['train_seconds']:.0f} s per breakpoint model "
+        f"({encoder}, reader {args.get('reader', 'none')}), lr {args['lr']} / head "
+        f"{args['head_lr']}, scorer {args['scorer']}, constraint weight "
+        f"{args['constraint_weight']}; flat: one pass over at most {args['flat_pairs']:,} sampled "
+        f"training pairs ({'not run' if args.get('skip_flat') else 'capped by time'})."
+    )
 
 
 def device_command(args: dict) -> str:
@@ -186,26 +219,25 @@ def device_command(args: dict) -> str:
     return command + " ".join(flags).replace(str(args.get("out")), "$OUT")
 
 
-def record_results(paths: list[Path], note: str) -> None:
+def record_results(paths: list[Path], note: str, section: str | None = None) -> None:
     """One RESULTS.md section with a table per run (the JSON files that ``run`` wrote)."""
     from nlprec.core.bench import record_section
 
     parts = []
     for path in paths:
         results = json.loads(Path(path).read_text())
-        args = results["args"]
-        parts.append(
-            f"**Run `{device_command(args)}`** — card: {results['device']}; trained on en-10k tasks "
-            f"{results['tasks']} train ({results['n_train']} stories, windows of at most 60 sentences), "
-            f"up to {args['epochs']} epochs capped at {args['train_seconds']:.0f} s per breakpoint model, "
-            f"lr {args['lr']} / head {args['head_lr']}, scorer {args['scorer']}, constraint weight "
-            f"{args['constraint_weight']}; flat: one pass over at most {args['flat_pairs']:,} sampled "
-            f"training pairs ({'not run' if args.get('skip_flat') else 'capped by time'}).\n\n"
-            + results_table(results)
-        )
+        part = describe_run(results) + "\n\n" + results_table(results)
+        if results["args"].get("format") == "clutrr":
+            part += "\n\nProposition accuracy by k:\n\n" + by_k_table(results)
+        parts.append(part)
+    first = json.loads(Path(paths[0]).read_text())["args"].get("format", "babi")
     text = "Pairs per second count (breakpoint, proposition) pairs.\n\n" + "\n\n".join(parts)
     command = "each run's command above (run on the card named), then `.venv/bin/python benchmarks/beliefs_babi.py record <run JSON files> --note <analysis>` on"
-    record_section(SECTION, text + "\n\n" + note, command=command)
+    devices = sorted({json.loads(Path(p).read_text())["device"] for p in paths})
+    machine = f"{', '.join(devices)} (the runs above; recorded on this machine)"
+    record_section(
+        section or SECTIONS[first], text + "\n\n" + note, command=command, machine=machine
+    )
 
 
 def main() -> None:
@@ -245,11 +277,12 @@ def main() -> None:
     rec = sub.add_parser("record")
     rec.add_argument("results", type=Path, nargs="+")
     rec.add_argument("--note", default="", help="analysis appended under the tables")
+    rec.add_argument("--section", default=None, help="RESULTS.md section (default: by format)")
     args = parser.parse_args()
     if args.command == "run":
         run(args)
     else:
-        record_results(args.results, args.note)
+        record_results(args.results, args.note, args.section)
 
 
 if __name__ == "__main__":
