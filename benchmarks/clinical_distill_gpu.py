@@ -1,11 +1,12 @@
-"""The clinical distillation table on a GPU: adapt the teacher, distil two students, train the
-MLM-only and random-init baselines, fine-tune all five on the three tasks over three seeds.
+"""The clinical distillation table on a GPU: adapt the teacher, distil the students (layer subset,
+small random, factorised), train the MLM-only and random-init baselines, fine-tune every model on
+the three tasks over three seeds.
 
 Calls the package's functions directly (no MLflow, no nlprec.core), so it runs on the device
 machine, where only torch/transformers/pydantic are installed. Two sub-commands:
 
-  run     --data DATA_ROOT --teacher MODEL_DIR --out OUT [--tiny]   (writes OUT/rows.json, OUT/table.md)
-  record  --rows OUT/rows.json                                       (adds CPU speed here, writes RESULTS.md)
+  run     --data DATA_ROOT --teacher MODEL_DIR --out OUT [--tiny] [--models a,b]   (writes OUT/rows.json)
+  record  --rows OUT/rows.json [--speed speed.json]    (CPU columns measured here; writes RESULTS.md)
 
 Work is split over processes (the GPU is mostly idle with one small model) and bounded by
 --budget seconds: what is finished by then is written; unfinished jobs are reported as missing.
@@ -18,27 +19,49 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 
 STUDENT_SMALL = {"kind": "random", "num_layers": 4, "hidden_size": 192, "num_heads": 12, "intermediate_size": 512}
 STUDENT_LAYERS = {"kind": "layer_subset"}
+# factorised (ALBERT layout): word embeddings at E, teacher layers copied at full width; both <= 1/3 of MiniLM
+STUDENT_FACT = {"kind": "factorised", "num_layers": 2, "embedding_size": 120}
+STUDENT_FACT3 = {"kind": "factorised", "num_layers": 3, "embedding_size": 64}
+
+# name -> how it is trained. `adapted`: built from the adapted teacher (so it waits for adaptation);
+# `steps`: "student" or "long" (the factorised students distil longer). Listed in evaluation priority.
+MODELS = {
+    "teacher": {},
+    "student_fact": {"mode": "distill", "student": STUDENT_FACT, "steps": "long", "lr": 2e-4, "hidden_loss": "cosine",
+                     "adapted": True},
+    "mlm_only_fact": {"mode": "mlm", "student": STUDENT_FACT, "steps": "long", "lr": 2e-4, "adapted": True},
+    "student_fact3": {"mode": "distill", "student": STUDENT_FACT3, "steps": "long", "lr": 2e-4,
+                      "hidden_loss": "cosine", "adapted": True},
+    "student_layers": {"mode": "distill", "student": STUDENT_LAYERS, "steps": "student", "lr": 1e-4,
+                       "hidden_loss": "cosine", "adapted": True},
+    "student_small": {"mode": "distill", "student": STUDENT_SMALL, "steps": "student", "lr": 5e-4, "hidden_loss": "mse",
+                      "attention": 1.0, "adapted": True},
+    "mlm_only": {"mode": "mlm", "student": STUDENT_SMALL, "steps": "student", "lr": 5e-4, "adapted": False},
+    "random_init": {"mode": "none", "student": STUDENT_SMALL, "steps": "student", "lr": 5e-4, "adapted": False},
+}
 
 
 def _settings(tiny: bool) -> dict:
     if tiny:
-        return {"teacher_steps": 3, "student_steps": 3, "batch": 8, "max_len": 64, "seeds": [0],
+        return {"teacher_steps": 3, "student_steps": 3, "long_steps": 4, "batch": 8, "max_len": 64, "seeds": [0],
+                "max_texts": 200,
                 "task": {"epochs": 1, "max_len": 64, "max_train": 32, "max_test": 16}}
-    return {"teacher_steps": 400, "student_steps": 800, "batch": 64, "max_len": 128, "seeds": [0, 1, 2],
-            "task": {}}
+    return {"teacher_steps": 400, "student_steps": 800, "long_steps": 1200, "batch": 64, "max_len": 128,
+            "seeds": [0, 1, 2], "task": {}, "max_texts": None}
 
 
-def _corpus(data: Path) -> dict:
+def _corpus(data: Path, limit: int | None = None) -> dict:
+    """Adaptation/distillation texts and held-out texts; `limit` caps both (tiny CPU smoke runs)."""
     from nlprec.clinical_distill import data as real_data
 
     corpus = real_data.clinical_corpus(data / "clinical")
-    return {"train": corpus["train"], "heldout": corpus["heldout"]}
+    return {"train": corpus["train"][:limit], "heldout": corpus["heldout"][: limit and limit // 10]}
 
 
 def _adapt_teacher(args, s: dict, corpus: dict, out: Path) -> dict:
@@ -57,30 +80,36 @@ def _adapt_teacher(args, s: dict, corpus: dict, out: Path) -> dict:
 
 
 def _student_job(job: dict) -> dict:
-    """One student-side model: distilled (layer subset / small) or MLM-only or untrained."""
+    """One student-side model: distilled, MLM-only, or untrained (random_init)."""
     sys.path[:0] = job["sys_path"]
     import torch
-    from nlprec.clinical_distill.distill import DistillConfig, distill, layer_subset_map
+    from nlprec.clinical_distill.distill import DistillConfig, copied_layer_maps, distill
+    from nlprec.clinical_distill.factorised import token_counts
     from nlprec.clinical_distill.mlm import MLMConfig, train_mlm
-    from nlprec.clinical_distill.models import load_masked_lm, load_tokenizer, quiet_transformers
-    from nlprec.clinical_distill.students import StudentConfig, build_student, default_layer_subset
+    from nlprec.clinical_distill.models import (
+        encoder_parameters,
+        load_masked_lm,
+        load_tokenizer,
+        quiet_transformers,
+    )
+    from nlprec.clinical_distill.students import StudentConfig, build_student, student_layers
 
     quiet_transformers()
+    torch.set_num_threads(2)
     torch.manual_seed(0)
     start = time.time()
     attention = job["mode"] == "distill" and job.get("attention", 0) > 0
     teacher = load_masked_lm(job["teacher_dir"], attention_outputs=attention)
     tokenizer = load_tokenizer(job["teacher_dir"])
     student_cfg = StudentConfig(**job["student"])
-    student = build_student(teacher, student_cfg)
     texts = job["texts"]
+    counts = token_counts(tokenizer, texts, teacher.config.vocab_size) if student_cfg.kind == "factorised" else None
+    student = build_student(teacher, student_cfg, counts)
     common = {"steps": job["steps"], "batch_size": job["batch"], "max_len": job["max_len"], "lr": job["lr"]}
     if job["mode"] == "distill":
-        extra = {}
-        if student_cfg.kind == "layer_subset":
-            extra["layer_map"] = layer_subset_map(default_layer_subset(teacher.config.num_hidden_layers))
         cfg = DistillConfig(**common, kd_weight=1.0, hidden_weight=1.0, hidden_loss=job["hidden_loss"],
-                            attention_weight=job.get("attention", 0.0), attention_loss="kl", **extra)
+                            attention_weight=job.get("attention", 0.0), attention_loss="kl")
+        cfg = copied_layer_maps(cfg, student_layers(teacher, student_cfg))
         history = distill(teacher, student, tokenizer, texts, cfg, job["device"], show_progress=False)
         last = history[-1]
     elif job["mode"] == "mlm":
@@ -89,22 +118,47 @@ def _student_job(job: dict) -> dict:
         last = {}
     student.cpu().save_pretrained(job["out_dir"])
     tokenizer.save_pretrained(job["out_dir"])
-    return {"name": job["name"], "seconds": time.time() - start, "last_loss": last}
+    return {"name": job["name"], "seconds": time.time() - start, "last_loss": last, "steps": job["steps"],
+            "params": encoder_parameters(student), "kind": student_cfg.kind}
 
 
 def _eval_job(job: dict) -> dict:
     sys.path[:0] = job.pop("sys_path")
+    import torch
     from nlprec.clinical_distill.harness import _run_job
     from nlprec.clinical_distill.models import quiet_transformers
 
     quiet_transformers()
+    torch.set_num_threads(2)
     start = time.time()
     return {**_run_job(job), "seconds": time.time() - start}
 
 
+def _eval_jobs(name: str, s: dict, args, models_dir: Path, tasks: dict) -> list[dict]:
+    """Fine-tuning jobs of one model, seed-major, so a budget cut drops the last seeds first."""
+    from nlprec.clinical_distill.harness import DEFAULT_SETTINGS
+
+    jobs = []
+    for seed in s["seeds"]:
+        for task in ("ner", "nli", "section"):
+            settings = DEFAULT_SETTINGS[task].model_copy(update=s["task"])
+            if task == "ner" and not args.tiny:
+                settings = settings.model_copy(update={"epochs": 2})
+            jobs.append({"model": name, "path": str(models_dir / name), "task": task, "data": tasks[task],
+                         "seed": seed, "device": args.device, "settings": settings.model_dump(),
+                         "sys_path": sys.path[:3]})
+    return jobs
+
+
+def _training_job(name: str, spec: dict, s: dict, base: dict, models_dir: Path, teacher: str) -> dict:
+    return {**base, "teacher_dir": teacher, "name": name, "mode": spec["mode"], "student": spec["student"],
+            "steps": s["long_steps"] if spec["steps"] == "long" else s["student_steps"], "lr": spec["lr"],
+            "hidden_loss": spec.get("hidden_loss", "cosine"), "attention": spec.get("attention", 0.0),
+            "out_dir": str(models_dir / name)}
+
+
 def run(args) -> None:
     from nlprec.clinical_distill.data import load_tasks
-    from nlprec.clinical_distill.harness import DEFAULT_SETTINGS, TaskSettings
     from nlprec.clinical_distill.models import quiet_transformers
 
     quiet_transformers()
@@ -113,78 +167,52 @@ def run(args) -> None:
     models_dir = Path(args.work)
     models_dir.mkdir(parents=True, exist_ok=True)
     s = _settings(args.tiny)
-    report = {"settings": s, "device": _device_name(args.device), "phases": {}, "students": [], "rows": [],
-              "command": "python " + " ".join(sys.argv)}
+    names = [name for name in MODELS if name in args.models.split(",")]
+    report = {"settings": s, "device": _device_name(args.device), "workers": args.workers, "phases": {},
+              "students": [], "rows": [], "models": names, "command": "python " + " ".join(sys.argv)}
 
     def save():
         report["elapsed_s"] = time.time() - t0
         (out / "rows.json").write_text(json.dumps(report, indent=1))
 
-    corpus = _corpus(Path(args.data))
+    corpus = _corpus(Path(args.data), s.get("max_texts"))
     tasks = load_tasks(Path(args.data) / "clinical")
     report["corpus_texts"] = len(corpus["train"])
-    ctx = get_context("spawn")
     base = {"sys_path": sys.path[:3], "device": args.device, "batch": s["batch"], "max_len": s["max_len"],
-            "texts": corpus["train"], "teacher_dir": str(models_dir / "teacher")}
-    with ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
-        # phase 1: teacher adaptation here; the MLM-only baseline and random init need only the
-        # teacher's vocabulary/config, so they start from the unadapted checkpoint in parallel.
-        base_plain = {**base, "teacher_dir": args.teacher}
-        early = [pool.submit(_student_job, {**base_plain, "name": "mlm_only", "mode": "mlm", "student": STUDENT_SMALL,
-                                            "steps": s["student_steps"], "lr": 5e-4, "out_dir": str(models_dir / "mlm_only")}),
-                 pool.submit(_student_job, {**base_plain, "name": "random_init", "mode": "none", "student": STUDENT_SMALL,
-                                            "steps": 1, "lr": 5e-4, "out_dir": str(models_dir / "random_init")})]
+            "texts": corpus["train"]}
+    adapted = str(models_dir / "teacher")
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+        # Models that need only the teacher's vocabulary/config start from the unadapted checkpoint
+        # while the teacher adapts here; the others, and every model's fine-tuning, start as soon as
+        # what they need exists, so the card is never waiting on one phase.
+        pending = {pool.submit(_student_job, _training_job(n, MODELS[n], s, base, models_dir, args.teacher)): n
+                   for n in names if n != "teacher" and not MODELS[n]["adapted"]}
         report["phases"]["teacher"] = _adapt_teacher(args, s, corpus, models_dir)
         report["phases"]["teacher_done_s"] = time.time() - t0
         save()
-        # phase 2: the two distilled students, in parallel
-        late = [pool.submit(_student_job, {**base, "name": "student_small", "mode": "distill", "student": STUDENT_SMALL,
-                                           "steps": s["student_steps"], "lr": 5e-4, "hidden_loss": "mse",
-                                           "attention": 1.0, "out_dir": str(models_dir / "student_small")}),
-                pool.submit(_student_job, {**base, "name": "student_layers", "mode": "distill", "student": STUDENT_LAYERS,
-                                           "steps": s["student_steps"], "lr": 1e-4, "hidden_loss": "cosine",
-                                           "out_dir": str(models_dir / "student_layers")})]
-        for future in as_completed(early + late):
-            report["students"].append(future.result())
-            save()
-        report["phases"]["students_done_s"] = time.time() - t0
-        # phase 3: fine-tune every model on every task and seed
-        names = ["teacher", "student_layers", "student_small", "mlm_only", "random_init"]
-        jobs = []
-        for seed in s["seeds"]:
-            for task in ("ner", "nli", "section"):
-                settings = DEFAULT_SETTINGS[task].model_copy(update=s["task"])
-                if task == "ner" and not args.tiny:
-                    settings = settings.model_copy(update={"epochs": 2})
-                for name in names:
-                    jobs.append({"model": name, "path": str(models_dir / name), "task": task, "data": tasks[task],
-                                 "seed": seed, "device": args.device, "settings": TaskSettings(**settings.model_dump()).model_dump(),
-                                 "sys_path": sys.path[:3]})
-        speed = pool.submit(_speed_job, str(models_dir), names, sys.path[:3]) if args.speed else None
-        futures = [pool.submit(_eval_job, job) for job in jobs]
-        for future in as_completed(futures):
-            report["rows"].append(future.result())
-            if speed is not None and speed.done() and "speed" not in report:
-                report["speed"] = speed.result()
+        evals = {}
+        if "teacher" in names:
+            evals.update({pool.submit(_eval_job, job): job for job in _eval_jobs("teacher", s, args, models_dir, tasks)})
+        pending.update({pool.submit(_student_job, _training_job(n, MODELS[n], s, base, models_dir, adapted)): n
+                        for n in names if n != "teacher" and MODELS[n]["adapted"]})
+        n_jobs = len(evals) + len(pending) * len(_eval_jobs("x", s, args, models_dir, tasks))
+        while pending or evals:
+            done, _ = wait(list(pending) + list(evals), return_when=FIRST_COMPLETED)
+            for future in done:
+                if future in pending:
+                    name = pending.pop(future)
+                    report["students"].append(future.result())
+                    evals.update({pool.submit(_eval_job, job): job for job in _eval_jobs(name, s, args, models_dir, tasks)})
+                else:
+                    evals.pop(future)
+                    report["rows"].append(future.result())
             save()
             if time.time() - t0 > args.budget:
-                report["stopped"] = f"budget of {args.budget}s reached; {len(jobs) - len(report['rows'])} jobs not run"
+                report["stopped"] = f"budget of {args.budget}s reached; {n_jobs - len(report['rows'])} fine-tuning jobs not finished"
                 save()
-                os._exit(0)  # running fine-tunes are abandoned: the finished rows are what counts
-        if speed is not None:
-            report["speed"] = speed.result()
+                os._exit(0)  # running jobs are abandoned: the finished rows are what counts
     report["phases"]["eval_done_s"] = time.time() - t0
     save()
-
-
-def _speed_job(models_dir: str, names: list[str], path: list[str]) -> dict:
-    """CPU size/speed of each encoder (2 threads), run beside the GPU jobs on the host's spare cores."""
-    sys.path[:0] = path
-    from nlprec.clinical_distill.efficiency import measure_cpu
-    from nlprec.clinical_distill.models import quiet_transformers
-
-    quiet_transformers()
-    return {name: measure_cpu(f"{models_dir}/{name}", latency_repeats=10, throughput_repeats=2) for name in names}
 
 
 def _device_name(device: str) -> str:
@@ -193,25 +221,48 @@ def _device_name(device: str) -> str:
     return torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU ({os.cpu_count()} cores)"
 
 
+def _describe(name: str, report: dict) -> str:
+    spec, s = MODELS[name], report["settings"]
+    steps = s["long_steps"] if spec.get("steps") == "long" else s["student_steps"]
+    shape = {"random": "4 layers x 192 (12 heads, FFN 512), random init",
+             "layer_subset": "teacher layers 1,3,5 copied",
+             "factorised": "ALBERT layout: embeddings {embedding_size} wide (frequency-weighted SVD of the teacher's), "
+                           "teacher layers {layers} copied at width 384"}[spec["student"]["kind"]]
+    if spec["student"]["kind"] == "factorised":
+        from nlprec.clinical_distill.factorised import evenly_spaced_layers
+
+        layers = ",".join(map(str, evenly_spaced_layers(6, spec["student"]["num_layers"])))
+        shape = shape.format(embedding_size=spec["student"]["embedding_size"], layers=layers)
+    losses = {"distill": "MLM + KD (T=2) + hidden " + spec.get("hidden_loss", "cosine")
+              + (" + attention KL" if spec.get("attention") else ""), "mlm": "MLM only", "none": "not trained"}[spec["mode"]]
+    training = f"{steps} steps, lr {spec['lr']:g}, {losses}" if spec["mode"] != "none" else losses
+    return f"| {name} | {shape} | {training} |"
+
+
 def record(args) -> None:
-    """Turn rows.json into the RESULTS.md section: settings, timings, and the table of what finished."""
+    """Turn rows.json (GPU) and the CPU speed JSON (this machine) into the RESULTS.md section."""
     from nlprec.clinical_distill.harness import aggregate
     from nlprec.clinical_distill.report import results_table
     from nlprec.core.bench import record_section
 
     report = json.loads(Path(args.rows).read_text())
+    speed = json.loads(Path(args.speed).read_text())["figures"] if args.speed else {}
     s, phases = report["settings"], report["phases"]
     teacher = phases["teacher"]
     lines = [
-        f"Card: {report['device']} (7 worker processes). Teacher: all-MiniLM-L6-v2 + fresh MLM head, adapted by "
-        f"{s['teacher_steps']} MLM steps (batch {s['batch']}, {s['max_len']} tokens) on {report['corpus_texts']} "
+        f"Card: {report['device']} ({report.get('workers', 7)} worker processes). Teacher: all-MiniLM-L6-v2 + fresh MLM head, "
+        f"adapted by {s['teacher_steps']} MLM steps (batch {s['batch']}, {s['max_len']} tokens) on {report['corpus_texts']} "
         "clinical texts (MTSamples minus a held-out 5%, MTS-Dialog train, NCBI-disease train, NLI4CT trials cited "
         f"only by training statements). Held-out MTSamples masked-token accuracy {teacher['teacher_mlm_acc_before']:.3f} "
         f"(fresh head) -> {teacher['teacher_mlm_acc_after']:.3f}; adaptation finished at {phases['teacher_done_s']:.0f} s.",
         "",
-        f"Students, {s['student_steps']} steps each (batch {s['batch']}): student_small = 4 layers x 192 (12 heads, FFN 512), "
-        "MLM + KD (T=2) + hidden MSE + attention KL; student_layers = teacher layers 1,3,5, MLM + KD + hidden cosine; "
-        "mlm_only = student_small's shape, MLM only, same steps; random_init = same shape, untrained.",
+        f"Every model is trained on the same corpus with batch {s['batch']}; mlm_only_fact is student_fact's architecture "
+        "and initialisation trained with MLM alone for the same steps (the distillation-vs-MLM comparison at equal "
+        "size and steps for the new student); mlm_only is the same for student_small.",
+        "",
+        "| model | architecture | training |",
+        "|---|---|---|",
+        *(_describe(n, report) for n in report.get("models", []) if n != "teacher"),
         "",
         "| model | train seconds | last loss parts |",
         "|---|---|---|",
@@ -221,16 +272,18 @@ def record(args) -> None:
         lines.append(f"| {student['name']} | {student['seconds']:.1f} | {parts} |")
     lines.append("")
     if report["rows"]:
-        lines.append(results_table(aggregate(report["rows"]), report.get("speed") or {}))
+        lines.append(results_table(aggregate(report["rows"]), speed))
+        if speed:
+            lines.append(f"CPU columns: {json.loads(Path(args.speed).read_text())['note']}")
     else:
-        lines.append("**No fine-tuning run finished**: the evaluation phase (5 models x 3 tasks x 3 seeds) "
-                     "did not complete any job inside the call's time limit, so this run gives no task scores.")
+        lines.append("**No fine-tuning run finished** inside the call's time limit, so this run gives no task scores.")
     if report.get("stopped"):
         lines.append(f"\n{report['stopped']}")
     lines.append(f"\nElapsed on the device: {report['elapsed_s']:.0f} s (script clock).")
     text = "\n".join(lines)
-    record_section("clinical-distill: GPU run (teacher adaptation, students, baselines)", text,
-                   command=report.get("command"))
+    command = report.get("command", "") + (f"; CPU columns: python benchmarks/clinical_distill_speed.py --json {args.speed}"
+                                           if args.speed else "")
+    record_section("clinical-distill: GPU run (teacher adaptation, students, baselines)", text, command=command)
     print(text)
 
 
@@ -246,9 +299,10 @@ def main() -> None:
     r.add_argument("--workers", type=int, default=7)
     r.add_argument("--budget", type=float, default=110.0)
     r.add_argument("--tiny", action="store_true")
-    r.add_argument("--speed", action="store_true", help="also measure CPU latency/throughput (2 threads)")
+    r.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of: " + ", ".join(MODELS))
     c = sub.add_parser("record")
     c.add_argument("--rows", required=True)
+    c.add_argument("--speed", help="JSON written by benchmarks/clinical_distill_speed.py --json (CPU columns)")
     args = parser.parse_args()
     run(args) if args.command == "run" else record(args)
 

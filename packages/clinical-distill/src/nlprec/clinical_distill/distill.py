@@ -51,6 +51,21 @@ def layer_subset_map(layers: list[int]) -> LayerMap:
     return [(0, 0)] + [(j + 1, t + 1) for j, t in enumerate(layers)]
 
 
+def copied_layer_maps(cfg: DistillConfig, layers: list[int] | None) -> DistillConfig:
+    """Default maps for a student whose layers are copies of teacher `layers`: each copy to its source.
+
+    Maps given in `cfg` are kept; with `layers` None (random students) `cfg` is returned unchanged.
+    """
+    if layers is None:
+        return cfg
+    update = {}
+    if cfg.layer_map is None:
+        update["layer_map"] = layer_subset_map(layers)
+    if cfg.attention_layer_map is None:
+        update["attention_layer_map"] = layer_subset_map(layers)[1:]
+    return cfg.model_copy(update=update)
+
+
 def validate_layer_map(layer_map: LayerMap, n_student: int, n_teacher: int, start: int, what: str) -> None:
     for s, t in layer_map:
         if not start <= s <= n_student:

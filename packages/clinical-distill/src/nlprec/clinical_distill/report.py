@@ -55,13 +55,26 @@ def _mean(scores: Scores, model: str, metric: str) -> float:
     return scores[model][metric][0]
 
 
+def _is_baseline(model: str, mlm_only: str) -> bool:
+    return model in BASELINES or model.startswith(mlm_only)
+
+
+def _same_size_mlm_baseline(model: str, scores: Scores, speed: dict[str, dict], mlm_only: str) -> str | None:
+    """The MLM-only model (`mlm_only` or `mlm_only_<suffix>`) with exactly this student's parameter count."""
+    params = speed.get(model, {}).get("params")
+    for name in scores:
+        if name.startswith(mlm_only) and params is not None and speed.get(name, {}).get("params") == params:
+            return name
+    return None
+
+
 def target_checks(scores: Scores, speed: dict[str, dict], teacher: str, mlm_only: str) -> list[str]:
     if teacher not in scores:
         return []
     lines = ["", "| student | params / teacher | NER F1 / teacher | min classification / teacher | "
              "throughput / teacher | size+accuracy+speed target | beats mlm_only |", "|---|---|---|---|---|---|---|"]
     for model in scores:
-        if model in BASELINES:
+        if _is_baseline(model, mlm_only):
             continue
         ner = _mean(scores, model, "ner_f1") / max(_mean(scores, teacher, "ner_f1"), 1e-9)
         cls = min(_mean(scores, model, m) / max(_mean(scores, teacher, m), 1e-9) for m in CLASSIFICATION)
@@ -71,9 +84,10 @@ def target_checks(scores: Scores, speed: dict[str, dict], teacher: str, mlm_only
             speedup = speed[model]["cpu_seq_per_s"] / speed[teacher]["cpu_seq_per_s"]
         met = params <= MAX_PARAM_RATIO and ner >= MIN_NER_RATIO and cls >= MIN_CLASSIFICATION_RATIO and speedup >= MIN_SPEEDUP
         beats = "–"
-        if mlm_only in scores and speed.get(model, {}).get("params") == speed.get(mlm_only, {}).get("params"):
-            wins = sum(_mean(scores, model, m) > _mean(scores, mlm_only, m) for m in TASK_METRICS)
-            beats = f"{wins}/{len(TASK_METRICS)} metrics"
+        baseline = _same_size_mlm_baseline(model, scores, speed, mlm_only)
+        if baseline is not None:
+            wins = sum(_mean(scores, model, m) > _mean(scores, baseline, m) for m in TASK_METRICS)
+            beats = f"{wins}/{len(TASK_METRICS)} metrics ({baseline})"
         lines.append(f"| {model} | {params:.2f} | {ner:.2f} | {cls:.2f} | {speedup:.2f}x | "
                      f"{'met' if met else 'missed'} | {beats} |")
     return lines

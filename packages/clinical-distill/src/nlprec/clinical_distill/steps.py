@@ -13,14 +13,15 @@ from pydantic import BaseModel, Field
 from . import data as real_data
 from . import generated
 from .continual import ContinualConfig, continual_learning
-from .distill import DistillConfig, distill, layer_subset_map
+from .distill import DistillConfig, copied_layer_maps, distill
 from .efficiency import measure_cpu
 from .export import export_hf, export_onnx, onnx_max_difference
+from .factorised import token_counts
 from .harness import DEFAULT_SETTINGS, TaskSettings, aggregate, run_harness
 from .mlm import MLMConfig, evaluate_mlm, train_mlm
 from .models import load_masked_lm, load_tokenizer, quiet_transformers
 from .report import results_table, summary_metrics
-from .students import StudentConfig, build_student, check_same_tokenizer, default_layer_subset
+from .students import StudentConfig, build_student, check_same_tokenizer, student_layers
 
 Source = Literal["generated", "clinical"]
 
@@ -121,6 +122,12 @@ class DistillStepConfig(BaseModel):
     distill: DistillConfig = DistillConfig()
 
 
+def _new_student(teacher, tokenizer, cfg: StudentConfig, texts: list[str]):
+    """build_student, with the corpus token counts a factorised student's embedding SVD is weighted by."""
+    counts = token_counts(tokenizer, texts, teacher.config.vocab_size) if cfg.kind == "factorised" else None
+    return build_student(teacher, cfg, counts)
+
+
 def distill_student(ctx: StepContext, cfg: DistillStepConfig) -> dict:
     """Build a student from the adapted teacher and distil it on the corpus."""
     quiet_transformers()
@@ -130,13 +137,10 @@ def distill_student(ctx: StepContext, cfg: DistillStepConfig) -> dict:
     tokenizer = load_tokenizer(teacher_dir)
     if cfg.student.kind == "pretrained":
         check_same_tokenizer(tokenizer, load_tokenizer(cfg.student.path))
-    student = build_student(teacher, cfg.student)
-    distill_cfg = cfg.distill
-    if cfg.student.kind == "layer_subset" and distill_cfg.layer_map is None:
-        layers = cfg.student.layers or default_layer_subset(teacher.config.num_hidden_layers)
-        distill_cfg = distill_cfg.model_copy(update={"layer_map": layer_subset_map(layers)})
-    history = distill(teacher, student, tokenizer, _read_lines(ctx.inputs["corpus"]["train"]), distill_cfg,
-                      ctx.device, desc=f"distill {cfg.name}")
+    texts = _read_lines(ctx.inputs["corpus"]["train"])
+    student = _new_student(teacher, tokenizer, cfg.student, texts)
+    distill_cfg = copied_layer_maps(cfg.distill, student_layers(teacher, cfg.student))
+    history = distill(teacher, student, tokenizer, texts, distill_cfg, ctx.device, desc=f"distill {cfg.name}")
     ctx.log_params(cfg.model_dump())
     for step in range(0, len(history), max(1, len(history) // 50)):
         ctx.log_metrics({f"{cfg.name}.loss_{k}": v for k, v in history[step].items()}, step=step)
@@ -159,10 +163,10 @@ def train_mlm_student(ctx: StepContext, cfg: MLMStudentConfig) -> dict:
     teacher_dir = ctx.inputs["teacher"]["model_dir"]
     teacher = load_masked_lm(teacher_dir)
     tokenizer = load_tokenizer(teacher_dir)
-    student = build_student(teacher, cfg.student)
+    texts = _read_lines(ctx.inputs["corpus"]["train"])
+    student = _new_student(teacher, tokenizer, cfg.student, texts)
     if cfg.train:
-        losses = train_mlm(student, tokenizer, _read_lines(ctx.inputs["corpus"]["train"]), cfg.mlm, ctx.device,
-                           desc=cfg.name)
+        losses = train_mlm(student, tokenizer, texts, cfg.mlm, ctx.device, desc=cfg.name)
         ctx.log_metrics({f"{cfg.name}.train_loss_last": losses[-1]})
     ctx.log_params(cfg.model_dump())
     return {"model_dir": str(export_hf(student.cpu(), tokenizer, ctx.output_dir / "model"))}

@@ -1,4 +1,5 @@
-"""Student construction: a layer subset of the teacher (DistilBERT) or a small random encoder (TinyBERT).
+"""Student construction: a layer subset of the teacher (DistilBERT), a small random encoder (TinyBERT),
+or a factorised-embedding student with copied teacher layers (ALBERT layout, see factorised.py).
 
 Both students share the teacher's tokenizer and vocabulary: the distillation losses compare
 logits over the same vocabulary and states at the same token positions.
@@ -12,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 from transformers import AutoModelForMaskedLM, PreTrainedModel
 
+from .factorised import FactorisedStudentError, evenly_spaced_layers, factorised_student
 from .models import LAYER_KEY, encoder_parameters, load_masked_lm, num_layers
 
 
@@ -21,17 +23,20 @@ class StudentConfig(BaseModel):
     kind=layer_subset keeps the teacher's width and copies the listed teacher layers (default: every
     other layer). kind=random builds a fresh encoder of the given shape with the teacher's vocabulary.
     kind=pretrained starts from an existing masked-LM checkpoint at `path` (continual distillation).
+    kind=factorised keeps the teacher's width and the listed layers (default: `num_layers` evenly
+    spaced ones) and stores word embeddings at `embedding_size`, SVD-initialised from the teacher's.
     """
 
     model_config = {"extra": "forbid"}
-    kind: Literal["layer_subset", "random", "pretrained"] = "random"
+    kind: Literal["layer_subset", "random", "pretrained", "factorised"] = "random"
     path: str | None = None  # pretrained: model directory or reference
-    layers: list[int] | None = None  # layer_subset: teacher layer indices to keep, in order
+    layers: list[int] | None = None  # layer_subset / factorised: teacher layer indices to keep, in order
     num_layers: int = Field(4, ge=1)
     hidden_size: int = Field(192, ge=8)
     num_heads: int = Field(12, ge=1)
     intermediate_size: int = Field(512, ge=8)
     embedding_init: Literal["random", "teacher_svd"] = "random"
+    embedding_size: int = Field(128, ge=1)  # factorised: width E of the stored word embeddings
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> StudentConfig:
@@ -53,12 +58,18 @@ def default_layer_subset(teacher_layers: int) -> list[int]:
     return list(range(teacher_layers - 1, -1, -2))[::-1]
 
 
-def build_student(teacher: PreTrainedModel, cfg: StudentConfig) -> PreTrainedModel:
-    """A new masked-LM student for `teacher`; raises StudentError before any training on bad shapes."""
+def build_student(teacher: PreTrainedModel, cfg: StudentConfig, counts=None) -> PreTrainedModel:
+    """A new masked-LM student for `teacher`; raises StudentError before any training on bad shapes.
+
+    `counts` (V,) token frequencies of the training corpus (factorised students weight their
+    embedding SVD by them; see factorised.token_counts).
+    """
     if cfg.kind == "layer_subset":
         student = _layer_subset_student(teacher, cfg)
     elif cfg.kind == "random":
         student = _random_student(teacher, cfg)
+    elif cfg.kind == "factorised":
+        student = _factorised_student(teacher, cfg, counts)
     else:
         student = load_masked_lm(cfg.path, attention_outputs=teacher.config._attn_implementation == "eager")
     check_student_fits(teacher, student)
@@ -67,7 +78,7 @@ def build_student(teacher: PreTrainedModel, cfg: StudentConfig) -> PreTrainedMod
 
 def _layer_subset_student(teacher: PreTrainedModel, cfg: StudentConfig) -> PreTrainedModel:
     n_teacher = num_layers(teacher.config)
-    layers = cfg.layers if cfg.layers is not None else default_layer_subset(n_teacher)
+    layers = student_layers(teacher, cfg)
     bad = [i for i in layers if not 0 <= i < n_teacher]
     if bad:
         raise StudentError(f"layer subset {layers}: indices {bad} out of range for a {n_teacher}-layer teacher")
@@ -90,6 +101,28 @@ def _layer_subset_student(teacher: PreTrainedModel, cfg: StudentConfig) -> PreTr
         raise StudentError(f"layer copy did not line up: missing {missing}, unexpected {unexpected}")
     student.tie_weights()
     return student
+
+
+def student_layers(teacher: PreTrainedModel, cfg: StudentConfig) -> list[int] | None:
+    """The teacher layers a layer-subset or factorised student copies (None for other kinds)."""
+    n_teacher = num_layers(teacher.config)
+    if cfg.kind == "layer_subset":
+        return cfg.layers if cfg.layers is not None else default_layer_subset(n_teacher)
+    if cfg.kind == "factorised":
+        if cfg.layers is not None:
+            return cfg.layers
+        try:
+            return evenly_spaced_layers(n_teacher, cfg.num_layers)
+        except FactorisedStudentError as err:
+            raise StudentError(str(err)) from err
+    return None
+
+
+def _factorised_student(teacher: PreTrainedModel, cfg: StudentConfig, counts) -> PreTrainedModel:
+    try:
+        return factorised_student(teacher, student_layers(teacher, cfg), cfg.embedding_size, counts)
+    except FactorisedStudentError as err:
+        raise StudentError(str(err)) from err
 
 
 def _random_student(teacher: PreTrainedModel, cfg: StudentConfig) -> PreTrainedModel:
