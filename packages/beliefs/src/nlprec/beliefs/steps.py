@@ -103,6 +103,28 @@ class BreakpointStepConfig(BaseModel):
     train: TrainConfig = TrainConfig()
     eval_batch_size: int = Field(32, ge=1)
     register_as: str | None = None
+    nproc_per_node: int = Field(
+        1, ge=1, description="> 1: train under torchrun with DDP (gloo on CPU, NCCL on GPUs)"
+    )
+
+
+def _train_with_torchrun(
+    ctx: StepContext, cfg: BreakpointStepConfig
+) -> tuple[BreakpointModel, dict[str, Any]]:
+    """Train in ``cfg.nproc_per_node`` processes (nlprec.beliefs.ddp); load what rank 0 saved."""
+    from nlprec.core.distributed import launch_torchrun
+
+    out = ctx.output_dir / "ddp"
+    out.mkdir(parents=True, exist_ok=True)
+    config = out / "config.json"
+    config.write_text(
+        json.dumps({"model": cfg.model.model_dump(), "train": cfg.train.model_dump()})
+    )
+    args = ["-m", "nlprec.beliefs.ddp", "--train", ctx.inputs["load"]["train"]]
+    args += ["--config", str(config), "--out", str(out)]
+    launch_torchrun(args, cfg.nproc_per_node, env={"OMP_NUM_THREADS": str(MAX_CPU_THREADS)})
+    stats = json.loads((out / "stats.json").read_text())
+    return BreakpointModel.load(out / "model", ctx.device), stats
 
 
 def breakpoint_model(ctx: StepContext, cfg: BreakpointStepConfig) -> dict[str, Any]:
@@ -111,8 +133,11 @@ def breakpoint_model(ctx: StepContext, cfg: BreakpointStepConfig) -> dict[str, A
     if not train_stories:
         return {"skipped": "no training stories"}
     ctx.log_params({"model": cfg.model.model_dump(), "train": cfg.train.model_dump()})
-    model = BreakpointModel(cfg.model)
-    stats = train_breakpoint(model, train_stories, cfg.train, ctx.device)
+    if cfg.nproc_per_node > 1:
+        model, stats = _train_with_torchrun(ctx, cfg)
+    else:
+        model = BreakpointModel(cfg.model)
+        stats = train_breakpoint(model, train_stories, cfg.train, ctx.device)
     predictions, infer_rate = predict_breakpoint(
         model, eval_stories, ctx.device, cfg.eval_batch_size
     )

@@ -13,6 +13,7 @@ import torch
 from nlprec.beliefs.losses import belief_cross_entropy, constraint_loss
 from nlprec.beliefs.model import BreakpointModel
 from nlprec.beliefs.records import Story
+from nlprec.core.distributed import DistributedContext, wrap_model
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
@@ -138,24 +139,58 @@ def n_scored_pairs(stories: Iterable[Story]) -> int:
     return sum(s.n_breakpoints * len(s.propositions) for s in stories)
 
 
-def train_breakpoint(
-    model: BreakpointModel, stories: list[Story], cfg: TrainConfig, device: str
-) -> dict[str, float]:
-    model.to(device)
+def n_labelled_pairs(stories: Iterable[Story]) -> int:
+    return sum(label >= 0 for s in stories for row in s.labels for label in row)
 
-    def step_loss(batch_stories: list[Story]) -> tuple[torch.Tensor, int]:
-        batch = model.collate(batch_stories).to(device)
-        logits = model(batch)
-        loss = belief_cross_entropy(logits, batch.labels)
-        if model.cfg.constraint_weight > 0:
-            loss = loss + model.cfg.constraint_weight * constraint_loss(
+
+def n_constraint_pairs(stories: Iterable[Story]) -> int:
+    return sum(s.n_breakpoints * len(s.constraints) for s in stories)
+
+
+def share_of(local: int, total: int, dist_ctx: DistributedContext) -> float:
+    """Weight of a rank's mean loss so that DDP's gradient average is the global batch's mean."""
+    return dist_ctx.world_size * local / total if total else 0.0
+
+
+def train_breakpoint(
+    model: BreakpointModel,
+    stories: list[Story],
+    cfg: TrainConfig,
+    device: str,
+    dist_ctx: DistributedContext | None = None,
+) -> dict[str, float]:
+    """Train on batches of ``cfg.batch_size`` stories. Under torchrun (``dist_ctx`` with several
+    processes) every rank draws the same global batches, encodes its share of the stories, and
+    weights its mean loss by its share of the scored pairs, so the DDP-averaged gradient is the
+    gradient one process computes on the whole global batch; batches with fewer stories than
+    processes are skipped. Pairs per second are this rank's."""
+    dist_ctx = dist_ctx or DistributedContext(device=device)
+    model.to(device)
+    net = wrap_model(model, dist_ctx, find_unused_parameters=True)  # the BERT pooler is unused
+
+    def step_loss(global_batch: list[Story]) -> tuple[torch.Tensor, int]:
+        local = global_batch[dist_ctx.rank :: dist_ctx.world_size]
+        batch = model.collate(local).to(device)
+        logits = net(batch)
+        share = share_of(n_labelled_pairs(local), n_labelled_pairs(global_batch), dist_ctx)
+        if share == 0:
+            loss = logits.sum() * 0.0  # nothing scored here; DDP still needs every rank's backward
+        else:
+            loss = share * belief_cross_entropy(logits, batch.labels)
+        if model.cfg.constraint_weight > 0 and n_constraint_pairs(local):
+            c_share = share_of(
+                n_constraint_pairs(local), n_constraint_pairs(global_batch), dist_ctx
+            )
+            loss = loss + model.cfg.constraint_weight * c_share * constraint_loss(
                 logits, batch.constraints, batch.constraint_mask, batch.breakpoint_mask
             )
-        return loss, n_scored_pairs(batch_stories)
+        return loss, n_scored_pairs(local)
 
-    return fit(
-        model, lambda rng: story_batches(stories, cfg.batch_size, rng), step_loss, cfg, "breakpoint"
-    )
+    def epoch_batches(rng: random.Random) -> list[list[Story]]:
+        batches = story_batches(stories, cfg.batch_size, rng)
+        return [b for b in batches if len(b) >= dist_ctx.world_size]
+
+    return fit(model, epoch_batches, step_loss, cfg, "breakpoint")
 
 
 @torch.no_grad()
