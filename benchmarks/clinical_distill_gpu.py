@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from multiprocessing import get_context
+from multiprocessing import active_children, get_context
 from pathlib import Path
 
 STUDENT_SMALL = {"kind": "random", "num_layers": 4, "hidden_size": 192, "num_heads": 12, "intermediate_size": 512}
@@ -210,7 +210,11 @@ def run(args) -> None:
             if time.time() - t0 > args.budget:
                 report["stopped"] = f"budget of {args.budget}s reached; {n_jobs - len(report['rows'])} fine-tuning jobs not finished"
                 save()
-                os._exit(0)  # running jobs are abandoned: the finished rows are what counts
+                # Running jobs are abandoned (the finished rows are what counts); the workers are ended
+                # too, or they would hold the command's output open until the call's time limit.
+                for child in active_children():
+                    child.kill()
+                os._exit(0)
     report["phases"]["eval_done_s"] = time.time() - t0
     save()
 
