@@ -92,7 +92,11 @@ def run(args: argparse.Namespace) -> None:
     record("majority", test, MajorityBaseline().fit(train).predict(test))
     record("last_mention", test, predict_last_mention(test))
     train_cfg = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        head_lr=args.head_lr,
+        frozen_encoder_fraction=args.frozen_encoder_fraction,
     )
     for attention in args.attention:
         if clock.left() < 30:
@@ -273,6 +277,12 @@ def main() -> None:
     )
     go.add_argument("--skip-flat", action="store_true")
     go.add_argument("--freeze-encoder", action="store_true", help="breakpoint models: heads only")
+    go.add_argument(
+        "--frozen-encoder-fraction",
+        type=float,
+        default=0.0,
+        help="breakpoint models: heads only for this fraction of training, then fine-tuning",
+    )
     go.add_argument("--budget", type=float, default=100, help="seconds; later stages are skipped")
     rec = sub.add_parser("record")
     rec.add_argument("results", type=Path, nargs="+")
