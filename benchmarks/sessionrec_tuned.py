@@ -130,6 +130,8 @@ def best_params(results: list[dict], kind: str, model: str) -> dict:
 
 
 def run(args) -> None:
+    from nlprec.sessionrec.baselines import UPCF
+
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     started = time.perf_counter()
     dataset = Path(args.data).stem
@@ -141,6 +143,7 @@ def run(args) -> None:
         "dataset": dataset,
         "command": "python3 " + " ".join(sys.argv),
         "out": args.out,
+        "upcf_default_shrink": UPCF().shrink,
         "prepare_s": time.perf_counter() - started,
         "results": [],
         "skipped": [],
@@ -243,6 +246,15 @@ def verdict(tests: list[dict], baselines_section: str) -> str:
     )
 
 
+def setting_label(model: str, params: dict, report: dict) -> str:
+    """The grid entry; "default" spelled out for UP-CF, whose default shrink changed (1000 → 0)."""
+    if params:
+        return json.dumps(params)
+    if model == "up_cf":
+        return f"default (shrink {report.get('upcf_default_shrink', 1000.0):g})"
+    return "default"
+
+
 def record(path: str) -> None:
     from nlprec.core.bench import record_section
 
@@ -263,7 +275,7 @@ def record(path: str) -> None:
     for r in [r for r in results if r["on"] == "val"]:
         m = r["metrics"]
         lines.append(
-            f"| {r['model']} | {json.dumps(r['params']) if r['params'] else 'default'} | "
+            f"| {r['model']} | {setting_label(r['model'], r['params'], report)} | "
             f"{m['ndcg@10']:.4f} | {m['recall@10']:.4f} | {r.get('best_epoch', '–')} |"
         )
     lines += [
@@ -280,7 +292,7 @@ def record(path: str) -> None:
             fmt([r["metrics"][k] for r in rows])
             for k in ("ndcg@10", "recall@10", "ndcg@10_rep", "ndcg@10_exp")
         ]
-        setting = json.dumps(rows[0]["params"]) if rows[0]["params"] else "default"
+        setting = setting_label(model, rows[0]["params"], report)
         lines.append(f"| {model} | {setting} | {len(rows)} | " + " | ".join(cells) + " |")
     if report.get("skipped"):
         names = [f"{t['model']}/{t['on']}/{t.get('seed', '-')}" for t in report["skipped"]]
