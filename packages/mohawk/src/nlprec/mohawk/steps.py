@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import torch
 from nlprec.core.data import data_root
@@ -29,6 +30,20 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerFast
 
 TOKENS_FILE = "tokens.safetensors"
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    """Run with ``threads`` torch CPU threads (None: leave them), restored afterwards. On a busy
+    2-core machine two threads spin against other processes: one thread did a demo-sized
+    training step with 15x less CPU time (measured 2026-11-28, load ≈ 6.5)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _tokens(corpus_out: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,9 +120,17 @@ class TeacherStepConfig(BaseModel):
     optim: OptimConfig = OptimConfig(lr=2e-3, warmup_fraction=0.05, decay_fraction=0.3)
     train_tokens: int = Field(500_000, ge=1)
     eval: EvalConfig = EvalConfig()
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads for this step (1 is fastest on a shared machine)"
+    )
 
 
 def teacher(ctx: StepContext, cfg: TeacherStepConfig) -> dict:
+    with torch_threads(cfg.threads):
+        return _teacher(ctx, cfg)
+
+
+def _teacher(ctx: StepContext, cfg: TeacherStepConfig) -> dict:
     train_ids, heldout_ids = _tokens(ctx.inputs["corpus"])
     vocab_size = ctx.inputs["corpus"]["vocab_size"]
     trained_tokens = 0
@@ -159,7 +182,9 @@ class DistillStepConfig(BaseModel):
     nproc_per_node: int = Field(
         1, ge=1, description="> 1: Stage 3 runs under torchrun with DDP (nlprec.mohawk.ddp)"
     )
-    threads: int = Field(1, ge=1, description="CPU threads per torchrun process")
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads for this step and each torchrun process"
+    )
 
 
 def torchrun_stage3(ctx: StepContext, cfg: DistillStepConfig):
@@ -180,7 +205,7 @@ def torchrun_stage3(ctx: StepContext, cfg: DistillStepConfig):
             "--temperature", str(cfg.distill.temperature),
             "--seed", str(seed),
         ]  # fmt: skip
-        launch_torchrun(args, cfg.nproc_per_node, env={"OMP_NUM_THREADS": str(cfg.threads)})
+        launch_torchrun(args, cfg.nproc_per_node, env={"OMP_NUM_THREADS": str(cfg.threads or 1)})
         student.load_state_dict(load_student(work / "end").state_dict())
         return json.loads((work / "end" / LOSSES_FILE).read_text())["rank0_losses"]
 
@@ -189,6 +214,11 @@ def torchrun_stage3(ctx: StepContext, cfg: DistillStepConfig):
 
 def distill(ctx: StepContext, cfg: DistillStepConfig) -> dict:
     """MOHAWK: initialise from the teacher, run the configured stages, evaluate, save."""
+    with torch_threads(cfg.threads):
+        return _distill(ctx, cfg)
+
+
+def _distill(ctx: StepContext, cfg: DistillStepConfig) -> dict:
     train_ids, heldout_ids = _tokens(ctx.inputs["corpus"])
     teacher_out = ctx.inputs["teacher"]
     model = load_teacher(teacher_out["teacher_dir"], ctx.device)
@@ -236,10 +266,18 @@ class ScratchStepConfig(BaseModel):
     total_tokens: int = Field(ge=1)
     optim: OptimConfig = OptimConfig(lr=2e-3, decay_fraction=0.3)
     eval: EvalConfig = EvalConfig()
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads for this step (1 is fastest on a shared machine)"
+    )
 
 
 def scratch(ctx: StepContext, cfg: ScratchStepConfig) -> dict:
     """The same-size SSM trained from random weights on the same budget as the student."""
+    with torch_threads(cfg.threads):
+        return _scratch(ctx, cfg)
+
+
+def _scratch(ctx: StepContext, cfg: ScratchStepConfig) -> dict:
     train_ids, heldout_ids = _tokens(ctx.inputs["corpus"])
     model = load_teacher(ctx.inputs["teacher"]["teacher_dir"], ctx.device)
     config: StudentConfig = student_config_for(model.config)
