@@ -243,6 +243,20 @@ def _describe(name: str, report: dict) -> str:
     return f"| {name} | {shape} | {training} |"
 
 
+def _unfinished(report: dict) -> str:
+    """Which (model, task, seed) fine-tuning runs have no row, grouped by model."""
+    seeds = report["settings"]["seeds"]
+    done = {(r["model"], r["task"], r["seed"]) for r in report["rows"]}
+    missing = []
+    for name in report.get("models", []):
+        jobs = [(task, seed) for seed in seeds for task in ("ner", "nli", "section") if (name, task, seed) not in done]
+        if len(jobs) == 3 * len(seeds):
+            missing.append(f"{name} (none of its {len(jobs)} runs)")
+        elif jobs:
+            missing.append(f"{name} ({', '.join(f'{task} seed {seed}' for task, seed in jobs)})")
+    return "; ".join(missing) or "none"
+
+
 def record(args) -> None:
     """Turn rows.json (GPU) and the CPU speed JSON (this machine) into the RESULTS.md section."""
     from nlprec.clinical_distill.harness import aggregate
@@ -282,12 +296,16 @@ def record(args) -> None:
     else:
         lines.append("**No fine-tuning run finished** inside the call's time limit, so this run gives no task scores.")
     if report.get("stopped"):
-        lines.append(f"\n{report['stopped']}")
+        lines.append(f"\n{report['stopped']}: {_unfinished(report)}.")
+    if args.note:
+        lines.append(f"\n{args.note}")
     lines.append(f"\nElapsed on the device: {report['elapsed_s']:.0f} s (script clock).")
     text = "\n".join(lines)
     command = report.get("command", "") + (f"; CPU columns: python benchmarks/clinical_distill_speed.py --json {args.speed}"
                                            if args.speed else "")
-    record_section("clinical-distill: GPU run (teacher adaptation, students, baselines)", text, command=command)
+    machine = f"{report['device']} device machine (training, fine-tuning)" + ("; CPU columns on this machine" if speed else "")
+    record_section("clinical-distill: GPU run (teacher adaptation, students, baselines)", text, command=command,
+                   path=args.results, machine=machine)
     print(text)
 
 
@@ -307,6 +325,8 @@ def main() -> None:
     c = sub.add_parser("record")
     c.add_argument("--rows", required=True)
     c.add_argument("--speed", help="JSON written by benchmarks/clinical_distill_speed.py --json (CPU columns)")
+    c.add_argument("--note", help="a paragraph added under the table (e.g. figures carried over from an earlier run)")
+    c.add_argument("--results", type=Path, help="RESULTS file to write (default: benchmarks/RESULTS.md)")
     args = parser.parse_args()
     run(args) if args.command == "run" else record(args)
 
