@@ -92,9 +92,8 @@ class SSDMixer(nn.Module):
         x, B, C = torch.split(xbc, [self.inner_size, self.b_size, self.qk_size], dim=-1)
         x = rearrange(x, "b l (h p) -> b l h p", h=self.num_heads)
         B = rearrange(B, "b l (g n) -> b l g n", g=self.num_groups)
-        B = B.repeat_interleave(
-            self.num_heads // self.num_groups, dim=2
-        )  # head h reads group h // r
+        # head h reads group h // (heads per group), as grouped-query attention reads its K
+        B = B.repeat_interleave(self.num_heads // self.num_groups, dim=2)
         C = rearrange(C, "b l (h n) -> b l h n", h=self.num_heads)
         log_decay = -F.softplus(a_log.float())  # (b, l, h), kept in float32
         return x, log_decay, B, C, z, conv_state

@@ -38,9 +38,8 @@ class StudentConfig(BaseModel):
     intermediate_size: int = Field(ge=1)
     num_layers: int = Field(ge=1)
     num_heads: int = Field(ge=1)
-    num_kv_heads: int | None = Field(
-        None, ge=1
-    )  # B heads (the teacher's K/V heads); None: num_heads
+    # B heads (the teacher's K/V heads); None: num_heads
+    num_kv_heads: int | None = Field(None, ge=1)
     head_dim: int = Field(ge=1)  # per-head size of x (the teacher's V)
     state_size: int = Field(ge=1)  # per-head size of B and C (the teacher's K and Q)
     conv_kernel: int = Field(4, ge=1)
