@@ -98,7 +98,8 @@ def main() -> None:
             f"PISA (d 32, 2 layers, T 10 sessions, L 20 items, batch 256) on the first {N_USERS} TaFeng users; "
             "sessions/s = valid input sessions per second of training (median over 2 epochs); ms/user = "
             "median time to build one user's ACT-R features and score the full catalogue (11,997 items). "
-            f"The 2-core machine was shared with other engineers ({loads}), so CPU figures are pessimistic.",
+            f"The 2-core machine is shared with other engineers; {loads} (heavy jobs queue on a lock, "
+            "so a load near 2 means the run had the machine nearly to itself).",
             "",
             "| where | train sessions/s | ms/user |",
             "|---|---|---|",
