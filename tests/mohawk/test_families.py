@@ -238,5 +238,7 @@ def test_teachers_of_every_family_are_built_from_a_config(family):
     config = student_config_for(teacher.config)
     assert (config.family, config.num_layers, config.intermediate_size) == (family, 2, 48)
     assert config.kv_heads == (kv_heads or 4)
-    with pytest.raises(ValueError, match="num_kv_heads is for llama"):
-        build_teacher(size.model_copy(update={"family": "gpt2", "num_kv_heads": 2}), VOCAB)
+    with pytest.raises(ValueError, match="num_kv_heads is for llama teachers"):
+        TeacherConfig(family="gpt2", hidden_size=32, num_heads=4, num_kv_heads=2)
+    with pytest.raises(ValueError, match="not divisible by num_heads"):
+        TeacherConfig(family=family, hidden_size=30, num_heads=4)

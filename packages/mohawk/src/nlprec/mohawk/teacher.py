@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 from nlprec.mohawk.families import SUPPORTED_FAMILIES, decoder_layers, family_of
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -44,12 +44,23 @@ class TeacherConfig(BaseModel):
     rope_theta: float = 10000.0
     max_position_embeddings: int = Field(16384, ge=16)
 
+    @model_validator(mode="after")
+    def _check(self) -> TeacherConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}"
+            )
+        if self.num_kv_heads not in (None, self.num_heads):
+            if self.family != "llama":
+                raise ValueError(f"num_kv_heads is for llama teachers ({self.family} has none)")
+            if self.num_heads % self.num_kv_heads:
+                raise ValueError(
+                    f"num_heads {self.num_heads} not a multiple of num_kv_heads {self.num_kv_heads}"
+                )
+        return self
+
 
 def build_phi_teacher(cfg: TeacherConfig, vocab_size: int) -> PhiForCausalLM:
-    if cfg.hidden_size % cfg.num_heads:
-        raise ValueError(
-            f"hidden_size {cfg.hidden_size} not divisible by num_heads {cfg.num_heads}"
-        )
     config = PhiConfig(
         vocab_size=vocab_size,
         hidden_size=cfg.hidden_size,
@@ -71,16 +82,8 @@ def build_phi_teacher(cfg: TeacherConfig, vocab_size: int) -> PhiForCausalLM:
 def build_teacher(cfg: TeacherConfig, vocab_size: int) -> PreTrainedModel:
     """A randomly initialised teacher of ``cfg.family`` (eager attention, no dropout)."""
     if cfg.family == "phi":
-        if cfg.num_kv_heads not in (None, cfg.num_heads):
-            raise ValueError("num_kv_heads is for llama teachers (the Phi teacher has none)")
         return build_phi_teacher(cfg, vocab_size)
-    if cfg.hidden_size % cfg.num_heads:
-        raise ValueError(
-            f"hidden_size {cfg.hidden_size} not divisible by num_heads {cfg.num_heads}"
-        )
     if cfg.family == "gpt2":
-        if cfg.num_kv_heads not in (None, cfg.num_heads):
-            raise ValueError("num_kv_heads is for llama teachers (GPT-2 has none)")
         config = GPT2Config(
             vocab_size=vocab_size,
             n_positions=cfg.max_position_embeddings,
