@@ -70,7 +70,7 @@ DATASETS = {
         "title": "TaFeng",
         "intro": "TaFeng, Reality-Check files, all 13,858 users; Reality-Check NDCG@10 (ideal over "
         "all true items).",
-        "baselines": "sessionrec: baselines (TaFeng, Complete Journey)",
+        "baselines": "sessionrec: baselines (TaFeng)",
     },
 }
 
