@@ -21,7 +21,7 @@ from nlprec.beliefs.model import BreakpointConfig, BreakpointModel
 from nlprec.beliefs.records import Story
 from nlprec.beliefs.training import TrainConfig, train_breakpoint
 from nlprec.core.data import read_jsonl
-from nlprec.core.distributed import barrier, init_distributed, shutdown
+from nlprec.core.distributed import init_distributed, shutdown, write_json_on_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,13 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(train_cfg.seed)  # same initial heads on every rank
         model = BreakpointModel(model_cfg)
         stats = train_breakpoint(model, stories, train_cfg, dist_ctx.device, dist_ctx)
+        out = Path(args.out)
         if dist_ctx.is_main:
-            out = Path(args.out)
             model.save(out / "model")
-            staging = out / ".stats.json.tmp"
-            staging.write_text(json.dumps({**stats, "world_size": dist_ctx.world_size}))
-            staging.replace(out / "stats.json")
-        barrier(dist_ctx)
+        stats = {**stats, "world_size": dist_ctx.world_size}
+        write_json_on_main(out / "stats.json", stats, dist_ctx)
     finally:
         shutdown(dist_ctx)
     return 0

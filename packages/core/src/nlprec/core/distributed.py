@@ -184,6 +184,20 @@ def save_checkpoint(model: torch.nn.Module, path: Path, dist_ctx: DistributedCon
     return path
 
 
+def write_json_on_main(path: Path, payload: dict, dist_ctx: DistributedContext) -> Path:
+    """Rank 0 writes `payload` as JSON (staged, then renamed into place); every rank waits for it."""
+    import json
+
+    path = Path(path)
+    if dist_ctx.is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.tmp")
+        staging.write_text(json.dumps(payload))
+        os.replace(staging, path)
+    barrier(dist_ctx)
+    return path
+
+
 def for_rank(step_ctx: Any, dist_ctx: DistributedContext) -> Any:
     """A StepContext that logs to MLflow on rank 0 and logs nothing (tracker=None) on the other ranks."""
     return step_ctx if dist_ctx.is_main else dataclasses.replace(step_ctx, tracker=None)

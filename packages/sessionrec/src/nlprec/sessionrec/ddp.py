@@ -13,11 +13,10 @@ batch). Rank 0 writes ``out/result.json`` (test metrics per seed, epoch history)
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
-from nlprec.core.distributed import barrier, init_distributed, shutdown
+from nlprec.core.distributed import init_distributed, shutdown, write_json_on_main
 from nlprec.sessionrec.data import SessionData
 from nlprec.sessionrec.split import temporal_split
 from nlprec.sessionrec.steps import TrainConfig, train_seeds
@@ -38,12 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         split = temporal_split(SessionData.load(args.sessions), cfg.test_sessions, cfg.val_sessions)
         out = Path(args.out)
         result = train_seeds(split, cfg, dist_ctx.device, args.ideal, out, dist_ctx=dist_ctx)
-        if dist_ctx.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            staging = out / ".result.json.tmp"
-            staging.write_text(json.dumps({**result, "world_size": dist_ctx.world_size}))
-            staging.replace(out / "result.json")
-        barrier(dist_ctx)
+        result = {**result, "world_size": dist_ctx.world_size}
+        write_json_on_main(out / "result.json", result, dist_ctx)
     finally:
         shutdown(dist_ctx)
     return 0
