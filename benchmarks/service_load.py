@@ -348,7 +348,12 @@ def sustained(
 FIXED_RATES = {"bm25": 50, "dense": 50, "hybrid": 50, "dense+rerank": 2, "recommend": 50}
 LADDERS = {"dense+rerank": [1, 2, 4]}
 DEFAULT_LADDER = [1, 2, 4, 8, 16, 32, 64]
-SERVED = {"torch_threads": 1, "batching__max_batch_size": 32, "batching__max_wait_ms": 2}
+SERVED = {
+    "torch_threads": 1,
+    "wide_batch_threads": 2,
+    "batching__max_batch_size": 32,
+    "batching__max_wait_ms": 2,
+}
 TUNING = [  # (torch threads, max batch size, max wait ms); dense search only
     (1, 1, 0),
     (2, 32, 2),
@@ -374,6 +379,7 @@ def run_tuning(models, bodies, duration: int) -> str:
     for threads, batch, wait_ms in TUNING:
         settings = {
             "torch_threads": threads,
+            "wide_batch_threads": "null",
             "batching__max_batch_size": batch,
             "batching__max_wait_ms": wait_ms,
         }
@@ -404,7 +410,11 @@ def main() -> None:
     parser.add_argument("--endpoints", nargs="*", default=list(FIXED_RATES))
     parser.add_argument("--tune", action="store_true", help="dense only: sweep the TUNING grid")
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="server settings, e.g. wide_batch_threads=2"
+    )
     args = parser.parse_args()
+    SERVED.update(item.split("=", 1) for item in args.set)
     data = Path(os.environ.get("NLPREC_DATA", "../shared/data"))
     missing = [what for what, ok in _requirements(data).items() if not ok]
     if missing:  # `make bench` runs every script: say what is missing and leave the others to run

@@ -139,3 +139,14 @@ async def test_a_lane_thread_runs_with_the_configured_torch_threads():
     with ThreadPoolExecutor(1) as executor:
         assert await lane.run(ModelRunner(executor), torch.get_num_threads) == 1
     lane.shutdown()
+
+
+async def test_wide_calls_get_more_torch_threads_and_small_ones_keep_the_default():
+    torch = pytest.importorskip("torch")
+    lane = Lane("search", max_pending=16, threads=1, wide=(2, 8))
+    with ThreadPoolExecutor(1) as executor:
+        runner = ModelRunner(executor)
+        wide = await lane.run(runner, torch.get_num_threads, items=8)
+        small = await lane.run(runner, torch.get_num_threads, items=3)
+    assert (wide, small) == (2, 1)
+    lane.shutdown()

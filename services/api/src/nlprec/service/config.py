@@ -93,6 +93,13 @@ class ServiceConfig(BaseModel):
     torch_threads: int = Field(
         1, ge=1, description="torch intra-op threads per worker (each model lane is one thread)"
     )
+    wide_batch_threads: int | None = Field(
+        2,
+        ge=1,
+        description="torch threads for search batches of >= wide_batch_items queries "
+        "(a large batch keeps both cores busy); null: always torch_threads",
+    )
+    wide_batch_items: int = Field(8, ge=2, description="see wide_batch_threads")
     snapshot_every_events: int = Field(
         10_000, ge=1, description="snapshot the recommender after this many logged events"
     )

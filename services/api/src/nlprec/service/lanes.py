@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import sys
 import time
@@ -50,6 +51,11 @@ def limit_threads(threads: int | None) -> None:
         faiss.omp_set_num_threads(threads)
 
 
+def _with_threads(threads: int | None, fn: Callable[..., T], *args: Any) -> T:
+    limit_threads(threads)
+    return fn(*args)
+
+
 class LaneFull(ProblemError):
     """503 overloaded: the lane already holds its bound of admitted work."""
 
@@ -64,11 +70,20 @@ class LaneFull(ProblemError):
 class Lane:
     """One model's worker thread, with a bound on the work admitted to it."""
 
-    def __init__(self, name: str, max_pending: int, threads: int | None = None):
-        """`threads`: torch/FAISS threads for the lane's calls (None: the libraries' default)."""
+    def __init__(
+        self,
+        name: str,
+        max_pending: int,
+        threads: int | None = None,
+        wide: tuple[int, int] | None = None,
+    ):
+        """`threads`: torch/FAISS threads for the lane's calls (None: the libraries' default).
+        `wide` = (threads, items): calls of at least that many items use that many threads
+        (a large batch keeps several cores busy; a small call would only spin them)."""
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
         self.name, self.max_pending = name, max_pending
+        self.threads, self.wide = threads, wide
         self.pending = 0  # items admitted and not finished (running or waiting)
         self.executor = ThreadPoolExecutor(
             1, thread_name_prefix=f"nlprec-{name}", initializer=limit_threads, initargs=(threads,)
@@ -98,6 +113,9 @@ class Lane:
             self._turn = asyncio.Lock()
         async with self._turn:
             start = time.perf_counter()
+            if self.wide is not None:
+                threads = self.wide[0] if items >= self.wide[1] else self.threads
+                fn = functools.partial(_with_threads, threads, fn)
             result = await runner.read(fn, *args, executor=self.executor)
             self._observe((time.perf_counter() - start) / max(items, 1))
         return result

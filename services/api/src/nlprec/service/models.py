@@ -97,6 +97,11 @@ class ServedModels:
             self.config.admission,
             save_dir=saved,
             threads=self.config.torch_threads,
+            wide=(
+                (self.config.wide_batch_threads, self.config.wide_batch_items)
+                if self.config.wide_batch_threads
+                else None
+            ),
             on_batch=lambda name, size: self.metrics.batch_size.labels(batcher=name).observe(size),
         )
 

@@ -81,9 +81,10 @@ class SearchBackend:
         save_dir: Path,
         on_batch: Callable[[str, int], None] | None = None,
         threads: int | None = None,
+        wide: tuple[int, int] | None = None,
     ):
         self.engine, self.runner, self.save_dir = engine, runner, save_dir
-        self.search_lane = Lane("search", admission.search_queue, threads)
+        self.search_lane = Lane("search", admission.search_queue, threads, wide)
         self.rerank_lane = Lane("rerank", admission.rerank_queue, threads)
         processes = {
             "dense": self._dense_batch,
