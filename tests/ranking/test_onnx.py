@@ -92,3 +92,19 @@ def test_cli_index_with_the_onnx_int8_backend(onnx_home, demo, tmp_path):
     doc = demo["corpus"][0]
     hits = engine.search([f"{doc['title']}. {doc['text']}"], k=3, mode="dense")[0]
     assert hits[0].doc_id == doc["_id"]
+
+
+def test_switching_queries_to_onnx_keeps_the_index_and_the_results(onnx_home, demo):
+    from nlprec.ranking.dense import DenseConfig, DenseRetriever
+    from nlprec.ranking.faiss_index import FaissConfig
+
+    retriever = DenseRetriever(DenseConfig(faiss=FaissConfig(kind="flat"), threads=1))
+    retriever.build(demo["corpus"][:40], progress=False)
+    queries = list(demo["queries"].values())[:8]
+    torch_hits = retriever.search(queries, 5)
+    retriever.use_query_backend("onnx", threads=1)
+    assert type(retriever.encoder).__name__ == "OnnxEncoder" and retriever.config.backend == "torch"
+    onnx_hits = retriever.search(queries, 5)
+    for ours, theirs in zip(onnx_hits, torch_hits):
+        assert [doc for doc, _ in ours] == [doc for doc, _ in theirs]
+        np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-4)

@@ -90,6 +90,10 @@ class ServedModels:
         saved = folder / "index"
         engine = loaders.load_engine(saved if saved.exists() else source_dir)
         logger.info("ranking: loaded %s", saved if saved.exists() else source_dir)
+        if self.config.query_encoder != "torch":
+            engine.dense.use_query_backend(self.config.query_encoder, self.config.torch_threads)
+            engine.encode_queries(["warm-up"])  # export/load now, before /ready says yes
+            logger.info("ranking: queries encoded with %s", self.config.query_encoder)
         return SearchBackend(
             engine,
             ModelRunner(self.executor),
