@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 import torch
-from nlprec.core.distributed import barrier, init_distributed, shutdown
+from nlprec.core.distributed import init_distributed, shutdown, write_json_on_main
 from nlprec.mohawk.stages import stage3_distillation
 from nlprec.mohawk.student import load_student, save_student
 from nlprec.mohawk.teacher import load_teacher
@@ -53,11 +53,10 @@ def run(args: argparse.Namespace) -> list[float]:
         losses = stage3_distillation(
             student, teacher, tokens, args.budget, optim, args.temperature, args.seed, dist_ctx
         )
+        out = Path(args.out)
         if dist_ctx.is_main:
-            out = Path(args.out)
             save_student(student.eval(), out)
-            (out / LOSSES_FILE).write_text(json.dumps({"rank0_losses": losses}))
-        barrier(dist_ctx)
+        write_json_on_main(out / LOSSES_FILE, {"rank0_losses": losses}, dist_ctx)
         return losses
     finally:
         shutdown(dist_ctx)

@@ -77,25 +77,21 @@ class DenseRetriever:
     def encoder(self):
         if self._encoder is None:
             cfg = self.config
-            self._encoder = enc.load_encoder(
-                str(self.model_dir),
-                cfg.device,
-                cfg.max_seq_length,
-                cfg.int8,
-                cfg.backend,
-                cfg.threads,
-            )
+            self._encoder = self._load_encoder(cfg.backend, cfg.int8, cfg.threads)
         return self._encoder
+
+    def _load_encoder(self, backend: str, int8: bool, threads: int | None):
+        cfg = self.config
+        return enc.load_encoder(
+            str(self.model_dir), cfg.device, cfg.max_seq_length, int8, backend, threads
+        )
 
     def use_query_backend(self, backend: str, threads: int | None = None) -> None:
         """Encode from now on with another float32 backend of the same model (e.g. ONNX Runtime for
         a CPU service: about half the latency of PyTorch on one short query). The index and the
         stored config are unchanged: fp32 ONNX embeddings equal PyTorch's to ~1e-5 (tests/ranking/
         test_onnx.py), so vectors from either backend search the same index."""
-        cfg = self.config
-        self._encoder = enc.load_encoder(
-            str(self.model_dir), cfg.device, cfg.max_seq_length, False, backend, threads
-        )
+        self._encoder = self._load_encoder(backend, False, threads)
 
     @property
     def dim(self) -> int:
