@@ -88,7 +88,7 @@ class DenseRetriever:
 
     def use_query_backend(self, backend: str, threads: int | None = None) -> None:
         """Encode from now on with another float32 backend of the same model (e.g. ONNX Runtime for
-        a CPU service: about half the latency of PyTorch on one short query). The index and the
+        a CPU service, faster than PyTorch on short queries). The index and the
         stored config are unchanged: fp32 ONNX embeddings equal PyTorch's to ~1e-5 (tests/ranking/
         test_onnx.py), so vectors from either backend search the same index."""
         self._encoder = self._load_encoder(backend, False, threads)
