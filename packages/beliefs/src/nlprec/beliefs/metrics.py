@@ -6,6 +6,8 @@ Predictions are one array of probabilities [T, P, 3] per story (a hard predictio
 - constraint_violation: among (breakpoint, constraint) pairs whose antecedents are all predicted
   true, the fraction whose consequent is not predicted with the required label
 - qa_acc: questions answered from the beliefs at the breakpoint before them (qa.BeliefReader)
+- trip_plausibility / trip_consistency / trip_verifiability: TRIP's tiers (trip_tiers.py), over
+  the example pairs whose two stories are both evaluated
 """
 
 from __future__ import annotations
@@ -81,6 +83,10 @@ def evaluate(stories: list[Story], predictions: list[np.ndarray]) -> dict[str, f
     qa, n_questions = qa_accuracy(stories, predictions)
     if qa is not None:
         metrics["qa_acc"] = qa
+    if any("trip_pair" in story.meta for story in stories):
+        from nlprec.beliefs.trip_tiers import belief_tiers
+
+        metrics.update(belief_tiers(stories, predictions))
     by_task: dict[int, list[int]] = defaultdict(list)
     for i, story in enumerate(stories):
         if isinstance(story.meta.get("task"), int):

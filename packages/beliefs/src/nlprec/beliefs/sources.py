@@ -1,9 +1,10 @@
 """Find and load the stories a pipeline trains and evaluates on.
 
 ``data`` is "generated" (the embedded default), a bAbI folder or task file, a CLUTRR config folder
-or CSV file, or a JSONL file of story records (TRIP is recognised and refused with a clear error). ``eval`` names a folder
-or file to evaluate on; when empty, the test split found in ``data`` is used, or a held-out part
-of the training stories when there is none.
+or CSV file, a TRIP trip_eval folder or file, or a JSONL file of story records. ``eval`` names a
+folder or file to evaluate on; when empty, the test split found in ``data`` is used, or a held-out
+part of the training stories when there is none (for TRIP, which has one file of dev pairs: the
+pairs of a ``heldout_fraction`` of the story groups, see ``trip.split_pairs``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class SourceConfig(BaseModel):
     train_limit: int | None = Field(None, ge=1, description="use only the first N training stories")
     eval_limit: int | None = Field(None, ge=1, description="evaluate on the first N stories")
     heldout_fraction: float = Field(0.2, gt=0, lt=1)
+    trip_unknown_keep: float = Field(
+        1.0, gt=0, le=1, description="TRIP: score this fraction of the unknown training labels"
+    )
     seed: int = 0
 
 
@@ -66,6 +70,12 @@ def file_split(path: Path) -> str:
 def _load_split(path: Path, split: str, cfg: SourceConfig) -> list[Story] | None:
     """Stories of ``split`` at ``path``, or None when the dataset has no such split."""
     kind = detect_format(path)
+    if kind == "trip":
+        from nlprec.beliefs.trip import load_trip
+
+        return load_trip(
+            path, split, cfg.heldout_fraction, cfg.seed, unknown_keep=cfg.trip_unknown_keep
+        )
     if path.is_file() and file_split(path) != split:
         return None
     if kind == "babi":
@@ -83,9 +93,7 @@ def _load_split(path: Path, split: str, cfg: SourceConfig) -> list[Story] | None
         from nlprec.beliefs.clutrr import load_clutrr
 
         return load_clutrr(path, split)
-    raise StoryError(
-        f"{path}: TRIP is recognised but not supported yet (no TRIP loader in nlprec.beliefs)"
-    )
+    raise StoryError(f"{path}: no loader for format {kind!r}")
 
 
 def load_sources(cfg: SourceConfig) -> tuple[list[Story], list[Story], str]:
@@ -109,6 +117,10 @@ def load_sources(cfg: SourceConfig) -> tuple[list[Story], list[Story], str]:
         if evaluation is None:
             evaluation = _load_split(root, "test", cfg)
             described = f"test split of {root}"
+            if detect_format(root) == "trip":
+                described = (
+                    f"TRIP groups held out ({cfg.heldout_fraction:.0%}, seed {cfg.seed}) of {root}"
+                )
         if evaluation is None:
             train, evaluation = _hold_out(train, cfg)
             described = f"held-out {cfg.heldout_fraction:.0%} of {root}"

@@ -20,6 +20,7 @@ from nlprec.beliefs.model import BreakpointConfig, BreakpointModel
 from nlprec.beliefs.records import Story
 from nlprec.beliefs.sources import SourceConfig, load_sources
 from nlprec.beliefs.training import TrainConfig, predict_breakpoint, train_breakpoint
+from nlprec.beliefs.trip import with_pair_partners
 from nlprec.core.data import read_jsonl, write_jsonl_atomic
 from nlprec.core.step import StepContext
 from pydantic import BaseModel, Field
@@ -178,7 +179,7 @@ def flat(ctx: StepContext, cfg: FlatStepConfig) -> dict[str, Any]:
     ctx.log_params(cfg.model_dump())
     model = FlatPairModel(cfg.encoder, cfg.encoder_layers, cfg.hypothesis_only)
     stats = train_flat(model, train_stories, cfg.train, ctx.device, cfg.pairs_per_epoch)
-    subset = evenly_spaced(len(eval_stories), cfg.eval_stories)
+    subset = with_pair_partners(evenly_spaced(len(eval_stories), cfg.eval_stories), eval_stories)
     eval_stories = [eval_stories[i] for i in subset]
     predictions, infer_rate = predict_flat(model, eval_stories, ctx.device, cfg.eval_batch_size)
     _report(ctx, cfg.name, eval_stories, predictions)

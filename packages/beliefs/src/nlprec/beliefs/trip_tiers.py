@@ -1,0 +1,249 @@
+"""TRIP's three tiers (Storks et al. 2021) from predicted physical states.
+
+For each example pair:
+- plausibility: the story predicted plausible is the plausible one;
+- consistency: plausibility right AND the predicted conflicting sentence pair (i, j) of the
+  implausible story equals the gold pair;
+- verifiability: consistency right AND the states that explain the conflict are right: among the
+  *nontrivial* predicted states (a class other than 0 and other than the attribute's default) of
+  the effects of sentence i and the preconditions of sentence j, over every entity, there is at
+  least one, and every one equals the gold class (TRIP's ``verifiable_reasoning``).
+
+From belief tables the story and the pair come from the states themselves: ``conflict_matrix``
+scores every sentence pair i < j by how strongly sentence i's predicted effects contradict what
+sentence j states (a true/false clash on one (entity, attribute), or an entity gone after i and
+used in j). Only pairs through a sentence where the two stories differ count (the pair is given
+together, as in TRIP's cloze task); the story with the larger peak score is the implausible one (a
+tie calls story 0 plausible) and its argmax (i, j) is the predicted conflict.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from nlprec.beliefs.records import FALSE, TRUE, UNKNOWN, Story
+from nlprec.beliefs.trip import (
+    CLASS_FALSE,
+    CLASS_TRUE,
+    DEFAULT_TRUE,
+    States,
+    story_states,
+)
+
+TIE_TOLERANCE = 1e-9
+
+
+@dataclass
+class PairOutcome:
+    story_label: int
+    story_pred: int
+    conflict_label: tuple[int, int]
+    conflict_pred: tuple[int, int] | None
+    gold: States  # states of the implausible story
+    pred: States  # predicted states of that same story
+
+
+def nontrivial(attribute: str, cls: int) -> bool:
+    return cls > 0 and not (attribute in DEFAULT_TRUE and cls == CLASS_TRUE)
+
+
+def states_verified(gold: States, pred: States, conflict: tuple[int, int]) -> bool:
+    """Nontrivial predicted effects of sentence i and preconditions of sentence j all right, and
+    at least one of them."""
+    found = False
+    for t, kind in ((conflict[0], "eff"), (conflict[1], "pre")):
+        for key, cls in pred[t][kind].items():
+            if not nontrivial(key[1], cls):
+                continue
+            found = True
+            if gold[t][kind].get(key) != cls:
+                return False
+    return found
+
+
+def tiers(outcomes: list[PairOutcome]) -> dict[str, float]:
+    """trip_plausibility / trip_consistency / trip_verifiability as fractions of the pairs."""
+    if not outcomes:
+        return {}
+    plausible = consistent = verifiable = 0
+    for o in outcomes:
+        if o.story_pred != o.story_label:
+            continue
+        plausible += 1
+        if o.conflict_pred is None or tuple(o.conflict_pred) != tuple(o.conflict_label):
+            continue
+        consistent += 1
+        verifiable += states_verified(o.gold, o.pred, o.conflict_label)
+    n = len(outcomes)
+    return {
+        "trip_plausibility": plausible / n,
+        "trip_consistency": consistent / n,
+        "trip_verifiability": verifiable / n,
+    }
+
+
+# ---------------------------------------------------------------------------------------- beliefs
+def _specs(story: Story) -> list[tuple[str, str, str, int | None]]:
+    return [tuple(s) for s in story.meta["trip_props"]]
+
+
+def decode_states(story: Story, probs: np.ndarray) -> States:
+    """Hard TRIP classes from a belief table [T, P, 3]: true -> 2, false -> 1, unknown -> absent;
+    a location is the class whose proposition is predicted true with the highest P(true)."""
+    hard = probs.argmax(-1)  # [T, P]
+    states: States = {t: {"pre": {}, "eff": {}} for t in range(story.n_breakpoints)}
+    for t in range(story.n_breakpoints):
+        best: dict[tuple[str, str], tuple[float, int]] = {}
+        for p, (kind, entity, attribute, cls) in enumerate(_specs(story)):
+            label = hard[t, p]
+            if kind == "loc":
+                if (
+                    label == TRUE
+                    and probs[t, p, TRUE] > best.get((entity, attribute), (-1.0, 0))[0]
+                ):
+                    best[(entity, attribute)] = (float(probs[t, p, TRUE]), cls)
+            elif label in (TRUE, FALSE):
+                states[t][kind][(entity, attribute)] = CLASS_TRUE if label == TRUE else CLASS_FALSE
+        for key, (_, cls) in best.items():
+            states[t]["pre"][key] = states[t]["eff"][key] = cls
+    return states
+
+
+def related_entities(entities: list[str]) -> np.ndarray:
+    """[E, E] True where two entity names share a word ("notebook" / "notebook paper")."""
+    words = [set(e.lower().split()) for e in entities]
+    return np.array([[bool(a & b) for b in words] for a in words])
+
+
+def conflict_matrix(story: Story, probs: np.ndarray) -> np.ndarray:
+    """c[i, j] (i < j; 0 elsewhere): the strongest conflict between sentence i's effects and
+    sentence j's states, the larger of
+    - clash: one (entity, attribute) is true after i and false before j, or the reverse;
+    - gone, then used: after i an entity stops existing / working / being conscious or moveable
+      (false for an attribute whose default is true) or disappears (location class 1), and
+      sentence j states anything about it or a related entity (TRIP leaves "exist = true", the
+      precondition j would need, unannotated)."""
+    specs = _specs(story)
+    entities = list(dict.fromkeys(s[1] for s in specs))
+    slot = {e: n for n, e in enumerate(entities)}
+    T, E = story.n_breakpoints, len(entities)
+    index: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    gone, stated = np.zeros((T, E)), np.zeros((T, E))  # P(entity gone after t), P(stated at t)
+    for p, (kind, entity, attribute, cls) in enumerate(specs):
+        e = slot[entity]
+        if kind == "loc":
+            stated[:, e] = np.maximum(stated[:, e], probs[:, p, TRUE])
+            if cls == 1:  # disappears
+                gone[:, e] = np.maximum(gone[:, e], probs[:, p, TRUE])
+            continue
+        index[(entity, attribute)][kind] = p
+        stated[:, e] = np.maximum(stated[:, e], 1.0 - probs[:, p, UNKNOWN])
+        if kind == "eff" and attribute in DEFAULT_TRUE:
+            gone[:, e] = np.maximum(gone[:, e], probs[:, p, FALSE])
+    # gone then used: max over related (e, e') of gone[i, e] * stated[j, e']
+    reach = np.where(related_entities(entities), 1.0, 0.0)  # [E, E]
+    used = np.einsum("ie,jf,ef->ijef", gone, stated, reach).reshape(T, T, -1).max(-1)
+    both = [(k["eff"], k["pre"]) for k in index.values() if len(k) == 2]
+    clash = np.zeros((T, T))
+    if both:
+        eff_idx, pre_idx = (np.array(x) for x in zip(*both))
+        eff, pre = probs[:, eff_idx], probs[:, pre_idx]  # [T, K, 3]
+        clash = (
+            np.einsum("ik,jk->ijk", eff[..., TRUE], pre[..., FALSE])
+            + np.einsum("ik,jk->ijk", eff[..., FALSE], pre[..., TRUE])
+        ).max(-1)  # [T(i), T(j)]
+    return np.triu(np.maximum(clash, used), k=1)
+
+
+def differing_sentences(a: Story, b: Story) -> list[int]:
+    """Positions where the two stories of a pair differ (all of them when lengths differ)."""
+    if a.n_breakpoints != b.n_breakpoints:
+        return list(range(max(a.n_breakpoints, b.n_breakpoints)))
+    return [t for t, (x, y) in enumerate(zip(a.sentences, b.sentences)) if x != y]
+
+
+def through(c: np.ndarray, sentences: list[int]) -> np.ndarray:
+    """Keep only sentence pairs that involve one of ``sentences`` (a conflict the two stories of a
+    cloze pair share cannot tell them apart)."""
+    keep = np.zeros_like(c, dtype=bool)
+    for t in sentences:
+        if t < len(c):
+            keep[t, :] = keep[:, t] = True
+    return np.where(keep, c, 0.0)
+
+
+def pair_outcome(
+    stories: tuple[Story, Story], predictions: tuple[np.ndarray, np.ndarray]
+) -> PairOutcome:
+    """Plausible story and conflict predicted from the two belief tables of one example."""
+    differ = differing_sentences(*stories)
+    scores = [through(conflict_matrix(s, p), differ) for s, p in zip(stories, predictions)]
+    peak = [float(c.max()) for c in scores]
+    implausible_pred = 1 if abs(peak[1] - peak[0]) <= TIE_TOLERANCE else int(np.argmax(peak))
+    i, j = np.unravel_index(
+        int(np.argmax(scores[implausible_pred])), scores[implausible_pred].shape
+    )
+    story_label = next(k for k, s in enumerate(stories) if s.meta["trip_plausible"])
+    bad = 1 - story_label
+    return PairOutcome(
+        story_label=story_label,
+        story_pred=1 - implausible_pred,
+        conflict_label=tuple(stories[bad].meta["trip_conflict"]),
+        conflict_pred=(int(i), int(j)) if i < j else None,
+        gold=gold_states(stories[bad]),
+        pred=decode_states(stories[bad], predictions[bad]),
+    )
+
+
+def gold_states(story: Story) -> States:
+    """The annotated classes of a story record (its labels read back as TRIP classes)."""
+    labels = np.asarray(story.labels)
+    probs = np.zeros((*labels.shape, 3))
+    for t, row in enumerate(labels):
+        for p, label in enumerate(row):
+            if label >= 0:
+                probs[t, p, label] = 1.0
+            else:
+                probs[t, p, 2] = 1.0
+    return decode_states(story, probs)
+
+
+def belief_tiers(stories: list[Story], predictions: list[np.ndarray]) -> dict[str, float]:
+    """Tiers over every example whose two stories are both in ``stories``; {} when none is."""
+    by_pair: dict[str, dict[int, int]] = defaultdict(dict)
+    for n, story in enumerate(stories):
+        if "trip_pair" in story.meta:
+            by_pair[story.meta["trip_pair"]][story.meta["trip_index"]] = n
+    outcomes = [
+        pair_outcome(
+            (stories[members[0]], stories[members[1]]),
+            (predictions[members[0]], predictions[members[1]]),
+        )
+        for members in by_pair.values()
+        if set(members) == {0, 1}
+    ]
+    return tiers(outcomes)
+
+
+# ---------------------------------------------------------------------------------------- RoBERTa
+def reference_outcome(record: dict[str, Any]) -> PairOutcome:
+    """The outcome of the predictions stored with a trip_eval record (Storks et al.'s RoBERTa)."""
+    where = f"TRIP example {record.get('example_id')!r}"
+    bad = 1 - record["story_label"]
+    n = len(record[f"story{bad}"].split("\n"))
+    conflict = record.get("conflict_pred") or []
+    return PairOutcome(
+        story_label=record["story_label"],
+        story_pred=record["story_pred"],
+        conflict_label=tuple(record["conflict_label"]),
+        conflict_pred=tuple(conflict) if len(conflict) == 2 else None,
+        gold=story_states(record, n, where, "label"),
+        pred=story_states(record, n, where, "pred"),
+    )
+
+
+def reference_tiers(records: list[dict[str, Any]]) -> dict[str, float]:
+    return tiers([reference_outcome(r) for r in records])

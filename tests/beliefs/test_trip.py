@@ -1,0 +1,217 @@
+"""TRIP: loader (labels, split, bad input), the three tiers, and the pipeline on a tiny slice."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nlprec.beliefs.records import FALSE, IGNORE, TRUE, UNKNOWN, StoryError
+from nlprec.beliefs.trip import (
+    example_groups,
+    load_trip,
+    pair_stories,
+    read_pairs,
+    split_pairs,
+    with_pair_partners,
+)
+from nlprec.beliefs.trip_tiers import belief_tiers, conflict_matrix, reference_tiers
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _states(n: int, **by_sentence: dict) -> dict:
+    return {str(t): dict(by_sentence.get(f"s{t}", {})) for t in range(n)}
+
+
+def make_pair(example_id: str = "7-C0", story_label: int = 0) -> dict:
+    """A hand-made example: the implausible story breaks the vase, then puts flowers in it."""
+    good = ["Ann picked up the vase.", "Ann filled the vase with water.", "Ann put flowers in it."]
+    bad = [
+        "Ann picked up the vase.",
+        "Ann smashed the vase on the floor.",
+        "Ann put flowers in it.",
+    ]
+    stories = {f"story{story_label}": "\n".join(good), f"story{1 - story_label}": "\n".join(bad)}
+    pre = {
+        "vase": _states(3, s0={"location": 2}, s2={"pieces": 1, "contain": 1}),
+        "Ann": _states(3),
+    }
+    eff = {
+        "vase": _states(3, s0={"location": 2}, s1={"pieces": 2, "functional": 1}),
+        "Ann": _states(3, s1={"h_location": 2}),
+    }
+    return {
+        "example_id": example_id,
+        "story_label": story_label,
+        "story_pred": story_label,
+        "conflict_label": [1, 2],
+        "conflict_pred": [1, 2],
+        "preconditions_label": pre,
+        "preconditions_pred": copy.deepcopy(pre),
+        "effects_label": eff,
+        "effects_pred": copy.deepcopy(eff),
+        **stories,
+    }
+
+
+def _onehot(story) -> np.ndarray:
+    labels = np.asarray(story.labels)
+    probs = np.zeros((*labels.shape, 3))
+    for (t, p), label in np.ndenumerate(labels):
+        probs[t, p, label if label >= 0 else UNKNOWN] = 1.0
+    return probs
+
+
+def test_labels_follow_trip_classes():
+    plausible, implausible = pair_stories(make_pair())
+    assert implausible.meta["trip_conflict"] == [1, 2] and plausible.meta["trip_conflict"] is None
+    index = {text: i for i, text in enumerate(implausible.propositions)}
+    assert implausible.labels[1][index["the vase is in pieces"]] == TRUE
+    assert implausible.labels[1][index["the vase is functional"]] == FALSE
+    assert implausible.labels[2][index["the vase was in pieces"]] == FALSE
+    assert implausible.labels[2][index["the vase was occupied"]] == FALSE
+    assert implausible.labels[0][index["the vase is picked up"]] == TRUE
+    assert implausible.labels[0][index["the vase is put down"]] == UNKNOWN
+    assert implausible.labels[1][index["Ann moves somewhere new"]] == TRUE
+    assert "Ann is hot" not in index and "the vase is dressed" not in index  # human/object split
+    # the plausible story shares sentences 0 and 2 (same labels) and differs at 1 (not scored)
+    assert plausible.labels[0] == implausible.labels[0]
+    assert plausible.labels[2] == implausible.labels[2]
+    assert set(plausible.labels[1]) == {IGNORE}
+
+
+def test_gold_states_give_every_tier_and_reference_tiers_agree():
+    pairs = [make_pair("7-C0", 0), make_pair("8-C0", 1)]
+    stories = [s for p in pairs for s in pair_stories(p)]
+    assert belief_tiers(stories, [_onehot(s) for s in stories]) == {
+        "trip_plausibility": 1.0,
+        "trip_consistency": 1.0,
+        "trip_verifiability": 1.0,
+    }
+    assert reference_tiers(pairs)["trip_verifiability"] == 1.0
+    matrix = conflict_matrix(stories[1], _onehot(stories[1]))
+    assert np.unravel_index(matrix.argmax(), matrix.shape) == (1, 2)
+
+
+def test_tiers_are_nested_and_fail_where_they_should():
+    record = make_pair()
+    wrong_pair = dict(record, conflict_pred=[0, 2])
+    wrong_story = dict(record, story_pred=1)
+    wrong_state = copy.deepcopy(record)
+    wrong_state["effects_pred"]["vase"]["1"]["pieces"] = 1
+    trivial_only = copy.deepcopy(record)
+    trivial_only["effects_pred"]["vase"]["1"] = {"functional": 2}
+    trivial_only["effects_pred"]["Ann"]["1"] = {}
+    trivial_only["preconditions_pred"]["vase"]["2"] = {}
+    assert reference_tiers([wrong_story])["trip_plausibility"] == 0.0
+    assert reference_tiers([wrong_pair]) == {
+        "trip_plausibility": 1.0,
+        "trip_consistency": 0.0,
+        "trip_verifiability": 0.0,
+    }
+    assert reference_tiers([wrong_state])["trip_consistency"] == 1.0
+    assert reference_tiers([wrong_state])["trip_verifiability"] == 0.0
+    assert reference_tiers([trivial_only])["trip_verifiability"] == 0.0  # no nontrivial state
+
+
+def test_constant_predictions_tie_and_never_verify():
+    stories = pair_stories(make_pair(story_label=1))
+    flat = [np.full((s.n_breakpoints, len(s.propositions), 3), 1 / 3) for s in stories]
+    tiers = belief_tiers(stories, flat)
+    assert tiers["trip_plausibility"] == 0.0  # a tie calls story 0 plausible
+    assert tiers["trip_verifiability"] == 0.0
+    assert belief_tiers(stories[:1], flat[:1]) == {}  # half a pair is not scored
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda r: r["effects_label"]["vase"]["1"].update(colour=2), "unknown attribute"),
+        (lambda r: r["effects_label"]["vase"]["1"].update(pieces=5), "unknown class 5"),
+        (lambda r: r.update(story0=""), "story without sentences"),
+        (lambda r: r.update(story_label=2), "story_label 2"),
+        (lambda r: r.pop("conflict_label"), "missing keys"),
+    ],
+)
+def test_bad_input_names_the_record(edit, message):
+    record = make_pair("99-C3")
+    edit(record)
+    with pytest.raises(StoryError, match=message) as error:
+        pair_stories(record)
+    if "missing keys" not in message:
+        assert "99-C3" in str(error.value)
+
+
+def test_split_keeps_groups_apart_and_partners_together(tmp_path):
+    pairs = [make_pair(f"{n}-C{k}", story_label=k % 2) for n in range(12) for k in range(2)]
+    for n, record in enumerate(pairs):  # distinct texts per story group
+        for key in ("story0", "story1"):
+            record[key] = record[key].replace("Ann", f"Ann{n // 2}")
+    file = tmp_path / "results_cloze_implausible_explanations_consistency_dev.jsonl"
+    file.write_text(json.dumps(pairs))
+    read = read_pairs(tmp_path)
+    assert len(read) == 24 and len(set(example_groups(read))) == 12
+    train, test = split_pairs(read, "train", 0.5, 0), split_pairs(read, "test", 0.5, 0)
+    assert len(train) + len(test) == 24 and train and test
+    groups = lambda ps: {p["example_id"].split("-")[0] for p in ps}  # noqa: E731
+    assert not groups(train) & groups(test)
+    stories = load_trip(tmp_path, "test", 0.5, 0)
+    assert len(stories) == 2 * len(test)
+    assert with_pair_partners([0, 3], stories) == [0, 1, 2, 3]
+    thinned = load_trip(tmp_path, "train", 0.5, 0, unknown_keep=0.1)
+    kept = sum(label == UNKNOWN for s in thinned for row in s.labels for label in row)
+    total = sum(
+        label == UNKNOWN
+        for s in load_trip(tmp_path, "train", 0.5, 0)
+        for row in s.labels
+        for label in row
+    )
+    assert 0 < kept < 0.3 * total
+
+
+def test_reference_tiers_on_real_dev_match_the_files_flags(shared_data):
+    pairs = read_pairs(shared_data / "beliefs" / "trip")
+    tiers = reference_tiers(pairs)
+    flags = np.mean([p["valid_explanation"] for p in pairs])
+    assert tiers["trip_verifiability"] == pytest.approx(flags)
+    assert tiers["trip_plausibility"] == pytest.approx(
+        np.mean([p["story_pred"] == p["story_label"] for p in pairs])
+    )
+
+
+@pytest.mark.slow
+def test_trip_pipeline_on_a_tiny_slice(nlprec_env, shared_data, tiny_encoder, tmp_path):
+    from nlprec.core import cli
+
+    summary_path = tmp_path / "summary.json"
+    sets = {
+        "params.data": str(shared_data / "beliefs" / "trip"),
+        "params.encoder": tiny_encoder,
+        "params.train_limit": 6,
+        "params.eval_limit": 6,
+        "params.epochs": 1,
+        "params.flat_pairs": 64,
+        "params.flat_eval_stories": 2,
+    }
+    args = [x for k, v in sets.items() for x in ("--set", f"{k}={v}")]
+    code = cli.main(
+        [
+            "run",
+            str(ROOT / "pipelines" / "beliefs-trip.yaml"),
+            *args,
+            "--summary",
+            str(summary_path),
+        ]
+    )
+    assert code in (0, None)
+    metrics = json.loads(summary_path.read_text())["metrics"]
+    for model in ("breakpoint", "flat", "hypothesis_only", "majority"):
+        tiers = [
+            metrics[f"{model}.trip_{t}"] for t in ("plausibility", "consistency", "verifiability")
+        ]
+        assert all(0.0 <= v <= 1.0 for v in tiers)
+        assert tiers[0] >= tiers[1] >= tiers[2]
+    assert metrics["majority.trip_verifiability"] == 0.0
