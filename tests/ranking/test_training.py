@@ -82,3 +82,52 @@ def test_tiny_biencoder_and_cross_encoder_runs(tmp_path):
     assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
     with pytest.raises(ValueError, match="no training examples"):
         train_cross_encoder("minilm", [], ce_cfg, tmp_path / "none")
+
+
+def test_mining_keeps_normalised_teacher_scores():
+    qrels = {"q": {"d1": 1, "d9": 1}}
+    run = {"q": {"d1": 3.0, "d3": 2.0, "d4": 1.0}}
+    docs = DOCS | {"d9": {"id": "d9", "title": "", "text": "text 9"}}
+    examples = mine_hard_negatives({"q": "query"}, qrels, run, docs, 2, with_teacher_scores=True)
+    # d1 is the run's top (1.0); d9 was not retrieved (0.0); negatives d3, d4 -> 0.5, 0.0
+    assert [e.teacher_scores for e in examples] == [[1.0, 0.5, 0.0], [0.0, 0.5, 0.0]]
+    assert mine_hard_negatives({"q": "query"}, qrels, run, docs, 2)[0].teacher_scores is None
+
+
+def test_listwise_targets_by_hand():
+    from nlprec.ranking.training import listwise_targets
+
+    assert listwise_targets(3, None, 0.5, 0.1).tolist() == [[1.0, 0.0, 0.0]]
+    teacher = torch.tensor([[1.0, 0.0, 0.0]])
+    soft = math.exp(10.0) / (math.exp(10.0) + 2.0)  # softmax(t / 0.1) of the top document
+    expected = [0.5 + 0.5 * soft, 0.5 * (1 - soft) / 2, 0.5 * (1 - soft) / 2]
+    got = listwise_targets(3, teacher, 0.5, 0.1)[0].tolist()
+    assert got == pytest.approx(expected, rel=1e-6)
+    assert sum(got) == pytest.approx(1.0)
+
+
+def test_head_learning_rate_gets_its_own_group():
+    from nlprec.ranking.training import _optimizer
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, num_labels=1)  # fmt: skip
+    model = BertForSequenceClassification(config)
+    optimizer, _ = _optimizer(model, 2e-5, 0.0, 10, head_lr=1e-3)
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    assert lrs == [2e-5, 1e-3]
+    head_ids = {id(p) for p in optimizer.param_groups[1]["params"]}
+    expected = {
+        id(p) for n, p in model.named_parameters() if n.startswith(("classifier", "bert.pooler"))
+    }
+    assert head_ids == expected and len(head_ids) == 4
+    assert len(_optimizer(model, 2e-5, 0.0, 10)[0].param_groups) == 1
+
+
+def test_distillation_needs_listwise_and_teacher_scores(tmp_path):
+    cfg = CrossEncoderTrainConfig(batch_size=4, max_steps=1, max_length=32, distill_weight=0.5)
+    with pytest.raises(ValueError, match="teacher_scores"):
+        train_cross_encoder("minilm", _examples(), cfg, tmp_path / "a")
+    bce = cfg.model_copy(update={"loss": "bce"})
+    with pytest.raises(ValueError, match="listwise"):
+        train_cross_encoder("minilm", _examples(), bce, tmp_path / "b")
