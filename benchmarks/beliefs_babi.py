@@ -21,6 +21,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from nlprec.beliefs.babi import load_babi
 from nlprec.beliefs.baselines import (
@@ -31,6 +32,7 @@ from nlprec.beliefs.baselines import (
     train_flat,
 )
 from nlprec.beliefs.clutrr import load_clutrr
+from nlprec.beliefs.diagnosis import accuracy_by_kind, object_question_audit
 from nlprec.beliefs.metrics import accuracy_by, evaluate
 from nlprec.beliefs.model import BreakpointConfig, BreakpointModel
 from nlprec.beliefs.training import TrainConfig, predict_breakpoint, train_breakpoint
@@ -86,6 +88,8 @@ def run(args: argparse.Namespace) -> None:
         results["models"][name] = {**evaluate(stories, predictions), **extra}
         if args.format == "clutrr":
             results["models"][name]["prop_acc_by_k"] = accuracy_by(stories, predictions, "k")
+        else:
+            results.setdefault("diagnosis", {})[name] = diagnose(stories, predictions)
         print(name, json.dumps(results["models"][name]), flush=True)
         save()
 
@@ -118,9 +122,11 @@ def run(args: argparse.Namespace) -> None:
         predictions, rate = predict_breakpoint(model, test, device, batch_size=64)
         sub_predictions, subset_rate = predict_breakpoint(model, subset, device, batch_size=64)
         record(name, test, predictions, **stats, infer_pairs_per_s=rate)
+        if args.save_predictions:
+            save_predictions(out / f"{name}_test_predictions.npz", test, predictions)
         record(f"{name}@subset", subset, sub_predictions, infer_pairs_per_s=subset_rate)
     for hypothesis_only in (False, True):
-        if args.skip_flat or clock.left() < 15:
+        if args.skip_flat or clock.left() < 15 or (hypothesis_only and args.skip_hypothesis_only):
             break
         name = "hypothesis_only" if hypothesis_only else "flat"
         flat = FlatPairModel(args.encoder, hypothesis_only=hypothesis_only)
@@ -128,7 +134,7 @@ def run(args: argparse.Namespace) -> None:
             epochs=1, batch_size=args.flat_batch_size, lr=args.lr, head_lr=args.head_lr
         )
         pairs = args.flat_pairs if not hypothesis_only else args.flat_pairs // 4
-        flat_cfg.max_seconds = clock.left() * 0.6
+        flat_cfg.max_seconds = min(clock.left() * 0.6, args.flat_seconds or float("inf"))
         stats = train_flat(flat, train, flat_cfg, device, pairs_per_epoch=pairs)
         predictions, rate = predict_flat(flat, subset, device, batch_size=args.flat_batch_size * 2)
         record(
@@ -142,6 +148,30 @@ def run(args: argparse.Namespace) -> None:
     results["seconds"] = args.budget - clock.left()
     print(f"done in {results['seconds']:.0f} s on {results['device']}", flush=True)
     save()
+
+
+def diagnose(stories, predictions) -> dict:
+    """Accuracy by proposition kind per bAbI task and the "Where is the O?" audit (diagnosis.py)."""
+    out = {}
+    for task in sorted({s.meta.get("task") for s in stories}, key=str):
+        idx = [i for i, s in enumerate(stories) if s.meta.get("task") == task]
+        sub, preds = [stories[i] for i in idx], [predictions[i] for i in idx]
+        out[f"qa{task}"] = {
+            "by_kind": accuracy_by_kind(sub, preds),
+            "object_questions": object_question_audit(sub, preds),
+        }
+    return out
+
+
+def save_predictions(path: Path, stories, predictions) -> None:
+    """Test-set probabilities (float16) keyed by story id, for analysis off the device."""
+    np.savez_compressed(
+        path,
+        **{
+            s.story_id.replace("/", "__"): p.astype(np.float16)
+            for s, p in zip(stories, predictions)
+        },
+    )
 
 
 def _fmt(value) -> str:
@@ -276,6 +306,11 @@ def main() -> None:
         "--train-seconds", type=float, default=30, help="training cap per breakpoint model"
     )
     go.add_argument("--skip-flat", action="store_true")
+    go.add_argument("--skip-hypothesis-only", action="store_true")
+    go.add_argument("--flat-seconds", type=float, default=None, help="cap on flat training")
+    go.add_argument(
+        "--save-predictions", action="store_true", help="write test probabilities (npz)"
+    )
     go.add_argument("--freeze-encoder", action="store_true", help="breakpoint models: heads only")
     go.add_argument(
         "--frozen-encoder-fraction",
