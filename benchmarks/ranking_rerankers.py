@@ -5,13 +5,14 @@ held out from cross-encoder training) and the test queries. Here, per recipe and
 pure reranking (alpha = 1) and interpolation with the hybrid, alpha chosen on the dev queries;
 then test nDCG@10 and a paired randomisation test against the hybrid. Nothing is chosen on test.
 
-    python benchmarks/ranking_rerankers.py OUT/rerank_recipes.json --data ../shared/data/beir/scifact \
+    python benchmarks/ranking_rerankers.py OUT/rerank_recipes.json[.gz] --data ../shared/data/beir/scifact \
         --device "<card from the run's reply>"
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 from pathlib import Path
 
@@ -26,7 +27,7 @@ ALPHAS = [round(a, 2) for a in np.arange(0, 1.0001, 0.1)]
 GPU_COMMAND = (
     "PYTHONPATH=packages/core/src:packages/ranking/src python packages/ranking/scripts/"
     "rerank_recipes_gpu.py train --data <scifact> --bm25 bm25.npz --model <MiniLM dir> --out OUT "
-    "--budget-s 110 (bm25.npz from its `prepare` command, on CPU)"
+    "--budget-s 100 (bm25.npz from its `prepare` command, on CPU)"
 )
 
 
@@ -67,7 +68,10 @@ def main() -> None:
     parser.add_argument("--device", required=True, help="the card, as the run's reply named it")
     parser.add_argument("--dry", action="store_true", help="print only, RESULTS.md untouched")
     args = parser.parse_args()
-    payload = json.loads(Path(args.results).read_text())
+    path = Path(args.results)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        payload = json.load(handle)
     ds = load_beir(args.data)
     hybrid = payload["first_stage"]["hybrid"]
     qrels = {"dev": {q: ds.qrels["train"][q] for q in hybrid["dev"]},
@@ -80,7 +84,7 @@ def main() -> None:
         f"its pooler) on {payload['n_fit']} train queries; depth and alpha chosen on the other "
         f"{payload['n_dev']} train queries (dev); test = {len(hybrid['test'])} queries. They rerank the top 20 or 100 of "
         f"the hybrid (linear BM25/dense {payload['fusion_weights']}, weights tuned on train). "
-        f"Max length 256, bf16 autocast; {payload['device']} (the run's reply: {args.device}).",
+        f"Max length 256; training in bf16 autocast, scoring fp32 (TF32 matmuls); {payload['device']} (the run's reply: {args.device}).",
         "",
         "First stages, test nDCG@10: "
         + ", ".join(f"{n} {v:.4f}" for n, v in first.items())
