@@ -47,13 +47,33 @@ MODELS = {
 }
 
 
-def _settings(tiny: bool) -> dict:
-    if tiny:
+# Fine-tuning settings of the earlier runs, where --task-settings does not replace them
+BASE_TASK_SETTINGS = {"ner": {"epochs": 2}, "section": {}, "nli": {}}
+
+
+def _settings(args) -> dict:
+    """Step counts, batch, and per-task fine-tuning settings (DEFAULT_SETTINGS updated by --task-settings)."""
+    overrides = json.loads(args.task_settings)
+    unknown = set(overrides) - set(BASE_TASK_SETTINGS)
+    if unknown:
+        raise SystemExit(f"--task-settings: unknown tasks {sorted(unknown)} (expected ner, section, nli)")
+    tasks = {task: {**base, **overrides.get(task, {})} for task, base in BASE_TASK_SETTINGS.items()}
+    if args.tiny:
+        tiny_task = {"epochs": 1, "max_len": 64, "max_train": 32, "max_test": 16}
         return {"teacher_steps": 3, "student_steps": 3, "long_steps": 4, "batch": 8, "max_len": 64, "seeds": [0],
-                "max_texts": 200,
-                "task": {"epochs": 1, "max_len": 64, "max_train": 32, "max_test": 16}}
-    return {"teacher_steps": 400, "student_steps": 800, "long_steps": 1200, "batch": 64, "max_len": 128,
-            "seeds": [0, 1, 2], "task": {}, "max_texts": None}
+                "max_texts": 200, "tasks": {task: {**v, **tiny_task} for task, v in tasks.items()}}
+    return {"teacher_steps": args.teacher_steps, "student_steps": 800, "long_steps": args.long_steps, "batch": 64,
+            "max_len": 128, "seeds": [0, 1, 2], "tasks": tasks, "max_texts": None}
+
+
+def _model_specs(args) -> dict:
+    """MODELS with the factorised pair's lr (both) and student_fact's attention weight from the command line."""
+    specs = {name: dict(spec) for name, spec in MODELS.items()}
+    for name in ("student_fact", "mlm_only_fact", "student_fact3"):
+        specs[name]["lr"] = args.fact_lr
+    for name in ("student_fact", "student_fact3"):
+        specs[name]["attention"] = args.fact_attention
+    return specs
 
 
 def _corpus(data: Path, limit: int | None = None) -> dict:
@@ -141,9 +161,7 @@ def _eval_jobs(name: str, s: dict, args, models_dir: Path, tasks: dict) -> list[
     jobs = []
     for seed in s["seeds"]:
         for task in ("ner", "nli", "section"):
-            settings = DEFAULT_SETTINGS[task].model_copy(update=s["task"])
-            if task == "ner" and not args.tiny:
-                settings = settings.model_copy(update={"epochs": 2})
+            settings = DEFAULT_SETTINGS[task].model_copy(update=s["tasks"][task])
             jobs.append({"model": name, "path": str(models_dir / name), "task": task, "data": tasks[task],
                          "seed": seed, "device": args.device, "settings": settings.model_dump(),
                          "sys_path": sys.path[:3]})
@@ -166,10 +184,11 @@ def run(args) -> None:
     out = Path(args.out)
     models_dir = Path(args.work)
     models_dir.mkdir(parents=True, exist_ok=True)
-    s = _settings(args.tiny)
+    s = _settings(args)
+    specs = _model_specs(args)
     names = [name for name in MODELS if name in args.models.split(",")]
     report = {"settings": s, "device": _device_name(args.device), "workers": args.workers, "phases": {},
-              "students": [], "rows": [], "models": names, "command": "python " + " ".join(sys.argv)}
+              "students": [], "rows": [], "models": names, "specs": specs, "command": "python " + " ".join(sys.argv)}
 
     def save():
         report["elapsed_s"] = time.time() - t0
@@ -185,16 +204,16 @@ def run(args) -> None:
         # Models that need only the teacher's vocabulary/config start from the unadapted checkpoint
         # while the teacher adapts here; the others, and every model's fine-tuning, start as soon as
         # what they need exists, so the card is never waiting on one phase.
-        pending = {pool.submit(_student_job, _training_job(n, MODELS[n], s, base, models_dir, args.teacher)): n
-                   for n in names if n != "teacher" and not MODELS[n]["adapted"]}
+        pending = {pool.submit(_student_job, _training_job(n, specs[n], s, base, models_dir, args.teacher)): n
+                   for n in names if n != "teacher" and not specs[n]["adapted"]}
         report["phases"]["teacher"] = _adapt_teacher(args, s, corpus, models_dir)
         report["phases"]["teacher_done_s"] = time.time() - t0
         save()
         evals = {}
         if "teacher" in names:
             evals.update({pool.submit(_eval_job, job): job for job in _eval_jobs("teacher", s, args, models_dir, tasks)})
-        pending.update({pool.submit(_student_job, _training_job(n, MODELS[n], s, base, models_dir, adapted)): n
-                        for n in names if n != "teacher" and MODELS[n]["adapted"]})
+        pending.update({pool.submit(_student_job, _training_job(n, specs[n], s, base, models_dir, adapted)): n
+                        for n in names if n != "teacher" and specs[n]["adapted"]})
         n_jobs = len(evals) + len(pending) * len(_eval_jobs("x", s, args, models_dir, tasks))
         while pending or evals:
             done, _ = wait(list(pending) + list(evals), return_when=FIRST_COMPLETED)
@@ -226,7 +245,7 @@ def _device_name(device: str) -> str:
 
 
 def _describe(name: str, report: dict) -> str:
-    spec, s = MODELS[name], report["settings"]
+    spec, s = report.get("specs", MODELS)[name], report["settings"]
     steps = s["long_steps"] if spec.get("steps") == "long" else s["student_steps"]
     shape = {"random": "4 layers x 192 (12 heads, FFN 512), random init",
              "layer_subset": "teacher layers 1,3,5 copied",
@@ -257,6 +276,18 @@ def _unfinished(report: dict) -> str:
     return "; ".join(missing) or "none"
 
 
+def _task_settings_text(s: dict) -> str:
+    from nlprec.clinical_distill.harness import DEFAULT_SETTINGS
+
+    if "tasks" not in s:  # reports written before --task-settings
+        return "NER 2 epochs, section 6, NLI 4, lr 1e-4, batch 32"
+    parts = []
+    for task, update in s["tasks"].items():
+        t = DEFAULT_SETTINGS[task].model_copy(update=update)
+        parts.append(f"{task} {t.epochs} epochs at lr {t.lr:g} (batch {t.batch_size}, {t.max_len} tokens)")
+    return "; ".join(parts)
+
+
 def record(args) -> None:
     """Turn rows.json (GPU) and the CPU speed JSON (this machine) into the RESULTS.md section."""
     from nlprec.clinical_distill.harness import aggregate
@@ -277,6 +308,8 @@ def record(args) -> None:
         f"Every model is trained on the same corpus with batch {s['batch']}; mlm_only_fact is student_fact's architecture "
         "and initialisation trained with MLM alone for the same steps (the distillation-vs-MLM comparison at equal "
         "size and steps for the new student); mlm_only is the same for student_small.",
+        "",
+        "Fine-tuning (every model the same): " + _task_settings_text(s) + ".",
         "",
         "| model | architecture | training |",
         "|---|---|---|",
@@ -304,7 +337,7 @@ def record(args) -> None:
     command = report.get("command", "") + (f"; CPU columns: python benchmarks/clinical_distill_speed.py --json {args.speed}"
                                            if args.speed else "")
     machine = f"{report['device']} device machine (training, fine-tuning)" + ("; CPU columns on this machine" if speed else "")
-    record_section("clinical-distill: GPU run (teacher adaptation, students, baselines)", text, command=command,
+    record_section(args.section, text, command=command,
                    path=args.results, machine=machine)
     print(text)
 
@@ -322,10 +355,18 @@ def main() -> None:
     r.add_argument("--budget", type=float, default=110.0)
     r.add_argument("--tiny", action="store_true")
     r.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of: " + ", ".join(MODELS))
+    r.add_argument("--teacher-steps", type=int, default=400)
+    r.add_argument("--long-steps", type=int, default=1200, help="steps of the factorised students and mlm_only_fact")
+    r.add_argument("--fact-lr", type=float, default=2e-4, help="lr of the factorised students and mlm_only_fact")
+    r.add_argument("--fact-attention", type=float, default=0.0, help="attention-KL weight of the factorised students")
+    r.add_argument("--task-settings", default="{}",
+                   help='JSON {task: TaskSettings fields}, e.g. {"ner": {"epochs": 6, "lr": 3e-4}} (default: ner 2 epochs)')
     c = sub.add_parser("record")
     c.add_argument("--rows", required=True)
     c.add_argument("--speed", help="JSON written by benchmarks/clinical_distill_speed.py --json (CPU columns)")
     c.add_argument("--note", help="a paragraph added under the table (e.g. figures carried over from an earlier run)")
+    c.add_argument("--section", default="clinical-distill: GPU run (teacher adaptation, students, baselines)",
+                   help="RESULTS section to (re)write")
     c.add_argument("--results", type=Path, help="RESULTS file to write (default: benchmarks/RESULTS.md)")
     args = parser.parse_args()
     run(args) if args.command == "run" else record(args)

@@ -8,6 +8,7 @@ from nlprec.core import cli
 
 TINY = [
     "--set", "params.steps=2", "--set", "params.batch=4", "--set", "params.max_len=32", "--set", "params.epochs=1",
+    "--set", "params.ner_epochs=1",
     "--set", "params.small={kind: random, num_layers: 1, hidden_size: 16, num_heads: 2, intermediate_size: 32}",
     "--set", "params.fact={kind: factorised, num_layers: 1, embedding_size: 8}",
     "--set", "steps.corpus.with.n_generated=20", "--set", "steps.tasks.with.n_generated_train=8",

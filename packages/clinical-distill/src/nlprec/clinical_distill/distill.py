@@ -14,6 +14,12 @@ import random
 from typing import Literal
 
 import torch
+from nlprec.core.distributed import (
+    DistributedContext,
+    all_reduce_mean,
+    per_rank_batch_size,
+    wrap_model,
+)
 from pydantic import Field
 from torch import nn
 from transformers import PreTrainedModel
@@ -97,41 +103,68 @@ class DistillationObjective(nn.Module):
     def needs_attention(self) -> bool:
         return self.cfg.attention_weight > 0
 
-    def forward(self, student_out, teacher_out, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, student_out, teacher_out, batch: dict[str, torch.Tensor],
+                dist_ctx: DistributedContext | None = None) -> dict[str, torch.Tensor]:
+        """Loss parts and their weighted `total`, each a mean over the items of the whole (global) batch.
+
+        Under data parallelism each rank holds a share of the batch: its sums are divided by the item
+        counts over every rank and multiplied by the world size, so the gradients DDP averages are
+        exactly those of one process on the whole batch (masked tokens differ per rank).
+        """
         cfg = self.cfg
-        token_mask = batch["attention_mask"]  # (B, L)
-        masked = batch["labels"] != -100  # (B, L)
+        terms = self._loss_terms(student_out, teacher_out, batch)  # part -> [(sum, count)]
+        counts = torch.stack([count for part in terms.values() for _, count in part]).float()
+        world = 1
+        if dist_ctx is not None and dist_ctx.is_distributed:
+            torch.distributed.all_reduce(counts)
+            world = dist_ctx.world_size
         parts: dict[str, torch.Tensor] = {}
-        if cfg.mlm_weight > 0:
-            parts["mlm"] = student_out.loss
-        if cfg.kd_weight > 0:
-            parts["kd"] = losses.soft_target_kl(
-                student_out.logits.float(), teacher_out.logits.float(), masked, cfg.temperature
-            )
-        if self.needs_hidden:
-            parts["hidden"] = sum(
-                losses.hidden_state_loss(
-                    proj(student_out.hidden_states[s].float()),
-                    teacher_out.hidden_states[t].float(),
-                    token_mask,
-                    cfg.hidden_loss,
-                )
-                for proj, (s, t) in zip(self.projections, self.layer_map)
-            ) / len(self.layer_map)
-        if self.needs_attention:
-            parts["attention"] = sum(
-                losses.attention_loss(
-                    student_out.attentions[s - 1].float(),
-                    teacher_out.attentions[t - 1].float(),
-                    token_mask,
-                    cfg.attention_loss,
-                )
-                for s, t in self.attention_layer_map
-            ) / len(self.attention_layer_map)
+        index = 0
+        for name, part in terms.items():  # a part over several layers is the mean of their losses
+            parts[name] = sum(total / counts[index + i].clamp_min(1) for i, (total, _) in enumerate(part)) * world / len(part)
+            index += len(part)
         weights = {"mlm": cfg.mlm_weight, "kd": cfg.kd_weight, "hidden": cfg.hidden_weight,
                    "attention": cfg.attention_weight}
         parts["total"] = sum(weights[k] * v for k, v in parts.items())
         return parts
+
+    def _loss_terms(self, student_out, teacher_out, batch) -> dict[str, list[losses.Term]]:
+        cfg = self.cfg
+        token_mask = batch["attention_mask"]  # (B, L)
+        masked = batch["labels"] != -100  # (B, L)
+        terms: dict[str, list[losses.Term]] = {}
+        if cfg.mlm_weight > 0:
+            terms["mlm"] = [losses.mlm_loss_sum(student_out.logits.float(), batch["labels"])]
+        if cfg.kd_weight > 0:
+            terms["kd"] = [losses.soft_target_kl_sum(
+                student_out.logits.float(), teacher_out.logits.float(), masked, cfg.temperature)]
+        if self.needs_hidden:
+            terms["hidden"] = [
+                losses.hidden_state_loss_sum(proj(student_out.hidden_states[s].float()),
+                                             teacher_out.hidden_states[t].float(), token_mask, cfg.hidden_loss)
+                for proj, (s, t) in zip(self.projections, self.layer_map)
+            ]
+        if self.needs_attention:
+            terms["attention"] = [
+                losses.attention_loss_sum(student_out.attentions[s - 1].float(),
+                                          teacher_out.attentions[t - 1].float(), token_mask, cfg.attention_loss)
+                for s, t in self.attention_layer_map
+            ]
+        return terms
+
+
+class StudentWithObjective(nn.Module):
+    """The student and the learned projections as one module, so DDP synchronises both."""
+
+    def __init__(self, student: PreTrainedModel, objective: DistillationObjective):
+        super().__init__()
+        self.student = student
+        self.objective = objective
+
+    def forward(self, inputs: dict, teacher_out, batch: dict, outputs: dict,
+                dist_ctx: DistributedContext | None = None) -> dict[str, torch.Tensor]:
+        student_out = self.student(**inputs, **outputs)
+        return self.objective(student_out, teacher_out, batch, dist_ctx)
 
 
 def _projection(d_in: int, d_out: int) -> nn.Linear:
@@ -144,6 +177,15 @@ def _projection(d_in: int, d_out: int) -> nn.Linear:
     return layer
 
 
+def rank_share(batch: dict[str, torch.Tensor], dist_ctx: DistributedContext | None) -> dict[str, torch.Tensor]:
+    """This rank's contiguous block of rows of a global batch (all of it in a single process)."""
+    if dist_ctx is None or not dist_ctx.is_distributed:
+        return batch
+    rows = per_rank_batch_size(len(batch["input_ids"]), dist_ctx)
+    start = dist_ctx.rank * rows
+    return {k: v[start : start + rows] for k, v in batch.items()}
+
+
 def distill(
     teacher: PreTrainedModel,
     student: PreTrainedModel,
@@ -153,11 +195,16 @@ def distill(
     device: str = "cpu",
     show_progress: bool = True,
     desc: str = "distill",
+    dist_ctx: DistributedContext | None = None,
 ) -> list[dict[str, float]]:
     """Train `student` in place against the frozen `teacher`; returns each step's loss parts.
 
     Every shape and index check (vocabulary, size, layer maps, attention outputs) runs before the
     first step, so bad settings fail before any compute is spent.
+
+    With a distributed `dist_ctx` (torchrun, see ddp.py) every rank draws and masks the same global
+    batch of `cfg.batch_size` chunks (same seeds), trains on its block of rows under DDP, and the
+    returned losses are global-batch means (the same on every rank).
     """
     if cfg.mlm_weight + cfg.kd_weight + cfg.hidden_weight + cfg.attention_weight == 0:
         raise ValueError("all loss weights are 0: nothing to train")
@@ -166,6 +213,8 @@ def distill(
         for name, model in (("teacher", teacher), ("student", student)):
             if model.config._attn_implementation != "eager":
                 raise StudentError(f"attention loss needs the {name} loaded with attn_implementation='eager'")
+    if dist_ctx is not None:
+        per_rank_batch_size(cfg.batch_size, dist_ctx)  # fails early when the batch does not split evenly
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     chunks = tokenize_chunks(tokenizer, texts, cfg.max_len)
@@ -173,19 +222,26 @@ def distill(
     teacher.to(device).eval().requires_grad_(False)
     student.to(device).train()
     objective.to(device)
-    params = list(student.parameters()) + list(objective.parameters())
+    # parts of the student a loss mixture leaves untouched (e.g. the MLM head without mlm/kd) get no
+    # gradient; DDP must be told to look for them
+    unused = cfg.mlm_weight + cfg.kd_weight == 0 or cfg.hidden_weight == 0
+    trainable = wrap_model(StudentWithObjective(student, objective), dist_ctx or DistributedContext(),
+                           find_unused_parameters=unused)
+    params = list(trainable.parameters())
     optimizer, schedule = make_optimizer(params, cfg, cfg.steps)
     batches = mixed_batches(chunks, [], cfg.batch_size, 0.0, rng)
     outputs = {"output_hidden_states": objective.needs_hidden, "output_attentions": objective.needs_attention}
     history = []
     for _ in progress(range(cfg.steps), desc=desc, enabled=show_progress):
-        batch = {k: v.to(device) for k, v in collate(collator, next(batches)).items()}
+        batch = rank_share(collate(collator, next(batches)), dist_ctx)
+        batch = {k: v.to(device) for k, v in batch.items()}
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         with autocast(device):
             with torch.no_grad():
                 teacher_out = teacher(**inputs, **outputs)
-            student_out = student(**inputs, labels=batch["labels"], **outputs)
-            parts = objective(student_out, teacher_out, batch)
+            parts = trainable(inputs, teacher_out, batch, outputs, dist_ctx)
         apply_update(parts["total"], params, optimizer, schedule)
-        history.append({k: float(v.detach()) for k, v in parts.items()})
+        values = torch.stack([v.detach().float() for v in parts.values()])
+        values = all_reduce_mean(values, dist_ctx) if dist_ctx is not None else values
+        history.append(dict(zip(parts, values.tolist(), strict=True)))
     return history

@@ -6,22 +6,24 @@ import json
 from pathlib import Path
 from typing import Literal
 
+import torch
 from nlprec.core.data import dataset_path
+from nlprec.core.distributed import launch_torchrun
 from nlprec.core.step import StepContext
 from pydantic import BaseModel, Field
 
 from . import data as real_data
 from . import generated
 from .continual import ContinualConfig, continual_learning
+from .ddp import HISTORY_FILE, MODEL_DIR, new_student
 from .distill import DistillConfig, copied_layer_maps, distill
 from .efficiency import measure_cpu
 from .export import export_hf, export_onnx, onnx_max_difference
-from .factorised import token_counts
 from .harness import DEFAULT_SETTINGS, TaskSettings, aggregate, run_harness
 from .mlm import MLMConfig, evaluate_mlm, train_mlm
 from .models import load_masked_lm, load_tokenizer, quiet_transformers
 from .report import results_table, summary_metrics
-from .students import StudentConfig, build_student, check_same_tokenizer, student_layers
+from .students import StudentConfig, check_same_tokenizer, student_layers
 
 Source = Literal["generated", "clinical"]
 
@@ -120,16 +122,24 @@ class DistillStepConfig(BaseModel):
     name: str = "student"
     student: StudentConfig = StudentConfig()
     distill: DistillConfig = DistillConfig()
+    # > 1: distil under `torchrun --nproc-per-node N` with DDP (gloo on CPU, NCCL on GPUs; nlprec.clinical_distill.ddp)
+    nproc_per_node: int = Field(1, ge=1)
+    threads: int = Field(1, ge=1)  # torch threads per process under torchrun
 
 
-def _new_student(teacher, tokenizer, cfg: StudentConfig, texts: list[str]):
-    """build_student, with the corpus token counts a factorised student's embedding SVD is weighted by."""
-    counts = token_counts(tokenizer, texts, teacher.config.vocab_size) if cfg.kind == "factorised" else None
-    return build_student(teacher, cfg, counts)
+def _distill_with_torchrun(ctx: StepContext, cfg: DistillStepConfig, teacher_dir: str) -> tuple[str, list[dict]]:
+    """Run nlprec.clinical_distill.ddp in `cfg.nproc_per_node` processes; rank 0 writes the student."""
+    out = ctx.output_dir / "ddp"
+    args = ["-m", "nlprec.clinical_distill.ddp", "--teacher", teacher_dir, "--texts", ctx.inputs["corpus"]["train"],
+            "--student", cfg.student.model_dump_json(), "--distill", cfg.distill.model_dump_json(),
+            "--out", str(out), "--seed", str(ctx.seed)]
+    launch_torchrun(args, cfg.nproc_per_node, env={"OMP_NUM_THREADS": str(cfg.threads)})
+    history = json.loads((out / HISTORY_FILE).read_text())["history"]
+    return str(out / MODEL_DIR), history
 
 
 def distill_student(ctx: StepContext, cfg: DistillStepConfig) -> dict:
-    """Build a student from the adapted teacher and distil it on the corpus."""
+    """Build a student from the adapted teacher and distil it on the corpus (in one or N processes)."""
     quiet_transformers()
     needs_attention = cfg.distill.attention_weight > 0
     teacher_dir = ctx.inputs["teacher"]["model_dir"]
@@ -137,16 +147,26 @@ def distill_student(ctx: StepContext, cfg: DistillStepConfig) -> dict:
     tokenizer = load_tokenizer(teacher_dir)
     if cfg.student.kind == "pretrained":
         check_same_tokenizer(tokenizer, load_tokenizer(cfg.student.path))
-    texts = _read_lines(ctx.inputs["corpus"]["train"])
-    student = _new_student(teacher, tokenizer, cfg.student, texts)
     distill_cfg = copied_layer_maps(cfg.distill, student_layers(teacher, cfg.student))
-    history = distill(teacher, student, tokenizer, texts, distill_cfg, ctx.device, desc=f"distill {cfg.name}")
     ctx.log_params(cfg.model_dump())
-    for step in range(0, len(history), max(1, len(history) // 50)):
-        ctx.log_metrics({f"{cfg.name}.loss_{k}": v for k, v in history[step].items()}, step=step)
-    ctx.log_metrics({f"{cfg.name}.loss_{k}": v for k, v in history[-1].items()}, step=len(history) - 1)
+    if cfg.nproc_per_node > 1:
+        model_dir, history = _distill_with_torchrun(ctx, cfg, teacher_dir)
+        _log_history(ctx, cfg.name, history)
+        return {"model_dir": model_dir}
+    texts = _read_lines(ctx.inputs["corpus"]["train"])
+    torch.manual_seed(ctx.seed)
+    student = new_student(teacher, tokenizer, cfg.student, texts)
+    history = distill(teacher, student, tokenizer, texts, distill_cfg, ctx.device, desc=f"distill {cfg.name}")
+    _log_history(ctx, cfg.name, history)
     model_dir = export_hf(student.cpu(), tokenizer, ctx.output_dir / "model")
     return {"model_dir": str(model_dir)}
+
+
+def _log_history(ctx: StepContext, name: str, history: list[dict]) -> None:
+    """About 50 points of the loss curves, and the last step."""
+    for step in range(0, len(history), max(1, len(history) // 50)):
+        ctx.log_metrics({f"{name}.loss_{k}": v for k, v in history[step].items()}, step=step)
+    ctx.log_metrics({f"{name}.loss_{k}": v for k, v in history[-1].items()}, step=len(history) - 1)
 
 
 class MLMStudentConfig(BaseModel):
@@ -164,7 +184,7 @@ def train_mlm_student(ctx: StepContext, cfg: MLMStudentConfig) -> dict:
     teacher = load_masked_lm(teacher_dir)
     tokenizer = load_tokenizer(teacher_dir)
     texts = _read_lines(ctx.inputs["corpus"]["train"])
-    student = _new_student(teacher, tokenizer, cfg.student, texts)
+    student = new_student(teacher, tokenizer, cfg.student, texts)
     if cfg.train:
         losses = train_mlm(student, tokenizer, texts, cfg.mlm, ctx.device, desc=cfg.name)
         ctx.log_metrics({f"{cfg.name}.train_loss_last": losses[-1]})
