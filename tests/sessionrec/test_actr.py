@@ -69,3 +69,18 @@ def test_window_features_are_causal():
     assert np.isclose(f["bl"][1, 0], np.log(20**-0.5 + 10**-0.5))
     assert f["fav"][1].tolist() == [1, 0]  # most active first
     assert f["target"][1].tolist()[:2] == [2, 0] and f["items"][2].tolist() == [5, 5, 5]
+
+
+def test_window_features_decay_and_log_counts():
+    """fav_bl follows the shape's decay d; fav_freq is ln of the number of earlier uses."""
+    sessions = [np.array([0, 1]), np.array([1]), np.array([1, 0]), np.array([2])]
+    times = np.array([0.0, 10.0, 20.0, 30.0])
+    shape = WindowShape(4, 3, n_favourites=2, pad=5, time_scale=1.0, decay=0.2)
+    f = window_features(sessions, times, end=3, t_ref_last=30.0, cooc=None, shape=shape)
+    items = np.array([0, 1, 1, 1, 0])
+    occ_times = np.array([0.0, 0.0, 10.0, 20.0, 20.0])
+    ref = base_level_reference(items, occ_times, 30.0, decay=0.2)
+    assert f["fav"][2].tolist() == [1, 0]
+    assert np.allclose(f["fav_bl"][2], [ref[1], ref[0]])
+    assert np.allclose(f["fav_freq"][2], np.log([3.0, 2.0]))  # item 1 used 3 times, item 0 twice
+    assert np.allclose(f["fav_freq"][0], np.log([1.0, 1.0]))  # at t_ref = 10: one use each

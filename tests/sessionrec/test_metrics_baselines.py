@@ -77,6 +77,10 @@ def test_actr_bl_prefers_recent_items_and_fills_with_popularity():
     assert ranked[0][0] == 1  # used in every session of user a
     assert ranked[1][:2].tolist() == [3, 2]  # b: item 3 more recent than 2 (2 used twice, earlier)
     assert len(ranked[2]) == 5 and set(ranked[2][:2].tolist()) == {0, 4}
+    # d = 0 drops recency: b used items 2 and 3 twice each, so they tie; a's item 1 still leads
+    by_frequency = ActrBaseLevel(decay=0.0).fit(split).score(split.data, split.test_cases)
+    assert np.isclose(by_frequency[1, 2], by_frequency[1, 3]) and scores[1, 3] > scores[1, 2]
+    assert top_k(by_frequency, 1)[0].tolist() == [1]
 
 
 def test_tifu_vector_by_hand_and_knn_and_upcf_run():

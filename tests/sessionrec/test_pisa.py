@@ -118,3 +118,41 @@ def test_events_to_sessions_rules():
     assert [s.tolist() for s in sessions] == [[1, 2], [3]] and starts.tolist() == [0.0, 5000.0]
     with pytest.raises(ValueError, match="empty history"):
         events_to_sessions([], 1200, 5)
+
+
+def test_frequency_term_and_scalar_learning_rate(split):
+    """β_freq·ln n_v is added to each favourite's score (only with ``repeat_frequency``);
+    ``scalar_lr`` puts the scalar mixing parameters in their own optimiser group."""
+    cfg = PISAConfig(**TINY, repeat_frequency=True, scalar_lr=0.05, decay=0.2)
+    model = PISARecommender(cfg).fit(split)
+    case = split.test_cases[:2]
+    before = model.score(split.data, case)
+    with torch.no_grad():
+        model.net.repeat_weights[3] += 1.0
+    after = model.score(split.data, case)
+    window = model.features["cases"][(case[0].user, case[0].position)]
+    last = int(window["length"]) - 1
+    fav, log_count = window["fav"][last], window["fav_freq"][last]
+    real = fav != model.n_items
+    assert np.allclose(after[0, fav[real]] - before[0, fav[real]], log_count[real], atol=1e-4)
+    others = np.setdiff1d(np.arange(model.n_items), fav[real])
+    assert np.allclose(after[0, others], before[0, others], atol=1e-5)
+    groups = model.net.parameter_groups(0.05)
+    assert len(groups) == 2 and groups[1]["lr"] == 0.05 and len(groups[1]["params"]) == 4
+    assert len(model.net.parameter_groups(None)) == 1
+
+
+def test_checkpoint_from_before_the_frequency_weight_loads(split, tmp_path):
+    model = PISARecommender(PISAConfig(**TINY)).fit(split)
+    model.save(tmp_path / "old")
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(tmp_path / "old" / "model.safetensors")
+    state["repeat_weights"] = state["repeat_weights"][:3].contiguous()  # the 3-weight format
+    save_file(state, tmp_path / "old" / "model.safetensors")
+    back = PISARecommender.load(tmp_path / "old")
+    assert np.allclose(
+        back.score(split.data, split.test_cases[:2]),
+        model.score(split.data, split.test_cases[:2]),
+        atol=1e-5,
+    )

@@ -19,7 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from nlprec.sessionrec.actr import base_level_matrix, session_occurrences, softmax
+from nlprec.sessionrec.actr import (
+    ACTR_DECAY,
+    base_level_matrix,
+    session_occurrences,
+    softmax,
+)
 from nlprec.sessionrec.data import SessionData
 from nlprec.sessionrec.split import Case, Split
 
@@ -92,9 +97,14 @@ class GPTopFreq:
 
 
 class ActrBaseLevel:
-    """softmax_u(B_v) over the user's items (each in [0, 1] + 1), then popularity fill (< 0)."""
+    """softmax_u(B_v) over the user's items (each in [0, 1] + 1), then popularity fill (< 0).
+
+    ``decay`` is the base-level d (ACT-R's 0.5; 0 ranks by frequency alone)."""
 
     name = "actr_bl"
+
+    def __init__(self, decay: float = ACTR_DECAY):
+        self.decay = decay
 
     def fit(self, split: Split) -> ActrBaseLevel:
         self.fill = popularity_ranks(split.train_popularity()) - 1.0
@@ -108,7 +118,7 @@ class ActrBaseLevel:
             if len(items) == 0:
                 continue
             distinct, activation = base_level_matrix(
-                items, times_k, np.array([t_ref / data.time_scale])
+                items, times_k, np.array([t_ref / data.time_scale]), self.decay
             )
             out[row, distinct] = 1.0 + softmax(activation[0])
         return out

