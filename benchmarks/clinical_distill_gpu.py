@@ -216,7 +216,8 @@ def run(args) -> None:
                         for n in names if n != "teacher" and specs[n]["adapted"]})
         n_jobs = len(evals) + len(pending) * len(_eval_jobs("x", s, args, models_dir, tasks))
         while pending or evals:
-            done, _ = wait(list(pending) + list(evals), return_when=FIRST_COMPLETED)
+            left = max(1.0, args.budget - (time.time() - t0))  # wake up at the budget even if nothing finishes
+            done, _ = wait(list(pending) + list(evals), timeout=left, return_when=FIRST_COMPLETED)
             for future in done:
                 if future in pending:
                     name = pending.pop(future)

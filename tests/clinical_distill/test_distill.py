@@ -74,3 +74,20 @@ def test_attention_loss_needs_eager_attention(tokenizer, make_bert):
     with pytest.raises(StudentError, match="eager"):
         distill(teacher, student, tokenizer, clinical_notes(8), DistillConfig(steps=1, attention_weight=1.0, **TRAIN),
                 show_progress=False)
+
+
+def test_masked_only_head_gives_the_full_forwards_logits(teacher, tokenizer):
+    """forward_masked runs the MLM head on masked rows only; BERT and the ALBERT-layout student alike."""
+    from nlprec.clinical_distill.distill import forward_masked, mlm_head
+
+    fact = build_student(teacher, StudentConfig(kind="factorised", num_layers=2, embedding_size=8))
+    batch = tokenizer(["The patient denies chest pain.", "Metformin for diabetes."], padding=True, return_tensors="pt")
+    masked = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
+    masked[0, 2], masked[1, 1], masked[1, 3] = True, True, True
+    for model in (teacher.eval(), fact.eval()):
+        assert mlm_head(model) is not None
+        full = model(**batch, output_hidden_states=True)
+        out = forward_masked(model, dict(batch), masked, {"output_hidden_states": True})
+        assert out.logits.shape == (3, model.config.vocab_size)
+        torch.testing.assert_close(out.logits, full.logits[masked], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out.hidden_states[-1], full.hidden_states[-1])

@@ -11,6 +11,7 @@ indices count transformer layers from 1.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -133,11 +134,13 @@ class DistillationObjective(nn.Module):
         token_mask = batch["attention_mask"]  # (B, L)
         masked = batch["labels"] != -100  # (B, L)
         terms: dict[str, list[losses.Term]] = {}
+        # logits (N, V) come for the N masked positions alone (forward_masked)
         if cfg.mlm_weight > 0:
-            terms["mlm"] = [losses.mlm_loss_sum(student_out.logits.float(), batch["labels"])]
+            terms["mlm"] = [losses.mlm_loss_sum(student_out.logits.float(), batch["labels"][masked])]
         if cfg.kd_weight > 0:
+            every = torch.ones(len(student_out.logits), dtype=torch.bool, device=masked.device)  # (N,)
             terms["kd"] = [losses.soft_target_kl_sum(
-                student_out.logits.float(), teacher_out.logits.float(), masked, cfg.temperature)]
+                student_out.logits.float(), teacher_out.logits.float(), every, cfg.temperature)]
         if self.needs_hidden:
             terms["hidden"] = [
                 losses.hidden_state_loss_sum(proj(student_out.hidden_states[s].float()),
@@ -153,6 +156,39 @@ class DistillationObjective(nn.Module):
         return terms
 
 
+@dataclass
+class MaskedLMOutput:
+    """Encoder states and attentions of the whole batch; MLM logits (N, V) of the N masked positions only."""
+
+    logits: torch.Tensor
+    hidden_states: tuple | None
+    attentions: tuple | None
+
+
+def mlm_head(model: PreTrainedModel) -> nn.Module | None:
+    """The module mapping encoder states to vocabulary logits (BERT: cls, ALBERT: predictions), or None."""
+    for name in ("cls", "predictions"):
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Module):
+            return head
+    return None
+
+
+def forward_masked(model: PreTrainedModel, inputs: dict, masked: torch.Tensor, outputs: dict) -> MaskedLMOutput:
+    """The model's MLM logits at `masked` (B, L) positions only, plus its hidden states and attentions.
+
+    Only about 15% of positions are masked, and the V-wide output layer dominates a small model's
+    step, so the head runs on those rows alone (same values as the full forward's logits[masked]).
+    Models whose head is not a known submodule fall back to the full forward.
+    """
+    head = mlm_head(model)
+    if head is None:
+        out = model(**inputs, **outputs)
+        return MaskedLMOutput(out.logits[masked], out.hidden_states, out.attentions)
+    out = model.base_model(**inputs, **outputs)
+    return MaskedLMOutput(head(out.last_hidden_state[masked]), out.hidden_states, out.attentions)
+
+
 class StudentWithObjective(nn.Module):
     """The student and the learned projections as one module, so DDP synchronises both."""
 
@@ -161,9 +197,9 @@ class StudentWithObjective(nn.Module):
         self.student = student
         self.objective = objective
 
-    def forward(self, inputs: dict, teacher_out, batch: dict, outputs: dict,
+    def forward(self, inputs: dict, teacher_out: MaskedLMOutput, batch: dict, outputs: dict,
                 dist_ctx: DistributedContext | None = None) -> dict[str, torch.Tensor]:
-        student_out = self.student(**inputs, **outputs)
+        student_out = forward_masked(self.student, inputs, batch["labels"] != -100, outputs)
         return self.objective(student_out, teacher_out, batch, dist_ctx)
 
 
@@ -238,7 +274,7 @@ def distill(
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         with autocast(device):
             with torch.no_grad():
-                teacher_out = teacher(**inputs, **outputs)
+                teacher_out = forward_masked(teacher, inputs, batch["labels"] != -100, outputs)
             parts = trainable(inputs, teacher_out, batch, outputs, dist_ctx)
         apply_update(parts["total"], params, optimizer, schedule)
         values = torch.stack([v.detach().float() for v in parts.values()])
