@@ -2,6 +2,14 @@
 reporting how often "true" is predicted and recalled, next to prop / QA accuracy.
 
     python benchmarks/beliefs_diagnose.py --n 100 --test 30 --epochs 1 [--record NOTE]
+
+With ``--task2`` it audits bAbI task 2 instead (no training): QA read from the gold beliefs, gold
+constraint violations, held / dropped object questions, and, given test predictions saved by
+``beliefs_babi.py run --save-predictions``, accuracy by proposition kind, the held / dropped audit
+(direct vs composed reading, nlprec.beliefs.diagnosis) and dropped objects by sentences since
+last named:
+
+    python benchmarks/beliefs_diagnose.py --task2 --data en-10k --predictions P.npz [--record NOTE]
 """
 
 from __future__ import annotations
@@ -14,13 +22,116 @@ from collections import Counter
 import numpy as np
 import torch
 from nlprec.beliefs.babi import load_babi
-from nlprec.beliefs.metrics import evaluate
+from nlprec.beliefs.diagnosis import (
+    accuracy_by_kind,
+    not_held_accuracy_by_gap,
+    object_question_audit,
+)
+from nlprec.beliefs.metrics import constraint_violation_rate, evaluate, qa_accuracy
 from nlprec.beliefs.model import BreakpointConfig, BreakpointModel
+from nlprec.beliefs.qa import one_hot
 from nlprec.beliefs.records import LABELS, TRUE
 from nlprec.beliefs.training import TrainConfig, predict_breakpoint, train_breakpoint
 from nlprec.core.data import data_root
 
 SECTION = "beliefs: bAbI task 1 diagnosis (CPU)"
+TASK2_SECTION = "beliefs: bAbI task 2 diagnosis"
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def task2_report(root, predictions_path: str | None) -> str:
+    """Markdown: the gold audit of task 2 and, with predictions, where the model goes wrong."""
+    parts, test = [], None
+    rows = []
+    for split in ("train", "test"):
+        stories = load_babi(root, split, [2])
+        gold = [one_hot(s.labels) for s in stories]
+        qa, n = qa_accuracy(stories, gold)
+        audit = object_question_audit(stories, gold)
+        rows.append(
+            [split, len(stories), n, f"{qa:.4f}", f"{constraint_violation_rate(stories, gold):.4f}"]
+            + [audit.get(k, {}).get("questions", 0) for k in ("held", "dropped")]
+        )
+        test = stories
+    parts.append(
+        "Gold beliefs (world-model replay), read by the same reader as the model's beliefs:\n\n"
+        + _table(
+            [
+                "split",
+                "stories (windows)",
+                "questions",
+                "QA from gold beliefs",
+                "gold constraint violation",
+                "held-object questions",
+                "dropped-object questions",
+            ],
+            rows,
+        )
+    )
+    if predictions_path:
+        saved = np.load(predictions_path)
+        preds = [saved[s.story_id.replace("/", "__")].astype(np.float32) for s in test]
+        kinds = accuracy_by_kind(test, preds)
+        parts.append(
+            "Model predictions on task-2 test, by proposition kind (labels 0 true, 1 false, 2 unknown; "
+            "'g->p' counts gold g predicted p):\n\n"
+            + _table(
+                ["kind", "pairs", "accuracy", "true recall", "0->1", "0->2", "1->0", "2->1"],
+                [
+                    [
+                        k,
+                        v["pairs"],
+                        f"{v['acc']:.4f}",
+                        f"{v.get('0->0', 0) / max(1, sum(v.get(f'0->{j}', 0) for j in range(3))):.3f}",
+                        v.get("0->1", 0),
+                        v.get("0->2", 0),
+                        v.get("1->0", 0),
+                        v.get("2->1", 0),
+                    ]
+                    for k, v in kinds.items()
+                ],
+            )
+        )
+        audit = object_question_audit(test, preds)
+        cols = [
+            "questions",
+            "direct_right",
+            "composed_right",
+            "object_in_gold_predicted_true",
+            "holder_believed",
+            "holder_location_believed",
+        ]
+        parts.append(
+            "'Where is the O?' questions by the gold state at the question (direct: argmax p(O in L); "
+            "composed: through the believed holder, nlprec.beliefs.diagnosis):\n\n"
+            + _table(
+                ["object"] + cols, [[k] + [v.get(c, "–") for c in cols] for k, v in audit.items()]
+            )
+        )
+        gaps = not_held_accuracy_by_gap(test, preds)
+        parts.append(
+            "Objects nobody holds, by sentences since the object was last named (0: the drop is the "
+            "sentence just before the question); none believed: no location with p(true) >= 0.5:\n\n"
+            + _table(
+                ["sentences since named", "questions", "direct right", "accuracy", "none believed"],
+                [
+                    [
+                        g,
+                        r["questions"],
+                        r["direct_right"],
+                        f"{r['direct_right'] / r['questions']:.3f}",
+                        r["none_believed"],
+                    ]
+                    for g, r in gaps.items()
+                ],
+            )
+        )
+    return "\n\n".join(parts)
 
 
 def main() -> None:
@@ -32,7 +143,25 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--head-lr", type=float, default=1e-3)
     parser.add_argument("--record", metavar="NOTE", default=None)
+    parser.add_argument("--task2", action="store_true", help="audit task 2 instead (no training)")
+    parser.add_argument("--predictions", default=None, help="--task2: saved test predictions")
     args = parser.parse_args()
+    if args.task2:
+        text = task2_report(data_root() / "beliefs" / "babi" / args.data, args.predictions)
+        if args.record:
+            text += "\n\n" + args.record
+        print(text)
+        if args.record is not None:
+            from nlprec.core.bench import record_section
+
+            record_section(
+                TASK2_SECTION,
+                text,
+                command="python "
+                + " ".join(sys.argv[:-2] if args.record else sys.argv)
+                + (" --record <note>" if args.record else ""),
+            )
+        return
     torch.set_num_threads(2)
     torch.manual_seed(0)
     root = data_root() / "beliefs" / "babi" / args.data

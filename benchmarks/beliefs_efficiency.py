@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--encoder", default="minilm")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--record", action="store_true", help="write the section of RESULTS.md")
+    parser.add_argument("--note", default="", help="text appended under the table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -91,11 +92,18 @@ def main() -> None:
         f"other jobs: 1-minute load average {load_before:.1f} before, {load_after:.1f} after, so "
         f"absolute rates are low; the ratio is the figure to read.\n\n{table}"
     )
+    if args.note:
+        text += "\n\n" + args.note
     print(text)
     if args.record:
         from nlprec.core.bench import record_section
 
-        record_section(SECTION, text)
+        command = (
+            f"python benchmarks/beliefs_efficiency.py --stories {args.stories} "
+            f"--threads {args.threads} --record"
+            + (" --note <the text under the table>" if args.note else "")
+        )
+        record_section(SECTION, text, command=command)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,12 @@
 import numpy as np
 import torch
 from nlprec.beliefs.babi import build_story
-from nlprec.beliefs.diagnosis import accuracy_by_kind, object_question_audit, proposition_kind
+from nlprec.beliefs.diagnosis import (
+    accuracy_by_kind,
+    not_held_accuracy_by_gap,
+    object_question_audit,
+    proposition_kind,
+)
 from nlprec.beliefs.model import BreakpointConfig, BreakpointModel
 from nlprec.beliefs.qa import one_hot
 from nlprec.beliefs.records import FALSE, TRUE, UNKNOWN
@@ -45,6 +50,8 @@ def test_gold_beliefs_answer_held_and_dropped_objects_both_ways():
     }
     assert audit["dropped"]["questions"] == audit["dropped"]["direct_right"] == 1
     assert audit["dropped"]["composed_right"] == 1  # no believed holder: the direct belief
+    gaps = not_held_accuracy_by_gap([story], [one_hot(story.labels)])
+    assert gaps == {"1": {"questions": 1, "direct_right": 1, "none_believed": 0}}  # dropped, then 1
     by_kind = accuracy_by_kind([story], [one_hot(story.labels)])
     assert {k: v["acc"] for k, v in by_kind.items()} == {
         "person_in": 1.0,
@@ -63,6 +70,9 @@ def test_composed_reading_recovers_a_held_object_the_direct_belief_misplaces():
     audit = object_question_audit([story], [probs])["held"]
     assert audit["direct_right"] == 0 and audit["composed_right"] == 1
     assert audit["holder_believed"] == 1 and audit["object_in_gold_predicted_true"] == 0
+    apple = [index[f"the apple is in the {loc}"] for loc in ("kitchen", "garden", "office")]
+    probs[t, apple] = np.eye(3)[FALSE]  # the dropped apple believed nowhere
+    assert not_held_accuracy_by_gap([story], [probs])["1"]["none_believed"] == 1
     probs[t, index["Mary has the football"]] = np.eye(3)[FALSE]
     assert object_question_audit([story], [probs])["held"]["holder_believed"] == 0
 

@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 from nlprec.beliefs.qa import BeliefReader, answers_match, question_kind
-from nlprec.beliefs.records import TRUE, Story
+from nlprec.beliefs.records import TRUE, Question, Story
 from nlprec.beliefs.world import object_in, person_has, person_in
 
 KINDS = ("person_in", "person_has", "object_in", "other")
@@ -90,6 +90,16 @@ def composed_location(story: Story, probs: np.ndarray, breakpoint: int, obj: str
     return max(scores, key=scores.get) if scores else None
 
 
+def object_questions(story: Story) -> list[tuple[Question, str]]:
+    """The story's "Where is the O?" questions with their object O."""
+    out = []
+    for q in story.questions:
+        parsed = question_kind(q.text)
+        if parsed is not None and parsed[0] == "where" and parsed[1]["the"]:
+            out.append((q, parsed[1]["thing"]))
+    return out
+
+
 def object_question_audit(stories: list[Story], predictions: list[np.ndarray]) -> dict[str, dict]:
     """Counts per gold status ("held" / "dropped") of "Where is the O?" questions; see module doc."""
     audit: dict[str, Counter] = defaultdict(Counter)
@@ -97,11 +107,8 @@ def object_question_audit(stories: list[Story], predictions: list[np.ndarray]) -
         reader = BeliefReader(story.propositions, probs)
         hard = probs.argmax(-1)
         index = {prop: i for i, prop in enumerate(story.propositions)}
-        for q in story.questions:
-            parsed = question_kind(q.text)
-            if parsed is None or parsed[0] != "where" or not parsed[1]["the"]:
-                continue
-            obj, t = parsed[1]["thing"], q.breakpoint
+        for q, obj in object_questions(story):
+            t = q.breakpoint
             holder = _gold_holder(story, t, obj)
             counts = audit["held" if holder else "dropped"]
             counts["questions"] += 1
@@ -120,3 +127,31 @@ def object_question_audit(stories: list[Story], predictions: list[np.ndarray]) -
                     holder_loc is not None and hard[t, holder_loc] == TRUE
                 )
     return {status: dict(counts) for status, counts in audit.items()}
+
+
+def _last_mention(story: Story, obj: str, breakpoint: int) -> int | None:
+    for t in range(breakpoint, -1, -1):
+        if f" the {obj}" in f" {story.sentences[t].lower()}":
+            return t
+    return None
+
+
+def not_held_accuracy_by_gap(
+    stories: list[Story], predictions: list[np.ndarray], max_gap: int = 4
+) -> dict[str, dict[str, int]]:
+    """Questions about objects nobody holds, by sentences since the object was last named
+    (0: the sentence just before the question). "none_believed": no location has p(true) >= 0.5."""
+    table: dict[str, Counter] = defaultdict(Counter)
+    for story, probs in zip(stories, predictions):
+        reader = BeliefReader(story.propositions, probs)
+        for q, obj in object_questions(story):
+            t = q.breakpoint
+            named = _last_mention(story, obj, t)
+            if _gold_holder(story, t, obj) or named is None:
+                continue
+            row = table[str(min(t - named, max_gap)) + ("+" if t - named >= max_gap else "")]
+            row["questions"] += 1
+            row["direct_right"] += answers_match(reader.answer(q.text, t), q.answer)
+            locations = [i for p, i in reader.index.items() if p.startswith(f"the {obj} is in ")]
+            row["none_believed"] += int(probs[t, locations, TRUE].max() < 0.5)
+    return {gap: dict(row) for gap, row in sorted(table.items())}
