@@ -108,3 +108,40 @@ def test_switching_queries_to_onnx_keeps_the_index_and_the_results(onnx_home, de
     for ours, theirs in zip(onnx_hits, torch_hits):
         assert [doc for doc, _ in ours] == [doc for doc, _ in theirs]
         np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-4)
+
+
+def test_default_length_reads_old_and_new_sentence_transformers_layouts(tmp_path):
+    from types import SimpleNamespace
+
+    from nlprec.ranking.onnx_encoder import default_length
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "sentence_bert_config.json").write_text('{"max_seq_length": 128}')
+    assert default_length(old, SimpleNamespace(model_max_length=256)) == 128
+    new = tmp_path / "new"  # sentence-transformers 6: no max_seq_length, the tokenizer holds it
+    new.mkdir()
+    (new / "sentence_bert_config.json").write_text('{"transformer_task": "feature-extraction"}')
+    assert default_length(new, SimpleNamespace(model_max_length=256)) == 256
+    assert default_length(new, SimpleNamespace(model_max_length=10**30)) == 512
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}, "mean"),
+        ({"pooling_mode_cls_token": True}, "cls"),
+        ({"embedding_dimension": 384, "pooling_mode": "mean"}, "mean"),  # sentence-transformers 6
+        ({"pooling_mode": "max"}, "max"),
+    ],
+)
+def test_pooling_mode_reads_both_config_layouts(tmp_path, config, expected):
+    import json
+
+    from nlprec.ranking.onnx_encoder import pooling_mode
+
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    modules = [{"idx": 1, "name": "1", "path": "1_Pooling", "type": "x.Pooling"}]
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    assert pooling_mode(tmp_path) == expected

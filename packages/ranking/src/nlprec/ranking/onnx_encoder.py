@@ -53,7 +53,9 @@ def pooling_mode(model_dir: Path) -> str:
     for module in json.loads(modules.read_text()):
         if module["type"].endswith("Pooling"):
             config = json.loads((model_dir / module["path"] / "config.json").read_text())
-            for mode in ("mean", "cls", "max"):
+            if config.get("pooling_mode") in ("mean", "cls", "max"):  # sentence-transformers 6
+                return config["pooling_mode"]
+            for mode in ("mean", "cls", "max"):  # earlier: one boolean per mode
                 if config.get(f"pooling_mode_{mode}_tokens") or config.get(
                     f"pooling_mode_{mode}_token"
                 ):
@@ -165,6 +167,22 @@ def export_onnx(
     return folder / "model.onnx"
 
 
+UNSET_TOKENIZER_LENGTH = 10**6  # tokenizers without a limit report a huge model_max_length
+
+
+def default_length(transformer: Path, tokenizer) -> int:
+    """The model's maximum sequence length: ``max_seq_length`` of sentence_bert_config.json
+    (sentence-transformers < 6), else the tokenizer's ``model_max_length`` (where
+    sentence-transformers 6 saves it), else 512."""
+    bert_config = transformer / "sentence_bert_config.json"
+    if bert_config.exists():
+        length = json.loads(bert_config.read_text()).get("max_seq_length")
+        if length:
+            return int(length)
+    length = getattr(tokenizer, "model_max_length", None)
+    return int(length) if length and length < UNSET_TOKENIZER_LENGTH else 512
+
+
 class OnnxEncoder:
     """What nlprec's ``encode`` needs of a SentenceTransformer (``tokenizer``, ``max_seq_length``,
     ``embed``), on an ONNX Runtime CPU session."""
@@ -183,7 +201,7 @@ class OnnxEncoder:
         model_dir = Path(model_dir)
         transformer = _transformer_dir(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(str(transformer))
-        self.max_seq_length = max_seq_length or self._default_length(transformer)
+        self.max_seq_length = max_seq_length or default_length(transformer, self.tokenizer)
         self.pooling = pooling_mode(model_dir)
         self.int8 = int8
         self.path = export_onnx(model_dir, int8, cache_dir)
@@ -194,13 +212,6 @@ class OnnxEncoder:
         )
         self.dim = int(self.session.get_outputs()[0].shape[-1])
         self._inputs = {i.name for i in self.session.get_inputs()}
-
-    @staticmethod
-    def _default_length(transformer: Path) -> int:
-        bert_config = transformer / "sentence_bert_config.json"
-        if bert_config.exists():
-            return int(json.loads(bert_config.read_text())["max_seq_length"])
-        return 512
 
     def get_sentence_embedding_dimension(self) -> int:
         return self.dim
