@@ -36,7 +36,12 @@ from nlprec.beliefs.trip_tiers import reference_tiers
 
 SECTION = "beliefs: TRIP"
 PUBLISHED_ROBERTA_TEST = {"plausibility": 0.729, "consistency": 0.191, "verifiability": 0.091}
-TIERS = ("trip_plausibility", "trip_consistency", "trip_verifiability")
+TIERS = (
+    "trip_plausibility",
+    "trip_consistency",
+    "trip_verifiability",
+    "trip_verifiability_evidence",
+)
 
 
 def _gold_probs(story) -> np.ndarray:
@@ -186,8 +191,8 @@ def record(args: argparse.Namespace) -> None:
         f"{PUBLISHED_ROBERTA_TEST['plausibility']}, consistency {PUBLISHED_ROBERTA_TEST['consistency']}, "
         f"verifiability {PUBLISHED_ROBERTA_TEST['verifiability']}.",
         "",
-        "| model (TRIP test part) | pairs | plausibility | consistency | verifiability | prop acc | macro-F1 | notes |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model (TRIP test part) | pairs | plausibility | consistency | verifiability (all decoded states) | verifiability (conflict evidence) | prop acc | macro-F1 | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in results["rows"].items():
         notes = []

@@ -17,7 +17,12 @@ from nlprec.beliefs.trip import (
     split_pairs,
     with_pair_partners,
 )
-from nlprec.beliefs.trip_tiers import belief_tiers, conflict_matrix, reference_tiers
+from nlprec.beliefs.trip_tiers import (
+    belief_tiers,
+    conflict_evidence,
+    conflict_matrix,
+    reference_tiers,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,10 +95,25 @@ def test_gold_states_give_every_tier_and_reference_tiers_agree():
         "trip_plausibility": 1.0,
         "trip_consistency": 1.0,
         "trip_verifiability": 1.0,
+        "trip_verifiability_evidence": 1.0,
     }
     assert reference_tiers(pairs)["trip_verifiability"] == 1.0
     matrix = conflict_matrix(stories[1], _onehot(stories[1]))
     assert np.unravel_index(matrix.argmax(), matrix.shape) == (1, 2)
+
+
+def test_conflict_evidence_is_the_clash_behind_the_score():
+    implausible = pair_stories(make_pair())[1]
+    probs = _onehot(implausible)
+    evidence = conflict_evidence(implausible, probs, 1, 2)
+    assert evidence[1]["eff"] == {("vase", "pieces"): 2}
+    assert evidence[2]["pre"] == {("vase", "pieces"): 1}
+    # one extra wrong nontrivial state fails the strict tier but not the evidence one
+    index = implausible.propositions.index("the vase is wet")
+    probs[1, index] = [1.0, 0.0, 0.0]
+    stories = pair_stories(make_pair())
+    tiers = belief_tiers(stories, [_onehot(stories[0]), probs])
+    assert tiers["trip_verifiability"] == 0.0 and tiers["trip_verifiability_evidence"] == 1.0
 
 
 def test_tiers_are_nested_and_fail_where_they_should():
@@ -190,10 +210,10 @@ def test_trip_pipeline_on_a_tiny_slice(nlprec_env, shared_data, tiny_encoder, tm
     sets = {
         "params.data": str(shared_data / "beliefs" / "trip"),
         "params.encoder": tiny_encoder,
-        "params.train_limit": 6,
-        "params.eval_limit": 6,
+        "params.train_limit": 4,
+        "params.eval_limit": 4,
         "params.epochs": 1,
-        "params.flat_pairs": 64,
+        "params.flat_pairs": 32,
         "params.flat_eval_stories": 2,
     }
     args = [x for k, v in sets.items() for x in ("--set", f"{k}={v}")]

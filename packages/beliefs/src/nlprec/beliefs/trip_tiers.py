@@ -15,6 +15,12 @@ sentence j states (a true/false clash on one (entity, attribute), or an entity g
 used in j). Only pairs through a sentence where the two stories differ count (the pair is given
 together, as in TRIP's cloze task); the story with the larger peak score is the implausible one (a
 tie calls story 0 plausible) and its argmax (i, j) is the predicted conflict.
+
+Verifiability is reported twice: ``trip_verifiability`` checks every decoded nontrivial state of
+the two sentences (all the model's predictions, as TRIP's code does for its models);
+``trip_verifiability_evidence`` checks only the states behind the predicted conflict
+(``conflict_evidence``: the clash or gone-then-used pair that scored highest), i.e. the model's
+explanation of the conflict.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class PairOutcome:
     conflict_pred: tuple[int, int] | None
     gold: States  # states of the implausible story
     pred: States  # predicted states of that same story
+    evidence: States | None = None  # only the predicted states behind the predicted conflict
 
 
 def nontrivial(attribute: str, cls: int) -> bool:
@@ -68,7 +75,7 @@ def tiers(outcomes: list[PairOutcome]) -> dict[str, float]:
     """trip_plausibility / trip_consistency / trip_verifiability as fractions of the pairs."""
     if not outcomes:
         return {}
-    plausible = consistent = verifiable = 0
+    plausible = consistent = verifiable = verified_evidence = 0
     for o in outcomes:
         if o.story_pred != o.story_label:
             continue
@@ -77,12 +84,17 @@ def tiers(outcomes: list[PairOutcome]) -> dict[str, float]:
             continue
         consistent += 1
         verifiable += states_verified(o.gold, o.pred, o.conflict_label)
+        if o.evidence is not None:
+            verified_evidence += states_verified(o.gold, o.evidence, o.conflict_label)
     n = len(outcomes)
-    return {
+    result = {
         "trip_plausibility": plausible / n,
         "trip_consistency": consistent / n,
         "trip_verifiability": verifiable / n,
     }
+    if all(o.evidence is not None for o in outcomes):
+        result["trip_verifiability_evidence"] = verified_evidence / n
+    return result
 
 
 # ---------------------------------------------------------------------------------------- beliefs
@@ -158,6 +170,47 @@ def conflict_matrix(story: Story, probs: np.ndarray) -> np.ndarray:
     return np.triu(np.maximum(clash, used), k=1)
 
 
+def conflict_evidence(story: Story, probs: np.ndarray, i: int, j: int) -> States:
+    """The predicted states behind the conflict score of (i, j): the (entity, attribute) clash, or
+    the gone-then-used pair, with the highest probability (``conflict_matrix``'s two terms)."""
+    specs = _specs(story)
+    hard = probs.argmax(-1)
+    candidates: list[tuple[float, list[tuple[int, str, tuple[str, str], int]]]] = []
+    by_key: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    gone, stated = [], []  # (probability, state) after i / at j
+    for p, (kind, entity, attribute, cls) in enumerate(specs):
+        key = (entity, attribute)
+        if kind == "loc":
+            if cls == 1:
+                gone.append((probs[i, p, TRUE], (i, "eff", key, 1), entity))
+            if hard[j, p] == TRUE:
+                stated.append((probs[j, p, TRUE], (j, "pre", key, cls), entity))
+            continue
+        by_key[key][kind] = p
+        if kind == "eff" and attribute in DEFAULT_TRUE:
+            gone.append((probs[i, p, FALSE], (i, "eff", key, CLASS_FALSE), entity))
+        if hard[j, p] in (TRUE, FALSE):
+            cls_j = CLASS_TRUE if hard[j, p] == TRUE else CLASS_FALSE
+            stated.append((1.0 - probs[j, p, UNKNOWN], (j, kind, key, cls_j), entity))
+    for key, kinds in by_key.items():
+        if len(kinds) == 2:
+            e, q = kinds["eff"], kinds["pre"]
+            for first, second in ((CLASS_TRUE, CLASS_FALSE), (CLASS_FALSE, CLASS_TRUE)):
+                a, b = (TRUE, FALSE) if first == CLASS_TRUE else (FALSE, TRUE)
+                score = probs[i, e, a] * probs[j, q, b]
+                candidates.append((score, [(i, "eff", key, first), (j, "pre", key, second)]))
+    words = {e: set(e.lower().split()) for e in {s[1] for s in specs}}
+    for p_gone, state_i, entity in gone:
+        for p_stated, state_j, other in stated:
+            if words[entity] & words[other]:
+                candidates.append((p_gone * p_stated, [state_i, state_j]))
+    evidence: States = {t: {"pre": {}, "eff": {}} for t in range(story.n_breakpoints)}
+    if candidates:
+        for t, kind, key, cls in max(candidates, key=lambda c: c[0])[1]:
+            evidence[t][kind][key] = cls
+    return evidence
+
+
 def differing_sentences(a: Story, b: Story) -> list[int]:
     """Positions where the two stories of a pair differ (all of them when lengths differ)."""
     if a.n_breakpoints != b.n_breakpoints:
@@ -195,6 +248,7 @@ def pair_outcome(
         conflict_pred=(int(i), int(j)) if i < j else None,
         gold=gold_states(stories[bad]),
         pred=decode_states(stories[bad], predictions[bad]),
+        evidence=conflict_evidence(stories[bad], predictions[bad], int(i), int(j)),
     )
 
 
