@@ -229,28 +229,97 @@ def listwise_targets(
     return (1 - weight) * onehot + weight * torch.softmax(teacher_scores / temperature, dim=-1)
 
 
+def rank_share(batch: list[int], rank: int, world_size: int) -> list[int]:
+    """This rank's contiguous share of a global batch. Every rank gets the same number of examples
+    (gathering embeddings needs equal shapes): a batch that does not split evenly loses its last
+    ``len(batch) % world_size`` examples under several processes."""
+    per_rank = len(batch) // world_size
+    return batch[rank * per_rank : (rank + 1) * per_rank]
+
+
+def average_gradients(model: torch.nn.Module, world_size: int) -> None:
+    """What DDP does after backward, done explicitly: every gradient becomes its mean over ranks.
+
+    Explicit rather than the DDP wrapper because the bi-encoder runs two forward passes per step
+    (queries, documents) and the BERT pooler gets no gradient, both awkward for DDP's reducer.
+    Parameters without a gradient have none on every rank (same model, same loss)."""
+    for param in model.parameters():
+        if param.grad is not None:
+            torch.distributed.all_reduce(param.grad, op=torch.distributed.ReduceOp.SUM)
+            param.grad /= world_size
+
+
 def _run_training(
-    model, examples: list[TrainingExample], cfg, seed: int, batch_loss, log, name: str
-) -> None:
+    model, examples: list[TrainingExample], cfg, seed: int, batch_loss, log, name: str,
+    dist_ctx=None,
+) -> list[float]:  # fmt: skip
     """The loop both trainers share: duplicate-free batches, AdamW with linear warm-up and decay,
-    gradient clipping at 1.0; ``batch_loss(chosen_examples) -> loss`` is the model-specific part."""
-    per_epoch = len(no_duplicate_batches(examples, cfg.batch_size, seed))
+    gradient clipping at 1.0; ``batch_loss(chosen_examples) -> loss`` is the model-specific part.
+
+    Under torchrun (``dist_ctx`` with world size N) every rank draws the same global batches, takes
+    its share, and the gradients are averaged over ranks before clipping: N processes take the
+    steps one process takes on the same global batches. Returns each step's loss (the mean over
+    ranks)."""
+    from nlprec.core.distributed import all_reduce_mean
+
+    world, rank = (dist_ctx.world_size, dist_ctx.rank) if dist_ctx else (1, 0)
+
+    def global_batches(epoch_seed: int) -> list[list[int]]:  # each rank needs at least one example
+        return [
+            b for b in no_duplicate_batches(examples, cfg.batch_size, epoch_seed) if len(b) >= world
+        ]
+
+    per_epoch = len(global_batches(seed))
     total = _steps(per_epoch, cfg.epochs, cfg.max_steps)
     optimizer, scheduler = _optimizer(
         model, cfg.lr, cfg.warmup_ratio, total, getattr(cfg, "head_lr", None)
     )
-    step = 0
+    step, losses = 0, []
     for epoch in range(cfg.epochs):
-        for batch in no_duplicate_batches(examples, cfg.batch_size, seed + epoch):
-            loss = batch_loss([examples[i] for i in batch])
+        for batch in global_batches(seed + epoch):
+            share = rank_share(batch, rank, world)
+            loss = batch_loss([examples[i] for i in share])
             loss.backward()
+            if world > 1:
+                average_gradients(model, world)
+                loss = all_reduce_mean(loss, dist_ctx)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step(), scheduler.step(), optimizer.zero_grad()
             step += 1
+            losses.append(loss.item())
             if step % 20 == 0 or step == total:
                 log(f"{name} step {step}/{total} loss {loss.item():.4f}")
             if step >= total:
-                return
+                return losses
+    return losses
+
+
+def gathered_info_nce_loss(
+    query_emb: torch.Tensor, doc_emb: torch.Tensor, world_size: int, scale: float = MNRL_SCALE
+) -> torch.Tensor:
+    """InfoNCE of this rank's queries against every rank's documents (in-batch negatives across
+    processes), the embeddings gathered with their gradients.
+
+    query_emb (b, dim), doc_emb (b * (1 + n_neg), dim): this rank's share, columns [positives,
+    negatives 1, ...]. The gathered documents are put back in the single-process order (each
+    column over all ranks in turn), so row ``rank * b + i`` is the positive of local query i. With
+    gradients averaged over ranks, the step equals one process's step on the whole global batch:
+    each rank's loss is the mean over its b queries, and all_gather's backward sums the other
+    ranks' gradients into this rank's embeddings.
+    """
+    from torch.distributed.nn.functional import all_gather
+
+    b = len(query_emb)
+    n_columns = len(doc_emb) // b
+    docs_by_rank = all_gather(doc_emb.contiguous())  # world_size x (b * n_columns, dim)
+    docs = torch.cat([docs_by_rank[r][j * b : (j + 1) * b] for j in range(n_columns)
+                      for r in range(world_size)])  # fmt: skip
+    query_emb = torch.nn.functional.normalize(query_emb, dim=-1)
+    docs = torch.nn.functional.normalize(docs, dim=-1)
+    scores = scale * query_emb @ docs.T  # (b, world_size * b * n_columns)
+    rank = torch.distributed.get_rank()
+    labels = torch.arange(b, device=scores.device) + rank * b
+    return torch.nn.functional.cross_entropy(scores, labels)
 
 
 def train_biencoder(
@@ -261,14 +330,21 @@ def train_biencoder(
     device: str = "cpu",
     seed: int = 0,
     log=print,
+    dist_ctx=None,
 ) -> Path:
-    """Fine-tune a SentenceTransformer with in-batch + hard negatives; returns the saved model dir."""
+    """Fine-tune a SentenceTransformer with in-batch + hard negatives; returns the saved model dir.
+
+    Under torchrun pass ``dist_ctx`` (``nlprec.core.distributed.init_distributed()``): in-batch
+    negatives then span every rank's share of the global batch, and rank 0 alone saves."""
     from nlprec.ranking.encoder import load_encoder
 
     if not examples:
         raise ValueError(
             "no training examples (does the split have judged queries with relevant documents?)"
         )
+    distributed = dist_ctx is not None and dist_ctx.is_distributed
+    if distributed and cfg.loss == "cached_mnrl":
+        raise ValueError("loss 'cached_mnrl' runs in one process only; use 'mnrl' under torchrun")
     torch.manual_seed(seed)
     model = load_encoder(model_name_or_dir, device=device, max_seq_length=cfg.max_seq_length)
     model.train()
@@ -301,13 +377,25 @@ def train_biencoder(
             query_emb = model(features(columns[0]))["sentence_embedding"]  # (B, dim)
             docs = [t for c in columns[1:] for t in c]  # positives, then each negative column
             doc_emb = model(features(docs))["sentence_embedding"]  # (B * (1 + n_neg), dim)
+            if distributed:
+                return gathered_info_nce_loss(query_emb, doc_emb, dist_ctx.world_size)
             return info_nce_loss(query_emb, doc_emb)
 
-    _run_training(model, examples, cfg, seed, batch_loss, log, "bi-encoder")
+    _run_training(model, examples, cfg, seed, batch_loss, log, "bi-encoder", dist_ctx)
     model.eval()
     model_dir = Path(output_dir) / "model"
-    model.save_pretrained(str(model_dir))
+    _save_on_main(lambda: model.save_pretrained(str(model_dir)), dist_ctx)
     return model_dir
+
+
+def _save_on_main(save, dist_ctx) -> None:
+    """Rank 0 (or the only process) saves; every rank waits until it has."""
+    from nlprec.core.distributed import barrier
+
+    if dist_ctx is None or dist_ctx.is_main:
+        save()
+    if dist_ctx is not None:
+        barrier(dist_ctx)
 
 
 def train_cross_encoder(
@@ -318,11 +406,13 @@ def train_cross_encoder(
     device: str = "cpu",
     seed: int = 0,
     log=print,
+    dist_ctx=None,
 ) -> Path:
     """Fine-tune a 1-logit sequence classifier (monoBERT) from an encoder checkpoint; returns its dir.
 
     The saved folder is a plain transformers checkpoint that ``sentence_transformers.CrossEncoder``
-    loads for inference.
+    loads for inference. Under torchrun (``dist_ctx``) each rank scores its share of the global
+    batch (each example's list is self-contained, so nothing is gathered) and rank 0 saves.
     """
     from nlprec.ranking.encoder import resolve_model_dir
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -366,8 +456,12 @@ def train_cross_encoder(
         labels[:, 0] = 1.0
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
 
-    _run_training(model, examples, cfg, seed, batch_loss, log, "cross-encoder")
+    _run_training(model, examples, cfg, seed, batch_loss, log, "cross-encoder", dist_ctx)
     model_dir = Path(output_dir) / "model"
-    model.save_pretrained(str(model_dir))
-    tokenizer.save_pretrained(str(model_dir))
+
+    def save() -> None:
+        model.save_pretrained(str(model_dir))
+        tokenizer.save_pretrained(str(model_dir))
+
+    _save_on_main(save, dist_ctx)
     return model_dir

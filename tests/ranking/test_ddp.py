@@ -1,0 +1,94 @@
+"""Fine-tuning under torchrun: two gloo processes train what one process trains on the same global
+batches (issue #10), for the bi-encoder (MNRL with embeddings gathered across ranks) and the
+cross-encoder."""
+
+import json
+
+import pytest
+import torch
+from nlprec.core.distributed import launch_torchrun
+from nlprec.ranking import ddp
+from nlprec.ranking.encoder import resolve_model_dir
+from nlprec.ranking.training import TrainingExample
+from safetensors.torch import load_file
+
+WORDS = "castle river mill harbour tower bridge forest meadow garden valley".split()
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    """A 2-layer, 32-wide BERT with MiniLM's tokenizer and no dropout (so runs are deterministic)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_dir("minilm")))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def _examples() -> list[TrainingExample]:
+    """16 examples with distinct texts: two full global batches of 8."""
+    return [
+        TrainingExample(
+            query=f"where is the {WORDS[i % 10]} number {i}",
+            positive=f"The {WORDS[i % 10]} {i} stands by the {WORDS[(i + 3) % 10]}",
+            negatives=[f"A {WORDS[(i + 5) % 10]} {i} far from any {WORDS[(i + 7) % 10]}"],
+        )
+        for i in range(16)
+    ]
+
+
+def test_two_gloo_processes_train_what_one_process_trains(tmp_path, tiny_encoder):
+    examples = ddp.write_examples(_examples(), tmp_path / "examples.jsonl")
+    biencoder = {"batch_size": 8, "lr": 1e-3, "warmup_ratio": 0.0, "max_seq_length": 32}
+    cross = {"batch_size": 8, "lr": 1e-3, "warmup_ratio": 0.0, "max_length": 48, "loss": "listwise"}
+
+    def args(out: str) -> list[str]:
+        return ["--model", str(tiny_encoder), "--examples", str(examples), "--out", str(tmp_path / out),
+                "--biencoder", json.dumps(biencoder), "--cross-encoder", json.dumps(cross)]  # fmt: skip
+
+    threads = torch.get_num_threads()
+    try:
+        ddp.main(args("one"))
+    finally:
+        torch.set_num_threads(threads)
+    launch_torchrun(["-m", "nlprec.ranking.ddp", *args("two")], 2, env={"OMP_NUM_THREADS": "1"})
+
+    assert json.loads((tmp_path / "two" / ddp.SUMMARY_FILE).read_text())["world_size"] == 2
+    start = load_file(tiny_encoder / "model.safetensors")
+    for part in ("biencoder", "cross_encoder"):
+        one = load_file(tmp_path / "one" / part / "model" / "model.safetensors")
+        two = load_file(tmp_path / "two" / part / "model" / "model.safetensors")
+        assert one.keys() == two.keys()
+        for name, tensor in one.items():  # float32 sums in another order: equal to ~1e-5
+            torch.testing.assert_close(
+                two[name], tensor, rtol=1e-4, atol=1e-4, msg=f"{part} {name}"
+            )
+        shared = [n for n in one if n in start or n.removeprefix("bert.") in start]
+        moved = max((one[n] - start.get(n, start.get(n.removeprefix("bert.")))).abs().max().item()
+                    for n in shared)  # fmt: skip
+        assert moved > 1e-3, part  # two steps at lr 1e-3 moved the weights past the tolerance
+
+
+def test_rank_share_splits_evenly_and_drops_the_remainder():
+    from nlprec.ranking.training import rank_share
+
+    batch = list(range(7))
+    assert [rank_share(batch, r, 2) for r in range(2)] == [[0, 1, 2], [3, 4, 5]]
+    assert rank_share(batch, 0, 1) == batch
+
+
+def test_examples_file_round_trip_and_errors(tmp_path):
+    path = ddp.write_examples(_examples()[:3], tmp_path / "ex.jsonl")
+    assert ddp.read_examples(path) == _examples()[:3]
+    (tmp_path / "bad.jsonl").write_text('{"query": "q"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        ddp.read_examples(tmp_path / "bad.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match="no training examples"):
+        ddp.read_examples(tmp_path / "empty.jsonl")
