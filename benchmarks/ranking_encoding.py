@@ -56,7 +56,8 @@ def slice_ndcg(ds, retriever: DenseRetriever, n_others: int, n_queries: int | No
     return evaluate_run(qrels, {q: dict(h) for q, h in zip(queries, hits, strict=True)})["ndcg@10"]
 
 
-def main() -> None:
+def encoding_arguments(repeats: int) -> argparse.ArgumentParser:
+    """The workload options this benchmark shares with ranking_encoding_profile.py."""
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--data",
@@ -64,13 +65,18 @@ def main() -> None:
     )
     parser.add_argument("--docs", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--dry", action="store_true", help="print only, RESULTS.md untouched")
+    return parser
+
+
+def main() -> None:
+    parser = encoding_arguments(repeats=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--slice", type=int, default=100, help="random non-relevant documents in the nDCG slice"
     )
     parser.add_argument("--queries", type=int, default=None, help="first N test queries (all)")
-    parser.add_argument("--dry", action="store_true", help="print only, RESULTS.md untouched")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ds = load_beir(args.data)
@@ -98,10 +104,14 @@ def main() -> None:
     }
     ndcg = {label: slice_ndcg(ds, r, args.slice, args.queries) for label, r in retrievers.items()}
     fp32 = ndcg["nlprec DenseRetriever, PyTorch fp32"]
-    rows = [f"| {BARE} | {len(texts) / statistics.median(seconds[BARE]):.1f} | 1.00x | {fp32:.4f} | - |"]
+    rows = [
+        f"| {BARE} | {len(texts) / statistics.median(seconds[BARE]):.1f} | 1.00x | {fp32:.4f} | - |"
+    ]
     for label in PATHS:
         speed = len(texts) / statistics.median(seconds[label])
-        rows.append(f"| {label} | {speed:.1f} | {ratios[label]:.2f}x | {ndcg[label]:.4f} | {ndcg[label] - fp32:+.4f} |")
+        rows.append(
+            f"| {label} | {speed:.1f} | {ratios[label]:.2f}x | {ndcg[label]:.4f} | {ndcg[label] - fp32:+.4f} |"
+        )
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     table = "\n".join([
         f"{len(texts)} SciFact abstracts, batch {args.batch_size}, max length {bare.max_seq_length}, "

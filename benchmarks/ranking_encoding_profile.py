@@ -13,7 +13,6 @@ Measured, each as the median of alternating rounds:
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -29,6 +28,7 @@ from nlprec.core.bench import machine_description, record_section
 from nlprec.ranking.data import document_text, load_beir
 from nlprec.ranking.encoder import load_encoder, resolve_model_dir
 from nlprec.ranking.onnx_encoder import OnnxEncoder, _export_float, _quantise, export_onnx
+from ranking_encoding import encoding_arguments  # the script's folder is on sys.path
 
 TORCH_GROUPS = {  # aten op -> group; the rest is "other"
     "aten::addmm": "linear (matmul)", "aten::linear": "linear (matmul)", "aten::mm": "linear (matmul)",
@@ -131,15 +131,7 @@ def fmt_shares(shares: dict[str, float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument(
-        "--data",
-        default=os.path.join(os.environ.get("NLPREC_DATA", "../shared/data"), "beir/scifact"),
-    )
-    parser.add_argument("--docs", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--dry", action="store_true", help="print only, RESULTS.md untouched")
+    parser = encoding_arguments(repeats=3)
     args = parser.parse_args()
     model_dir = resolve_model_dir("minilm")
     texts = [document_text(d) for d in load_beir(args.data).corpus[: args.docs]]
