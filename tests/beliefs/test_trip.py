@@ -174,6 +174,10 @@ def test_split_keeps_groups_apart_and_partners_together(tmp_path):
     file.write_text(json.dumps(pairs))
     read = read_pairs(tmp_path)
     assert len(read) == 24 and len(set(example_groups(read))) == 12
+    plausible_file = tmp_path / "results_cloze_plausible_explanations_consistency_dev.jsonl"
+    plausible_file.write_text("[]")
+    with pytest.raises(StoryError, match="implausible"):
+        read_pairs(plausible_file)
     train, test = split_pairs(read, "train", 0.5, 0), split_pairs(read, "test", 0.5, 0)
     assert len(train) + len(test) == 24 and train and test
     groups = lambda ps: {p["example_id"].split("-")[0] for p in ps}  # noqa: E731

@@ -241,6 +241,11 @@ def trip_file(path: Path) -> Path:
     """The annotated file of a TRIP folder (the implausible-story states), or ``path`` itself."""
     path = Path(path)
     if path.is_file():
+        if "_plausible_" in path.name:
+            raise StoryError(
+                f"{path}: the plausible-story file names its entities out of step with its states; "
+                "use the *implausible* file of the same folder"
+            )
         return path
     found = sorted(path.glob("*implausible*.jsonl")) or sorted(
         p for p in path.glob("*cloze*.jsonl") if "plausible" not in p.name
