@@ -18,7 +18,7 @@ from nlprec.clinical_longdoc.data import (
 from nlprec.clinical_longdoc.encoder import LongEncoder
 from nlprec.clinical_longdoc.longify import longify
 from nlprec.clinical_longdoc.metrics import entity_f1
-from nlprec.clinical_longdoc.qa import QAModel, best_span, best_span_reference
+from nlprec.clinical_longdoc.qa import QAModel, best_span, best_span_reference, slice_bounds
 from nlprec.clinical_longdoc.tagging import TokenTaggerModel
 from nlprec.clinical_longdoc.training import TrainSettings
 
@@ -120,6 +120,49 @@ def test_qa_windows_point_at_the_answer(tiny_bert, tokenizer):
     for window in positives:
         span = example.context[window.offsets[window.start][0] : window.offsets[window.end][1]]
         assert span == example.answer_text
+
+
+def test_qa_windows_cover_the_whole_context_with_the_stride_as_overlap(tiny_bert, tokenizer):
+    """Every context token lies in some window, neighbours overlap by exactly ``stride`` tokens,
+    and each window is [CLS] question [SEP] context-slice [SEP] within max_length; the answer is
+    labelled in every window that holds it whole (the GPU machine's tokenizer once cut only two
+    windows per question, leaving most answers unreachable)."""
+    example = _qa_example()
+    context_tokens = tokenizer(example.context, add_special_tokens=False)["input_ids"]
+    model = QAModel(LongEncoder(tiny_bert), tokenizer, max_length=40, stride=8)
+    windows = model.windows([example], with_answers=True)
+    question = tokenizer(example.question, add_special_tokens=False)["input_ids"]
+    room = 40 - len(question) - 3
+    assert len(windows) == 1 + -(-(len(context_tokens) - room) // (room - 8))
+    seen, previous = [], None
+    for window in windows:
+        assert len(window.input_ids) <= 40
+        assert window.input_ids[: len(question) + 2] == [
+            tokenizer.cls_token_id,
+            *question,
+            tokenizer.sep_token_id,
+        ]
+        assert window.input_ids[-1] == tokenizer.sep_token_id
+        context = [i for i, o in enumerate(window.offsets) if o is not None]
+        assert {window.token_type_ids[i] for i in context} == {1}
+        assert {window.token_type_ids[i] for i in range(len(question) + 2)} == {0}
+        spans = [window.offsets[i] for i in context]
+        if previous is not None:
+            assert spans[:8] == previous[-8:]  # stride tokens of overlap
+        seen.extend(window.input_ids[i] for i in context[0 if previous is None else 8 :])
+        previous = spans
+    assert seen == context_tokens
+    holding = [w for w in windows if w.start > 0]
+    assert len(holding) >= 1 and all(w.end >= w.start for w in holding)
+
+
+def test_qa_slice_bounds_and_too_small_windows(tiny_bert, tokenizer):
+    assert slice_bounds(10, 4, 1) == [(0, 4), (3, 7), (6, 10)]
+    assert slice_bounds(3, 4, 1) == [(0, 3)]
+    assert slice_bounds(0, 4, 1) == [(0, 0)]
+    model = QAModel(LongEncoder(tiny_bert), tokenizer, max_length=16, stride=12)
+    with pytest.raises(ValueError, match="stride"):
+        model.windows([_qa_example()], with_answers=True)
 
 
 def test_qa_trains_answers_and_reloads(tiny_bert, tokenizer, tmp_path):

@@ -28,6 +28,7 @@ from nlprec.clinical_longdoc.training import (
     fit,
     group_by_tokens,
     pad_rows,
+    rank_batches,
 )
 from torch import nn
 from tqdm.auto import tqdm
@@ -86,8 +87,10 @@ class DocumentClassifierModel:
         rows = [len(doc) for doc in docs]
         return group_by_tokens(widths, rows, settings.max_tokens, settings.max_batch, rng)
 
-    def document_logits(self, batch: dict) -> torch.Tensor:  # (n_docs, C)
-        logits = self.network(batch["input_ids"], batch["attention_mask"])  # (S, C)
+    def document_logits(self, batch: dict, network: nn.Module | None = None) -> torch.Tensor:
+        """(n_docs, C); ``network``: the model to run (training passes its DDP wrapper)."""
+        network = network or self.network
+        logits = network(batch["input_ids"], batch["attention_mask"])  # (S, C)
         how = "max" if self.strategy == "chunk_max" else "mean"
         return aggregate_segments(logits.float(), batch["doc_index"], batch["n_docs"], how)
 
@@ -143,15 +146,15 @@ class DocumentClassifierModel:
         targets = torch.tensor([self.label_to_id[y] for y in train.labels])
         probe = self._probe_head(docs, targets, dev, settings) if linear_probe else None
 
+        def collate(group: list[int]):
+            return self._collate([docs[i] for i in group]), targets[group].to(self.device)
+
         def epoch_batches(rng):
-            return [
-                (self._collate([docs[i] for i in group]), targets[group].to(self.device))
-                for group in self._batches(docs, settings, rng)
-            ]
+            return rank_batches(self._batches(docs, settings, rng), collate, settings)
 
         def loss_fn(network: nn.Module, batch) -> torch.Tensor:
             inputs, y = batch
-            return nn.functional.cross_entropy(self.document_logits(inputs), y)
+            return nn.functional.cross_entropy(self.document_logits(inputs, network), y)
 
         def dev_score(network: nn.Module) -> float:
             return self.evaluate(dev, settings)["macro_f1"]

@@ -30,6 +30,7 @@ from nlprec.clinical_longdoc.training import (
     fit,
     group_by_tokens,
     pad_rows,
+    rank_batches,
 )
 from torch import nn
 from tqdm.auto import tqdm
@@ -91,6 +92,81 @@ def position_bucket(position: int) -> str:
     return next(name for low, high, name in POSITION_BUCKETS if low <= position < high)
 
 
+def slice_bounds(n_tokens: int, room: int, stride: int) -> list[tuple[int, int]]:
+    """[begin, stop) slices of at most ``room`` tokens covering 0..n_tokens, ``stride`` tokens of
+    overlap between neighbours (one empty slice for an empty context)."""
+    bounds, begin = [], 0
+    while True:
+        stop = min(begin + room, n_tokens)
+        bounds.append((begin, stop))
+        if stop >= n_tokens:
+            return bounds
+        begin = stop - stride
+
+
+@dataclass(frozen=True)
+class PairTemplate:
+    """Where a tokenizer puts its special tokens and segment ids around (question, context)."""
+
+    prefix: list[int]  # ids before the question, e.g. [CLS]
+    middle: list[int]  # between question and context, e.g. [SEP] (RoBERTa: </s></s>)
+    suffix: list[int]  # after the context, e.g. [SEP]
+    types: tuple[list[int], int, list[int], int, list[int]]  # segment ids of the five parts
+
+    @property
+    def n_special(self) -> int:
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+    def window(self, example: int, question: list[int], context: list[int], offsets) -> Window:
+        prefix_t, question_t, middle_t, context_t, suffix_t = self.types
+        ids = self.prefix + question + self.middle + context + self.suffix
+        types = (
+            prefix_t
+            + [question_t] * len(question)
+            + middle_t
+            + [context_t] * len(context)
+            + suffix_t
+        )
+        before = len(self.prefix) + len(question) + len(self.middle)
+        spans = [None] * before + list(offsets) + [None] * len(self.suffix)
+        return Window(example, ids, types, spans)
+
+
+def pair_template(tokenizer) -> PairTemplate:
+    """Read the special tokens and segment ids off one encoded (question, context) pair."""
+    encoded = tokenizer("question", "context")
+    sequence = encoded.sequence_ids(0)
+    ids = encoded["input_ids"]
+    types = encoded.get("token_type_ids") or [0] * len(ids)
+    question = [i for i, s in enumerate(sequence) if s == 0]
+    context = [i for i, s in enumerate(sequence) if s == 1]
+    parts = (
+        range(0, question[0]),
+        range(question[-1] + 1, context[0]),
+        range(context[-1] + 1, len(ids)),
+    )
+    prefix, middle, suffix = ([ids[i] for i in part] for part in parts)
+    prefix_t, middle_t, suffix_t = ([types[i] for i in part] for part in parts)
+    return PairTemplate(
+        prefix,
+        middle,
+        suffix,
+        (prefix_t, types[question[0]], middle_t, types[context[0]], suffix_t),
+    )
+
+
+def _label_answer(window: Window, example: QAExample) -> None:
+    """Point window.start/end at the answer's first/last token when the window holds all of it."""
+    char_start = example.answer_start
+    char_end = char_start + len(example.answer_text)
+    inside = [i for i, o in enumerate(window.offsets) if o is not None]
+    if not inside:
+        return
+    if window.offsets[inside[0]][0] <= char_start and window.offsets[inside[-1]][1] >= char_end:
+        window.start = next(i for i in inside if window.offsets[i][1] > char_start)
+        window.end = max(i for i in inside if window.offsets[i][0] < char_end)
+
+
 class QAModel:
     def __init__(
         self,
@@ -131,42 +207,46 @@ class QAModel:
         return self._window_cache[key]
 
     def _cut_windows(self, examples: Sequence[QAExample], with_answers: bool) -> list[Window]:
-        questions = [
-            self.tokenizer.convert_tokens_to_string(
-                self.tokenizer.tokenize(e.question)[: self.max_question_tokens]
-            )
-            for e in examples
-        ]
-        encoded = self.tokenizer(
-            questions,
-            [e.context for e in examples],
-            truncation="only_second",
-            max_length=self.max_length,
-            stride=self.stride,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-        )
+        """[special] question [special] context-slice [special] windows, cut here, not by the tokenizer.
+
+        The tokenizer's own overflow windows (``return_overflowing_tokens`` with ``stride``) are not
+        relied on: under the transformers on the GPU machine (5.17) they came back as at most two
+        windows per question, so most answers past the second window were unreachable (2,256
+        windows for 1,128 questions at 512 tokens, against 21,655 cut here).  Each context is
+        tokenised once and sliced with ``stride`` tokens of overlap; the special tokens and segment
+        ids come from the tokenizer's own pair template, so BERT and RoBERTa tokenizers both work.
+        """
+        template = pair_template(self.tokenizer)
+        contexts: dict[str, tuple[list[int], list[tuple[int, int]]]] = {}
         windows = []
-        for w, example_index in enumerate(encoded["overflow_to_sample_mapping"]):
-            sequence_ids = encoded.sequence_ids(w)
-            offsets = [
-                tuple(o) if s == 1 else None
-                for o, s in zip(encoded["offset_mapping"][w], sequence_ids)
-            ]
-            window = Window(
-                example_index, encoded["input_ids"][w], encoded["token_type_ids"][w], offsets
-            )
-            if with_answers:
-                example = examples[example_index]
-                char_start, char_end = (
-                    example.answer_start,
-                    example.answer_start + len(example.answer_text),
+        for index, example in enumerate(examples):
+            question = self.tokenizer(example.question, add_special_tokens=False)["input_ids"]
+            question = question[: self.max_question_tokens]
+            if example.context not in contexts:
+                encoded = self.tokenizer(
+                    example.context,
+                    add_special_tokens=False,
+                    return_offsets_mapping=True,
+                    verbose=False,
                 )
-                inside = [i for i, o in enumerate(offsets) if o is not None]
-                if offsets[inside[0]][0] <= char_start and offsets[inside[-1]][1] >= char_end:
-                    window.start = next(i for i in inside if offsets[i][1] > char_start)
-                    window.end = max(i for i in inside if offsets[i][0] < char_end)
-            windows.append(window)
+                contexts[example.context] = (
+                    encoded["input_ids"],
+                    [tuple(o) for o in encoded["offset_mapping"]],
+                )
+            context_ids, context_offsets = contexts[example.context]
+            room = self.max_length - len(question) - template.n_special
+            if room <= self.stride:
+                raise ValueError(
+                    f"window of {self.max_length} tokens leaves {room} for the context after the "
+                    f"question and special tokens: not more than the stride {self.stride}"
+                )
+            for begin, stop in slice_bounds(len(context_ids), room, self.stride):
+                window = template.window(
+                    index, question, context_ids[begin:stop], context_offsets[begin:stop]
+                )
+                if with_answers:
+                    _label_answer(window, example)
+                windows.append(window)
         return windows
 
     def _collate(self, windows: Sequence[Window]) -> dict[str, torch.Tensor]:
@@ -206,7 +286,7 @@ class QAModel:
             groups = group_by_tokens(
                 widths, [1] * len(windows), settings.max_tokens, settings.max_batch, rng
             )
-            return [self._collate([windows[i] for i in g]) for g in groups]
+            return rank_batches(groups, lambda g: self._collate([windows[i] for i in g]), settings)
 
         def loss_fn(network: nn.Module, batch) -> torch.Tensor:
             start, end = network(
@@ -218,9 +298,15 @@ class QAModel:
         def dev_score(network: nn.Module) -> float:
             return self.evaluate(dev, settings)["f1"]
 
-        return fit(
+        history = fit(
             self.network, epoch_batches, loss_fn, settings, dev_score if dev else None, desc="qa"
         )
+        history["windows"] = {
+            "total": len(all_windows),
+            "kept": len(windows),
+            "with_answer": sum(w.start > 0 for w in windows),
+        }
+        return history
 
     @torch.no_grad()
     def predict(
@@ -244,8 +330,11 @@ class QAModel:
             start, end = start.float().cpu(), end.float().cpu()
             for row, w in enumerate(group):
                 window = windows[w]
+                context = [i for i, o in enumerate(window.offsets) if o is not None]
+                if not context:
+                    continue  # an empty context has no span to offer
                 valid = torch.zeros(start.shape[1], dtype=torch.bool)
-                valid[[i for i, o in enumerate(window.offsets) if o is not None]] = True
+                valid[context] = True
                 score, i, j = best_span(start[row], end[row], valid, self.max_answer_tokens)
                 if score > best[window.example][0]:
                     best[window.example] = (score, w, i, j)

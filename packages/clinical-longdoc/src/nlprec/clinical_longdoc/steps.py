@@ -22,6 +22,7 @@ from nlprec.clinical_longdoc.qa import QAModel
 from nlprec.clinical_longdoc.tagging import TokenTaggerModel
 from nlprec.clinical_longdoc.training import TrainSettings
 from nlprec.clinical_longdoc.variants import build_encoder, get_variant
+from nlprec.core.distributed import DistributedContext
 from nlprec.core.step import StepContext
 from pydantic import BaseModel, Field
 
@@ -191,13 +192,23 @@ class FineTuneConfig(BaseModel):
     metric_name: str | None = Field(
         None, description="prefix of the logged metrics (default: the variant)"
     )
+    dropout: float = Field(0.1, ge=0, lt=1, description="classification / NER head dropout")
+    negative_keep: float = Field(
+        0.1, ge=0, le=1, description="QA: share of answer-less training windows kept"
+    )
+    # > 1: train under `torchrun --nproc-per-node N` with DDP (gloo on CPU, NCCL on GPUs);
+    # rank 0 alone evaluates and writes (nlprec.clinical_longdoc.ddp)
+    nproc_per_node: int = Field(1, ge=1)
+    threads: int = Field(1, ge=1, description="torch threads per process under torchrun")
 
     @property
     def prefix(self) -> str:
         return self.metric_name or self.variant
 
 
-def _settings(cfg: FineTuneConfig, ctx: StepContext, seed: int) -> TrainSettings:
+def _settings(
+    cfg: FineTuneConfig, device: str, seed: int, dist_ctx: DistributedContext | None = None
+) -> TrainSettings:
     return TrainSettings(
         epochs=cfg.epochs,
         lr=cfg.lr,
@@ -205,9 +216,11 @@ def _settings(cfg: FineTuneConfig, ctx: StepContext, seed: int) -> TrainSettings
         max_tokens=cfg.max_tokens,
         max_batch=cfg.max_batch,
         gradient_checkpointing=cfg.gradient_checkpointing,
-        device=ctx.device,
+        device=device,
         seed=seed,
         time_budget_s=cfg.time_budget_s,
+        progress=dist_ctx is None or dist_ctx.is_main,
+        dist_ctx=dist_ctx,
     )
 
 
@@ -233,14 +246,77 @@ def _cuda_peak_gib(device: str) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
 
 
-def _run_seeds(ctx: StepContext, cfg: FineTuneConfig, train_and_score) -> tuple[list[dict], object]:
+# Per task: the upstream splits as objects, and one seed's training (the model and its test scores).
+
+
+def load_task_splits(task: str, upstream: dict) -> dict:
+    """train/dev/test objects from the json files a data step wrote (its output dict)."""
+    rows = {n: json.loads(Path(upstream[n]).read_text()) for n in ("train", "dev", "test")}
+    if task == "classify":
+        return {n: datasets.DocumentSet(r["texts"], r["labels"], r["ids"]) for n, r in rows.items()}
+    if task == "qa":
+        return {n: [datasets.QAExample(**e) for e in r] for n, r in rows.items()}
+    if task == "ner":
+        return {n: [datasets.TaggedSentence(**e) for e in r] for n, r in rows.items()}
+    raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+
+
+def train_one_seed(
+    task: str, cfg: FineTuneConfig, upstream: dict, splits: dict, settings: TrainSettings
+):
+    """Fine-tune ``cfg.variant`` for ``task`` with ``settings`` (its seed, device, DDP context).
+
+    Returns the model and its test scores; under DDP only rank 0 scores the test set ({} elsewhere).
+    """
+    tokenizer = _tokenizer(cfg.source)
+    variant, encoder, length = _encoder(cfg)
+    if task == "classify":
+        model = DocumentClassifierModel(
+            encoder,
+            tokenizer,
+            upstream["labels"],
+            variant.strategy,
+            length,
+            dropout=cfg.dropout,
+            pooling=cfg.pooling,
+        )
+        history = model.fit(splits["train"], splits["dev"], settings, cfg.linear_probe)
+    elif task == "qa":
+        model = QAModel(encoder, tokenizer, max_length=length, stride=max(length // 4, 32))
+        history = model.fit(splits["train"], splits["dev"], settings, cfg.negative_keep)
+    else:
+        model = TokenTaggerModel(
+            encoder, tokenizer, upstream["tags"], max_length=length, dropout=cfg.dropout
+        )
+        history = model.fit(splits["train"], splits["dev"], settings)
+    main = settings.dist_ctx is None or settings.dist_ctx.is_main
+    scores = model.evaluate(splits["test"], settings) if main else {}
+    scores["best_epoch"] = history["best_epoch"]
+    scores["losses"] = history["loss"]
+    return model, scores
+
+
+TASKS = ("classify", "qa", "ner")
+SUMMARY_KEYS = {
+    "classify": ["macro_f1", "micro_f1", "long_notes_macro_f1", "long_notes_micro_f1"],
+    "qa": ["em", "f1", "lt512_f1", "512to4096_f1", "gt4096_f1", "lt512_em", "512to4096_em"]
+    + ["gt4096_em"],
+    "ner": ["f1", "precision", "recall"],
+}
+
+
+def _run_seeds(ctx: StepContext, cfg: FineTuneConfig, task: str) -> tuple[list[dict], object]:
     """Train one model per seed; returns per-seed scores (with seconds, peak memory) and the last model."""
+    upstream = next(iter(ctx.inputs.values()))
+    splits = load_task_splits(task, upstream)
     per_seed, model = [], None
     for seed in ctx.progress(cfg.seeds, desc=f"{cfg.variant} seeds"):
         torch.manual_seed(seed)
         _cuda_peak_reset(ctx.device)
         started = time.perf_counter()
-        model, scores = train_and_score(seed)
+        model, scores = train_one_seed(
+            task, cfg, upstream, splits, _settings(cfg, ctx.device, seed)
+        )
         scores["train_seconds"] = time.perf_counter() - started
         scores["peak_gib"] = _cuda_peak_gib(ctx.device)
         per_seed.append(scores)
@@ -248,14 +324,42 @@ def _run_seeds(ctx: StepContext, cfg: FineTuneConfig, train_and_score) -> tuple[
     return per_seed, model
 
 
+def _run_seeds_torchrun(ctx: StepContext, cfg: FineTuneConfig, task: str) -> list[dict]:
+    """The same seeds in ``cfg.nproc_per_node`` processes (nlprec.clinical_longdoc.ddp); rank 0
+    writes result.json and the model (into this step's output folder)."""
+    from nlprec.core.distributed import launch_torchrun
+
+    work = ctx.output_dir / "torchrun"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(cfg.model_dump_json())
+    (work / "inputs.json").write_text(json.dumps(next(iter(ctx.inputs.values()))))
+    args = ["-m", "nlprec.clinical_longdoc.ddp", "--task", task, "--config"]
+    args += [str(work / "config.json"), "--inputs", str(work / "inputs.json"), "--out", str(work)]
+    launch_torchrun(args, cfg.nproc_per_node, env={"OMP_NUM_THREADS": str(cfg.threads)})
+    return json.loads((work / "result.json").read_text())["per_seed"]
+
+
+def _fine_tune(ctx: StepContext, cfg: FineTuneConfig, task: str) -> dict:
+    if cfg.nproc_per_node > 1:
+        per_seed = _run_seeds_torchrun(ctx, cfg, task)
+        model_dir = ctx.output_dir / "torchrun" / "model"
+        model = None
+    else:
+        per_seed, model = _run_seeds(ctx, cfg, task)
+        model_dir = None
+    summary = _log_seed_summary(ctx, cfg.prefix, per_seed, SUMMARY_KEYS[task] + ["train_seconds"])
+    return _write_result(ctx, cfg, per_seed, summary, model, model_dir)
+
+
 def _write_result(
-    ctx: StepContext, cfg: FineTuneConfig, per_seed: list[dict], summary: dict, model
+    ctx: StepContext, cfg: FineTuneConfig, per_seed: list[dict], summary: dict, model, model_dir
 ) -> dict:
     result = {
         "variant": cfg.prefix,
         "per_seed": per_seed,
         "summary": summary,
         "device": ctx.device,
+        "nproc_per_node": cfg.nproc_per_node,
     }
     path = ctx.output_dir / "result.json"
     path.write_text(json.dumps(result, indent=2))
@@ -267,94 +371,27 @@ def _write_result(
     }
     if cfg.save_model and model is not None:
         model.save(ctx.output_dir / "model")
-        out["model_dir"] = str(ctx.output_dir / "model")
+        model_dir = ctx.output_dir / "model"
+    if cfg.save_model and model_dir is not None and Path(model_dir).exists():
+        out["model_dir"] = str(model_dir)
         if cfg.register_as:
-            out["model_uri"] = ctx.log_model(
-                ctx.output_dir / "model", name=cfg.register_as, flavor="dir"
-            )
+            out["model_uri"] = ctx.log_model(model_dir, name=cfg.register_as, flavor="dir")
     return out
 
 
 def fine_tune_classifier(ctx: StepContext, cfg: FineTuneConfig) -> dict:
     """Fine-tune one variant on the upstream documents; logs macro/micro-F1 (all, and notes > 512)."""
-    upstream = next(iter(ctx.inputs.values()))
-    splits = {n: json.loads(Path(upstream[n]).read_text()) for n in ("train", "dev", "test")}
-    docs = {n: datasets.DocumentSet(s["texts"], s["labels"], s["ids"]) for n, s in splits.items()}
-    tokenizer = _tokenizer(cfg.source)
-
-    def train_and_score(seed: int):
-        variant, encoder, length = _encoder(cfg)
-        model = DocumentClassifierModel(
-            encoder, tokenizer, upstream["labels"], variant.strategy, length, pooling=cfg.pooling
-        )
-        history = model.fit(
-            docs["train"], docs["dev"], _settings(cfg, ctx, seed), linear_probe=cfg.linear_probe
-        )
-        scores = model.evaluate(docs["test"], _settings(cfg, ctx, seed))
-        scores["best_epoch"] = history["best_epoch"]
-        return model, scores
-
-    per_seed, model = _run_seeds(ctx, cfg, train_and_score)
-    keys = ["macro_f1", "micro_f1", "long_notes_macro_f1", "long_notes_micro_f1", "train_seconds"]
-    summary = _log_seed_summary(ctx, cfg.prefix, per_seed, keys)
-    return _write_result(ctx, cfg, per_seed, summary, model)
+    return _fine_tune(ctx, cfg, "classify")
 
 
 def fine_tune_qa(ctx: StepContext, cfg: FineTuneConfig) -> dict:
     """Fine-tune extractive QA (sliding windows of the variant's length); logs EM/F1 by answer position."""
-    upstream = next(iter(ctx.inputs.values()))
-    splits = {
-        n: [datasets.QAExample(**e) for e in json.loads(Path(upstream[n]).read_text())]
-        for n in ("train", "dev", "test")
-    }
-    tokenizer = _tokenizer(cfg.source)
-
-    def train_and_score(seed: int):
-        _, encoder, length = _encoder(cfg)
-        stride = max(length // 4, 32)
-        model = QAModel(encoder, tokenizer, max_length=length, stride=stride)
-        history = model.fit(splits["train"], splits["dev"], _settings(cfg, ctx, seed))
-        scores = model.evaluate(splits["test"], _settings(cfg, ctx, seed))
-        scores["best_epoch"] = history["best_epoch"]
-        return model, scores
-
-    per_seed, model = _run_seeds(ctx, cfg, train_and_score)
-    keys = [
-        "em",
-        "f1",
-        "lt512_f1",
-        "512to4096_f1",
-        "gt4096_f1",
-        "lt512_em",
-        "512to4096_em",
-        "gt4096_em",
-        "train_seconds",
-    ]
-    summary = _log_seed_summary(ctx, cfg.prefix, per_seed, keys)
-    return _write_result(ctx, cfg, per_seed, summary, model)
+    return _fine_tune(ctx, cfg, "qa")
 
 
 def fine_tune_tagger(ctx: StepContext, cfg: FineTuneConfig) -> dict:
     """Fine-tune NER (first-subword labels); logs strict IOB2 entity F1."""
-    upstream = next(iter(ctx.inputs.values()))
-    splits = {
-        n: [datasets.TaggedSentence(**s) for s in json.loads(Path(upstream[n]).read_text())]
-        for n in ("train", "dev", "test")
-    }
-    tokenizer = _tokenizer(cfg.source)
-
-    def train_and_score(seed: int):
-        _, encoder, length = _encoder(cfg)
-        model = TokenTaggerModel(encoder, tokenizer, upstream["tags"], max_length=length)
-        history = model.fit(splits["train"], splits["dev"], _settings(cfg, ctx, seed))
-        scores = model.evaluate(splits["test"], _settings(cfg, ctx, seed))
-        scores["best_epoch"] = history["best_epoch"]
-        return model, scores
-
-    per_seed, model = _run_seeds(ctx, cfg, train_and_score)
-    keys = ["f1", "precision", "recall", "train_seconds"]
-    summary = _log_seed_summary(ctx, cfg.prefix, per_seed, keys)
-    return _write_result(ctx, cfg, per_seed, summary, model)
+    return _fine_tune(ctx, cfg, "ner")
 
 
 # ------------------------------------------------------------------ comparison

@@ -23,6 +23,7 @@ from nlprec.clinical_longdoc.training import (
     fit,
     group_by_tokens,
     pad_rows,
+    rank_batches,
 )
 from torch import nn
 from tqdm.auto import tqdm
@@ -33,7 +34,12 @@ OUTSIDE = "O"
 
 class TokenTaggerModel:
     def __init__(
-        self, encoder: LongEncoder, tokenizer, tags: Sequence[str], max_length: int | None = None
+        self,
+        encoder: LongEncoder,
+        tokenizer,
+        tags: Sequence[str],
+        max_length: int | None = None,
+        dropout: float = 0.1,
     ):
         self.tokenizer = tokenizer
         self.tags = list(tags)
@@ -41,7 +47,7 @@ class TokenTaggerModel:
             self.tags.insert(0, OUTSIDE)
         self.tag_to_id = {t: i for i, t in enumerate(self.tags)}
         self.max_length = min(max_length or encoder.max_length, encoder.max_length)
-        self.network = TokenTagger(encoder, len(self.tags))
+        self.network = TokenTagger(encoder, len(self.tags), dropout)
         self.device = "cpu"
 
     def encode(self, sentences: Sequence[TaggedSentence]) -> list[dict]:
@@ -102,11 +108,16 @@ class TokenTaggerModel:
         items = self.encode(train)
         widths = [len(it["input_ids"]) for it in items]
 
+        def labelled_tokens(group: list[int]) -> int:  # what the token-mean loss averages over
+            return sum(sum(t != IGNORE_INDEX for t in items[i]["labels"]) for i in group)
+
         def epoch_batches(rng: random.Random):
             groups = group_by_tokens(
                 widths, [1] * len(items), settings.max_tokens, settings.max_batch, rng
             )
-            return [self._collate([items[i] for i in g]) for g in groups]
+            return rank_batches(
+                groups, lambda g: self._collate([items[i] for i in g]), settings, labelled_tokens
+            )
 
         def loss_fn(network: nn.Module, batch) -> torch.Tensor:
             logits = network(batch["input_ids"], batch["attention_mask"])  # (B, L, C)

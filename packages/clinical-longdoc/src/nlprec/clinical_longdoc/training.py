@@ -1,5 +1,17 @@
 """The fine-tuning loop shared by every head: AdamW, linear warm-up/decay, bf16 autocast on GPU,
-token-budget batches, optional gradient checkpointing, best-epoch selection on a dev score."""
+token-budget batches, optional gradient checkpointing, best-epoch selection on a dev score.
+
+Under ``torchrun`` (``TrainSettings.dist_ctx`` from `nlprec.core.distributed.init_distributed`) the
+same loop runs data-parallel: every rank builds the same global batches (same seed), takes its
+share of each with `rank_batches`, and scales its loss so that DDP's gradient average equals the
+gradient one process computes on the whole global batch:
+
+    loss_r = weight_r * mean-loss over rank r's items,   weight_r = world_size * units_r / units
+
+(units: items, or labelled tokens for NER).  A rank whose share is empty runs one item at weight 0,
+so every rank joins every gradient all-reduce.  Every rank evaluates the dev set itself (identical
+weights, so identical best-epoch choices); the callers let rank 0 alone write and log.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,6 +47,43 @@ class TrainSettings:
     seed: int = 0
     time_budget_s: float | None = None  # stop early (logged) when training exceeds it
     progress: bool = True
+    dist_ctx: Any = None  # nlprec.core.distributed.DistributedContext under torchrun, else None
+
+
+def _distributed(settings: TrainSettings) -> bool:
+    return settings.dist_ctx is not None and settings.dist_ctx.is_distributed
+
+
+@dataclass
+class Shard:
+    """This rank's part of a global batch and the weight of its mean loss (see the module doc)."""
+
+    batch: Any
+    weight: float
+
+
+def rank_batches(
+    groups: Sequence[Sequence[int]],
+    collate: Callable[[list[int]], Any],
+    settings: TrainSettings,
+    units: Callable[[list[int]], float] = len,
+) -> list:
+    """Collated batches of ``groups``: all of each group in one process, this rank's share under DDP.
+
+    ``units(items)`` counts what the loss averages over (items, or labelled tokens).
+    """
+    if not _distributed(settings):
+        return [collate(list(group)) for group in groups]
+    rank, world = settings.dist_ctx.rank, settings.dist_ctx.world_size
+    shards = []
+    for group in groups:
+        local = list(group[rank::world])
+        total = units(list(group))
+        if not local or total == 0:
+            shards.append(Shard(collate(list(group[:1])), 0.0))
+            continue
+        shards.append(Shard(collate(local), world * units(local) / total))
+    return shards
 
 
 def group_by_tokens(
@@ -108,6 +158,12 @@ def fit(
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     model.to(settings.device)
+    network = model  # what the loss runs through: DDP around the model under torchrun
+    if _distributed(settings):
+        from nlprec.core.distributed import wrap_model
+
+        # unused: e.g. the encoder's pooler, which no head reads
+        network = wrap_model(model, settings.dist_ctx, find_unused_parameters=True)
     encoder_model = getattr(getattr(model, "encoder", None), "model", None)
     if settings.gradient_checkpointing and encoder_model is not None:
         encoder_model.gradient_checkpointing_enable(
@@ -134,14 +190,18 @@ def fit(
         )
         for batch in bar:
             with autocast_for(settings.device):
-                loss = loss_fn(model, batch)
+                if isinstance(batch, Shard):
+                    loss = loss_fn(network, batch.batch) * batch.weight
+                else:
+                    loss = loss_fn(network, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            total += loss.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            step_loss = _global_loss(loss, settings)
+            total += step_loss
+            bar.set_postfix(loss=f"{step_loss:.3f}")
         history["loss"].append(total / max(len(batches), 1))
         if dev_score is not None:
             model.eval()
@@ -173,6 +233,15 @@ def fit(
     model.eval()
     history["seconds"] = time.perf_counter() - started
     return history
+
+
+def _global_loss(loss: torch.Tensor, settings: TrainSettings) -> float:
+    """The global batch's mean loss: the ranks' weighted losses averaged (one process: as it is)."""
+    if not _distributed(settings):
+        return loss.item()
+    from nlprec.core.distributed import all_reduce_mean
+
+    return all_reduce_mean(loss.detach().float(), settings.dist_ctx).item()
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,107 @@
+"""Fine-tuning under torchrun: two gloo processes train what one process trains on the same global
+batches (issue #10), and the split of a global batch weighs each rank's mean loss exactly."""
+
+import json
+
+import pytest
+import torch
+from nlprec.clinical_longdoc import data as datasets
+from nlprec.clinical_longdoc.steps import FineTuneConfig
+from nlprec.clinical_longdoc.training import Shard, TrainSettings, rank_batches
+from nlprec.core.distributed import DistributedContext, launch_torchrun
+from safetensors.torch import load_file
+
+
+def _rank(rank: int, world: int) -> TrainSettings:
+    return TrainSettings(dist_ctx=DistributedContext(rank=rank, world_size=world, backend="gloo"))
+
+
+def test_rank_batches_split_groups_and_weigh_their_losses():
+    groups = [[0, 1, 2], [3]]
+    assert rank_batches(groups, list, TrainSettings()) == [[0, 1, 2], [3]]
+    first = rank_batches(groups, list, _rank(0, 2))
+    second = rank_batches(groups, list, _rank(1, 2))
+    assert first == [Shard([0, 2], 2 * 2 / 3), Shard([3], 2.0)]
+    # rank 1 has nothing of the second group: it runs one item at weight 0 (joins the all-reduce)
+    assert second == [Shard([1], 2 * 1 / 3), Shard([3], 0.0)]
+    # weights by units (e.g. labelled tokens): sum over ranks of weight * local mean = global mean
+    units = {0: 5, 1: 1, 2: 2}
+    weighted = rank_batches([[0, 1, 2]], list, _rank(1, 2), lambda g: sum(units[i] for i in g))
+    assert weighted == [Shard([1], 2 * 1 / 8)]
+
+
+@pytest.mark.parametrize("task", ["classify"])
+def test_two_gloo_processes_fine_tune_what_one_process_does(task, tiny_bert, tokenizer, tmp_path):
+    source = tmp_path / "source"
+    tiny_bert.save_pretrained(source)
+    tokenizer.save_pretrained(source)
+    splits = datasets.generated_splits(12, 6, seed=0)
+    inputs = {}
+    for name, docs in splits.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"texts": docs.texts, "labels": docs.labels, "ids": docs.ids}))
+        inputs[name] = str(path)
+    inputs["labels"] = sorted(set(splits["train"].labels))
+    (tmp_path / "inputs.json").write_text(json.dumps(inputs))
+    cfg = FineTuneConfig(
+        variant="long",
+        source=str(source),
+        max_length=128,
+        epochs=1,
+        lr=1e-3,
+        head_lr=1e-2,
+        max_tokens=128 * 5,  # global batches of up to 5 documents: uneven splits over 2 ranks
+        max_batch=5,
+        dropout=0.0,  # dropout masks would differ between one and two processes
+        seeds=[0],
+    )
+    (tmp_path / "config.json").write_text(cfg.model_dump_json())
+
+    def args(out: str) -> list[str]:
+        return [
+            "--task", task, "--config", str(tmp_path / "config.json"),
+            "--inputs", str(tmp_path / "inputs.json"), "--out", str(tmp_path / out),
+        ]  # fmt: skip
+
+    for out, processes in (("one", 1), ("two", 2)):  # torchrun with 1 process: no process group
+        launch_torchrun(
+            ["-m", "nlprec.clinical_longdoc.ddp", *args(out)],
+            processes,
+            env={"OMP_NUM_THREADS": "1"},
+        )
+
+    one = load_file(tmp_path / "one" / "model" / "encoder" / "model.safetensors")
+    two = load_file(tmp_path / "two" / "model" / "encoder" / "model.safetensors")
+    start = {k: v.float() for k, v in tiny_bert.state_dict().items()}
+    one.update(
+        {
+            f"head.{k}": v
+            for k, v in load_file(tmp_path / "one" / "model" / "head.safetensors").items()
+        }
+    )
+    two.update(
+        {
+            f"head.{k}": v
+            for k, v in load_file(tmp_path / "two" / "model" / "head.safetensors").items()
+        }
+    )
+    assert one.keys() == two.keys()
+    for name, tensor in one.items():  # float32 sums in another order: equal to ~1e-5
+        torch.testing.assert_close(two[name], tensor, rtol=1e-4, atol=1e-4, msg=name)
+    moved = max(
+        (one[n] - start[n]).abs().max().item()
+        for n in one
+        if n in start and one[n].shape == start[n].shape
+    )
+    assert moved > 1e-3  # the steps moved the weights well past the tolerance
+    result_one = json.loads((tmp_path / "one" / "result.json").read_text())
+    result_two = json.loads((tmp_path / "two" / "result.json").read_text())
+    assert (result_one["world_size"], result_two["world_size"]) == (1, 2)
+    assert result_two["per_seed"][0]["macro_f1"] == pytest.approx(
+        result_one["per_seed"][0]["macro_f1"]
+    )
+    losses_one, losses_two = (
+        result_one["per_seed"][0]["losses"],
+        result_two["per_seed"][0]["losses"],
+    )
+    assert losses_two == pytest.approx(losses_one, rel=1e-4)
