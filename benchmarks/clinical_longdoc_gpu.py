@@ -617,10 +617,11 @@ SESSION1_RECIPE = "cls, 3 ep, lr 8e-05"  # MTSamples rows written before rows ca
 
 QA_NOTE = (
     " Only runs with the QA windows cut by `QAModel` itself (rows carrying a window count) are"
-    " shown: in the earlier calls the device's transformers 5.17 tokenizer returned at most two"
-    " overflow windows per question (2,256 windows for 1,128 training questions at 512 tokens,"
-    " against 21,655 now), so most answers were out of reach and every model sat at F1 ≈ 0.05;"
-    " those rows measured the defect, not the models."
+    " shown: in the earlier calls the tokenizer's overflow windows on the device (transformers"
+    " 5.17, tokenizers 0.23.2, whose truncation early exit drops overflow: huggingface/tokenizers"
+    " issue 2091) came back as at most two per question (2,256 windows for 1,128 training"
+    " questions at 512 tokens, against 21,655 now), so most answers were out of reach and every"
+    " model sat at F1 ≈ 0.05; those rows measured the defect, not the models."
 )
 
 

@@ -210,7 +210,8 @@ class QAModel:
         """[special] question [special] context-slice [special] windows, cut here, not by the tokenizer.
 
         The tokenizer's own overflow windows (``return_overflowing_tokens`` with ``stride``) are not
-        relied on: under the transformers on the GPU machine (5.17) they came back as at most two
+        relied on: with tokenizers 0.23.1-0.23.2 (the GPU machine's) truncation stops tokenising
+        early and drops overflow (huggingface/tokenizers issue 2091), which gave at most two
         windows per question, so most answers past the second window were unreachable (2,256
         windows for 1,128 questions at 512 tokens, against 21,655 cut here).  Each context is
         tokenised once and sliced with ``stride`` tokens of overlap; the special tokens and segment
