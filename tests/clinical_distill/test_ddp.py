@@ -1,12 +1,14 @@
-"""Distillation under torchrun: two gloo processes distil what one process distils on the same global
-batches (issue #10), with every loss normalised by the item counts of the whole global batch."""
+"""Distillation under torchrun: the distill_student step in two gloo processes distils what it distils
+in one process on the same global batches (issue #10), every loss normalised by the item counts of
+the whole global batch."""
 
 import json
 
 import torch
 from nlprec.clinical_distill import ddp
 from nlprec.clinical_distill.generated import clinical_notes
-from nlprec.core.distributed import launch_torchrun
+from nlprec.clinical_distill.steps import DistillStepConfig, distill_student
+from nlprec.core.step import StepContext
 from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM
 
@@ -23,26 +25,29 @@ def test_two_gloo_processes_distil_what_one_process_distils(tmp_path, tokenizer)
     tokenizer.save_pretrained(tmp_path / "teacher")
     texts = tmp_path / "train.jsonl"
     texts.write_text("".join(json.dumps(t) + "\n" for t in clinical_notes(24)))
+    inputs = {"teacher": {"model_dir": str(tmp_path / "teacher")}, "corpus": {"train": str(texts)}}
 
-    def args(out: str) -> list[str]:
-        return ["--teacher", str(tmp_path / "teacher"), "--texts", str(texts), "--out", str(tmp_path / out),
-                "--student", json.dumps({"kind": "layer_subset", "layers": [1, 3]}), "--distill", json.dumps(DISTILL)]
+    def run(nproc: int) -> tuple[dict, StepContext]:
+        ctx = StepContext(name="s", output_dir=tmp_path / f"n{nproc}", inputs=inputs, params={}, seed=0, device="cpu")
+        ctx.output_dir.mkdir()
+        cfg = DistillStepConfig(name="s", student={"kind": "layer_subset", "layers": [1, 3]}, distill=DISTILL,
+                                nproc_per_node=nproc)
+        return distill_student(ctx, cfg), ctx
 
     threads = torch.get_num_threads()
     try:
-        one_history = ddp.run(ddp.parse_args(args("one")))
+        one, one_ctx = run(1)
     finally:
         torch.set_num_threads(threads)
-    launch_torchrun(["-m", "nlprec.clinical_distill.ddp", *args("two")], 2, env={"OMP_NUM_THREADS": "1"})
+    two, two_ctx = run(2)  # launches torchrun -m nlprec.clinical_distill.ddp
 
-    two = json.loads((tmp_path / "two" / ddp.HISTORY_FILE).read_text())
-    assert two["world_size"] == 2 and len(two["history"]) == 3
-    for a, b in zip(one_history, two["history"], strict=True):  # global-batch means, step by step
-        assert a.keys() == b.keys() == {"mlm", "kd", "hidden", "attention", "total"}
-        for key in a:
-            assert abs(a[key] - b[key]) < 1e-4 * max(1.0, abs(a[key])), (key, a[key], b[key])
-    one_w = load_file(tmp_path / "one" / ddp.MODEL_DIR / "model.safetensors")
-    two_w = load_file(tmp_path / "two" / ddp.MODEL_DIR / "model.safetensors")
+    history = json.loads((tmp_path / "n2" / "ddp" / ddp.HISTORY_FILE).read_text())
+    assert history["world_size"] == 2 and len(history["history"]) == 3
+    assert {f"s.loss_{k}" for k in ("mlm", "kd", "hidden", "attention", "total")} == set(one_ctx.metrics)
+    for key, value in one_ctx.metrics.items():  # last step's global-batch means
+        assert abs(two_ctx.metrics[key] - value) < 1e-4 * max(1.0, abs(value)), (key, value, two_ctx.metrics[key])
+    one_w = load_file(f"{one['model_dir']}/model.safetensors")
+    two_w = load_file(f"{two['model_dir']}/model.safetensors")
     teacher = load_file(tmp_path / "teacher" / "model.safetensors")
     assert one_w.keys() == two_w.keys()
     for name, tensor in one_w.items():  # float32 sums in another order: equal to ~1e-5
