@@ -59,7 +59,8 @@ def results_table(scores: Scores, speed: dict[str, dict], teacher: str = "teache
 
 
 def _mean(scores: Scores, model: str, metric: str) -> float:
-    return scores[model][metric][0]
+    """The seed mean, NaN where no run of that task finished (a budget cut)."""
+    return scores[model][metric][0] if metric in scores[model] else float("nan")
 
 
 def _is_baseline(model: str, mlm_only: str) -> bool:
@@ -84,7 +85,8 @@ def target_checks(scores: Scores, speed: dict[str, dict], teacher: str, mlm_only
         if _is_baseline(model, mlm_only):
             continue
         ner = _mean(scores, model, "ner_f1") / max(_mean(scores, teacher, "ner_f1"), 1e-9)
-        cls = min(_mean(scores, model, m) / max(_mean(scores, teacher, m), 1e-9) for m in CLASSIFICATION)
+        ratios = [_mean(scores, model, m) / max(_mean(scores, teacher, m), 1e-9) for m in CLASSIFICATION]
+        cls = float("nan") if any(math.isnan(r) for r in ratios) else min(ratios)
         params = speedup = float("nan")
         if model in speed and teacher in speed:
             params = speed[model]["params"] / speed[teacher]["params"]
@@ -93,9 +95,13 @@ def target_checks(scores: Scores, speed: dict[str, dict], teacher: str, mlm_only
         beats = "–"
         baseline = _same_size_mlm_baseline(model, scores, speed, mlm_only)
         if baseline is not None:
-            wins = sum(_mean(scores, model, m) > _mean(scores, baseline, m) for m in TASK_METRICS)
-            beats = f"{wins}/{len(TASK_METRICS)} metrics ({baseline})"
+            pairs = [(_mean(scores, model, m), _mean(scores, baseline, m)) for m in TASK_METRICS]
+            measured = [(a, b) for a, b in pairs if not (math.isnan(a) or math.isnan(b))]
+            wins = sum(a > b for a, b in measured)
+            beats = f"{wins}/{len(measured)} measured metrics ({baseline})"
         accurate = ner >= MIN_NER_RATIO and cls >= MIN_CLASSIFICATION_RATIO
         verdict = "unmeasured (no CPU figures)" if accurate and math.isnan(speedup) else ("met" if met else "missed")
-        lines.append(f"| {model} | {_ratio(params)} | {ner:.2f} | {cls:.2f} | {_ratio(speedup, 'x')} | {verdict} | {beats} |")
+        if math.isnan(ner) or math.isnan(cls):
+            verdict = "not measured (task scores missing)"
+        lines.append(f"| {model} | {_ratio(params)} | {_ratio(ner)} | {_ratio(cls)} | {_ratio(speedup, 'x')} | {verdict} | {beats} |")
     return lines
