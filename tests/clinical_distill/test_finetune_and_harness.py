@@ -64,6 +64,11 @@ def test_target_checks_follow_the_issue_thresholds():
     slow = next(line for line in table.splitlines() if line.startswith("| slow |") and "x |" in line)
     assert "| met |" in good and "4/4 metrics" in good
     assert "| missed |" in slow
+    partial = {"nli_acc": (0.6, 0.0, 2)}  # a student whose NER and section runs did not finish
+    table = results_table({"teacher": scores(0.8, 0.6), "cut": partial, "mlm_only": scores(0.7, 0.5)},
+                          {**speed, "cut": speed["good"]})
+    cut = next(line for line in table.splitlines() if line.startswith("| cut |") and "x |" in line)
+    assert "not measured" in cut and "1/1 metrics" in cut
 
 
 

@@ -98,7 +98,7 @@ def target_checks(scores: Scores, speed: dict[str, dict], teacher: str, mlm_only
             pairs = [(_mean(scores, model, m), _mean(scores, baseline, m)) for m in TASK_METRICS]
             measured = [(a, b) for a, b in pairs if not (math.isnan(a) or math.isnan(b))]
             wins = sum(a > b for a, b in measured)
-            beats = f"{wins}/{len(measured)} measured metrics ({baseline})"
+            beats = f"{wins}/{len(measured)} metrics ({baseline})"
         accurate = ner >= MIN_NER_RATIO and cls >= MIN_CLASSIFICATION_RATIO
         verdict = "unmeasured (no CPU figures)" if accurate and math.isnan(speedup) else ("met" if met else "missed")
         if math.isnan(ner) or math.isnan(cls):
