@@ -32,7 +32,7 @@ from nlprec.beliefs.model import BreakpointConfig, BreakpointModel
 from nlprec.beliefs.records import UNKNOWN
 from nlprec.beliefs.training import TrainConfig, predict_breakpoint, train_breakpoint
 from nlprec.beliefs.trip import example_groups, load_trip, read_pairs, split_pairs
-from nlprec.beliefs.trip_tiers import reference_tiers
+from nlprec.beliefs.trip_tiers import belief_tiers, reference_tiers
 
 SECTION = "beliefs: TRIP"
 PUBLISHED_ROBERTA_TEST = {"plausibility": 0.729, "consistency": 0.191, "verifiability": 0.091}
@@ -164,6 +164,14 @@ def score(args: argparse.Namespace) -> None:
                 scored, prior_corrected(_load(folder / "pred_breakpoint.npz")[: len(scored)], keep)
             )
     rows["majority"] = _row(test, MajorityBaseline().fit(train).predict(test))
+    uniform = [np.full((s.n_breakpoints, len(s.propositions), 3), 1 / 3) for s in test]
+    rows["uniform probabilities (chance under the rule)"] = _row(test, uniform)
+    if (folder / "pred_breakpoint.npz").exists():
+        corrected = prior_corrected(_load(folder / "pred_breakpoint.npz"), keep)
+        rows["breakpoint, every sentence pair (no cloze restriction)"] = {
+            "pairs": len(test) // 2,
+            **belief_tiers(test, corrected, restrict=False),
+        }
     results = {**info, "rows": rows}
     (folder / "trip_results.json").write_text(json.dumps(results, indent=2, default=float))
     print(json.dumps(rows, indent=2, default=float))

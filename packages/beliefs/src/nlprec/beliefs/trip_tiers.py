@@ -229,10 +229,13 @@ def through(c: np.ndarray, sentences: list[int]) -> np.ndarray:
 
 
 def pair_outcome(
-    stories: tuple[Story, Story], predictions: tuple[np.ndarray, np.ndarray]
+    stories: tuple[Story, Story],
+    predictions: tuple[np.ndarray, np.ndarray],
+    restrict: bool = True,
 ) -> PairOutcome:
-    """Plausible story and conflict predicted from the two belief tables of one example."""
-    differ = differing_sentences(*stories)
+    """Plausible story and conflict predicted from the two belief tables of one example;
+    ``restrict=False`` scores every sentence pair (each story judged on its own)."""
+    differ = differing_sentences(*stories) if restrict else list(range(stories[0].n_breakpoints))
     scores = [through(conflict_matrix(s, p), differ) for s, p in zip(stories, predictions)]
     peak = [float(c.max()) for c in scores]
     implausible_pred = 1 if abs(peak[1] - peak[0]) <= TIE_TOLERANCE else int(np.argmax(peak))
@@ -265,7 +268,9 @@ def gold_states(story: Story) -> States:
     return decode_states(story, probs)
 
 
-def belief_tiers(stories: list[Story], predictions: list[np.ndarray]) -> dict[str, float]:
+def belief_tiers(
+    stories: list[Story], predictions: list[np.ndarray], restrict: bool = True
+) -> dict[str, float]:
     """Tiers over every example whose two stories are both in ``stories``; {} when none is."""
     by_pair: dict[str, dict[int, int]] = defaultdict(dict)
     for n, story in enumerate(stories):
@@ -275,6 +280,7 @@ def belief_tiers(stories: list[Story], predictions: list[np.ndarray]) -> dict[st
         pair_outcome(
             (stories[members[0]], stories[members[1]]),
             (predictions[members[0]], predictions[members[1]]),
+            restrict,
         )
         for members in by_pair.values()
         if set(members) == {0, 1}
