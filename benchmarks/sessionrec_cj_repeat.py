@@ -25,6 +25,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -190,7 +191,7 @@ def run(args) -> None:
         keys = list(dict.fromkeys(feature_key(p) for p in VARIANT_GRID))
     STATE["device"] = args.device  # resolved in the workers: CUDA is first touched after fork
     prepare(args.data, args.workers, args.max_users, keys)
-    report = {"command": "python " + " ".join(sys.argv), "results": [], "skipped": []}
+    report = {"command": "python " + shlex.join(sys.argv), "results": [], "skipped": []}
     report["prepare_s"] = time.perf_counter() - started
     pool = mp.get_context("fork").Pool(args.workers)
     pending = [(t, pool.apply_async(run_task, (t,))) for t in tasks]
@@ -289,7 +290,7 @@ def diagnosis_table(report: dict) -> list[str]:
     return lines
 
 
-def record(paths: list[str]) -> None:
+def record(paths: list[str], notes: str = "") -> None:
     from nlprec.core.bench import record_section
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -319,15 +320,16 @@ def record(paths: list[str]) -> None:
         "**Variants on validation** (seed 0; β = learned repeat weights β_in, β_act, β_log, "
         "β_freq of the kept epoch):",
         "",
-        "| model | val NDCG@10 | val NDCG@10 rep | val Recall@10 | best epoch | β | seconds |",
-        "|---|---|---|---|---|---|---|",
+        "| model | val NDCG@10 | val NDCG@10 rep | val Recall@10 | best epoch | β | where | seconds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in [r for r in results if r["on"] == "val"]:
         m = r["metrics"]
         beta = ", ".join(f"{w:.2f}" for w in r["repeat_weights"]) if "repeat_weights" in r else "–"
         lines.append(
             f"| {label(r)} | {m['ndcg']:.4f} | {m['ndcg_rep']:.4f} | {m['recall']:.4f} | "
-            f"{r.get('best_epoch', '–')} | {beta} | {r['seconds']:.0f} |"
+            f"{r.get('best_epoch', '–')} | {beta} | {r.get('card', 'shared 2-core CPU')} | "
+            f"{r['seconds']:.0f} |"
         )
     lines += [
         "",
@@ -368,15 +370,20 @@ def record(paths: list[str]) -> None:
             f"**The chosen PISA ({chosen}) {word} the best baseline** ({label(best_base)}, "
             f"{best_base['metrics']['ndcg']:.4f}): {fmt(pisa)} NDCG@10, {gap:+.4f}.",
         ]
-    lines += [
-        "",
-        f"Features {report['prepare_s']:.0f} s; whole run {report.get('wall_s', 0):.0f} s.",
-    ]
-    commands = "; ".join(rep["command"].replace("python3 ", "python ") for rep in reports)
+    lines += ["", "Runs merged here:", ""]
+    for rep in reports:
+        where = next((r["card"] for r in rep["results"] if r.get("card")), "shared 2-core CPU")
+        wall = f"{rep['wall_s']:.0f} s" if "wall_s" in rep else "stopped before its end"
+        lines.append(
+            f"- `{rep['command']}` ({where}): {len(rep['results'])} result(s), setup (data, "
+            f"ACT-R features) {rep.get('prepare_s', 0):.0f} s, whole run {wall}."
+        )
+    if notes:
+        lines += ["", notes]
     record_section(
         "sessionrec: Complete Journey repeat diagnosis and PISA variants",
         "\n".join(lines),
-        command=f"{commands}; python benchmarks/sessionrec_cj_repeat.py record {' '.join(paths)}",
+        command=f"python benchmarks/sessionrec_cj_repeat.py record {' '.join(paths)} (runs above)",
     )
 
 
@@ -384,6 +391,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["run", "record"])
     parser.add_argument("paths", nargs="*", help="record: the results JSON files")
+    parser.add_argument("--notes", default="", help="record: a paragraph under the tables")
     parser.add_argument("--phase", choices=["all", "val", "test"], default="all")
     parser.add_argument("--models", nargs="+", default=["pisa", "tifu_knn", "actr_bl"])
     parser.add_argument("--val-json", nargs="*", default=[], help="test: validation results")
@@ -397,4 +405,4 @@ if __name__ == "__main__":
     parser.add_argument("--budget-s", type=float, default=3000.0)
     parser.add_argument("--max-users", type=int, default=None, help="first N households (smoke)")
     args = parser.parse_args()
-    run(args) if args.mode == "run" else record(args.paths)
+    run(args) if args.mode == "run" else record(args.paths, args.notes)
