@@ -34,6 +34,7 @@ PATHS = {  # label -> DenseConfig fields
     "nlprec DenseRetriever, PyTorch int8 (torch dynamic quantisation)": {"int8": True},
     "nlprec DenseRetriever, ONNX Runtime fp32": {"backend": "onnx"},
     "nlprec DenseRetriever, ONNX Runtime int8 (per-channel dynamic)": {"backend": "onnx", "int8": True},
+    "nlprec DenseRetriever, ONNX Runtime int8, tanh GELU": {"backend": "onnx", "int8": True, "onnx_gelu": "tanh"},
 }  # fmt: skip
 
 

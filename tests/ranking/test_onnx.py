@@ -145,3 +145,23 @@ def test_pooling_mode_reads_both_config_layouts(tmp_path, config, expected):
     modules = [{"idx": 1, "name": "1", "path": "1_Pooling", "type": "x.Pooling"}]
     (tmp_path / "modules.json").write_text(json.dumps(modules))
     assert pooling_mode(tmp_path) == expected
+
+
+def test_tanh_gelu_graph_is_fused_and_stays_close(onnx_home, texts, reference):
+    import onnx
+    from nlprec.ranking.onnx_encoder import export_onnx
+
+    model = load_encoder("minilm", backend="onnx", threads=1, onnx_gelu="tanh")
+    ops = {node.op_type for node in onnx.load(str(model.path)).graph.node}
+    exact_ops = {node.op_type for node in onnx.load(str(export_onnx(_minilm()))).graph.node}
+    assert "FastGelu" in ops and "BiasGelu" not in ops and "BiasGelu" in exact_ops
+    vectors, _ = encode_counting(model, texts, batch_size=8)
+    assert np.min(np.sum(vectors * reference, axis=1)) > 0.999
+    with pytest.raises(ValueError, match="gelu must be one of"):
+        export_onnx(_minilm(), gelu="sigmoid")
+
+
+def _minilm():
+    from nlprec.ranking.encoder import resolve_model_dir
+
+    return resolve_model_dir("minilm")

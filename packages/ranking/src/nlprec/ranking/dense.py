@@ -49,6 +49,9 @@ class DenseConfig(BaseModel):
         "torch", description="torch: sentence-transformers; onnx: ONNX Runtime on CPU"
     )
     int8: bool = Field(False, description="dynamic int8 quantisation of the encoder (CPU)")
+    onnx_gelu: Literal["exact", "tanh"] = Field(
+        "exact", description="onnx: tanh approximation of GELU fused into the graph (faster)"
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -83,8 +86,9 @@ class DenseRetriever:
     def _load_encoder(self, backend: str, int8: bool, threads: int | None):
         cfg = self.config
         return enc.load_encoder(
-            str(self.model_dir), cfg.device, cfg.max_seq_length, int8, backend, threads
-        )
+            str(self.model_dir), cfg.device, cfg.max_seq_length, int8, backend, threads,
+            onnx_gelu=cfg.onnx_gelu,
+        )  # fmt: skip
 
     def use_query_backend(self, backend: str, threads: int | None = None) -> None:
         """Encode from now on with another float32 backend of the same model (e.g. ONNX Runtime for

@@ -64,16 +64,18 @@ def load_encoder(
     int8: bool = False,
     backend: str = "torch",
     threads: int | None = None,
+    onnx_gelu: str = "exact",
 ):
     """A SentenceTransformer (``backend="torch"``, int8 = torch dynamic quantisation) or an
-    ``OnnxEncoder`` (``backend="onnx"``, int8 = ONNX Runtime per-channel dynamic quantisation)."""
+    ``OnnxEncoder`` (``backend="onnx"``, int8 = ONNX Runtime per-channel dynamic quantisation;
+    ``onnx_gelu="tanh"`` fuses the tanh approximation of GELU)."""
     model_dir = resolve_model_dir(name_or_path)
     if backend == "onnx":
         if device not in (None, "cpu"):
             raise ValueError(f"the onnx backend runs on CPU only, not on device {device!r}")
         from nlprec.ranking.onnx_encoder import OnnxEncoder
 
-        return OnnxEncoder(model_dir, max_seq_length, int8=int8, threads=threads)
+        return OnnxEncoder(model_dir, max_seq_length, int8=int8, threads=threads, gelu=onnx_gelu)
     if backend != "torch":
         raise ValueError(f"unknown encoder backend {backend!r}: expected 'torch' or 'onnx'")
     import torch
