@@ -92,3 +92,36 @@ def test_examples_file_round_trip_and_errors(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(ValueError, match="no training examples"):
         ddp.read_examples(tmp_path / "empty.jsonl")
+
+
+@pytest.mark.parametrize("which", ["biencoder", "cross_encoder"])
+def test_pipeline_step_hands_training_to_the_ddp_module(tmp_path, tiny_encoder, monkeypatch, which):
+    """With nproc_per_node > 1 the steps train through `torchrun -m nlprec.ranking.ddp`: the
+    launch is replaced by an in-process call of the module with the same arguments, so the test
+    checks the wiring (examples file, config JSON, where rank 0 writes) without two processes."""
+    from types import SimpleNamespace
+
+    from nlprec.ranking import steps
+    from nlprec.ranking.training import BiEncoderTrainConfig, CrossEncoderTrainConfig
+
+    launched = []
+
+    def fake_launch(script_args, nproc_per_node, **_):
+        launched.append((script_args[:2], nproc_per_node))
+        ddp.main([str(a) for a in script_args[2:]])
+
+    monkeypatch.setattr(steps, "launch_torchrun", fake_launch)
+    ctx = SimpleNamespace(output_dir=tmp_path, seed=0)
+    train = (BiEncoderTrainConfig(batch_size=8, max_seq_length=32) if which == "biencoder"
+             else CrossEncoderTrainConfig(batch_size=8, max_length=48))  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        model_dir = steps._train_under_torchrun(
+            ctx, str(tiny_encoder), _examples()[:8], which, train, 2
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert launched == [(["-m", "nlprec.ranking.ddp"], 2)]
+    assert model_dir == tmp_path / "ddp" / which / "model"
+    assert (model_dir / "model.safetensors").exists()
+    assert ddp.read_examples(tmp_path / "examples.jsonl") == _examples()[:8]

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 from nlprec.core.data import dataset_path
+from nlprec.core.distributed import launch_torchrun
 from nlprec.core.step import StepContext
 from nlprec.ranking import data as beir
+from nlprec.ranking import ddp
 from nlprec.ranking.bm25 import BM25Config, BM25Retriever
 from nlprec.ranking.data import Run, read_trec_run, write_trec_run
 from nlprec.ranking.demo_data import generate_demo_corpus, write_beir_folder
@@ -33,6 +35,7 @@ from nlprec.ranking.rerank import CrossEncoderReranker, RerankerConfig, rerank_a
 from nlprec.ranking.training import (
     BiEncoderTrainConfig,
     CrossEncoderTrainConfig,
+    TrainingExample,
     mine_hard_negatives,
     train_biencoder,
     train_cross_encoder,
@@ -310,6 +313,33 @@ class FinetuneBiencoderConfig(BaseModel):
     n_negatives: int = Field(1, ge=1)
     skip_top: int = Field(0, ge=0)
     train: BiEncoderTrainConfig = BiEncoderTrainConfig()
+    nproc_per_node: int = Field(
+        1, ge=1, description="> 1: train under torchrun with DDP (nlprec.ranking.ddp)"
+    )
+
+
+def _train_under_torchrun(
+    ctx: StepContext,
+    model: str,
+    examples: list[TrainingExample],
+    which: Literal["biencoder", "cross_encoder"],
+    train: BiEncoderTrainConfig | CrossEncoderTrainConfig,
+    nproc_per_node: int,
+) -> Path:
+    """Train in ``nproc_per_node`` processes through ``nlprec.ranking.ddp``; rank 0 writes the model.
+
+    The examples travel as a JSONL file; ``train.batch_size`` stays the global batch, so the
+    processes take the steps one process would take.
+    """
+    examples_file = ddp.write_examples(examples, ctx.output_dir / "examples.jsonl")
+    out = ctx.output_dir / "ddp"
+    flag = "--biencoder" if which == "biencoder" else "--cross-encoder"
+    launch_torchrun(
+        ["-m", "nlprec.ranking.ddp", "--model", model, "--examples", str(examples_file),
+         "--out", str(out), flag, train.model_dump_json(), "--seed", str(ctx.seed)],
+        nproc_per_node,
+    )  # fmt: skip
+    return out / which / "model"
 
 
 def finetune_biencoder(ctx: StepContext, cfg: FinetuneBiencoderConfig) -> dict:
@@ -328,10 +358,16 @@ def finetune_biencoder(ctx: StepContext, cfg: FinetuneBiencoderConfig) -> dict:
         cfg.skip_top,
         ctx.seed,
     )
-    ctx.log_params({"n_examples": len(examples), **cfg.train.model_dump()})
-    model_dir = train_biencoder(
-        cfg.model, examples, cfg.train, ctx.output_dir, ctx.device, ctx.seed, ctx.logger.info
-    )
+    ctx.log_params({"n_examples": len(examples), "nproc_per_node": cfg.nproc_per_node,
+                    **cfg.train.model_dump()})  # fmt: skip
+    if cfg.nproc_per_node > 1:
+        model_dir = _train_under_torchrun(
+            ctx, cfg.model, examples, "biencoder", cfg.train, cfg.nproc_per_node
+        )
+    else:
+        model_dir = train_biencoder(
+            cfg.model, examples, cfg.train, ctx.output_dir, ctx.device, ctx.seed, ctx.logger.info
+        )
     return {"model_dir": str(model_dir), "n_examples": len(examples)}
 
 
@@ -351,6 +387,9 @@ class TrainRerankerConfig(BaseModel):
         0.2, ge=0, lt=1, description="train queries held out to tune reranking"
     )
     train: CrossEncoderTrainConfig = CrossEncoderTrainConfig()
+    nproc_per_node: int = Field(
+        1, ge=1, description="> 1: train under torchrun with DDP (nlprec.ranking.ddp)"
+    )
 
 
 def train_reranker(ctx: StepContext, cfg: TrainRerankerConfig) -> dict:
@@ -378,12 +417,16 @@ def train_reranker(ctx: StepContext, cfg: TrainRerankerConfig) -> dict:
         {q: corpus.queries[q] for q in fit_q}, corpus.qrels["train"], negatives_run, corpus.documents,
         cfg.n_negatives, cfg.skip_top, ctx.seed, cfg.sample_from,
     )  # fmt: skip
-    ctx.log_params(
-        {"n_examples": len(examples), "n_dev_queries": len(dev_q), **cfg.train.model_dump()}
-    )
-    model_dir = train_cross_encoder(
-        cfg.model, examples, cfg.train, ctx.output_dir, ctx.device, ctx.seed, ctx.logger.info
-    )
+    ctx.log_params({"n_examples": len(examples), "n_dev_queries": len(dev_q),
+                    "nproc_per_node": cfg.nproc_per_node, **cfg.train.model_dump()})  # fmt: skip
+    if cfg.nproc_per_node > 1:
+        model_dir = _train_under_torchrun(
+            ctx, cfg.model, examples, "cross_encoder", cfg.train, cfg.nproc_per_node
+        )
+    else:
+        model_dir = train_cross_encoder(
+            cfg.model, examples, cfg.train, ctx.output_dir, ctx.device, ctx.seed, ctx.logger.info
+        )
     return {
         "model_dir": str(model_dir),
         "dev_qids": dev_q,
