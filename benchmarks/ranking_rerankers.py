@@ -5,7 +5,7 @@ held out from cross-encoder training) and the test queries. Here, per recipe and
 pure reranking (alpha = 1) and interpolation with the hybrid, alpha chosen on the dev queries;
 then test nDCG@10 and a paired randomisation test against the hybrid. Nothing is chosen on test.
 
-    python benchmarks/ranking_rerankers.py OUT/rerank_recipes.json[.gz] --data ../shared/data/beir/scifact \
+    python benchmarks/ranking_rerankers.py OUT/rerank_recipes.json[.gz|.xz] --data ../shared/data/beir/scifact \
         --device "<card from the run's reply>"
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import lzma
 import json
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def main() -> None:
     parser.add_argument("--dry", action="store_true", help="print only, RESULTS.md untouched")
     args = parser.parse_args()
     path = Path(args.results)
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = {".gz": gzip.open, ".xz": lzma.open}.get(path.suffix, open)
     with opener(path, "rt", encoding="utf-8") as handle:
         payload = json.load(handle)
     ds = load_beir(args.data)
