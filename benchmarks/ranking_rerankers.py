@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import lzma
 import json
+import lzma
 from pathlib import Path
 
 import numpy as np
