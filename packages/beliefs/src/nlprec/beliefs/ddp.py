@@ -21,7 +21,7 @@ from nlprec.beliefs.model import BreakpointConfig, BreakpointModel
 from nlprec.beliefs.records import Story
 from nlprec.beliefs.training import TrainConfig, train_breakpoint
 from nlprec.core.data import read_jsonl
-from nlprec.core.distributed import init_distributed, shutdown, write_json_on_main
+from nlprec.core.distributed import distributed_session, write_json_on_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,9 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     config = json.loads(Path(args.config).read_text())
     model_cfg = BreakpointConfig(**config.get("model", {}))
     train_cfg = TrainConfig(**config.get("train", {}))
-    dist_ctx = init_distributed(args.backend)
-    torch.set_num_threads(args.threads)
-    try:
+    with distributed_session(args.backend) as dist_ctx:
+        torch.set_num_threads(args.threads)
         stories = [Story.from_dict(r) for r in read_jsonl(args.train)]
         torch.manual_seed(train_cfg.seed)  # same initial heads on every rank
         model = BreakpointModel(model_cfg)
@@ -47,8 +46,6 @@ def main(argv: list[str] | None = None) -> int:
             model.save(out / "model")
         stats = {**stats, "world_size": dist_ctx.world_size}
         write_json_on_main(out / "stats.json", stats, dist_ctx)
-    finally:
-        shutdown(dist_ctx)
     return 0
 
 

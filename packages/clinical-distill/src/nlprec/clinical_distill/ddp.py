@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 import torch
-from nlprec.core.distributed import init_distributed, shutdown, write_json_on_main
+from nlprec.core.distributed import distributed_session, write_json_on_main
 
 from .distill import DistillConfig, copied_layer_maps, distill
 from .export import export_hf
@@ -63,8 +63,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     quiet_transformers()
     student_cfg = StudentConfig(**json.loads(args.student))
     distill_cfg = DistillConfig(**json.loads(args.distill))
-    dist_ctx = init_distributed()
-    try:
+    with distributed_session() as dist_ctx:
         teacher = load_masked_lm(args.teacher, attention_outputs=distill_cfg.attention_weight > 0)
         tokenizer = load_tokenizer(args.teacher)
         texts = read_texts(args.texts)
@@ -78,8 +77,6 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
             export_hf(student.cpu(), tokenizer, out / MODEL_DIR)
         write_json_on_main(out / HISTORY_FILE, {"history": history, "world_size": dist_ctx.world_size}, dist_ctx)
         return history
-    finally:
-        shutdown(dist_ctx)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from nlprec.clinical_longdoc.steps import (
     load_task_splits,
     train_one_seed,
 )
-from nlprec.core.distributed import barrier, init_distributed, shutdown, write_json_on_main
+from nlprec.core.distributed import barrier, distributed_session, write_json_on_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,9 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = FineTuneConfig.model_validate_json(Path(args.config).read_text())
     upstream = json.loads(Path(args.inputs).read_text())
-    dist_ctx = init_distributed(args.backend)
-    torch.set_num_threads(cfg.threads)
-    try:
+    with distributed_session(args.backend) as dist_ctx:
+        torch.set_num_threads(cfg.threads)
         splits = load_task_splits(args.task, upstream)
         out = Path(args.out)
         per_seed, model = [], None
@@ -61,8 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         write_json_on_main(
             out / "result.json", {"per_seed": per_seed, "world_size": dist_ctx.world_size}, dist_ctx
         )
-    finally:
-        shutdown(dist_ctx)
     return 0
 
 

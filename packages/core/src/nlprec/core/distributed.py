@@ -30,6 +30,8 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,17 @@ def init_distributed(backend: str | None = None) -> DistributedContext:
 def shutdown(dist_ctx: DistributedContext) -> None:
     if dist_ctx.is_distributed and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+@contextmanager
+def distributed_session(backend: str | None = None) -> Iterator[DistributedContext]:
+    """`init_distributed` for a `with` block that always leaves the process group on the way out,
+    also when training raises (a rank left in the group would hang the others' shutdown)."""
+    dist_ctx = init_distributed(backend)
+    try:
+        yield dist_ctx
+    finally:
+        shutdown(dist_ctx)
 
 
 def barrier(dist_ctx: DistributedContext) -> None:

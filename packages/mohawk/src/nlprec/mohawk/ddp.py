@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 import torch
-from nlprec.core.distributed import init_distributed, shutdown, write_json_on_main
+from nlprec.core.distributed import distributed_session, write_json_on_main
 from nlprec.mohawk.stages import stage3_distillation
 from nlprec.mohawk.student import load_student, save_student
 from nlprec.mohawk.teacher import load_teacher
@@ -43,8 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> list[float]:
-    dist_ctx = init_distributed()
-    try:
+    with distributed_session() as dist_ctx:
         torch.manual_seed(args.seed)
         teacher = load_teacher(args.teacher, dist_ctx.device)
         student = load_student(args.student, dist_ctx.device).train()
@@ -58,8 +57,6 @@ def run(args: argparse.Namespace) -> list[float]:
             save_student(student.eval(), out)
         write_json_on_main(out / LOSSES_FILE, {"rank0_losses": losses}, dist_ctx)
         return losses
-    finally:
-        shutdown(dist_ctx)
 
 
 def main(argv: list[str] | None = None) -> int:

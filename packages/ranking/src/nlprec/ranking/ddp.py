@@ -20,7 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
-from nlprec.core.distributed import init_distributed, shutdown, write_json_on_main
+from nlprec.core.distributed import distributed_session, write_json_on_main
 from nlprec.ranking.training import (
     BiEncoderTrainConfig,
     CrossEncoderTrainConfig,
@@ -67,8 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict:
-    dist_ctx = init_distributed()
-    try:
+    with distributed_session() as dist_ctx:
         examples = read_examples(args.examples)
         out = Path(args.out)
         log = print if dist_ctx.is_main else (lambda _: None)
@@ -85,8 +84,6 @@ def run(args: argparse.Namespace) -> dict:
             summary["cross_encoder"] = cfg.model_dump()
         write_json_on_main(out / SUMMARY_FILE, summary, dist_ctx)
         return summary
-    finally:
-        shutdown(dist_ctx)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -342,6 +342,21 @@ def _train_under_torchrun(
     return out / which / "model"
 
 
+def _train(
+    ctx: StepContext,
+    model: str,
+    examples: list[TrainingExample],
+    which: Literal["biencoder", "cross_encoder"],
+    train: BiEncoderTrainConfig | CrossEncoderTrainConfig,
+    nproc_per_node: int,
+) -> Path:
+    """Train here, or in ``nproc_per_node`` processes under torchrun; returns the model folder."""
+    if nproc_per_node > 1:
+        return _train_under_torchrun(ctx, model, examples, which, train, nproc_per_node)
+    trainer = train_biencoder if which == "biencoder" else train_cross_encoder
+    return trainer(model, examples, train, ctx.output_dir, ctx.device, ctx.seed, ctx.logger.info)
+
+
 def finetune_biencoder(ctx: StepContext, cfg: FinetuneBiencoderConfig) -> dict:
     data = _data_input(ctx)
     if data["train_split"] is None:
@@ -360,14 +375,7 @@ def finetune_biencoder(ctx: StepContext, cfg: FinetuneBiencoderConfig) -> dict:
     )
     ctx.log_params({"n_examples": len(examples), "nproc_per_node": cfg.nproc_per_node,
                     **cfg.train.model_dump()})  # fmt: skip
-    if cfg.nproc_per_node > 1:
-        model_dir = _train_under_torchrun(
-            ctx, cfg.model, examples, "biencoder", cfg.train, cfg.nproc_per_node
-        )
-    else:
-        model_dir = train_biencoder(
-            cfg.model, examples, cfg.train, ctx.output_dir, ctx.device, ctx.seed, ctx.logger.info
-        )
+    model_dir = _train(ctx, cfg.model, examples, "biencoder", cfg.train, cfg.nproc_per_node)
     return {"model_dir": str(model_dir), "n_examples": len(examples)}
 
 
@@ -419,14 +427,7 @@ def train_reranker(ctx: StepContext, cfg: TrainRerankerConfig) -> dict:
     )  # fmt: skip
     ctx.log_params({"n_examples": len(examples), "n_dev_queries": len(dev_q),
                     "nproc_per_node": cfg.nproc_per_node, **cfg.train.model_dump()})  # fmt: skip
-    if cfg.nproc_per_node > 1:
-        model_dir = _train_under_torchrun(
-            ctx, cfg.model, examples, "cross_encoder", cfg.train, cfg.nproc_per_node
-        )
-    else:
-        model_dir = train_cross_encoder(
-            cfg.model, examples, cfg.train, ctx.output_dir, ctx.device, ctx.seed, ctx.logger.info
-        )
+    model_dir = _train(ctx, cfg.model, examples, "cross_encoder", cfg.train, cfg.nproc_per_node)
     return {
         "model_dir": str(model_dir),
         "dev_qids": dev_q,

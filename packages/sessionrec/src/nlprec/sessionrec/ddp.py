@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from nlprec.core.distributed import init_distributed, shutdown, write_json_on_main
+from nlprec.core.distributed import distributed_session, write_json_on_main
 from nlprec.sessionrec.data import SessionData
 from nlprec.sessionrec.split import temporal_split
 from nlprec.sessionrec.steps import TrainConfig, train_seeds
@@ -31,16 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=["gloo", "nccl"], default=None)
     args = parser.parse_args(argv)
     cfg = TrainConfig.model_validate_json(Path(args.config).read_text())
-    dist_ctx = init_distributed(args.backend)
-    torch.set_num_threads(cfg.threads)
-    try:
+    with distributed_session(args.backend) as dist_ctx:
+        torch.set_num_threads(cfg.threads)
         split = temporal_split(SessionData.load(args.sessions), cfg.test_sessions, cfg.val_sessions)
         out = Path(args.out)
         result = train_seeds(split, cfg, dist_ctx.device, args.ideal, out, dist_ctx=dist_ctx)
         result = {**result, "world_size": dist_ctx.world_size}
         write_json_on_main(out / "result.json", result, dist_ctx)
-    finally:
-        shutdown(dist_ctx)
     return 0
 
 
