@@ -12,7 +12,14 @@ README says; households with ≥ 3 baskets; last basket = test, the one before =
    same chance).
 3. The best PISA variant by validation NDCG@10 (and the session-2 setting, for reference) on the
    test baskets over seeds 0, 1, 2; TIFU-KNN (its validation-tuned setting) and ACT-R BL
-   (best validation d) refitted with validation moved into training.
+   (best validation d) refitted with validation moved into training. With ``--models`` naming
+   ``pisa_bl``, ``pisa_bl_spr`` or ``sasrec`` too, the ablations and SASRec run on test with the
+   chosen PISA setting.
+
+``--grid clock`` (session 4) is the ACT-R clock grid: the base level's time as the session
+(basket) index instead of hours (``clock`` "sessions": an age is the number of baskets since a
+purchase, the clock TIFU-KNN's basket-group decay uses), with d around ACT-R BL's best on that
+clock; ACT-R BL gets the same clock × d grid.
 
     OMP_NUM_THREADS=1 flock /tmp/nlprec-bench.lock nice -n 5 \\
         python benchmarks/sessionrec_cj_repeat.py run --out /tmp/cjrep --workers 2
@@ -52,16 +59,25 @@ VARIANT_GRID = [
     {"decay": 0.2, "n_favourites": 100, "repeat_frequency": True, "scalar_lr": FAST,
      "repeat_negatives": 16},
 ]  # fmt: skip
+SESSION3_CHOSEN = {"decay": 0.2, "n_favourites": 100, "repeat_frequency": True}
+CLOCK_GRID = [
+    {"decay": d, "n_favourites": 100, "repeat_frequency": f, "clock": "sessions"}
+    for d in (0.3, 0.5)
+    for f in (True, False)
+]
+GRIDS = {"session3": VARIANT_GRID, "clock": CLOCK_GRID}
+PISA_FAMILY = ("pisa", "pisa_bl", "pisa_bl_spr", "sasrec")  # test: the chosen setting, each
 TIFU_TUNED = {"within_decay": 1.0, "group_decay": 0.9}  # chosen on validation (session 2)
 BL_DECAYS = (0.1, 0.2, 0.3, 0.5)
+BL_CLOCKS = {"session3": ("time",), "clock": ("time", "sessions")}
 SEEDS = (0, 1, 2)
 HISTORY_BUCKETS = ((1, 10), (11, 30), (31, 80), (81, 10_000))  # history baskets per case
 STATE: dict = {}  # split and PISA features, inherited by forked workers
 
 
-def feature_key(params: dict) -> tuple[float, int]:
-    """PISA fits that share (d, B) share their ACT-R windows."""
-    return (params["decay"], params["n_favourites"])
+def feature_key(params: dict) -> tuple[float, int, str]:
+    """PISA fits that share (d, B, clock) share their ACT-R windows."""
+    return (params["decay"], params["n_favourites"], params.get("clock", "time"))
 
 
 def per_case(model, split, cases) -> list[dict]:
@@ -104,20 +120,22 @@ def prepare(path: str, workers: int, max_users: int | None, keys: list[tuple]) -
     cooc = None
     for key in keys:
         started = time.perf_counter()
-        cfg = PISAConfig(**PISA_BASE, decay=key[0], n_favourites=key[1], feature_workers=workers)
+        cfg = PISAConfig(
+            **PISA_BASE, decay=key[0], n_favourites=key[1], clock=key[2], feature_workers=workers
+        )
         builder = PISARecommender(cfg, "pisa", "cpu")
         features = builder.prepare(split, features={} if cooc is None else {"cooc": cooc})
         cooc = features["cooc"]
         builder.precompute_cases(split.data, split.val_cases + split.test_cases)
         STATE["features"][key] = features
-        print(f"features d={key[0]} B={key[1]}: {time.perf_counter() - started:.0f}s", flush=True)
+        print(f"features {key}: {time.perf_counter() - started:.0f}s", flush=True)
 
 
 def run_task(task: dict) -> dict:
     """One fit (PISA or a baseline) and its per-case metrics, in a worker process."""
     import torch
     from nlprec.sessionrec import baselines as bl
-    from nlprec.sessionrec.pisa import PISAConfig, PISARecommender
+    from nlprec.sessionrec.pisa import VARIANTS, PISAConfig, PISARecommender
 
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -125,9 +143,10 @@ def run_task(task: dict) -> dict:
     on_test = task["on"] == "test"
     extra = {}
     if task["kind"] == "pisa":
-        cfg = PISAConfig(**{**PISA_BASE, **task["params"], "seed": task["seed"]})
+        variant = VARIANTS[task["model"]]  # the full model, an ablation or SASRec
+        cfg = PISAConfig(**{**PISA_BASE, **variant, **task["params"], "seed": task["seed"]})
         device = "cuda" if STATE["device"] == "auto" and torch.cuda.is_available() else "cpu"
-        model = PISARecommender(cfg, "pisa", device)
+        model = PISARecommender(cfg, task["model"], device)
         model.fit(split, features=STATE["features"][feature_key(task["params"])])
         weights = model.net.repeat_weights.detach().cpu().tolist()
         card = torch.cuda.get_device_name(0) if device == "cuda" else "shared 2-core CPU"
@@ -156,13 +175,14 @@ def phase_tasks(args) -> list[dict]:
         if "pisa" in models:
             tasks += [
                 {"kind": "pisa", "model": "pisa", "params": p, "seed": 0, "on": "val"}
-                for p in VARIANT_GRID
+                for p in GRIDS[args.grid]
             ]
         if "tifu_knn" in models:
             tasks += [{"kind": "baseline", "model": "tifu_knn", "params": TIFU_TUNED, "on": "val"}]
         if "actr_bl" in models:
             tasks += [
-                {"kind": "baseline", "model": "actr_bl", "params": {"decay": d}, "on": "val"}
+                {"kind": "baseline", "model": "actr_bl", "params": bl_params(d, c), "on": "val"}
+                for c in BL_CLOCKS[args.grid]
                 for d in BL_DECAYS
             ]
         return tasks
@@ -188,7 +208,7 @@ def run(args) -> None:
     tasks = phase_tasks(args)
     keys = list(dict.fromkeys(feature_key(t["params"]) for t in tasks if t["kind"] == "pisa"))
     if args.phase == "all" and "pisa" in args.models:
-        keys = list(dict.fromkeys(feature_key(p) for p in VARIANT_GRID))
+        keys = list(dict.fromkeys(feature_key(p) for p in GRIDS[args.grid]))
     STATE["device"] = args.device  # resolved in the workers: CUDA is first touched after fork
     prepare(args.data, args.workers, args.max_users, keys)
     report = {"command": "python " + shlex.join(sys.argv), "results": [], "skipped": []}
@@ -209,7 +229,7 @@ def run(args) -> None:
             chosen = best_val(report, "pisa")
             pending += [
                 (t, pool.apply_async(run_task, (t,)))
-                for t in test_tasks(report, chosen, args.seeds)
+                for t in test_tasks(report, chosen, args.seeds, args.models)
             ]
         (out / "cj_repeat.json").write_text(json.dumps(report))
         if time.perf_counter() - started > args.budget_s:
@@ -221,24 +241,31 @@ def run(args) -> None:
     (out / "cj_repeat.json").write_text(json.dumps(report))
 
 
+def bl_params(decay: float, clock: str) -> dict:
+    """ACT-R BL's parameters (session 3's rows, on the hour clock, name only d)."""
+    return {"decay": decay} if clock == "time" else {"decay": decay, "clock": clock}
+
+
 def best_val(report: dict, model: str) -> dict:
     rows = [r for r in report["results"] if r["model"] == model and r["on"] == "val"]
     return max(rows, key=lambda r: r["metrics"]["ndcg"])["params"]
 
 
 def test_tasks(report: dict, chosen: dict, seeds, models=("pisa", "tifu_knn", "actr_bl")) -> list:
-    """The chosen PISA variant × seeds and the two baselines (validation-chosen) on test."""
+    """The chosen PISA setting × seeds for each PISA-family model named in ``models`` and the
+    two baselines (validation-chosen) on test."""
     tasks = []
     if "tifu_knn" in models:
         tasks.append({"kind": "baseline", "model": "tifu_knn", "params": TIFU_TUNED, "on": "test"})
     if "actr_bl" in models:
         params = best_val(report, "actr_bl")
         tasks.append({"kind": "baseline", "model": "actr_bl", "params": params, "on": "test"})
-    if "pisa" in models:
-        tasks += [
-            {"kind": "pisa", "model": "pisa", "params": chosen, "seed": s, "on": "test"}
-            for s in seeds
-        ]
+    tasks += [
+        {"kind": "pisa", "model": m, "params": chosen, "seed": s, "on": "test"}
+        for m in PISA_FAMILY
+        if m in models
+        for s in seeds
+    ]
     return tasks
 
 
@@ -247,9 +274,11 @@ def label(row: dict) -> str:
     if row["kind"] != "pisa":
         return f"{row['model']} {json.dumps(row['params'])}"
     p = row["params"]
-    extra = {k: v for k, v in p.items() if k not in REFERENCE}
+    extra = {k: v for k, v in p.items() if k not in REFERENCE and k != "clock"}
     text = (
-        f"pisa d={p['decay']} B={p['n_favourites']} freq={'on' if p['repeat_frequency'] else 'off'}"
+        f"{row.get('model', 'pisa')} d={p['decay']} B={p['n_favourites']} "
+        f"freq={'on' if p['repeat_frequency'] else 'off'}"
+        + (f" clock={p['clock']}" if p.get("clock", "time") != "time" else "")
     )
     return (
         text
@@ -259,17 +288,18 @@ def label(row: dict) -> str:
 
 
 def diagnosis_table(report: dict) -> list[str]:
-    """Validation NDCG@10 by history length for TIFU-KNN, ACT-R BL d=0.5 and the PISA runs."""
-    val = {
-        label(r): r["cases"]
-        for r in report["results"]
-        if r["on"] == "val" and r["cases"] and (r["kind"] == "pisa" or r["model"] == "tifu_knn"
-                                                 or r["params"].get("decay") == 0.5)
-    }  # fmt: skip
-    chosen = best_val(report, "pisa")
-    wanted = [n for n in val if n.startswith("tifu") or n.startswith("actr")]
-    wanted += [n for n in val if "(session 2)" in n]
-    wanted += [label({"kind": "pisa", "params": chosen})] if chosen != REFERENCE else []
+    """Validation NDCG@10 by history length for TIFU-KNN, ACT-R BL (d 0.5 and the best on
+    validation), session 2's PISA, session 3's choice and the best PISA setting."""
+    val = {label(r): r["cases"] for r in report["results"] if r["on"] == "val" and r["cases"]}
+    wanted = [
+        label({"kind": "baseline", "model": "tifu_knn", "params": TIFU_TUNED}),
+        label({"kind": "baseline", "model": "actr_bl", "params": {"decay": 0.5}}),
+        label({"kind": "baseline", "model": "actr_bl", "params": best_val(report, "actr_bl")}),
+        label({"kind": "pisa", "params": REFERENCE}),
+        label({"kind": "pisa", "params": SESSION3_CHOSEN}),
+        label({"kind": "pisa", "params": best_val(report, "pisa")}),
+    ]
+    wanted = [n for n in dict.fromkeys(wanted) if n in val]
     lines = [
         "| history baskets | cases | repeat share of target | " + " | ".join(wanted) + " |",
         "|---|---|---|" + "---|" * len(wanted),
@@ -393,7 +423,13 @@ if __name__ == "__main__":
     parser.add_argument("paths", nargs="*", help="record: the results JSON files")
     parser.add_argument("--notes", default="", help="record: a paragraph under the tables")
     parser.add_argument("--phase", choices=["all", "val", "test"], default="all")
-    parser.add_argument("--models", nargs="+", default=["pisa", "tifu_knn", "actr_bl"])
+    parser.add_argument("--grid", choices=sorted(GRIDS), default="session3", help="val: PISA grid")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["pisa", "tifu_knn", "actr_bl"],
+        choices=[*PISA_FAMILY, "tifu_knn", "actr_bl"],
+    )
     parser.add_argument("--val-json", nargs="*", default=[], help="test: validation results")
     parser.add_argument("--pisa-params", default=None, help="test: PISA setting (JSON)")
     parser.add_argument("--val-params", default=None, help="test: also these settings on val")

@@ -84,3 +84,19 @@ def test_window_features_decay_and_log_counts():
     assert np.allclose(f["fav_bl"][2], [ref[1], ref[0]])
     assert np.allclose(f["fav_freq"][2], np.log([3.0, 2.0]))  # item 1 used 3 times, item 0 twice
     assert np.allclose(f["fav_freq"][0], np.log([1.0, 1.0]))  # at t_ref = 10: one use each
+
+
+def test_window_features_session_clock_ignores_timestamps():
+    """session_clock: session k is at time k and the window predicts session `end`, so the
+    features equal those of index timestamps, whatever the real times and query time."""
+    sessions = [np.array([0, 1]), np.array([1]), np.array([1, 0]), np.array([2])]
+    irregular = np.array([0.0, 3.0, 500.0, 501.0])
+    clock = WindowShape(4, 3, n_favourites=2, pad=5, time_scale=3600.0, session_clock=True)
+    f = window_features(sessions, irregular, end=3, t_ref_last=9e9, cooc=None, shape=clock)
+    index = WindowShape(4, 3, n_favourites=2, pad=5, time_scale=1.0)
+    g = window_features(sessions, np.arange(4.0), end=3, t_ref_last=3.0, cooc=None, shape=index)
+    for key in f:
+        assert np.array_equal(f[key], g[key]), key
+    # position 2 (t_ref = session 3): item 1 used in sessions 0, 1, 2 → ages 3, 2, 1
+    ref = base_level_reference(np.array([0, 1, 1, 1, 0]), np.array([0, 0, 1, 2, 2.0]), 3.0)
+    assert np.allclose(f["fav_bl"][2], [ref[1], ref[0]])

@@ -137,3 +137,22 @@ def test_tafeng_topfreq_reproduces_reality_check(tafeng):
             "recall@10"
         ]
         assert recall == pytest.approx(target, abs=0.002), model.name
+
+
+def test_actr_bl_session_clock_counts_sessions_not_hours():
+    """clock="sessions": ages are session counts, so irregular timestamps change nothing."""
+    s = lambda *x: np.array(x)  # noqa: E731
+    # item 0 in session 0, item 1 in session 1 a day later, the target an hour after that:
+    # 25 h and 1 h old on the hour clock, 2 and 1 sessions old on the session clock
+    users = [UserSessions("a", [s(0), s(1), s(0, 1)], np.array([0.0, 86_400.0, 90_000.0]))]
+    data = SessionData(["i0", "i1"], users, time_scale=3600.0)
+    split = temporal_split(data, 1, 0)
+    by_session = ActrBaseLevel(decay=0.5, clock="sessions").fit(split)
+    scores = by_session.score(split.data, split.test_cases)[0]
+    # B_0 = ln 2^-0.5, B_1 = ln 1^-0.5 → softmax over {0, 1} = (2^-0.5, 1) / (1 + 2^-0.5)
+    expected = np.array([2**-0.5, 1.0]) / (1 + 2**-0.5)
+    assert np.allclose(scores, 1.0 + expected)
+    hourly = ActrBaseLevel(decay=0.5).fit(split).score(split.data, split.test_cases)[0]
+    assert not np.allclose(hourly, scores)  # the hour clock sees 25 h vs 1 h
+    with pytest.raises(ValueError, match="clock must be 'time' or 'sessions'"):
+        ActrBaseLevel(clock="days")

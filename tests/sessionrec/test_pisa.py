@@ -3,12 +3,14 @@
 import numpy as np
 import pytest
 import torch
+from nlprec.sessionrec.actr import base_level_reference, session_occurrences
 from nlprec.sessionrec.data import sessionize
 from nlprec.sessionrec.metrics import evaluate
 from nlprec.sessionrec.online import Event, OnlineRecommender
 from nlprec.sessionrec.pisa import PISAConfig, PISANet, PISARecommender, events_to_sessions
 from nlprec.sessionrec.split import temporal_split
 from nlprec.sessionrec.synthetic import SyntheticConfig, generate_listening_log
+from pydantic import ValidationError
 
 TINY = dict(
     dim=8,
@@ -156,3 +158,24 @@ def test_checkpoint_from_before_the_frequency_weight_loads(split, tmp_path):
         model.score(split.data, split.test_cases[:2]),
         atol=1e-5,
     )
+
+
+def test_session_clock_setting_reaches_features_and_survives_save(split, tmp_path):
+    """clock="sessions" builds the base level on session indices (training, cases, serving)."""
+    with pytest.raises(ValidationError):
+        PISAConfig(clock="days")
+    model = PISARecommender(PISAConfig(**{**TINY, "epochs": 1}, clock="sessions")).fit(split)
+    assert model.shape.session_clock and PISAConfig(**TINY).clock == "time"
+    case = split.test_cases[0]
+    u = split.data.users[case.user]
+    scores = model.score(split.data, [case])
+    window = model.features["cases"][(case.user, case.position)]
+    last = int(window["length"]) - 1
+    # the last position's base level counts sessions back from the target (index `position`)
+    items, times = session_occurrences(u.sessions[: case.position], np.arange(case.position))
+    ref = base_level_reference(items, times, float(case.position))
+    fav = window["fav"][last][window["fav"][last] != model.n_items]
+    assert np.allclose(window["fav_bl"][last][: len(fav)], [ref[i] for i in fav.tolist()])
+    loaded = PISARecommender.load(model.save(tmp_path / "m"))
+    assert loaded.cfg.clock == "sessions"
+    assert np.allclose(loaded.score(split.data, [case]), scores, atol=1e-5)

@@ -99,12 +99,16 @@ class GPTopFreq:
 class ActrBaseLevel:
     """softmax_u(B_v) over the user's items (each in [0, 1] + 1), then popularity fill (< 0).
 
-    ``decay`` is the base-level d (ACT-R's 0.5; 0 ranks by frequency alone)."""
+    ``decay`` is the base-level d (ACT-R's 0.5; 0 ranks by frequency alone); ``clock`` is
+    "time" (the timestamps in ``data.time_scale`` units) or "sessions" (session k at time k, the
+    target at its own index: ages counted in sessions, as PISA's ``clock``)."""
 
     name = "actr_bl"
 
-    def __init__(self, decay: float = ACTR_DECAY):
-        self.decay = decay
+    def __init__(self, decay: float = ACTR_DECAY, clock: str = "time"):
+        if clock not in ("time", "sessions"):
+            raise ValueError(f"ActrBaseLevel clock must be 'time' or 'sessions', got {clock!r}")
+        self.decay, self.clock = decay, clock
 
     def fit(self, split: Split) -> ActrBaseLevel:
         self.fill = popularity_ranks(split.train_popularity()) - 1.0
@@ -114,11 +118,15 @@ class ActrBaseLevel:
         out = np.tile(self.fill, (len(cases), 1))
         for row, case in enumerate(cases):
             sessions, times, t_ref = history_of(data, case)
-            items, times_k = session_occurrences(sessions, times / data.time_scale)
+            if self.clock == "sessions":
+                times, t_ref, scale = np.arange(len(sessions), dtype=float), case.position, 1.0
+            else:
+                scale = data.time_scale
+            items, times_k = session_occurrences(sessions, times / scale)
             if len(items) == 0:
                 continue
             distinct, activation = base_level_matrix(
-                items, times_k, np.array([t_ref / data.time_scale]), self.decay
+                items, times_k, np.array([t_ref / scale]), self.decay
             )
             out[row, distinct] = 1.0 + softmax(activation[0])
         return out

@@ -3,7 +3,9 @@
 For a window of input sessions i = start … end−1 (at most ``max_sessions``), position i is
 used to predict session i+1 and its ACT-R reference time is t_ref(i) = start of session i+1
 (for the last position: the target's start, or the query time online). Only occurrences
-before t_ref(i) count. Per position:
+before t_ref(i) count. With ``session_clock`` the ACT-R time is the session index instead of
+the wall clock: session k happens at time k, so an age is the number of sessions since a use
+and t_ref(i) = i + 1 (the next session, online too) whatever the timestamps. Per position:
 
 - ``items``  [T, L]  the session's items (pad = n_items);
 - ``bl``     [T, L]  base-level activation B_v(t_ref(i)) of each of those items;
@@ -21,7 +23,7 @@ Every table is over the user's own distinct items (U of them), never the catalog
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,6 +38,7 @@ class WindowShape:
     pad: int  # the padding item index (= n_items)
     time_scale: float  # seconds per ACT-R time unit
     decay: float = ACTR_DECAY  # d of the base-level activation
+    session_clock: bool = False  # ACT-R time = session index (ages counted in sessions)
 
 
 def empty_window(shape: WindowShape) -> dict[str, np.ndarray]:
@@ -68,6 +71,9 @@ def window_features(
     out = empty_window(shape)
     n_pos = end - start
     out["length"] = np.asarray(n_pos)
+    if shape.session_clock:  # session k at time k; the window predicts session `end`
+        times, t_ref_last = np.arange(len(sessions), dtype=float), float(end)
+        shape = replace(shape, time_scale=1.0)
     t_refs = (
         np.append(np.asarray(times[start + 1 : end], dtype=float), t_ref_last) / shape.time_scale
     )  # [P]

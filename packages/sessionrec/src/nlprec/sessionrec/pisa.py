@@ -16,8 +16,9 @@ Forward pass for one user window (shapes: T sessions, L items, B favourites, d d
    is on with ``repeat_frequency``, so the scorer can trade the decay d's recency for
    frequency per dataset).
 
-The base-level decay d (``decay``, ACT-R's 0.5 by default) is a hyper-parameter chosen on
-validation.
+The base-level decay d (``decay``, ACT-R's 0.5 by default) and its clock (``clock``: "time" =
+the timestamps in ``time_scale`` units, "sessions" = the session index, so that an age is the
+number of sessions since a use) are hyper-parameters chosen on validation.
 
 Loss: BPR over sampled negatives (uniform, popularity^α, and the user's own top-B items as
 repeat negatives) + λ_cos·(1 − cos(z_i, mean e of session i+1)).
@@ -30,6 +31,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -69,6 +71,7 @@ class PISAConfig(BaseModel):
     max_items: int = Field(20, ge=1)
     n_favourites: int = Field(30, ge=1)
     decay: float = Field(ACTR_DECAY, ge=0.0, le=2.0)  # base-level d (0 = frequency only)
+    clock: Literal["time", "sessions"] = "time"  # ACT-R time: timestamps or session index
     repeat_frequency: bool = False  # β_freq·ln n_v in the repeat term
     uniform_negatives: int = Field(16, ge=0)
     popular_negatives: int = Field(16, ge=0)
@@ -269,6 +272,7 @@ class PISARecommender:
             self.n_items,
             self.time_scale,
             self.cfg.decay,
+            self.cfg.clock == "sessions",
         )
 
     # -- training --------------------------------------------------------------------------
