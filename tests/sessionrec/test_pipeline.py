@@ -73,6 +73,10 @@ def test_listening_pipeline_on_a_csv_with_custom_columns(nlprec_env):
         "params.columns.item=track",
         "params.epochs=1",
         "params.seeds=[0]",
+        # the session clock through the pipeline (ACT-R BL and PISA)
+        "steps.baselines.with.actr_clock=sessions",
+        "steps.baselines.with.actr_decay=0.3",
+        "steps.pisa.with.model.clock=sessions",
     ]
     args = ["run", str(pipeline), "--summary", str(summary)]
     for s in sets:

@@ -129,6 +129,8 @@ class BaselinesConfig(SplitConfig):
     models: list[Literal[BASELINES]] = list(BASELINES)  # type: ignore[valid-type]
     tifu_k: int = Field(300, ge=1)
     upcf_neighbours: int = Field(100, ge=1)
+    actr_decay: float = Field(0.5, ge=0.0, le=2.0)  # ACT-R BL's d
+    actr_clock: Literal["time", "sessions"] = "time"  # ACT-R BL's clock (see ActrBaseLevel)
 
 
 def baselines(ctx: StepContext, cfg: BaselinesConfig) -> dict:
@@ -138,7 +140,7 @@ def baselines(ctx: StepContext, cfg: BaselinesConfig) -> dict:
         "g_topfreq": bl.GTopFreq,
         "p_topfreq": bl.PTopFreq,
         "gp_topfreq": bl.GPTopFreq,
-        "actr_bl": bl.ActrBaseLevel,
+        "actr_bl": lambda: bl.ActrBaseLevel(cfg.actr_decay, cfg.actr_clock),
         "up_cf": lambda: bl.UPCF(neighbours=cfg.upcf_neighbours),
         "tifu_knn": lambda: bl.TIFUKNN(k=cfg.tifu_k),
     }
