@@ -26,11 +26,17 @@ from nlprec.clinical_distill.students import StudentConfig, build_student
 
 STUDENTS = {
     "student_layers": StudentConfig(kind="layer_subset"),
-    "student_small": StudentConfig(kind="random", num_layers=4, hidden_size=192, num_heads=12, intermediate_size=512),
+    "student_small": StudentConfig(
+        kind="random", num_layers=4, hidden_size=192, num_heads=12, intermediate_size=512
+    ),
     "student_fact": StudentConfig(kind="factorised", num_layers=2, embedding_size=120),
     "student_fact3": StudentConfig(kind="factorised", num_layers=3, embedding_size=64),
 }
-SAME_ARCHITECTURE = {"mlm_only": "student_small", "random_init": "student_small", "mlm_only_fact": "student_fact"}
+SAME_ARCHITECTURE = {
+    "mlm_only": "student_small",
+    "random_init": "student_small",
+    "mlm_only_fact": "student_fact",
+}
 PROBE = ["The patient denies chest pain.", "Metformin 500 mg twice daily for type 2 diabetes."]
 
 
@@ -53,31 +59,46 @@ def measure(teacher_ref: str) -> dict[str, dict]:
 
 def table(figures: dict[str, dict]) -> str:
     base = figures["teacher"]
-    rows = ["| model | encoder params (M) | / teacher | disk MB (fp32, with MLM head) | CPU ms, batch 1 | seq/s, batch 32 "
-            "| throughput / teacher | ONNX max abs diff |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| model | encoder params (M) | / teacher | disk MB (fp32, with MLM head) | CPU ms, batch 1 | seq/s, batch 32 "
+        "| throughput / teacher | ONNX max abs diff |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name in ("teacher", *STUDENTS):
         f = figures[name]
-        rows.append(f"| {name} | {f['params'] / 1e6:.2f} | {f['params'] / base['params']:.3f} | {f['disk_mb']:.1f} | "
-                    f"{f['cpu_ms']:.1f} | {f['cpu_seq_per_s']:.1f} | {f['cpu_seq_per_s'] / base['cpu_seq_per_s']:.2f}x | "
-                    f"{f['onnx_max_abs_diff']:.1e} |")
+        rows.append(
+            f"| {name} | {f['params'] / 1e6:.2f} | {f['params'] / base['params']:.3f} | {f['disk_mb']:.1f} | "
+            f"{f['cpu_ms']:.1f} | {f['cpu_seq_per_s']:.1f} | {f['cpu_seq_per_s'] / base['cpu_seq_per_s']:.2f}x | "
+            f"{f['onnx_max_abs_diff']:.1e} |"
+        )
     return "\n".join(rows)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--teacher", default="minilm")
-    parser.add_argument("--json", help="also write the figures here (for clinical_distill_gpu.py record --speed)")
-    parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
+    parser.add_argument(
+        "--json", help="also write the figures here (for clinical_distill_gpu.py record --speed)"
+    )
+    parser.add_argument(
+        "--no-record", action="store_true", help="do not write benchmarks/RESULTS.md"
+    )
     args = parser.parse_args()
     quiet_transformers()
     load_before = os.getloadavg()[0]
     figures = measure(args.teacher)
     load_after = os.getloadavg()[0]
-    note = (f"{platform.machine()} CPU, {os.cpu_count()} cores shared with other jobs, 2 threads, 128 tokens, "
-            f"median of 20 (batch 1) and 3 (batch 32) runs; load average {load_before:.1f} before, "
-            f"{load_after:.1f} after (absolute times are inflated by other jobs; ratios are the figure to read)")
-    text = table(figures) + f"\n\n{note}. ONNX: TorchScript exporter, opset 17, ONNX Runtime CPU vs PyTorch."
+    note = (
+        f"{platform.machine()} CPU, {os.cpu_count()} cores shared with other jobs, 2 threads, 128 tokens, "
+        f"median of 20 (batch 1) and 3 (batch 32) runs; load average {load_before:.1f} before, "
+        f"{load_after:.1f} after (absolute times are inflated by other jobs; ratios are the figure to read)"
+    )
+    text = (
+        table(figures)
+        + f"\n\n{note}. ONNX: TorchScript exporter, opset 17, ONNX Runtime CPU vs PyTorch."
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({"figures": figures, "note": note}, indent=1))
     if not args.no_record:

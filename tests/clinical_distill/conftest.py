@@ -16,9 +16,17 @@ def tokenizer():
     return load_tokenizer("minilm")
 
 
-def tiny_bert(vocab_size: int, hidden: int = 32, layers: int = 4, heads: int = 4, eager: bool = True) -> BertForMaskedLM:
-    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=2 * hidden, max_position_embeddings=128)
+def tiny_bert(
+    vocab_size: int, hidden: int = 32, layers: int = 4, heads: int = 4, eager: bool = True
+) -> BertForMaskedLM:
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
+    )
     torch.manual_seed(0)
     return BertForMaskedLM._from_config(config, attn_implementation="eager" if eager else "sdpa")
 

@@ -7,10 +7,14 @@ from nlprec.clinical_distill import data
 
 def test_task_sizes(shared_data):
     tasks = data.load_tasks(shared_data / "clinical")
-    sizes = {task: {split: len(rows) for split, rows in splits.items()} for task, splits in tasks.items()}
-    assert sizes == {"ner": {"train": 5424, "dev": 923, "test": 940},
-                     "section": {"train": 1201, "dev": 100, "test": 200},
-                     "nli": {"train": 1700, "dev": 200, "test": 500}}
+    sizes = {
+        task: {split: len(rows) for split, rows in splits.items()} for task, splits in tasks.items()
+    }
+    assert sizes == {
+        "ner": {"train": 5424, "dev": 923, "test": 940},
+        "section": {"train": 1201, "dev": 100, "test": 200},
+        "nli": {"train": 1700, "dev": 200, "test": 500},
+    }
     first = tasks["ner"]["train"][0]
     assert len(first["tokens"]) == len(first["tags"]) and first["tokens"][0] == "Identification"
     assert {e["label"] for e in tasks["nli"]["test"]} == {"Entailment", "Contradiction"}
@@ -34,5 +38,7 @@ def test_corpus_holds_no_evaluation_text(shared_data):
                 test_trials.update(i for i in (item["Primary_id"], item.get("Secondary_id")) if i)
         for trial in list(test_trials)[:50]:
             report = json.loads(archive.read(f"{data.NLI_PREFIX}CT json/{trial}.json"))
-            text = " ".join(line.strip() for v in report.values() if isinstance(v, list) for line in v)
+            text = " ".join(
+                line.strip() for v in report.values() if isinstance(v, list) for line in v
+            )
             assert text not in corpus

@@ -12,26 +12,56 @@ from nlprec.core.step import StepContext
 from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM
 
-DISTILL = {"steps": 3, "batch_size": 4, "max_len": 24, "lr": 1e-2, "warmup_ratio": 0.0, "kd_weight": 1.0,
-           "hidden_weight": 1.0, "hidden_loss": "mse", "attention_weight": 1.0, "attention_loss": "kl"}
+DISTILL = {
+    "steps": 3,
+    "batch_size": 4,
+    "max_len": 24,
+    "lr": 1e-2,
+    "warmup_ratio": 0.0,
+    "kd_weight": 1.0,
+    "hidden_weight": 1.0,
+    "hidden_loss": "mse",
+    "attention_weight": 1.0,
+    "attention_loss": "kl",
+}
 
 
 def test_two_gloo_processes_distil_what_one_process_distils(tmp_path, tokenizer):
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)  # no dropout: its random masks differ per process
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )  # no dropout: its random masks differ per process
     torch.manual_seed(0)
-    BertForMaskedLM._from_config(config, attn_implementation="eager").save_pretrained(tmp_path / "teacher")
+    BertForMaskedLM._from_config(config, attn_implementation="eager").save_pretrained(
+        tmp_path / "teacher"
+    )
     tokenizer.save_pretrained(tmp_path / "teacher")
     texts = tmp_path / "train.jsonl"
     texts.write_text("".join(json.dumps(t) + "\n" for t in clinical_notes(24)))
     inputs = {"teacher": {"model_dir": str(tmp_path / "teacher")}, "corpus": {"train": str(texts)}}
 
     def run(nproc: int) -> tuple[dict, StepContext]:
-        ctx = StepContext(name="s", output_dir=tmp_path / f"n{nproc}", inputs=inputs, params={}, seed=0, device="cpu")
+        ctx = StepContext(
+            name="s",
+            output_dir=tmp_path / f"n{nproc}",
+            inputs=inputs,
+            params={},
+            seed=0,
+            device="cpu",
+        )
         ctx.output_dir.mkdir()
-        cfg = DistillStepConfig(name="s", student={"kind": "layer_subset", "layers": [1, 3]}, distill=DISTILL,
-                                nproc_per_node=nproc)
+        cfg = DistillStepConfig(
+            name="s",
+            student={"kind": "layer_subset", "layers": [1, 3]},
+            distill=DISTILL,
+            nproc_per_node=nproc,
+        )
         return distill_student(ctx, cfg), ctx
 
     threads = torch.get_num_threads()
@@ -43,9 +73,15 @@ def test_two_gloo_processes_distil_what_one_process_distils(tmp_path, tokenizer)
 
     history = json.loads((tmp_path / "n2" / "ddp" / ddp.HISTORY_FILE).read_text())
     assert history["world_size"] == 2 and len(history["history"]) == 3
-    assert {f"s.loss_{k}" for k in ("mlm", "kd", "hidden", "attention", "total")} == set(one_ctx.metrics)
+    assert {f"s.loss_{k}" for k in ("mlm", "kd", "hidden", "attention", "total")} == set(
+        one_ctx.metrics
+    )
     for key, value in one_ctx.metrics.items():  # last step's global-batch means
-        assert abs(two_ctx.metrics[key] - value) < 1e-4 * max(1.0, abs(value)), (key, value, two_ctx.metrics[key])
+        assert abs(two_ctx.metrics[key] - value) < 1e-4 * max(1.0, abs(value)), (
+            key,
+            value,
+            two_ctx.metrics[key],
+        )
     one_w = load_file(f"{one['model_dir']}/model.safetensors")
     two_w = load_file(f"{two['model_dir']}/model.safetensors")
     teacher = load_file(tmp_path / "teacher" / "model.safetensors")
@@ -53,4 +89,6 @@ def test_two_gloo_processes_distil_what_one_process_distils(tmp_path, tokenizer)
     for name, tensor in one_w.items():  # float32 sums in another order: equal to ~1e-5
         torch.testing.assert_close(two_w[name], tensor, rtol=1e-4, atol=1e-4, msg=name)
     start = teacher["bert.embeddings.word_embeddings.weight"]
-    assert (one_w["bert.embeddings.word_embeddings.weight"] - start).abs().max() > 1e-3  # training moved it
+    assert (
+        one_w["bert.embeddings.word_embeddings.weight"] - start
+    ).abs().max() > 1e-3  # training moved it

@@ -21,7 +21,9 @@ def _cos(a, b):
 
 
 def _batch(tokenizer):
-    return tokenizer(clinical_notes(4, seed=3), padding=True, truncation=True, max_length=32, return_tensors="pt")
+    return tokenizer(
+        clinical_notes(4, seed=3), padding=True, truncation=True, max_length=32, return_tensors="pt"
+    )
 
 
 def test_evenly_spaced_layers_end_with_the_last():
@@ -31,20 +33,30 @@ def test_evenly_spaced_layers_end_with_the_last():
 
 
 def test_layers_are_copied_and_the_student_is_smaller(teacher):
-    student = build_student(teacher, StudentConfig(kind="factorised", layers=[1, 3], embedding_size=8))
+    student = build_student(
+        teacher, StudentConfig(kind="factorised", layers=[1, 3], embedding_size=8)
+    )
     assert student.config.model_type == "albert" and student.config.embedding_size == 8
     assert encoder_parameters(student) < encoder_parameters(teacher)
-    bert, albert = teacher.bert.encoder.layer[3], student.albert.encoder.albert_layer_groups[1].albert_layers[0]
+    bert, albert = (
+        teacher.bert.encoder.layer[3],
+        student.albert.encoder.albert_layer_groups[1].albert_layers[0],
+    )
     assert torch.equal(albert.attention.query.weight, bert.attention.self.query.weight)
     assert torch.equal(albert.ffn.weight, bert.intermediate.dense.weight)
     assert torch.equal(albert.full_layer_layer_norm.bias, bert.output.LayerNorm.bias)
-    assert student.predictions.decoder.weight.data_ptr() == student.albert.embeddings.word_embeddings.weight.data_ptr()
+    assert (
+        student.predictions.decoder.weight.data_ptr()
+        == student.albert.embeddings.word_embeddings.weight.data_ptr()
+    )
 
 
 def test_full_width_embedding_reproduces_the_teacher(teacher, tokenizer):
     """With E = H nothing is truncated: the student's states equal the teacher's at the copied layers."""
     hidden = teacher.config.hidden_size
-    student = build_student(teacher, StudentConfig(kind="factorised", layers=[0, 1, 2], embedding_size=hidden)).eval()
+    student = build_student(
+        teacher, StudentConfig(kind="factorised", layers=[0, 1, 2], embedding_size=hidden)
+    ).eval()
     batch, teacher = _batch(tokenizer), teacher.eval()
     with torch.no_grad():
         t_out = teacher(**batch, output_hidden_states=True)
@@ -75,14 +87,18 @@ def test_token_counts(tokenizer):
 
 
 def test_saves_as_standard_model_and_exports_to_onnx(teacher, tokenizer, tmp_path):
-    student = build_student(teacher, StudentConfig(kind="factorised", num_layers=2, embedding_size=8)).eval()
+    student = build_student(
+        teacher, StudentConfig(kind="factorised", num_layers=2, embedding_size=8)
+    ).eval()
     saved = export_hf(student, tokenizer, tmp_path / "student")
     encoder = AutoModel.from_pretrained(saved)
     assert isinstance(encoder, AlbertModel)
     assert load_tokenizer(str(saved)).get_vocab() == tokenizer.get_vocab()
     batch = _batch(tokenizer)
     with torch.no_grad():
-        assert torch.allclose(encoder(**batch).last_hidden_state, student.albert(**batch).last_hidden_state, atol=1e-5)
+        assert torch.allclose(
+            encoder(**batch).last_hidden_state, student.albert(**batch).last_hidden_state, atol=1e-5
+        )
     assert load_masked_lm(str(saved)).config.model_type == "albert"
     onnx_path = export_onnx(saved, tmp_path / "encoder.onnx")
     assert onnx_max_difference(saved, onnx_path, ["The patient denies chest pain."]) < 1e-4
@@ -91,25 +107,39 @@ def test_saves_as_standard_model_and_exports_to_onnx(teacher, tokenizer, tmp_pat
 def test_distillation_trains_a_factorised_student(teacher, tokenizer):
     cfg_student = StudentConfig(kind="factorised", num_layers=2, embedding_size=8)
     student = build_student(teacher, cfg_student)
-    cfg = copied_layer_maps(DistillConfig(steps=12, lr=3e-3, warmup_ratio=0.0, attention_weight=1.0, batch_size=4,
-                                          max_len=24), student_layers(teacher, cfg_student))
+    cfg = copied_layer_maps(
+        DistillConfig(
+            steps=12, lr=3e-3, warmup_ratio=0.0, attention_weight=1.0, batch_size=4, max_len=24
+        ),
+        student_layers(teacher, cfg_student),
+    )
     assert cfg.layer_map == [(0, 0), (1, 2), (2, 4)] and cfg.attention_layer_map == [(1, 2), (2, 4)]
     history = distill(teacher, student, tokenizer, clinical_notes(16), cfg, show_progress=False)
     assert sum(h["total"] for h in history[-3:]) < sum(h["total"] for h in history[:3])
 
 
-@pytest.mark.parametrize("update, message", [
-    ({"layers": [0, 4]}, "out of range"),
-    ({"layers": [1, 1]}, "repeats"),
-    ({"num_layers": 5}, "cannot pick 5 layers"),
-    ({"embedding_size": 33}, "embedding_size 33"),
-])
+@pytest.mark.parametrize(
+    "update, message",
+    [
+        ({"layers": [0, 4]}, "out of range"),
+        ({"layers": [1, 1]}, "repeats"),
+        ({"num_layers": 5}, "cannot pick 5 layers"),
+        ({"embedding_size": 33}, "embedding_size 33"),
+    ],
+)
 def test_bad_factorised_settings_are_rejected(teacher, update, message):
     with pytest.raises(StudentError, match=message):
-        build_student(teacher, StudentConfig(kind="factorised", **{"num_layers": 2, "embedding_size": 8, **update}))
+        build_student(
+            teacher,
+            StudentConfig(kind="factorised", **{"num_layers": 2, "embedding_size": 8, **update}),
+        )
 
 
 def test_non_bert_teacher_is_rejected(teacher):
-    albert_teacher = build_student(teacher, StudentConfig(kind="factorised", num_layers=2, embedding_size=8))
+    albert_teacher = build_student(
+        teacher, StudentConfig(kind="factorised", num_layers=2, embedding_size=8)
+    )
     with pytest.raises(StudentError, match="copies BERT layers"):
-        build_student(albert_teacher, StudentConfig(kind="factorised", num_layers=1, embedding_size=4))
+        build_student(
+            albert_teacher, StudentConfig(kind="factorised", num_layers=1, embedding_size=4)
+        )

@@ -18,7 +18,9 @@ def test_soft_target_kl_matches_reference(temperature):
     masked = torch.rand(3, 7) < 0.4
     masked[0, 0] = True
     fast = losses.soft_target_kl(s, t, masked, temperature)
-    assert torch.allclose(fast, losses.soft_target_kl_reference(s, t, masked, temperature), atol=1e-5)
+    assert torch.allclose(
+        fast, losses.soft_target_kl_reference(s, t, masked, temperature), atol=1e-5
+    )
     assert float(losses.soft_target_kl(t, t, masked, temperature)) == pytest.approx(0.0, abs=1e-6)
     assert float(fast) > 0
 
@@ -45,7 +47,10 @@ def test_hidden_state_loss_ignores_padding():
     mask = torch.tensor([[1, 1, 0, 0]])
     changed = s.clone()
     changed[0, 2:] = 100.0
-    assert torch.allclose(losses.hidden_state_loss(s, t, mask, "mse"), losses.hidden_state_loss(changed, t, mask, "mse"))
+    assert torch.allclose(
+        losses.hidden_state_loss(s, t, mask, "mse"),
+        losses.hidden_state_loss(changed, t, mask, "mse"),
+    )
 
 
 def _attention(b, h, length, mask, seed):

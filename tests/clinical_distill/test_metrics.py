@@ -12,7 +12,11 @@ from nlprec.clinical_distill.metrics import (
 
 
 def test_spans_under_strict_iob2():
-    assert iob2_spans(["B-D", "I-D", "O", "B-D", "B-D", "I-D"]) == {("D", 0, 2), ("D", 3, 4), ("D", 4, 6)}
+    assert iob2_spans(["B-D", "I-D", "O", "B-D", "B-D", "I-D"]) == {
+        ("D", 0, 2),
+        ("D", 3, 4),
+        ("D", 4, 6),
+    }
     assert iob2_spans(["O", "I-D", "I-D"]) == set()  # I without B starts nothing under strict IOB2
 
 

@@ -37,11 +37,25 @@ def test_evaluation_is_deterministic_and_training_helps(teacher, tokenizer):
 
 
 def test_continual_learning_reports_forgetting_and_gain(teacher, tokenizer):
-    cfg = ContinualConfig(mlm=MLMConfig(steps=3, batch_size=4, max_len=32), replay_ratios=[0.0, 0.5],
-                          head_warmup_steps=2)
-    scores, models = continual_learning(teacher, tokenizer, clinical_notes(20), general_text(20),
-                                        clinical_notes(8, seed=1), general_text(8, seed=1), cfg)
+    cfg = ContinualConfig(
+        mlm=MLMConfig(steps=3, batch_size=4, max_len=32),
+        replay_ratios=[0.0, 0.5],
+        head_warmup_steps=2,
+    )
+    scores, models = continual_learning(
+        teacher,
+        tokenizer,
+        clinical_notes(20),
+        general_text(20),
+        clinical_notes(8, seed=1),
+        general_text(8, seed=1),
+        cfg,
+    )
     assert set(scores) == {"start", "replay_0.0", "replay_0.5"} and set(models) == {0.0, 0.5}
     for key in ("replay_0.0", "replay_0.5"):
-        assert scores[key]["forgetting"] == pytest.approx(scores["start"]["general_acc"] - scores[key]["general_acc"])
-        assert scores[key]["gain"] == pytest.approx(scores[key]["clinical_acc"] - scores["start"]["clinical_acc"])
+        assert scores[key]["forgetting"] == pytest.approx(
+            scores["start"]["general_acc"] - scores[key]["general_acc"]
+        )
+        assert scores[key]["gain"] == pytest.approx(
+            scores[key]["clinical_acc"] - scores["start"]["clinical_acc"]
+        )

@@ -31,7 +31,9 @@ def test_truncated_weights(saved):
 
 
 def test_garbled_weights_header(saved):
-    (saved / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!" + b"\0" * 64)
+    (saved / "model.safetensors").write_bytes(
+        b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!" + b"\0" * 64
+    )
     with pytest.raises(CheckpointError, match="corrupt"):
         load_masked_lm(str(saved))
 

@@ -7,12 +7,28 @@ from nlprec.clinical_distill import cli as distill_cli
 from nlprec.core import cli
 
 TINY = [
-    "--set", "params.steps=2", "--set", "params.batch=4", "--set", "params.max_len=32", "--set", "params.epochs=1",
-    "--set", "params.ner_epochs=1",
-    "--set", "params.small={kind: random, num_layers: 1, hidden_size: 16, num_heads: 2, intermediate_size: 32}",
-    "--set", "params.fact={kind: factorised, num_layers: 1, embedding_size: 8}",
-    "--set", "steps.corpus.with.n_generated=20", "--set", "steps.tasks.with.n_generated_train=8",
-    "--set", "steps.tasks.with.n_generated_test=8", "--set", "steps.continual.with.head_warmup_steps=1",
+    "--set",
+    "params.steps=2",
+    "--set",
+    "params.batch=4",
+    "--set",
+    "params.max_len=32",
+    "--set",
+    "params.epochs=1",
+    "--set",
+    "params.ner_epochs=1",
+    "--set",
+    "params.small={kind: random, num_layers: 1, hidden_size: 16, num_heads: 2, intermediate_size: 32}",
+    "--set",
+    "params.fact={kind: factorised, num_layers: 1, embedding_size: 8}",
+    "--set",
+    "steps.corpus.with.n_generated=20",
+    "--set",
+    "steps.tasks.with.n_generated_train=8",
+    "--set",
+    "steps.tasks.with.n_generated_test=8",
+    "--set",
+    "steps.continual.with.head_warmup_steps=1",
 ]
 MODELS = ["teacher", "student_layers", "student_small", "student_fact", "mlm_only", "random_init"]
 
@@ -30,11 +46,20 @@ def tiny_teacher(tmp_path, tokenizer, make_bert):
 def test_demo_pipeline_and_batch_inference(nlprec_env, tmp_path, tiny_teacher):
     summary_path = tmp_path / "summary.json"
     overrides = [*TINY, "--set", f"params.teacher={tiny_teacher}"]
-    code = cli.main(["run", str(_repo() / "pipelines/distill-demo.yaml"), *overrides, "--summary", str(summary_path)])
+    code = cli.main(
+        [
+            "run",
+            str(_repo() / "pipelines/distill-demo.yaml"),
+            *overrides,
+            "--summary",
+            str(summary_path),
+        ]
+    )
     assert code == 0
     summary = json.loads(summary_path.read_text())
     assert {name: step["status"] for name, step in summary["steps"].items()} == {
-        name: "finished" for name in summary["steps"]}
+        name: "finished" for name in summary["steps"]
+    }
     assert len(summary["steps"]) == 11
     metrics = summary["metrics"]
     for model in MODELS:
@@ -49,7 +74,12 @@ def test_demo_pipeline_and_batch_inference(nlprec_env, tmp_path, tiny_teacher):
     finetuned = next(nlprec_env.rglob("finetuned/student_small-ner"))
     source = tmp_path / "in.jsonl"
     source.write_text(json.dumps({"text": "Patients with asthma were treated ."}) + "\n")
-    assert distill_cli.main(["tag", "--model", str(finetuned), str(source), str(tmp_path / "out.jsonl")]) == 0
+    assert (
+        distill_cli.main(
+            ["tag", "--model", str(finetuned), str(source), str(tmp_path / "out.jsonl")]
+        )
+        == 0
+    )
     (row,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(row["tags"]) == 6 and set(row["tags"]) <= {"O", "B-Disease", "I-Disease"}
 

@@ -35,7 +35,12 @@ class TokenTagger:
         else:
             raise KeyError(f"TokenTagger needs a `tokens` or `text` column; got {sorted(batch)}")
         examples = [{"tokens": w} for w in words]
-        return {**batch, "tags": predict_word_tags(self.model, self.tokenizer, examples, self.max_len, self.device)}
+        return {
+            **batch,
+            "tags": predict_word_tags(
+                self.model, self.tokenizer, examples, self.max_len, self.device
+            ),
+        }
 
 
 class TextClassifier:
@@ -52,6 +57,13 @@ class TextClassifier:
         if "text" not in batch:
             raise KeyError(f"TextClassifier needs a `text` column; got {sorted(batch)}")
         pairs = batch.get("text_pair")
-        examples = [{"text": str(t), **({"text_pair": str(pairs[i])} if pairs else {})}
-                    for i, t in enumerate(batch["text"])]
-        return {**batch, "label": predict_text_labels(self.model, self.tokenizer, examples, self.max_len, self.device)}
+        examples = [
+            {"text": str(t), **({"text_pair": str(pairs[i])} if pairs else {})}
+            for i, t in enumerate(batch["text"])
+        ]
+        return {
+            **batch,
+            "label": predict_text_labels(
+                self.model, self.tokenizer, examples, self.max_len, self.device
+            ),
+        }

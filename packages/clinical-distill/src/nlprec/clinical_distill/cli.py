@@ -1,8 +1,8 @@
 """`nlprec-distill`: batch inference with any saved student, and export of a student to HF + ONNX.
 
-  nlprec-distill tag      --model DIR in.jsonl out.jsonl [--engine local|ray] [--batch-size 64]
-  nlprec-distill classify --model DIR in.jsonl out.jsonl [--engine local|ray]
-  nlprec-distill export   --model DIR OUT_DIR
+nlprec-distill tag      --model DIR in.jsonl out.jsonl [--engine local|ray] [--batch-size 64]
+nlprec-distill classify --model DIR in.jsonl out.jsonl [--engine local|ray]
+nlprec-distill export   --model DIR OUT_DIR
 """
 
 from __future__ import annotations
@@ -13,19 +13,28 @@ from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nlprec-distill", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="nlprec-distill",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, what in (("tag", "tag words (column `tokens` or `text`) with a token classifier"),
-                       ("classify", "label `text` (and `text_pair`) with a sequence classifier")):
+    for name, what in (
+        ("tag", "tag words (column `tokens` or `text`) with a token classifier"),
+        ("classify", "label `text` (and `text_pair`) with a sequence classifier"),
+    ):
         sub = commands.add_parser(name, help=what)
-        sub.add_argument("--model", required=True, help="saved fine-tuned student (directory or models:/...)")
+        sub.add_argument(
+            "--model", required=True, help="saved fine-tuned student (directory or models:/...)"
+        )
         sub.add_argument("input")
         sub.add_argument("output")
         sub.add_argument("--engine", choices=["local", "ray"], default="local")
         sub.add_argument("--batch-size", type=int, default=64)
         sub.add_argument("--max-len", type=int, default=None)
-    export = commands.add_parser("export", help="write a masked-LM student as HF directory + ONNX encoder")
+    export = commands.add_parser(
+        "export", help="write a masked-LM student as HF directory + ONNX encoder"
+    )
     export.add_argument("--model", required=True)
     export.add_argument("out_dir")
     return parser
@@ -49,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
     predictor = TokenTagger if args.command == "tag" else TextClassifier
     kwargs = {"model": args.model, **({"max_len": args.max_len} if args.max_len else {})}
-    run_batch(predictor, kwargs, args.input, args.output, engine=args.engine, batch_size=args.batch_size)
+    run_batch(
+        predictor, kwargs, args.input, args.output, engine=args.engine, batch_size=args.batch_size
+    )
     return 0
 
 

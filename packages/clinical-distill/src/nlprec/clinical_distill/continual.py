@@ -22,7 +22,9 @@ class ContinualConfig(BaseModel):
     head_warmup_steps: int = Field(0, ge=0)  # fit the MLM head alone on general text first
 
 
-def fit_head_only(model: PreTrainedModel, tokenizer, texts: list[str], cfg: MLMConfig, device: str) -> None:
+def fit_head_only(
+    model: PreTrainedModel, tokenizer, texts: list[str], cfg: MLMConfig, device: str
+) -> None:
     """Train the MLM head with the encoder frozen, so 'before' scores reflect the encoder, not a random head.
 
     Needed for encoders shipped without an MLM head (all-MiniLM-L6-v2): the fresh head is fitted
@@ -36,7 +38,9 @@ def fit_head_only(model: PreTrainedModel, tokenizer, texts: list[str], cfg: MLMC
         encoder.requires_grad_(True)
 
 
-def measure(model, tokenizer, clinical: list[str], general: list[str], max_len: int, device: str) -> dict[str, float]:
+def measure(
+    model, tokenizer, clinical: list[str], general: list[str], max_len: int, device: str
+) -> dict[str, float]:
     return {
         "clinical_acc": evaluate_mlm(model, tokenizer, clinical, max_len, device)["accuracy"],
         "general_acc": evaluate_mlm(model, tokenizer, general, max_len, device)["accuracy"],
@@ -66,9 +70,18 @@ def continual_learning(
     for ratio in cfg.replay_ratios:
         learner = copy.deepcopy(model)
         run_cfg = cfg.mlm.model_copy(update={"replay_ratio": ratio})
-        train_mlm(learner, tokenizer, clinical_train, run_cfg, device,
-                  replay_texts=general_replay if ratio > 0 else None, desc=f"continual (replay {ratio})")
-        after = measure(learner, tokenizer, clinical_heldout, general_heldout, cfg.mlm.max_len, device)
+        train_mlm(
+            learner,
+            tokenizer,
+            clinical_train,
+            run_cfg,
+            device,
+            replay_texts=general_replay if ratio > 0 else None,
+            desc=f"continual (replay {ratio})",
+        )
+        after = measure(
+            learner, tokenizer, clinical_heldout, general_heldout, cfg.mlm.max_len, device
+        )
         scores[f"replay_{ratio}"] = {
             **after,
             "forgetting": start["general_acc"] - after["general_acc"],

@@ -20,7 +20,11 @@ MTS_FILES = {
     "dev": "mts_dialog/MTS-Dialog-ValidationSet.csv",
     "test": "mts_dialog/MTS-Dialog-TestSet-1-MEDIQA-Chat-2023.csv",
 }
-NCBI_FILES = {"train": "ncbi_disease/train.tsv", "dev": "ncbi_disease/devel.tsv", "test": "ncbi_disease/test.tsv"}
+NCBI_FILES = {
+    "train": "ncbi_disease/train.tsv",
+    "dev": "ncbi_disease/devel.tsv",
+    "test": "ncbi_disease/test.tsv",
+}
 NLI_FILES = {"train": "train.json", "dev": "dev.json", "test": "Gold_test.json"}
 
 
@@ -53,7 +57,10 @@ def load_ncbi(root: Path, split: str) -> list[dict]:
 def load_mts_dialog(root: Path, split: str) -> list[dict]:
     """MTS-Dialog section-header classification: the dialogue is the input, the header the label."""
     with require(root, MTS_FILES[split]).open(newline="") as handle:
-        return [{"text": row["dialogue"], "label": row["section_header"]} for row in csv.DictReader(handle)]
+        return [
+            {"text": row["dialogue"], "label": row["section_header"]}
+            for row in csv.DictReader(handle)
+        ]
 
 
 def _nli_archive(root: Path) -> zipfile.ZipFile:
@@ -79,8 +86,12 @@ def load_nli4ct(root: Path, split: str) -> list[dict]:
             evidence = "primary: " + " ".join(lines[i] for i in item["Primary_evidence_index"])
             if item.get("Secondary_id"):
                 lines = _trial_section(archive, item["Secondary_id"], item["Section_id"])
-                evidence += " secondary: " + " ".join(lines[i] for i in item["Secondary_evidence_index"])
-            examples.append({"text": item["Statement"], "text_pair": evidence, "label": item["Label"]})
+                evidence += " secondary: " + " ".join(
+                    lines[i] for i in item["Secondary_evidence_index"]
+                )
+            examples.append(
+                {"text": item["Statement"], "text_pair": evidence, "label": item["Label"]}
+            )
     return examples
 
 
@@ -97,8 +108,14 @@ def _nli_training_only_reports(root: Path) -> list[str]:
         texts = []
         for trial_id in keep:
             report = json.loads(archive.read(f"{NLI_PREFIX}CT json/{trial_id}.json"))
-            texts.append(" ".join(line.strip() for key, value in report.items() if isinstance(value, list)
-                                  for line in value))
+            texts.append(
+                " ".join(
+                    line.strip()
+                    for key, value in report.items()
+                    if isinstance(value, list)
+                    for line in value
+                )
+            )
     return texts
 
 
@@ -107,7 +124,9 @@ def mtsamples_texts(root: Path) -> list[str]:
         return [json.loads(line)["text"] for line in handle]
 
 
-def clinical_corpus(root: Path, heldout_fraction: float = 0.05, seed: int = 0) -> dict[str, list[str]]:
+def clinical_corpus(
+    root: Path, heldout_fraction: float = 0.05, seed: int = 0
+) -> dict[str, list[str]]:
     """{"train": texts for continued MLM / distillation, "heldout": MTSamples notes kept out of training}."""
     notes = mtsamples_texts(root)
     random.Random(seed).shuffle(notes)
@@ -139,7 +158,11 @@ def general_corpus(data_root: Path, max_chars: int = 400_000) -> dict[str, list[
     out = {}
     for split, name in (("replay", "valid.txt"), ("heldout", "test.txt")):
         text = require(data_root, f"text/wikitext-2/{name}").read_text()[:max_chars]
-        out[split] = [p.strip() for p in text.split("\n") if len(p.strip()) > 80 and not p.strip().startswith("=")]
+        out[split] = [
+            p.strip()
+            for p in text.split("\n")
+            if len(p.strip()) > 80 and not p.strip().startswith("=")
+        ]
     return out
 
 

@@ -44,16 +44,26 @@ def read_texts(path: str | Path) -> list[str]:
 
 def new_student(teacher, tokenizer, cfg: StudentConfig, texts: list[str]):
     """build_student, with the corpus token counts a factorised student's embedding SVD is weighted by."""
-    counts = token_counts(tokenizer, texts, teacher.config.vocab_size) if cfg.kind == "factorised" else None
+    counts = (
+        token_counts(tokenizer, texts, teacher.config.vocab_size)
+        if cfg.kind == "factorised"
+        else None
+    )
     return build_student(teacher, cfg, counts)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="nlprec.clinical_distill.ddp", description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", required=True, help="the (adapted) teacher: a masked-LM directory")
+    parser = argparse.ArgumentParser(
+        prog="nlprec.clinical_distill.ddp", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--teacher", required=True, help="the (adapted) teacher: a masked-LM directory"
+    )
     parser.add_argument("--texts", required=True, help="training corpus: JSON strings, one a line")
     parser.add_argument("--student", default="{}", help="StudentConfig as JSON")
-    parser.add_argument("--distill", default="{}", help="DistillConfig as JSON (batch_size is the global batch)")
+    parser.add_argument(
+        "--distill", default="{}", help="DistillConfig as JSON (batch_size is the global batch)"
+    )
     parser.add_argument("--out", required=True, help="where rank 0 writes model/ and history.json")
     parser.add_argument("--seed", type=int, default=0, help="seed of the student's initialisation")
     return parser.parse_args(argv)
@@ -70,12 +80,22 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         torch.manual_seed(args.seed)
         student = new_student(teacher, tokenizer, student_cfg, texts)
         cfg = copied_layer_maps(distill_cfg, student_layers(teacher, student_cfg))
-        history = distill(teacher, student, tokenizer, texts, cfg, dist_ctx.device,
-                          show_progress=dist_ctx.is_main, dist_ctx=dist_ctx)
+        history = distill(
+            teacher,
+            student,
+            tokenizer,
+            texts,
+            cfg,
+            dist_ctx.device,
+            show_progress=dist_ctx.is_main,
+            dist_ctx=dist_ctx,
+        )
         out = Path(args.out)
         if dist_ctx.is_main:
             export_hf(student.cpu(), tokenizer, out / MODEL_DIR)
-        write_json_on_main(out / HISTORY_FILE, {"history": history, "world_size": dist_ctx.world_size}, dist_ctx)
+        write_json_on_main(
+            out / HISTORY_FILE, {"history": history, "world_size": dist_ctx.world_size}, dist_ctx
+        )
         return history
 
 

@@ -45,7 +45,9 @@ class DistillConfig(MLMConfig):
     layer_map: LayerMap | None = None  # (student hidden index, teacher hidden index); None: uniform
     attention_weight: float = Field(0.0, ge=0)
     attention_loss: Literal["mse", "kl"] = "kl"
-    attention_layer_map: LayerMap | None = None  # (student layer, teacher layer), from 1; None: uniform
+    attention_layer_map: LayerMap | None = (
+        None  # (student layer, teacher layer), from 1; None: uniform
+    )
 
 
 def uniform_layer_map(n_student: int, n_teacher: int, start: int) -> LayerMap:
@@ -73,7 +75,9 @@ def copied_layer_maps(cfg: DistillConfig, layers: list[int] | None) -> DistillCo
     return cfg.model_copy(update=update)
 
 
-def validate_layer_map(layer_map: LayerMap, n_student: int, n_teacher: int, start: int, what: str) -> None:
+def validate_layer_map(
+    layer_map: LayerMap, n_student: int, n_teacher: int, start: int, what: str
+) -> None:
     for s, t in layer_map:
         if not start <= s <= n_student:
             raise StudentError(f"{what}: student index {s} out of range [{start}, {n_student}]")
@@ -104,8 +108,13 @@ class DistillationObjective(nn.Module):
     def needs_attention(self) -> bool:
         return self.cfg.attention_weight > 0
 
-    def forward(self, student_out, teacher_out, batch: dict[str, torch.Tensor],
-                dist_ctx: DistributedContext | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        student_out,
+        teacher_out,
+        batch: dict[str, torch.Tensor],
+        dist_ctx: DistributedContext | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Loss parts and their weighted `total`, each a mean over the items of the whole (global) batch.
 
         Under data parallelism each rank holds a share of the batch: its sums are divided by the item
@@ -122,10 +131,18 @@ class DistillationObjective(nn.Module):
         parts: dict[str, torch.Tensor] = {}
         index = 0
         for name, part in terms.items():  # a part over several layers is the mean of their losses
-            parts[name] = sum(total / counts[index + i].clamp_min(1) for i, (total, _) in enumerate(part)) * world / len(part)
+            parts[name] = (
+                sum(total / counts[index + i].clamp_min(1) for i, (total, _) in enumerate(part))
+                * world
+                / len(part)
+            )
             index += len(part)
-        weights = {"mlm": cfg.mlm_weight, "kd": cfg.kd_weight, "hidden": cfg.hidden_weight,
-                   "attention": cfg.attention_weight}
+        weights = {
+            "mlm": cfg.mlm_weight,
+            "kd": cfg.kd_weight,
+            "hidden": cfg.hidden_weight,
+            "attention": cfg.attention_weight,
+        }
         parts["total"] = sum(weights[k] * v for k, v in parts.items())
         return parts
 
@@ -136,21 +153,36 @@ class DistillationObjective(nn.Module):
         terms: dict[str, list[losses.Term]] = {}
         # logits (N, V) come for the N masked positions alone (forward_masked)
         if cfg.mlm_weight > 0:
-            terms["mlm"] = [losses.mlm_loss_sum(student_out.logits.float(), batch["labels"][masked])]
+            terms["mlm"] = [
+                losses.mlm_loss_sum(student_out.logits.float(), batch["labels"][masked])
+            ]
         if cfg.kd_weight > 0:
-            every = torch.ones(len(student_out.logits), dtype=torch.bool, device=masked.device)  # (N,)
-            terms["kd"] = [losses.soft_target_kl_sum(
-                student_out.logits.float(), teacher_out.logits.float(), every, cfg.temperature)]
+            every = torch.ones(
+                len(student_out.logits), dtype=torch.bool, device=masked.device
+            )  # (N,)
+            terms["kd"] = [
+                losses.soft_target_kl_sum(
+                    student_out.logits.float(), teacher_out.logits.float(), every, cfg.temperature
+                )
+            ]
         if self.needs_hidden:
             terms["hidden"] = [
-                losses.hidden_state_loss_sum(proj(student_out.hidden_states[s].float()),
-                                             teacher_out.hidden_states[t].float(), token_mask, cfg.hidden_loss)
+                losses.hidden_state_loss_sum(
+                    proj(student_out.hidden_states[s].float()),
+                    teacher_out.hidden_states[t].float(),
+                    token_mask,
+                    cfg.hidden_loss,
+                )
                 for proj, (s, t) in zip(self.projections, self.layer_map)
             ]
         if self.needs_attention:
             terms["attention"] = [
-                losses.attention_loss_sum(student_out.attentions[s - 1].float(),
-                                          teacher_out.attentions[t - 1].float(), token_mask, cfg.attention_loss)
+                losses.attention_loss_sum(
+                    student_out.attentions[s - 1].float(),
+                    teacher_out.attentions[t - 1].float(),
+                    token_mask,
+                    cfg.attention_loss,
+                )
                 for s, t in self.attention_layer_map
             ]
         return terms
@@ -174,7 +206,9 @@ def mlm_head(model: PreTrainedModel) -> nn.Module | None:
     return None
 
 
-def forward_masked(model: PreTrainedModel, inputs: dict, masked: torch.Tensor, outputs: dict) -> MaskedLMOutput:
+def forward_masked(
+    model: PreTrainedModel, inputs: dict, masked: torch.Tensor, outputs: dict
+) -> MaskedLMOutput:
     """The model's MLM logits at `masked` (B, L) positions only, plus its hidden states and attentions.
 
     Only about 15% of positions are masked, and the V-wide output layer dominates a small model's
@@ -197,8 +231,14 @@ class StudentWithObjective(nn.Module):
         self.student = student
         self.objective = objective
 
-    def forward(self, inputs: dict, teacher_out: MaskedLMOutput, batch: dict, outputs: dict,
-                dist_ctx: DistributedContext | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        inputs: dict,
+        teacher_out: MaskedLMOutput,
+        batch: dict,
+        outputs: dict,
+        dist_ctx: DistributedContext | None = None,
+    ) -> dict[str, torch.Tensor]:
         student_out = forward_masked(self.student, inputs, batch["labels"] != -100, outputs)
         return self.objective(student_out, teacher_out, batch, dist_ctx)
 
@@ -213,7 +253,9 @@ def _projection(d_in: int, d_out: int) -> nn.Linear:
     return layer
 
 
-def rank_share(batch: dict[str, torch.Tensor], dist_ctx: DistributedContext | None) -> dict[str, torch.Tensor]:
+def rank_share(
+    batch: dict[str, torch.Tensor], dist_ctx: DistributedContext | None
+) -> dict[str, torch.Tensor]:
     """This rank's contiguous block of rows of a global batch (all of it in a single process)."""
     if dist_ctx is None or not dist_ctx.is_distributed:
         return batch
@@ -248,9 +290,13 @@ def distill(
     if objective.needs_attention:
         for name, model in (("teacher", teacher), ("student", student)):
             if model.config._attn_implementation != "eager":
-                raise StudentError(f"attention loss needs the {name} loaded with attn_implementation='eager'")
+                raise StudentError(
+                    f"attention loss needs the {name} loaded with attn_implementation='eager'"
+                )
     if dist_ctx is not None:
-        per_rank_batch_size(cfg.batch_size, dist_ctx)  # fails early when the batch does not split evenly
+        per_rank_batch_size(
+            cfg.batch_size, dist_ctx
+        )  # fails early when the batch does not split evenly
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     chunks = tokenize_chunks(tokenizer, texts, cfg.max_len)
@@ -261,12 +307,18 @@ def distill(
     # parts of the student a loss mixture leaves untouched (e.g. the MLM head without mlm/kd) get no
     # gradient; DDP must be told to look for them
     unused = cfg.mlm_weight + cfg.kd_weight == 0 or cfg.hidden_weight == 0
-    trainable = wrap_model(StudentWithObjective(student, objective), dist_ctx or DistributedContext(),
-                           find_unused_parameters=unused)
+    trainable = wrap_model(
+        StudentWithObjective(student, objective),
+        dist_ctx or DistributedContext(),
+        find_unused_parameters=unused,
+    )
     params = list(trainable.parameters())
     optimizer, schedule = make_optimizer(params, cfg, cfg.steps)
     batches = mixed_batches(chunks, [], cfg.batch_size, 0.0, rng)
-    outputs = {"output_hidden_states": objective.needs_hidden, "output_attentions": objective.needs_attention}
+    outputs = {
+        "output_hidden_states": objective.needs_hidden,
+        "output_attentions": objective.needs_attention,
+    }
     history = []
     for _ in progress(range(cfg.steps), desc=desc, enabled=show_progress):
         batch = rank_share(collate(collator, next(batches)), dist_ctx)

@@ -24,7 +24,12 @@ def disk_mb(model_dir: str | Path) -> float:
 
 @torch.inference_mode()
 def _median_seconds(model, batch_size: int, repeats: int, vocab_size: int) -> float:
-    ids = torch.randint(1000, min(vocab_size, 20_000), (batch_size, SEQ_LEN), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(
+        1000,
+        min(vocab_size, 20_000),
+        (batch_size, SEQ_LEN),
+        generator=torch.Generator().manual_seed(0),
+    )
     mask = torch.ones_like(ids)
     model(input_ids=ids, attention_mask=mask)  # warm-up
     times = []
@@ -35,7 +40,9 @@ def _median_seconds(model, batch_size: int, repeats: int, vocab_size: int) -> fl
     return statistics.median(times)
 
 
-def measure_cpu(model_dir: str, threads: int = 2, latency_repeats: int = 20, throughput_repeats: int = 3) -> dict:
+def measure_cpu(
+    model_dir: str, threads: int = 2, latency_repeats: int = 20, throughput_repeats: int = 3
+) -> dict:
     """{"params", "disk_mb", "cpu_ms" (batch 1, 128 tokens), "cpu_seq_per_s" (batch 32)} for the encoder."""
     check_checkpoint(model_dir)
     previous = torch.get_num_threads()

@@ -47,7 +47,9 @@ class FactorisedStudentError(ValueError):
 def evenly_spaced_layers(teacher_layers: int, n: int) -> list[int]:
     """n teacher layer indices spread evenly and ending with the last (6 -> 2: [2, 5]; 6 -> 3: [1, 3, 5])."""
     if not 1 <= n <= teacher_layers:
-        raise FactorisedStudentError(f"cannot pick {n} layers from a {teacher_layers}-layer teacher")
+        raise FactorisedStudentError(
+            f"cannot pick {n} layers from a {teacher_layers}-layer teacher"
+        )
     return [round((k + 1) * teacher_layers / n) - 1 for k in range(n)]
 
 
@@ -55,15 +57,26 @@ def albert_config(teacher_config, num_layers: int, embedding_size: int) -> Alber
     """ALBERT config with the teacher's width, heads, FFN, vocabulary and positions, unshared layers."""
     t = teacher_config
     return AlbertConfig(
-        vocab_size=t.vocab_size, embedding_size=embedding_size, hidden_size=t.hidden_size,
-        num_hidden_layers=num_layers, num_hidden_groups=num_layers, inner_group_num=1,
-        num_attention_heads=t.num_attention_heads, intermediate_size=t.intermediate_size,
-        hidden_act=t.hidden_act, hidden_dropout_prob=t.hidden_dropout_prob,
+        vocab_size=t.vocab_size,
+        embedding_size=embedding_size,
+        hidden_size=t.hidden_size,
+        num_hidden_layers=num_layers,
+        num_hidden_groups=num_layers,
+        inner_group_num=1,
+        num_attention_heads=t.num_attention_heads,
+        intermediate_size=t.intermediate_size,
+        hidden_act=t.hidden_act,
+        hidden_dropout_prob=t.hidden_dropout_prob,
         attention_probs_dropout_prob=t.attention_probs_dropout_prob,
-        max_position_embeddings=t.max_position_embeddings, type_vocab_size=t.type_vocab_size,
-        layer_norm_eps=t.layer_norm_eps, initializer_range=t.initializer_range,
-        pad_token_id=t.pad_token_id, bos_token_id=None, eos_token_id=None,
-        classifier_dropout_prob=0.1, tie_word_embeddings=True,
+        max_position_embeddings=t.max_position_embeddings,
+        type_vocab_size=t.type_vocab_size,
+        layer_norm_eps=t.layer_norm_eps,
+        initializer_range=t.initializer_range,
+        pad_token_id=t.pad_token_id,
+        bos_token_id=None,
+        eos_token_id=None,
+        classifier_dropout_prob=0.1,
+        tie_word_embeddings=True,
     )
 
 
@@ -71,11 +84,15 @@ def token_counts(tokenizer, texts: list[str], vocab_size: int) -> torch.Tensor:
     """(V,) how often each token id occurs in `texts` (the corpus the student will see)."""
     counts = torch.zeros(vocab_size)
     for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
-        counts += torch.bincount(torch.tensor(ids, dtype=torch.long), minlength=vocab_size)[:vocab_size].float()
+        counts += torch.bincount(torch.tensor(ids, dtype=torch.long), minlength=vocab_size)[
+            :vocab_size
+        ].float()
     return counts
 
 
-def embedding_basis(teacher: PreTrainedModel, embedding_size: int, counts: torch.Tensor | None = None) -> torch.Tensor:
+def embedding_basis(
+    teacher: PreTrainedModel, embedding_size: int, counts: torch.Tensor | None = None
+) -> torch.Tensor:
     """(H, E) orthonormal columns: top-E right singular vectors of the weighted, centred embedding rows.
 
     Word rows are weighted by sqrt(count + 1) with `counts` (V,) from the training corpus, so the
@@ -88,7 +105,9 @@ def embedding_basis(teacher: PreTrainedModel, embedding_size: int, counts: torch
     positions = emb.position_embeddings.weight.detach().float()
     counts = torch.zeros(words.shape[0]) if counts is None else counts.float().cpu()
     if counts.shape != (words.shape[0],):
-        raise FactorisedStudentError(f"token counts have shape {tuple(counts.shape)}, expected ({words.shape[0]},)")
+        raise FactorisedStudentError(
+            f"token counts have shape {tuple(counts.shape)}, expected ({words.shape[0]},)"
+        )
     word_weight = (counts + 1).sqrt()
     position_weight = math.sqrt(float((word_weight**2).sum()) / positions.shape[0])
     rows = torch.cat([words * word_weight[:, None], positions * position_weight])
@@ -117,27 +136,36 @@ def _check_teacher(teacher: PreTrainedModel, layers: list[int], embedding_size: 
     config = teacher.config
     if config.model_type != "bert":
         raise FactorisedStudentError(
-            f"a factorised student copies BERT layers; the teacher is {config.model_type!r}")
+            f"a factorised student copies BERT layers; the teacher is {config.model_type!r}"
+        )
     bad = [i for i in layers if not 0 <= i < config.num_hidden_layers]
     if bad:
         raise FactorisedStudentError(
-            f"layer subset {layers}: indices {bad} out of range for a {config.num_hidden_layers}-layer teacher")
+            f"layer subset {layers}: indices {bad} out of range for a {config.num_hidden_layers}-layer teacher"
+        )
     if not layers or len(set(layers)) != len(layers):
         raise FactorisedStudentError(f"layer subset {layers} must be non-empty and without repeats")
     if not 1 <= embedding_size <= config.hidden_size:
         raise FactorisedStudentError(
-            f"embedding_size {embedding_size} must be in [1, {config.hidden_size}] (at most the teacher's width)")
+            f"embedding_size {embedding_size} must be in [1, {config.hidden_size}] (at most the teacher's width)"
+        )
 
 
-def factorised_student(teacher: PreTrainedModel, layers: list[int], embedding_size: int,
-                       counts: torch.Tensor | None = None) -> AlbertForMaskedLM:
+def factorised_student(
+    teacher: PreTrainedModel,
+    layers: list[int],
+    embedding_size: int,
+    counts: torch.Tensor | None = None,
+) -> AlbertForMaskedLM:
     """AlbertForMaskedLM with E = embedding_size and the teacher's `layers` copied (see module doc).
 
     `counts` (V,): token frequencies of the training corpus that weight the SVD (see embedding_basis).
     """
     _check_teacher(teacher, layers, embedding_size)
     config = albert_config(teacher.config, len(layers), embedding_size)
-    student = AlbertForMaskedLM._from_config(config, attn_implementation=teacher.config._attn_implementation)
+    student = AlbertForMaskedLM._from_config(
+        config, attn_implementation=teacher.config._attn_implementation
+    )
     basis = embedding_basis(teacher, embedding_size, counts)  # (H, E)
     t_emb, s_emb = teacher.base_model.embeddings, student.albert.embeddings
     hidden = teacher.config.hidden_size
@@ -145,7 +173,9 @@ def factorised_student(teacher: PreTrainedModel, layers: list[int], embedding_si
         for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
             getattr(s_emb, name).weight.copy_(getattr(t_emb, name).weight.float() @ basis)
         projection = student.albert.encoder.embedding_hidden_mapping_in
-        projection.weight.copy_(t_emb.LayerNorm.weight[:, None] * basis * math.sqrt(hidden / embedding_size))
+        projection.weight.copy_(
+            t_emb.LayerNorm.weight[:, None] * basis * math.sqrt(hidden / embedding_size)
+        )
         projection.bias.copy_(t_emb.LayerNorm.bias)
         _copy_layers(teacher, student, layers)
         teacher_bias = teacher.get_output_embeddings().bias
@@ -166,4 +196,6 @@ def _copy_layers(teacher: PreTrainedModel, student: AlbertForMaskedLM, layers: l
                 target[f"{albert_name}.{suffix}"].copy_(source[f"{bert_name}.{suffix}"])
                 copied.add(f"{albert_name}.{suffix}")
         if copied != set(target):
-            raise FactorisedStudentError(f"layer copy did not line up: {sorted(set(target) - copied)} not copied")
+            raise FactorisedStudentError(
+                f"layer copy did not line up: {sorted(set(target) - copied)} not copied"
+            )

@@ -33,16 +33,29 @@ class FinetuneConfig(OptimConfig):
     max_len: int = Field(256, ge=8)
 
 
-def encode_words(tokenizer, examples: list[dict], label2id: dict[str, int] | None, max_len: int) -> list[dict]:
+def encode_words(
+    tokenizer, examples: list[dict], label2id: dict[str, int] | None, max_len: int
+) -> list[dict]:
     """Token-classification features: input_ids, attention_mask, labels on first sub-words, word_starts."""
-    encoded = tokenizer([e["tokens"] for e in examples], is_split_into_words=True, truncation=True,
-                        max_length=max_len)
+    encoded = tokenizer(
+        [e["tokens"] for e in examples],
+        is_split_into_words=True,
+        truncation=True,
+        max_length=max_len,
+    )
     features = []
     for i, example in enumerate(examples):
         word_ids = encoded.word_ids(i)
-        starts = [pos for pos, w in enumerate(word_ids) if w is not None and (pos == 0 or word_ids[pos - 1] != w)]
-        feature = {"input_ids": encoded["input_ids"][i], "attention_mask": encoded["attention_mask"][i],
-                   "word_starts": starts}
+        starts = [
+            pos
+            for pos, w in enumerate(word_ids)
+            if w is not None and (pos == 0 or word_ids[pos - 1] != w)
+        ]
+        feature = {
+            "input_ids": encoded["input_ids"][i],
+            "attention_mask": encoded["attention_mask"][i],
+            "word_starts": starts,
+        }
         if label2id is not None:
             labels = [IGNORE] * len(word_ids)
             for pos in starts:
@@ -52,11 +65,15 @@ def encode_words(tokenizer, examples: list[dict], label2id: dict[str, int] | Non
     return features
 
 
-def encode_texts(tokenizer, examples: list[dict], label2id: dict[str, int] | None, max_len: int) -> list[dict]:
+def encode_texts(
+    tokenizer, examples: list[dict], label2id: dict[str, int] | None, max_len: int
+) -> list[dict]:
     """Sequence-classification features; a `text_pair` truncates the pair's second text first."""
     texts = [e["text"] for e in examples]
     pairs = [e["text_pair"] for e in examples] if "text_pair" in examples[0] else None
-    encoded = tokenizer(texts, pairs, truncation="longest_first" if pairs else True, max_length=max_len)
+    encoded = tokenizer(
+        texts, pairs, truncation="longest_first" if pairs else True, max_length=max_len
+    )
     features = [{k: encoded[k][i] for k in encoded} for i in range(len(examples))]
     if label2id is not None:
         for feature, example in zip(features, examples):
@@ -69,13 +86,20 @@ def load_for_task(model_path: str, kind: str, labels: list[str]) -> PreTrainedMo
     check_checkpoint(model_path)
     cls = AutoModelForTokenClassification if kind == "token" else AutoModelForSequenceClassification
     return cls.from_pretrained(
-        model_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)}, dtype=torch.float32,
+        model_path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        dtype=torch.float32,
     )
 
 
 def _collator(tokenizer, kind: str):
-    return DataCollatorForTokenClassification(tokenizer) if kind == "token" else DataCollatorWithPadding(tokenizer)
+    return (
+        DataCollatorForTokenClassification(tokenizer)
+        if kind == "token"
+        else DataCollatorWithPadding(tokenizer)
+    )
 
 
 def _model_inputs(features: list[dict]) -> list[dict]:
@@ -83,8 +107,14 @@ def _model_inputs(features: list[dict]) -> list[dict]:
 
 
 def train_classifier(
-    model: PreTrainedModel, tokenizer, features: list[dict], cfg: FinetuneConfig, device: str, seed: int,
-    show_progress: bool = False, desc: str = "finetune",
+    model: PreTrainedModel,
+    tokenizer,
+    features: list[dict],
+    cfg: FinetuneConfig,
+    device: str,
+    seed: int,
+    show_progress: bool = False,
+    desc: str = "finetune",
 ) -> PreTrainedModel:
     """Plain fine-tuning loop: shuffled epochs, AdamW with linear schedule, bf16 autocast on CUDA."""
     set_seed(seed)
@@ -109,8 +139,14 @@ def train_classifier(
 
 
 @torch.no_grad()
-def predict_logits(model: PreTrainedModel, tokenizer, features: list[dict], kind: str, device: str,
-                   batch_size: int = 64) -> list[torch.Tensor]:
+def predict_logits(
+    model: PreTrainedModel,
+    tokenizer,
+    features: list[dict],
+    kind: str,
+    device: str,
+    batch_size: int = 64,
+) -> list[torch.Tensor]:
     """Logits per example, in input order: (L_i, C) for tokens, (C,) for sequences. Length-sorted batches."""
     collator = _collator(tokenizer, kind)
     inputs = [{k: v for k, v in f.items() if k not in ("labels", "word_starts")} for f in features]
@@ -127,7 +163,9 @@ def predict_logits(model: PreTrainedModel, tokenizer, features: list[dict], kind
     return out
 
 
-def predict_word_tags(model, tokenizer, examples: list[dict], max_len: int, device: str) -> list[list[str]]:
+def predict_word_tags(
+    model, tokenizer, examples: list[dict], max_len: int, device: str
+) -> list[list[str]]:
     features = encode_words(tokenizer, examples, None, max_len)
     logits = predict_logits(model, tokenizer, features, "token", device)
     id2label = model.config.id2label
@@ -138,7 +176,9 @@ def predict_word_tags(model, tokenizer, examples: list[dict], max_len: int, devi
     return tags
 
 
-def predict_text_labels(model, tokenizer, examples: list[dict], max_len: int, device: str) -> list[str]:
+def predict_text_labels(
+    model, tokenizer, examples: list[dict], max_len: int, device: str
+) -> list[str]:
     features = encode_texts(tokenizer, examples, None, max_len)
     logits = predict_logits(model, tokenizer, features, "sequence", device)
     return [model.config.id2label[int(logit.argmax())] for logit in logits]

@@ -9,14 +9,47 @@ from __future__ import annotations
 import random
 
 DISEASES = [
-    "type 2 diabetes", "hypertension", "asthma", "pneumonia", "atrial fibrillation", "breast cancer",
-    "chronic kidney disease", "migraine", "rheumatoid arthritis", "colorectal cancer", "hypothyroidism",
-    "heart failure", "sickle cell anemia", "cystic fibrosis", "epilepsy", "osteoporosis",
+    "type 2 diabetes",
+    "hypertension",
+    "asthma",
+    "pneumonia",
+    "atrial fibrillation",
+    "breast cancer",
+    "chronic kidney disease",
+    "migraine",
+    "rheumatoid arthritis",
+    "colorectal cancer",
+    "hypothyroidism",
+    "heart failure",
+    "sickle cell anemia",
+    "cystic fibrosis",
+    "epilepsy",
+    "osteoporosis",
 ]
-DRUGS = ["metformin", "lisinopril", "albuterol", "warfarin", "levothyroxine", "ibuprofen", "insulin",
-         "amoxicillin", "atorvastatin", "prednisone"]
-SYMPTOMS = ["chest pain", "shortness of breath", "fatigue", "headache", "nausea", "fever", "cough",
-            "dizziness", "joint pain", "abdominal pain"]
+DRUGS = [
+    "metformin",
+    "lisinopril",
+    "albuterol",
+    "warfarin",
+    "levothyroxine",
+    "ibuprofen",
+    "insulin",
+    "amoxicillin",
+    "atorvastatin",
+    "prednisone",
+]
+SYMPTOMS = [
+    "chest pain",
+    "shortness of breath",
+    "fatigue",
+    "headache",
+    "nausea",
+    "fever",
+    "cough",
+    "dizziness",
+    "joint pain",
+    "abdominal pain",
+]
 SECTIONS = {
     "MEDICATIONS": "Doctor: What medicines are you taking?\nPatient: I take {drug} every day.",
     "ALLERGY": "Doctor: Any allergies to medicine?\nPatient: Yes, {drug} gives me a rash.",
@@ -53,14 +86,20 @@ def clinical_notes(n: int, seed: int = 0) -> list[str]:
 
 def general_text(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed + 10_000)
-    return [rng.choice(GENERAL).format(n=rng.randint(2, 90), year=rng.randint(1500, 2020)) for _ in range(n)]
+    return [
+        rng.choice(GENERAL).format(n=rng.randint(2, 90), year=rng.randint(1500, 2020))
+        for _ in range(n)
+    ]
 
 
 def ner_examples(n: int, seed: int = 0) -> list[dict]:
     """Sentences with disease mentions tagged B-Disease / I-Disease (IOB2), like NCBI-disease."""
     rng = random.Random(seed + 20_000)
-    templates = ["Patients with {d} were treated with {drug} .", "We studied {d} in {k} families .",
-                 "No link between {d} and {s} was found ."]
+    templates = [
+        "Patients with {d} were treated with {drug} .",
+        "We studied {d} in {k} families .",
+        "No link between {d} and {s} was found .",
+    ]
     examples = []
     for _ in range(n):
         disease = rng.choice(DISEASES).split()
@@ -70,7 +109,9 @@ def ner_examples(n: int, seed: int = 0) -> list[dict]:
                 words += disease
                 tags += ["B-Disease"] + ["I-Disease"] * (len(disease) - 1)
             else:
-                text = token.format(drug=rng.choice(DRUGS), k=rng.randint(2, 40), s=rng.choice(SYMPTOMS))
+                text = token.format(
+                    drug=rng.choice(DRUGS), k=rng.randint(2, 40), s=rng.choice(SYMPTOMS)
+                )
                 words += text.split()
                 tags += ["O"] * len(text.split())
         examples.append({"tokens": words, "tags": tags})
@@ -83,9 +124,13 @@ def section_examples(n: int, seed: int = 0) -> list[dict]:
     out = []
     for _ in range(n):
         label = rng.choice(sorted(SECTIONS))
-        text = SECTIONS[label].format(drug=rng.choice(DRUGS), symptom=rng.choice(SYMPTOMS),
-                                      days=rng.randint(1, 30), disease=rng.choice(DISEASES),
-                                      relative=rng.choice(RELATIVES))
+        text = SECTIONS[label].format(
+            drug=rng.choice(DRUGS),
+            symptom=rng.choice(SYMPTOMS),
+            days=rng.randint(1, 30),
+            disease=rng.choice(DISEASES),
+            relative=rng.choice(RELATIVES),
+        )
         out.append({"text": text, "label": label})
     return out
 
@@ -96,9 +141,17 @@ def nli_examples(n: int, seed: int = 0) -> list[dict]:
     out = []
     for _ in range(n):
         disease, drug = rng.choice(DISEASES), rng.choice(DRUGS)
-        evidence = f"Inclusion criteria: adults with {disease}. Intervention: {drug} daily for 12 weeks."
+        evidence = (
+            f"Inclusion criteria: adults with {disease}. Intervention: {drug} daily for 12 weeks."
+        )
         entail = rng.random() < 0.5
         other = rng.choice([d for d in DRUGS if d != drug])
         statement = f"Participants in the trial receive {drug if entail else other}."
-        out.append({"text": statement, "text_pair": evidence, "label": "Entailment" if entail else "Contradiction"})
+        out.append(
+            {
+                "text": statement,
+                "text_pair": evidence,
+                "label": "Entailment" if entail else "Contradiction",
+            }
+        )
     return out

@@ -53,8 +53,15 @@ def task_labels(task: str, train: list[dict]) -> list[str]:
     return sorted({example["label"] for example in train})
 
 
-def evaluate_on_task(model_path: str, task: str, data: dict[str, list[dict]], settings: TaskSettings,
-                     seed: int, device: str = "cpu", save_dir: str | None = None) -> dict[str, float]:
+def evaluate_on_task(
+    model_path: str,
+    task: str,
+    data: dict[str, list[dict]],
+    settings: TaskSettings,
+    seed: int,
+    device: str = "cpu",
+    save_dir: str | None = None,
+) -> dict[str, float]:
     """Fine-tune the encoder at `model_path` on data["train"], score data["test"]; keys `ner_f1`, ... ."""
     tokenizer = load_tokenizer(model_path)
     train, test = data["train"][: settings.max_train], data["test"][: settings.max_test]
@@ -63,9 +70,16 @@ def evaluate_on_task(model_path: str, task: str, data: dict[str, list[dict]], se
     kind = TASK_KIND[task]
     encode = encode_words if kind == "token" else encode_texts
     features = encode(tokenizer, train, label2id, settings.max_len)
-    cfg = FinetuneConfig(kind=kind, epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size,
-                         max_len=settings.max_len)
-    model = train_classifier(load_for_task(model_path, kind, labels), tokenizer, features, cfg, device, seed)
+    cfg = FinetuneConfig(
+        kind=kind,
+        epochs=settings.epochs,
+        lr=settings.lr,
+        batch_size=settings.batch_size,
+        max_len=settings.max_len,
+    )
+    model = train_classifier(
+        load_for_task(model_path, kind, labels), tokenizer, features, cfg, device, seed
+    )
     if save_dir:
         model.save_pretrained(save_dir)
         tokenizer.save_pretrained(save_dir)
@@ -78,8 +92,15 @@ def evaluate_on_task(model_path: str, task: str, data: dict[str, list[dict]], se
 
 
 def _run_job(job: dict) -> dict:
-    scores = evaluate_on_task(job["path"], job["task"], job["data"], TaskSettings(**job["settings"]),
-                              job["seed"], job["device"], job.get("save_dir"))
+    scores = evaluate_on_task(
+        job["path"],
+        job["task"],
+        job["data"],
+        TaskSettings(**job["settings"]),
+        job["seed"],
+        job["device"],
+        job.get("save_dir"),
+    )
     return {"model": job["model"], "task": job["task"], "seed": job["seed"], **scores}
 
 
@@ -101,10 +122,19 @@ def run_harness(
     """
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
     jobs = [
-        {"model": name, "path": path, "task": task, "data": tasks[task], "seed": seed, "device": device,
-         "settings": settings[task].model_dump(),
-         "save_dir": f"{save_root}/{name}-{task}" if save_root and seed == seeds[0] else None}
-        for name, path in models.items() for task in tasks for seed in seeds
+        {
+            "model": name,
+            "path": path,
+            "task": task,
+            "data": tasks[task],
+            "seed": seed,
+            "device": device,
+            "settings": settings[task].model_dump(),
+            "save_dir": f"{save_root}/{name}-{task}" if save_root and seed == seeds[0] else None,
+        }
+        for name, path in models.items()
+        for task in tasks
+        for seed in seeds
     ]
     rows = []
     if workers <= 1:
@@ -129,6 +159,9 @@ def aggregate(rows: list[dict]) -> dict[str, dict[str, tuple[float, float, int]]
             if key not in ("model", "task", "seed", "seconds"):  # seconds span every task
                 values.setdefault(row["model"], {}).setdefault(key, []).append(value)
     return {
-        model: {k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for k, v in metrics.items()}
+        model: {
+            k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
+            for k, v in metrics.items()
+        }
         for model, metrics in values.items()
     }

@@ -32,7 +32,9 @@ def mlm_loss_sum(student_logits: Tensor, labels: Tensor) -> Term:
     return ce, masked.sum()
 
 
-def soft_target_kl_sum(student_logits: Tensor, teacher_logits: Tensor, masked: Tensor, temperature: float) -> Term:
+def soft_target_kl_sum(
+    student_logits: Tensor, teacher_logits: Tensor, masked: Tensor, temperature: float
+) -> Term:
     """T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) summed over masked positions, and their number."""
     s = student_logits[masked] / temperature  # (N, V)
     t = teacher_logits[masked] / temperature  # (N, V)
@@ -40,7 +42,9 @@ def soft_target_kl_sum(student_logits: Tensor, teacher_logits: Tensor, masked: T
     return kl * temperature**2, masked.sum()
 
 
-def soft_target_kl(student_logits: Tensor, teacher_logits: Tensor, masked: Tensor, temperature: float) -> Tensor:
+def soft_target_kl(
+    student_logits: Tensor, teacher_logits: Tensor, masked: Tensor, temperature: float
+) -> Tensor:
     """T^2 * KL(softmax(z_t / T) || softmax(z_s / T)), averaged over masked positions (Hinton et al.).
 
     student_logits, teacher_logits: (B, L, V); masked: (B, L) bool. The T^2 factor keeps gradient
@@ -58,7 +62,9 @@ def soft_target_kl_reference(student_logits, teacher_logits, masked, temperature
     return torch.stack(terms).mean() * temperature**2
 
 
-def hidden_state_loss_sum(student_hidden: Tensor, teacher_hidden: Tensor, token_mask: Tensor, kind: str) -> Term:
+def hidden_state_loss_sum(
+    student_hidden: Tensor, teacher_hidden: Tensor, token_mask: Tensor, kind: str
+) -> Term:
     """Summed distance on real tokens; items are tokens (cosine) or token elements (mse)."""
     keep = token_mask.bool()
     s, t = student_hidden[keep], teacher_hidden[keep]  # (N, d_t)
@@ -69,7 +75,9 @@ def hidden_state_loss_sum(student_hidden: Tensor, teacher_hidden: Tensor, token_
     raise ValueError(f"hidden loss kind must be 'cosine' or 'mse', got {kind!r}")
 
 
-def hidden_state_loss(student_hidden: Tensor, teacher_hidden: Tensor, token_mask: Tensor, kind: str) -> Tensor:
+def hidden_state_loss(
+    student_hidden: Tensor, teacher_hidden: Tensor, token_mask: Tensor, kind: str
+) -> Tensor:
     """Distance between projected student states (B, L, d_t) and teacher states (B, L, d_t) on real tokens.
 
     kind="cosine": mean of 1 - cos(h_s, h_t); kind="mse": mean squared error per element.
@@ -88,7 +96,9 @@ def hidden_state_loss_reference(student_hidden, teacher_hidden, token_mask, kind
     return torch.stack(terms).mean()
 
 
-def attention_loss(student_attn: Tensor, teacher_attn: Tensor, token_mask: Tensor, kind: str) -> Tensor:
+def attention_loss(
+    student_attn: Tensor, teacher_attn: Tensor, token_mask: Tensor, kind: str
+) -> Tensor:
     """Distance between attention probabilities (B, H, L, L) over real query rows and key columns.
 
     Head counts that differ are compared head-averaged: (B, 1, L, L). kind="mse" averages the squared
@@ -97,7 +107,9 @@ def attention_loss(student_attn: Tensor, teacher_attn: Tensor, token_mask: Tenso
     return _mean(attention_loss_sum(student_attn, teacher_attn, token_mask, kind))
 
 
-def attention_loss_sum(student_attn: Tensor, teacher_attn: Tensor, token_mask: Tensor, kind: str) -> Term:
+def attention_loss_sum(
+    student_attn: Tensor, teacher_attn: Tensor, token_mask: Tensor, kind: str
+) -> Term:
     """Summed attention distance; items are valid (query, key) entries (mse) or query rows (kl)."""
     if student_attn.shape[1] != teacher_attn.shape[1]:
         student_attn = student_attn.mean(1, keepdim=True)
@@ -109,7 +121,9 @@ def attention_loss_sum(student_attn: Tensor, teacher_attn: Tensor, token_mask: T
     if kind == "mse":
         return ((student_attn - teacher_attn) ** 2)[pair].sum(), pair.sum()
     if kind == "kl":
-        row_kl = (teacher_attn * (torch.log(teacher_attn + EPS) - torch.log(student_attn + EPS)))  # (B, H, L, L)
+        row_kl = teacher_attn * (
+            torch.log(teacher_attn + EPS) - torch.log(student_attn + EPS)
+        )  # (B, H, L, L)
         row_kl = (row_kl * pair).sum(-1)  # (B, H, L)
         rows = valid[:, None, :].expand(-1, heads, -1)  # (B, H, L)
         return row_kl[rows].sum(), rows.sum()

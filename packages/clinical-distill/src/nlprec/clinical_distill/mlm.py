@@ -35,7 +35,9 @@ def tokenize_chunks(tokenizer, texts: list[str], max_len: int) -> list[list[int]
     for encoded in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
         ids.extend(encoded + [tokenizer.sep_token_id])
     chunks = [ids[i : i + body] for i in range(0, len(ids), body)]
-    return [[tokenizer.cls_token_id, *c, tokenizer.sep_token_id] for c in chunks if len(c) >= body // 4]
+    return [
+        [tokenizer.cls_token_id, *c, tokenizer.sep_token_id] for c in chunks if len(c) >= body // 4
+    ]
 
 
 def mlm_collator(tokenizer, probability: float) -> DataCollatorForLanguageModeling:
@@ -87,8 +89,13 @@ def train_mlm(
 
 @torch.no_grad()
 def evaluate_mlm(
-    model: PreTrainedModel, tokenizer, texts: list[str], max_len: int = 128, device: str = "cpu",
-    batch_size: int = 32, seed: int = 1234,
+    model: PreTrainedModel,
+    tokenizer,
+    texts: list[str],
+    max_len: int = 128,
+    device: str = "cpu",
+    batch_size: int = 32,
+    seed: int = 1234,
 ) -> dict[str, float]:
     """Masked-token loss and accuracy on `texts`, with a fixed masking (same seed, same masks)."""
     chunks = tokenize_chunks(tokenizer, texts, max_len)
@@ -98,9 +105,14 @@ def evaluate_mlm(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for start in range(0, len(chunks), batch_size):
-            batch = {k: v.to(device) for k, v in collate(collator, chunks[start : start + batch_size]).items()}
+            batch = {
+                k: v.to(device)
+                for k, v in collate(collator, chunks[start : start + batch_size]).items()
+            }
             with autocast(device):
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                logits = model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                ).logits
             masked = batch["labels"] != -100  # (B, L)
             target = batch["labels"][masked]
             pred = logits[masked].float()

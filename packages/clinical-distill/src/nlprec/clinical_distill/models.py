@@ -11,7 +11,9 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
-LAYER_KEY = re.compile(r"\.layer\.(\d+)\.")  # BERT/RoBERTa/ELECTRA `encoder.layer.N.`, DistilBERT `transformer.layer.N.`
+LAYER_KEY = re.compile(
+    r"\.layer\.(\d+)\."
+)  # BERT/RoBERTa/ELECTRA `encoder.layer.N.`, DistilBERT `transformer.layer.N.`
 
 
 class CheckpointError(ValueError):
@@ -42,10 +44,14 @@ def check_checkpoint(path: str | Path) -> Path:
     try:
         json.loads(config_file.read_text())
     except json.JSONDecodeError as err:
-        raise CheckpointError(f"{config_file} is not valid JSON (corrupt checkpoint): {err}") from err
+        raise CheckpointError(
+            f"{config_file} is not valid JSON (corrupt checkpoint): {err}"
+        ) from err
     weights = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
     if not weights:
-        raise CheckpointError(f"{path} has no weights file (expected one of {', '.join(WEIGHT_FILES)})")
+        raise CheckpointError(
+            f"{path} has no weights file (expected one of {', '.join(WEIGHT_FILES)})"
+        )
     if weights[0].name == "model.safetensors":
         _check_safetensors(weights[0])
     return path
@@ -62,7 +68,9 @@ def _check_safetensors(file: Path) -> None:
         try:
             header = json.loads(handle.read(header_len))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise CheckpointError(f"{file} is corrupt: unreadable safetensors header ({err})") from err
+            raise CheckpointError(
+                f"{file} is corrupt: unreadable safetensors header ({err})"
+            ) from err
     tensors = [v for k, v in header.items() if k != "__metadata__"]
     data_end = max((t["data_offsets"][1] for t in tensors), default=0)
     if size < 8 + header_len + data_end:

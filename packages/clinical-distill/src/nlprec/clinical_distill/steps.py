@@ -51,16 +51,24 @@ class CorpusConfig(BaseModel):
 def build_corpus(ctx: StepContext, cfg: CorpusConfig) -> dict:
     """Texts for adaptation/distillation and held-out clinical and general text (JSON lines)."""
     if cfg.source == "generated":
-        parts = {"train": generated.clinical_notes(cfg.n_generated, ctx.seed),
-                 "heldout": generated.clinical_notes(max(10, cfg.n_generated // 10), ctx.seed + 1),
-                 "general_replay": generated.general_text(cfg.n_generated, ctx.seed),
-                 "general_heldout": generated.general_text(max(10, cfg.n_generated // 10), ctx.seed + 1)}
+        parts = {
+            "train": generated.clinical_notes(cfg.n_generated, ctx.seed),
+            "heldout": generated.clinical_notes(max(10, cfg.n_generated // 10), ctx.seed + 1),
+            "general_replay": generated.general_text(cfg.n_generated, ctx.seed),
+            "general_heldout": generated.general_text(max(10, cfg.n_generated // 10), ctx.seed + 1),
+        }
     else:
-        clinical_root = dataset_path(cfg.clinical, must_contain=("mtsamples", "mts_dialog", "nli4ct"))
+        clinical_root = dataset_path(
+            cfg.clinical, must_contain=("mtsamples", "mts_dialog", "nli4ct")
+        )
         corpus = real_data.clinical_corpus(clinical_root)
         general = real_data.general_corpus(dataset_path(cfg.general))
-        parts = {"train": corpus["train"], "heldout": corpus["heldout"],
-                 "general_replay": general["replay"], "general_heldout": general["heldout"]}
+        parts = {
+            "train": corpus["train"],
+            "heldout": corpus["heldout"],
+            "general_replay": general["replay"],
+            "general_heldout": general["heldout"],
+        }
         ctx.log_input(name="clinical", source=clinical_root, context="adaptation corpus")
     ctx.log_metrics({f"corpus.n_{k}": len(v) for k, v in parts.items()})
     return {k: _write_lines(ctx.output_dir / f"{k}.jsonl", v) for k, v in parts.items()}
@@ -77,16 +85,24 @@ class TasksConfig(BaseModel):
 def load_eval_tasks(ctx: StepContext, cfg: TasksConfig) -> dict:
     """The three evaluation tasks as one JSON file {task: {split: [examples]}}."""
     if cfg.source == "generated":
-        makers = {"ner": generated.ner_examples, "section": generated.section_examples, "nli": generated.nli_examples}
-        tasks = {name: {"train": make(cfg.n_generated_train, 0), "test": make(cfg.n_generated_test, 1)}
-                 for name, make in makers.items()}
+        makers = {
+            "ner": generated.ner_examples,
+            "section": generated.section_examples,
+            "nli": generated.nli_examples,
+        }
+        tasks = {
+            name: {"train": make(cfg.n_generated_train, 0), "test": make(cfg.n_generated_test, 1)}
+            for name, make in makers.items()
+        }
     else:
         root = dataset_path(cfg.clinical, must_contain=("ncbi_disease", "mts_dialog", "nli4ct"))
         tasks = real_data.load_tasks(root)
         ctx.log_input(name="clinical-tasks", source=root, context="evaluation")
     path = ctx.output_dir / "tasks.json"
     path.write_text(json.dumps(tasks))
-    ctx.log_metrics({f"tasks.{t}.n_{s}": len(v) for t, splits in tasks.items() for s, v in splits.items()})
+    ctx.log_metrics(
+        {f"tasks.{t}.n_{s}": len(v) for t, splits in tasks.items() for s, v in splits.items()}
+    )
     return {"tasks": str(path)}
 
 
@@ -97,7 +113,9 @@ class TeacherConfig(BaseModel):
     model_config = {"extra": "forbid"}
     model: str = "minilm"
     mlm: MLMConfig = MLMConfig()
-    attention_outputs: bool = False  # load with eager attention (needed by attention-transfer students)
+    attention_outputs: bool = (
+        False  # load with eager attention (needed by attention-transfer students)
+    )
 
 
 def adapt_teacher(ctx: StepContext, cfg: TeacherConfig) -> dict:
@@ -108,11 +126,18 @@ def adapt_teacher(ctx: StepContext, cfg: TeacherConfig) -> dict:
     teacher = load_masked_lm(cfg.model, attention_outputs=cfg.attention_outputs)
     heldout = _read_lines(corpus["heldout"])
     before = evaluate_mlm(teacher, tokenizer, heldout, cfg.mlm.max_len, ctx.device)
-    losses = train_mlm(teacher, tokenizer, _read_lines(corpus["train"]), cfg.mlm, ctx.device, desc="adapt teacher")
+    losses = train_mlm(
+        teacher, tokenizer, _read_lines(corpus["train"]), cfg.mlm, ctx.device, desc="adapt teacher"
+    )
     after = evaluate_mlm(teacher, tokenizer, heldout, cfg.mlm.max_len, ctx.device)
     ctx.log_params(cfg.model_dump())
-    ctx.log_metrics({"teacher.mlm_acc_before": before["accuracy"], "teacher.mlm_acc_after": after["accuracy"],
-                     "teacher.train_loss_last": losses[-1]})
+    ctx.log_metrics(
+        {
+            "teacher.mlm_acc_before": before["accuracy"],
+            "teacher.mlm_acc_after": after["accuracy"],
+            "teacher.train_loss_last": losses[-1],
+        }
+    )
     model_dir = export_hf(teacher.cpu(), tokenizer, ctx.output_dir / "model")
     return {"model_dir": str(model_dir)}
 
@@ -127,12 +152,27 @@ class DistillStepConfig(BaseModel):
     threads: int = Field(1, ge=1)  # torch threads per process under torchrun
 
 
-def _distill_with_torchrun(ctx: StepContext, cfg: DistillStepConfig, teacher_dir: str) -> tuple[str, list[dict]]:
+def _distill_with_torchrun(
+    ctx: StepContext, cfg: DistillStepConfig, teacher_dir: str
+) -> tuple[str, list[dict]]:
     """Run nlprec.clinical_distill.ddp in `cfg.nproc_per_node` processes; rank 0 writes the student."""
     out = ctx.output_dir / "ddp"
-    args = ["-m", "nlprec.clinical_distill.ddp", "--teacher", teacher_dir, "--texts", ctx.inputs["corpus"]["train"],
-            "--student", cfg.student.model_dump_json(), "--distill", cfg.distill.model_dump_json(),
-            "--out", str(out), "--seed", str(ctx.seed)]
+    args = [
+        "-m",
+        "nlprec.clinical_distill.ddp",
+        "--teacher",
+        teacher_dir,
+        "--texts",
+        ctx.inputs["corpus"]["train"],
+        "--student",
+        cfg.student.model_dump_json(),
+        "--distill",
+        cfg.distill.model_dump_json(),
+        "--out",
+        str(out),
+        "--seed",
+        str(ctx.seed),
+    ]
     launch_torchrun(args, cfg.nproc_per_node, env={"OMP_NUM_THREADS": str(cfg.threads)})
     history = json.loads((out / HISTORY_FILE).read_text())["history"]
     return str(out / MODEL_DIR), history
@@ -156,7 +196,9 @@ def distill_student(ctx: StepContext, cfg: DistillStepConfig) -> dict:
     texts = _read_lines(ctx.inputs["corpus"]["train"])
     torch.manual_seed(ctx.seed)
     student = new_student(teacher, tokenizer, cfg.student, texts)
-    history = distill(teacher, student, tokenizer, texts, distill_cfg, ctx.device, desc=f"distill {cfg.name}")
+    history = distill(
+        teacher, student, tokenizer, texts, distill_cfg, ctx.device, desc=f"distill {cfg.name}"
+    )
     _log_history(ctx, cfg.name, history)
     model_dir = export_hf(student.cpu(), tokenizer, ctx.output_dir / "model")
     return {"model_dir": str(model_dir)}
@@ -204,10 +246,19 @@ def continual(ctx: StepContext, cfg: ContinualStepConfig) -> dict:
     corpus = ctx.inputs["corpus"]
     tokenizer = load_tokenizer(model_ref)
     scores, models = continual_learning(
-        load_masked_lm(model_ref), tokenizer, _read_lines(corpus["train"]), _read_lines(corpus["general_replay"]),
-        _read_lines(corpus["heldout"]), _read_lines(corpus["general_heldout"]), cfg, ctx.device)
+        load_masked_lm(model_ref),
+        tokenizer,
+        _read_lines(corpus["train"]),
+        _read_lines(corpus["general_replay"]),
+        _read_lines(corpus["heldout"]),
+        _read_lines(corpus["general_heldout"]),
+        cfg,
+        ctx.device,
+    )
     ctx.log_params(cfg.model_dump())
-    ctx.log_metrics({f"{cfg.name}.{run}.{k}": v for run, values in scores.items() for k, v in values.items()})
+    ctx.log_metrics(
+        {f"{cfg.name}.{run}.{k}": v for run, values in scores.items() for k, v in values.items()}
+    )
     ctx.log_dict(scores, "continual.json")
     last_ratio = cfg.replay_ratios[-1]
     model_dir = export_hf(models[last_ratio].cpu(), tokenizer, ctx.output_dir / "model")
@@ -233,13 +284,24 @@ def evaluate_models(ctx: StepContext, cfg: EvaluateConfig) -> dict:
     quiet_transformers()
     missing = [step for step in cfg.models.values() if step not in ctx.inputs]
     if missing:
-        raise ValueError(f"evaluate: models {missing} are not upstream steps (add them to `needs:`)")
+        raise ValueError(
+            f"evaluate: models {missing} are not upstream steps (add them to `needs:`)"
+        )
     model_dirs = {name: ctx.inputs[step]["model_dir"] for name, step in cfg.models.items()}
     tasks = json.loads(Path(ctx.inputs["tasks"]["tasks"]).read_text())
     settings = {task: cfg.settings.get(task, DEFAULT_SETTINGS[task]) for task in tasks}
-    rows = run_harness(model_dirs, tasks, cfg.seeds, ctx.device, settings, cfg.workers,
-                       save_root=str(ctx.output_dir / "finetuned"))
-    speed = {name: measure_cpu(path) for name, path in model_dirs.items()} if cfg.measure_speed else {}
+    rows = run_harness(
+        model_dirs,
+        tasks,
+        cfg.seeds,
+        ctx.device,
+        settings,
+        cfg.workers,
+        save_root=str(ctx.output_dir / "finetuned"),
+    )
+    speed = (
+        {name: measure_cpu(path) for name, path in model_dirs.items()} if cfg.measure_speed else {}
+    )
     scores = aggregate(rows)
     metrics = summary_metrics(scores, speed)
     ctx.log_metrics(metrics)
@@ -247,8 +309,11 @@ def evaluate_models(ctx: StepContext, cfg: EvaluateConfig) -> dict:
     (ctx.output_dir / "table.md").write_text(table)
     (ctx.output_dir / "rows.json").write_text(json.dumps({"rows": rows, "speed": speed}, indent=1))
     ctx.log_text(table, "table.md")
-    return {"table": str(ctx.output_dir / "table.md"), "rows": str(ctx.output_dir / "rows.json"),
-            "finetuned": str(ctx.output_dir / "finetuned")}
+    return {
+        "table": str(ctx.output_dir / "table.md"),
+        "rows": str(ctx.output_dir / "rows.json"),
+        "finetuned": str(ctx.output_dir / "finetuned"),
+    }
 
 
 class ExportConfig(BaseModel):
@@ -267,7 +332,9 @@ def export_students(ctx: StepContext, cfg: ExportConfig) -> dict:
         tokenizer = load_tokenizer(ctx.inputs[step]["model_dir"])
         export_hf(load_masked_lm(ctx.inputs[step]["model_dir"]), tokenizer, hf_dir)
         onnx_path = export_onnx(hf_dir, ctx.output_dir / step / "encoder.onnx")
-        ctx.log_metrics({f"{step}.onnx_max_abs_diff": onnx_max_difference(hf_dir, onnx_path, probe)})
+        ctx.log_metrics(
+            {f"{step}.onnx_max_abs_diff": onnx_max_difference(hf_dir, onnx_path, probe)}
+        )
         if cfg.register_models:
             ctx.log_model(str(hf_dir), name=f"clinical-distill-{step}", flavor="dir")
         exported[step] = {"hf": str(hf_dir), "onnx": str(onnx_path)}

@@ -30,7 +30,9 @@ class StudentConfig(BaseModel):
     model_config = {"extra": "forbid"}
     kind: Literal["layer_subset", "random", "pretrained", "factorised"] = "random"
     path: str | None = None  # pretrained: model directory or reference
-    layers: list[int] | None = None  # layer_subset / factorised: teacher layer indices to keep, in order
+    layers: list[int] | None = (
+        None  # layer_subset / factorised: teacher layer indices to keep, in order
+    )
     num_layers: int = Field(4, ge=1)
     hidden_size: int = Field(192, ge=8)
     num_heads: int = Field(12, ge=1)
@@ -71,7 +73,9 @@ def build_student(teacher: PreTrainedModel, cfg: StudentConfig, counts=None) -> 
     elif cfg.kind == "factorised":
         student = _factorised_student(teacher, cfg, counts)
     else:
-        student = load_masked_lm(cfg.path, attention_outputs=teacher.config._attn_implementation == "eager")
+        student = load_masked_lm(
+            cfg.path, attention_outputs=teacher.config._attn_implementation == "eager"
+        )
     check_student_fits(teacher, student)
     return student
 
@@ -81,12 +85,16 @@ def _layer_subset_student(teacher: PreTrainedModel, cfg: StudentConfig) -> PreTr
     layers = student_layers(teacher, cfg)
     bad = [i for i in layers if not 0 <= i < n_teacher]
     if bad:
-        raise StudentError(f"layer subset {layers}: indices {bad} out of range for a {n_teacher}-layer teacher")
+        raise StudentError(
+            f"layer subset {layers}: indices {bad} out of range for a {n_teacher}-layer teacher"
+        )
     if not layers or len(set(layers)) != len(layers):
         raise StudentError(f"layer subset {layers} must be non-empty and without repeats")
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(layers)
-    student = AutoModelForMaskedLM.from_config(config, attn_implementation=teacher.config._attn_implementation)
+    student = AutoModelForMaskedLM.from_config(
+        config, attn_implementation=teacher.config._attn_implementation
+    )
     new_index = {old: new for new, old in enumerate(layers)}
     state = {}
     for key, value in teacher.state_dict().items():
@@ -94,11 +102,17 @@ def _layer_subset_student(teacher: PreTrainedModel, cfg: StudentConfig) -> PreTr
         if match is None:
             state[key] = value.clone()
         elif int(match.group(1)) in new_index:
-            new_key = key[: match.start()] + f".layer.{new_index[int(match.group(1))]}." + key[match.end() :]
+            new_key = (
+                key[: match.start()]
+                + f".layer.{new_index[int(match.group(1))]}."
+                + key[match.end() :]
+            )
             state[new_key] = value.clone()
     missing, unexpected = student.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.endswith("decoder.weight")]:
-        raise StudentError(f"layer copy did not line up: missing {missing}, unexpected {unexpected}")
+        raise StudentError(
+            f"layer copy did not line up: missing {missing}, unexpected {unexpected}"
+        )
     student.tie_weights()
     return student
 
@@ -133,7 +147,9 @@ def _random_student(teacher: PreTrainedModel, cfg: StudentConfig) -> PreTrainedM
     config.intermediate_size = cfg.intermediate_size
     if hasattr(config, "embedding_size"):  # ELECTRA-style factorised embeddings
         config.embedding_size = cfg.hidden_size
-    student = AutoModelForMaskedLM.from_config(config, attn_implementation=teacher.config._attn_implementation)
+    student = AutoModelForMaskedLM.from_config(
+        config, attn_implementation=teacher.config._attn_implementation
+    )
     if cfg.embedding_init == "teacher_svd":
         init_embeddings_from_teacher(teacher, student)
     return student
