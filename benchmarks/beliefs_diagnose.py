@@ -24,6 +24,7 @@ import torch
 from nlprec.beliefs.babi import load_babi
 from nlprec.beliefs.diagnosis import (
     accuracy_by_kind,
+    dropped_object_audit,
     not_held_accuracy_by_gap,
     object_question_audit,
 )
@@ -129,6 +130,16 @@ def task2_report(root, predictions_path: str | None) -> str:
                     ]
                     for g, r in gaps.items()
                 ],
+            )
+        )
+        drops = dropped_object_audit(test, preds)
+        cols = ["questions", "right", "right_at_drop", "answered_dropper_location"]
+        parts.append(
+            "Objects nobody holds, by whether the person who dropped the object is still where it "
+            "lies (right_at_drop: the same question read at the drop's own breakpoint; "
+            "answered_dropper_location: placed where the dropper is now, i.e. carried along):\n\n"
+            + _table(
+                ["dropper"] + cols, [[k] + [v.get(c, 0) for c in cols] for k, v in drops.items()]
             )
         )
     return "\n\n".join(parts)

@@ -5,6 +5,7 @@ import torch
 from nlprec.beliefs.babi import build_story
 from nlprec.beliefs.diagnosis import (
     accuracy_by_kind,
+    dropped_object_audit,
     not_held_accuracy_by_gap,
     object_question_audit,
     proposition_kind,
@@ -87,3 +88,31 @@ def test_each_batch_is_collated_once_however_many_epochs(tiny_encoder, monkeypat
     stats = train_breakpoint(model, stories, TrainConfig(epochs=3, batch_size=2), "cpu")
     assert stats["train_steps"] == 6
     assert calls == [2, 2]
+
+
+def test_dropped_object_audit_tells_forgetting_from_carrying_along():
+    moved = STORY[:5] + [("s", "John went to the bedroom."), ("q", "Where is the apple?", "garden")]
+    stayed, left = task2_story(), build_story("qa2/test/1", moved, {"task": 2})
+    gold = [one_hot(stayed.labels), one_hot(left.labels)]
+    audit = dropped_object_audit([stayed, left], gold)
+    assert audit == {
+        "dropper moved": {
+            "questions": 1,
+            "right": 1,
+            "right_at_drop": 1,
+            "answered_dropper_location": 0,
+        },
+        "dropper stayed": {
+            "questions": 1,
+            "right": 1,
+            "right_at_drop": 1,
+            "answered_dropper_location": 0,
+        },
+    }
+    probs = gold[1]
+    t = left.questions[0].breakpoint
+    index = {p: i for i, p in enumerate(left.propositions)}
+    probs[t, index["the apple is in the garden"]] = np.eye(3)[FALSE]
+    probs[t, index["the apple is in the bedroom"]] = np.eye(3)[TRUE]  # carried along with John
+    row = dropped_object_audit([left], [probs])["dropper moved"]
+    assert row == {"questions": 1, "right": 0, "right_at_drop": 1, "answered_dropper_location": 1}

@@ -89,3 +89,22 @@ def test_demo_pipeline_and_batch_inference(nlprec_env, tmp_path):
         )
         == 2
     )
+
+
+def test_babi_pipeline_uses_the_recipe_that_met_the_targets(monkeypatch):
+    """beliefs-babi.yaml loads and validates, and both breakpoint steps train with the recipe of
+    RESULTS.md's "reader, 360 s training" section (reader, batch 16, warm-up 0.15, time cap)."""
+    from nlprec.core.spec import load_pipeline
+
+    monkeypatch.setenv("NLPREC_DATA", "/nonexistent")  # loading does not read the data
+    pipeline = load_pipeline(ROOT / "pipelines" / "beliefs-babi.yaml")
+    configs = {s.spec.name: s.config for s in pipeline.steps}
+    for name in ("breakpoint", "breakpoint_bidirectional"):
+        cfg = configs[name]
+        assert cfg.model.reader == "attention"
+        assert (cfg.train.batch_size, cfg.train.frozen_encoder_fraction) == (16, 0.15)
+        assert cfg.train.max_seconds == 360
+    assert configs["breakpoint_bidirectional"].model.attention == "bidirectional"
+
+    shorter = load_pipeline(ROOT / "pipelines" / "beliefs-babi.yaml", ["params.train_seconds=5"])
+    assert {s.spec.name: s.config for s in shorter.steps}["breakpoint"].train.max_seconds == 5

@@ -142,16 +142,57 @@ def not_held_accuracy_by_gap(
     """Questions about objects nobody holds, by sentences since the object was last named
     (0: the sentence just before the question). "none_believed": no location has p(true) >= 0.5."""
     table: dict[str, Counter] = defaultdict(Counter)
+    for _, probs, reader, q, obj, named in _free_object_questions(stories, predictions):
+        t = q.breakpoint
+        row = table[str(min(t - named, max_gap)) + ("+" if t - named >= max_gap else "")]
+        row["questions"] += 1
+        row["direct_right"] += answers_match(reader.answer(q.text, t), q.answer)
+        locations = [i for p, i in reader.index.items() if p.startswith(f"the {obj} is in ")]
+        row["none_believed"] += int(probs[t, locations, TRUE].max() < 0.5)
+    return {gap: dict(row) for gap, row in sorted(table.items())}
+
+
+def _free_object_questions(stories: list[Story], predictions: list[np.ndarray]):
+    """(story, probs, reader, question, object, breakpoint that last named the object) for every
+    "Where is the O?" question about an object nobody holds at the question (gold state)."""
     for story, probs in zip(stories, predictions):
         reader = BeliefReader(story.propositions, probs)
         for q, obj in object_questions(story):
-            t = q.breakpoint
-            named = _last_mention(story, obj, t)
-            if _gold_holder(story, t, obj) or named is None:
-                continue
-            row = table[str(min(t - named, max_gap)) + ("+" if t - named >= max_gap else "")]
-            row["questions"] += 1
-            row["direct_right"] += answers_match(reader.answer(q.text, t), q.answer)
-            locations = [i for p, i in reader.index.items() if p.startswith(f"the {obj} is in ")]
-            row["none_believed"] += int(probs[t, locations, TRUE].max() < 0.5)
-    return {gap: dict(row) for gap, row in sorted(table.items())}
+            named = _last_mention(story, obj, q.breakpoint)
+            if named is not None and not _gold_holder(story, q.breakpoint, obj):
+                yield story, probs, reader, q, obj, named
+
+
+def _gold_location(story: Story, breakpoint: int, person: str) -> str | None:
+    for p, prop in enumerate(story.propositions):
+        if proposition_kind(prop) == "person_in" and prop.startswith(f"{person} is in the "):
+            if story.labels[breakpoint][p] == TRUE:
+                return prop.rsplit(" ", 1)[-1]
+    return None
+
+
+def dropped_object_audit(
+    stories: list[Story], predictions: list[np.ndarray]
+) -> dict[str, dict[str, int]]:
+    """Questions about objects nobody holds, by whether the person who dropped the object (its
+    gold holder just before the sentence that last names it) is still where the object lies.
+
+    Counts: ``right`` at the question; ``right_at_drop``, the same question read at the drop's
+    own breakpoint (where the object is wherever its holder is, as when it was carried);
+    ``answered_dropper_location``, the object placed where the dropper is now although it
+    stayed behind (the model carrying it along). Separates "forgets the object at the drop"
+    from "moves it with the person"."""
+    table: dict[str, Counter] = defaultdict(Counter)
+    for story, _, reader, q, obj, drop in _free_object_questions(stories, predictions):
+        dropper = _gold_holder(story, drop - 1, obj) if drop > 0 else None
+        if dropper is None:
+            continue
+        now = _gold_location(story, q.breakpoint, dropper)
+        status = "unknown" if now is None else ("stayed" if now == q.answer else "moved")
+        row = table[f"dropper {status}"]
+        answer = reader.answer(q.text, q.breakpoint)
+        row["questions"] += 1
+        row["right"] += answers_match(answer, q.answer)
+        row["right_at_drop"] += answers_match(reader.answer(q.text, drop), q.answer)
+        row["answered_dropper_location"] += int(status == "moved" and answer == now)
+    return {status: dict(row) for status, row in sorted(table.items())}
