@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from nlprec.clinical_distill import generated
 from nlprec.clinical_distill.batch import TextClassifier, TokenTagger
@@ -46,10 +47,15 @@ def test_harness_batch_inference_and_table(teacher, tokenizer, tmp_path):
         [0, 1],
         settings=settings,
         save_root=str(tmp_path / "ft"),
+        task_seeds={"section": [1]},  # a task with its own seeds; its model is saved from seed 1
     )
-    assert len(rows) == 2 * 3 * 2
+    assert len(rows) == 2 * (2 + 1 + 2)
     scores = aggregate(rows)
     assert scores["teacher"]["ner_f1"][2] == 2 and 0 <= scores["teacher"]["nli_acc"][0] <= 1
+    assert scores["student"]["section_acc"][2] == 1
+    assert (tmp_path / "ft" / "student-section" / "config.json").exists()
+    with pytest.raises(ValueError, match="unknown tasks"):
+        run_harness({"teacher": str(model_dir)}, tasks, [0], task_seeds={"qa": [0]})
     speed = {
         name: {"params": 1e6, "disk_mb": 4.0, "cpu_ms": 10.0, "cpu_seq_per_s": 100.0}
         for name in scores

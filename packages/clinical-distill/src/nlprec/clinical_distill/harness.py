@@ -113,14 +113,23 @@ def run_harness(
     workers: int = 1,
     save_root: str | None = None,
     on_result=None,
+    task_seeds: dict[str, list[int]] | None = None,
 ) -> list[dict]:
     """Every (model, task, seed) fine-tuning run; rows of {"model", "task", "seed", <metric>: value}.
 
     `workers` > 1 runs jobs in separate processes (useful on a GPU, where one small model leaves the
-    card mostly idle). With `save_root`, the seed-0 fine-tuned model of each (model, task) is saved
-    under save_root/<model>-<task> for batch inference. `on_result(row)` is called as rows finish.
+    card mostly idle). With `save_root`, the first seed's fine-tuned model of each (model, task) is
+    saved under save_root/<model>-<task> for batch inference. `on_result(row)` is called as rows
+    finish. `task_seeds` gives some tasks their own seeds (e.g. more for NER, whose differences
+    between models are small); the others use `seeds`.
     """
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
+    unknown = set(task_seeds or {}) - set(tasks)
+    if unknown:
+        raise ValueError(f"task_seeds: unknown tasks {sorted(unknown)} (tasks: {sorted(tasks)})")
+    seeds_of = {task: (task_seeds or {}).get(task, seeds) for task in tasks}
+    if not all(seeds_of.values()):
+        raise ValueError(f"every task needs at least one seed, got {seeds_of}")
     jobs = [
         {
             "model": name,
@@ -130,11 +139,13 @@ def run_harness(
             "seed": seed,
             "device": device,
             "settings": settings[task].model_dump(),
-            "save_dir": f"{save_root}/{name}-{task}" if save_root and seed == seeds[0] else None,
+            "save_dir": f"{save_root}/{name}-{task}"
+            if save_root and seed == seeds_of[task][0]
+            else None,
         }
         for name, path in models.items()
         for task in tasks
-        for seed in seeds
+        for seed in seeds_of[task]
     ]
     rows = []
     if workers <= 1:

@@ -19,7 +19,7 @@ from .ddp import HISTORY_FILE, MODEL_DIR, new_student
 from .distill import DistillConfig, copied_layer_maps, distill
 from .efficiency import measure_cpu
 from .export import export_hf, export_onnx, onnx_max_difference
-from .harness import DEFAULT_SETTINGS, TaskSettings, aggregate, run_harness
+from .harness import DEFAULT_SETTINGS, TaskName, TaskSettings, aggregate, run_harness
 from .mlm import MLMConfig, evaluate_mlm, train_mlm
 from .models import load_masked_lm, load_tokenizer, quiet_transformers
 from .report import results_table, summary_metrics
@@ -272,6 +272,9 @@ class EvaluateConfig(BaseModel):
     model_config = {"extra": "forbid"}
     models: dict[str, str]  # table name -> upstream step whose model_dir to evaluate
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    task_seeds: dict[TaskName, list[int]] = Field(
+        default_factory=dict
+    )  # per-task override of `seeds`
     settings: dict[str, TaskSettings] = Field(default_factory=lambda: dict(DEFAULT_SETTINGS))
     workers: int = Field(1, ge=1)
     measure_speed: bool = True
@@ -298,6 +301,7 @@ def evaluate_models(ctx: StepContext, cfg: EvaluateConfig) -> dict:
         settings,
         cfg.workers,
         save_root=str(ctx.output_dir / "finetuned"),
+        task_seeds=cfg.task_seeds,
     )
     speed = (
         {name: measure_cpu(path) for name, path in model_dirs.items()} if cfg.measure_speed else {}
