@@ -81,7 +81,7 @@ def section_costs(env, clock: Clock, share_s: float) -> list[dict]:
     rows = []
     lengths = (128, 256) if env["tiny"] else env["cost_lengths"]
     for length in lengths:
-        for variant in COST_VARIANTS:
+        for variant in env["cost_variants"] or COST_VARIANTS:
             if time.perf_counter() > deadline:
                 rows.append({"variant": variant, "length": length, "skipped": "time"})
                 _record_row(env, "costs", rows[-1])
@@ -249,18 +249,21 @@ def section_covid_qa(env, clock: Clock, share_s: float) -> list[dict]:
     max_length = 512 if tiny else 4096
     short = 128 if tiny else 512
     three = [0] if tiny else [0, 1, 2]
-    plan = {"long": three, "sliding_window": three}
+    recipe = env["qa_recipe"]
+    plan = {recipe["long_variant"]: three, "sliding_window": three}
 
     def train_and_score(name: str, seed: int) -> dict:
-        variant = get_variant("long" if name == "long" else "head")
-        encoder = build_encoder(variant, env["source"], max_length=max_length)
+        variant = get_variant("head" if name == "sliding_window" else name)
+        encoder = build_encoder(
+            variant, env["source"], max_length=max_length, attention_window=short
+        )
         length = max_length if variant.attention else short
         model = QAModel(
             encoder, env["tokenizer"], max_length=length, stride=length // 4, max_answer_tokens=96
         )
-        recipe = env["qa_recipe"]
+        epochs = recipe["long_epochs"] if variant.attention else recipe["epochs"]
         settings = _train_settings(
-            env, seed, recipe["epochs"], recipe["lr"], 4096 if tiny else recipe["max_tokens"]
+            env, seed, epochs, recipe["lr"], 4096 if tiny else recipe["max_tokens"]
         )
         settings.head_lr = recipe["head_lr"]
         history = model.fit(
@@ -272,9 +275,9 @@ def section_covid_qa(env, clock: Clock, share_s: float) -> list[dict]:
         scores = model.evaluate(splits["test"], settings)
         return {
             **scores,
-            "epochs": recipe["epochs"],
+            "epochs": epochs,
             "lr": recipe["lr"],
-            "recipe": recipe["label"],
+            "recipe": f"{epochs} ep, " + recipe["label"],
             "windows": history.get("windows"),
             "losses": history["loss"],
             "dev": history["dev"],
@@ -381,11 +384,14 @@ def run(args) -> None:
             "negative_keep": args.qa_negative_keep,
             "max_tokens": args.qa_max_tokens,
             "dev": not args.qa_no_dev,
-            "label": f"{args.qa_epochs} ep, lr {args.qa_lr:g} / head {args.qa_head_lr:g}, "
+            "long_variant": args.qa_long_variant,
+            "long_epochs": args.qa_long_epochs or args.qa_epochs,
+            "label": f"lr {args.qa_lr:g} / head {args.qa_head_lr:g}, "
             f"negatives kept {args.qa_negative_keep:g}, {args.qa_max_tokens} tokens per batch"
             + ("" if args.qa_no_dev else ", best epoch on dev"),
         },
         "cost_lengths": tuple(int(n) for n in args.cost_lengths.split(",")),
+        "cost_variants": tuple(v for v in args.cost_variants.split(",") if v),
         "cls_recipe": {
             "epochs": args.cls_epochs,
             "lr": args.cls_lr,
@@ -548,6 +554,7 @@ def _cost_table(rows: list[dict]) -> tuple[str, str]:
 COST_NAME = {
     "long": "full_sdpa",
     "long_full": "full_sdpa",
+    "long_local": "local",
     "long_longformer": "longformer",
     "long_bigbird": "bigbird",
 }
@@ -625,6 +632,87 @@ QA_NOTE = (
 )
 
 
+QA_ALIAS_NOTE = (
+    " `long` is full attention over tiled positions: every token sees the copies of each position"
+    " 512, 1,024, ... tokens away, and heads that attend by position spread their mass over them;"
+    " `long_local` is the same encoder with a band |i - j| < 256 plus the global question (SDPA,"
+    " banded mask), which sees each position once."
+)
+
+
+def _qa_checks(folder: str | None) -> str:
+    """Overfit check (``overfit.json``) and the 4,096-token step cost of full vs local
+    (``costs.json``, rows of the same call) from ``folder``, as a paragraph for the COVID-QA section."""
+    if not folder:
+        return ""
+    folder = Path(folder)
+    text = ""
+    overfit_path = folder / "overfit.json"
+    if overfit_path.exists():
+        overfit = json.loads(overfit_path.read_text())
+        settings = overfit["settings"]
+        runs = "; ".join(
+            f"{r['variant']}: loss {r['losses'][0]:.2f} → {r['losses'][-1]:.3f}, training F1 "
+            f"{r['train_f1']:.3f} (EM {r['train_em']:.3f}), {r['windows']['kept']} windows"
+            for r in overfit["runs"]
+        )
+        text += (
+            f"\n\nOverfit check ({overfit['device']}, `benchmarks/clinical_longdoc_overfit.py`): "
+            f"{overfit['questions']} training questions with the answer at tokens 512–"
+            f"{settings['max_length'] - 100}, {settings['epochs']} epochs, lr {settings['lr']:g} / head "
+            f"{settings['head_lr']:g}, scored on themselves — {runs}."
+        )
+    alias_path = folder / "alias.json"
+    if alias_path.exists():
+        alias = json.loads(alias_path.read_text())
+        text += (
+            f"\n\nAliasing (`benchmarks/clinical_longdoc_overfit.py --alias-length`, CPU, longified "
+            f"MiniLM, full attention, one {alias['length']}-token training article): the most "
+            f"aliased head of each layer puts {', '.join(f'{x:.2f}' for x in alias['per_layer_max_head_share'])} "
+            f"of its attention on keys 512·k ± 2 tokens away (uniform: {alias['uniform_share']:.3f})."
+        )
+    costs_path = folder / "costs.json"
+    if costs_path.exists():
+        rows = json.loads(costs_path.read_text())
+        cells = ", ".join(
+            f"{r['variant']} {r['peak_gib']:.2f} GiB / {1000 * r['seconds']:.1f} ms"
+            for r in rows
+            if "seconds" in r
+        )
+        text += f" One forward + backward step at {rows[0]['length']} tokens, batch 2 (same call): {cells}."
+    return text
+
+
+def _beyond_512_f1(row: dict) -> float | None:
+    """F1 over the test questions whose answer starts past token 512 (the two far buckets)."""
+    parts = [(row.get(f"{b}_n", 0), row.get(f"{b}_f1")) for b in ("512to4096", "gt4096")]
+    parts = [(n, f1) for n, f1 in parts if n and f1 is not None]
+    total = sum(n for n, _ in parts)
+    return sum(n * f1 for n, f1 in parts) / total if total else None
+
+
+def _qa_verdict(rows: list[dict]) -> str:
+    """The issue's target on COVID-QA: the best long model against the best short one beyond 512."""
+    scores = {
+        label: [_beyond_512_f1(r) for r in runs if _beyond_512_f1(r) is not None]
+        for label, runs in _by_variant(rows).items()
+    }
+    means = {label: statistics.fmean(v) for label, v in scores.items() if v}
+    long_labels = [label for label in means if label.startswith("long")]
+    short_labels = [label for label in means if not label.startswith("long")]
+    if not long_labels or not short_labels:
+        return ""
+    best_long = max(long_labels, key=means.get)
+    best_short = max(short_labels, key=means.get)
+    verdict = "met" if means[best_long] > means[best_short] else "missed"
+    return (
+        f"\n\nF1 on answers past token 512 (both far buckets): best long {best_long.split(' (')[0]}"
+        f" {_mean_std(scores[best_long])}, best short {best_short.split(' (')[0]} "
+        f'{_mean_std(scores[best_short])}. Target "the best long model beats the best short'
+        f' baseline on answers beyond 512 tokens": **{verdict}**.'
+    )
+
+
 def _merge_runs(runs: list[dict]) -> dict:
     """Sections of several device calls, each row tagged with its card.
 
@@ -689,14 +777,16 @@ def record(args) -> None:
         ),
         "ner": ("clinical-longdoc: NCBI-disease NER (GPU)", ["f1", "precision", "recall"]),
     }
-    notes = {"covid_qa": QA_NOTE}
+    notes = {"covid_qa": QA_NOTE + QA_ALIAS_NOTE + _qa_checks(args.qa_checks)}
     for key, (title, metrics) in tasks.items():
         if key in sections:
             rows = sections[key]["rows"]
             note = notes.get(key, "")
             record_section(
                 title,
-                f"{versions}\n\nTest split; mean ± std over seeds.{note}\n\n{_task_table(rows, metrics)}{_problems(rows)}",
+                f"{versions}\n\nTest split; mean ± std over seeds.{note}\n\n{_task_table(rows, metrics)}"
+                + (_qa_verdict(rows) if key == "covid_qa" else "")
+                + _problems(rows),
                 command,
             )
     if "costs" in sections and "mtsamples" in sections:
@@ -736,6 +826,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     run_parser.add_argument("--qa-epochs", type=int, default=4)
     run_parser.add_argument(
+        "--qa-long-variant",
+        default="long_local",
+        help="the long QA model (long_local: banded attention, no tiled-position aliases)",
+    )
+    run_parser.add_argument(
+        "--qa-long-epochs", type=int, default=0, help="epochs of the long QA model (0: --qa-epochs)"
+    )
+    run_parser.add_argument(
         "--shares", default="", help="section=share,... overriding the default time shares"
     )
     run_parser.add_argument("--qa-lr", type=float, default=1e-4)
@@ -748,6 +846,7 @@ def main(argv: list[str] | None = None) -> None:
         "--qa-no-dev", action="store_true", help="last epoch instead of the best on dev"
     )
     run_parser.add_argument("--cost-lengths", default="512,1024,2048,4096")
+    run_parser.add_argument("--cost-variants", default="", help="comma list (default: all)")
     run_parser.add_argument("--cls-epochs", type=int, default=8)
     run_parser.add_argument("--cls-lr", type=float, default=5e-5)
     run_parser.add_argument("--cls-head-lr", type=float, default=1e-4)
@@ -758,6 +857,11 @@ def main(argv: list[str] | None = None) -> None:
     record_parser = sub.add_parser("record")
     record_parser.add_argument(
         "--command", default="", help="the exact device command(s), for RESULTS.md"
+    )
+    record_parser.add_argument(
+        "--qa-checks",
+        default="",
+        help="folder with overfit.json / costs.json for the COVID-QA section (optional)",
     )
     record_parser.add_argument(
         "--results",

@@ -9,7 +9,7 @@ from nlprec.clinical_longdoc.longify import longify, tile_position_embeddings
 from transformers import BigBirdModel, LongformerModel
 
 TOLERANCE = 1e-4
-KINDS = ("full", "longformer", "bigbird")
+KINDS = ("full", "local", "longformer", "bigbird")
 
 
 def _batch(

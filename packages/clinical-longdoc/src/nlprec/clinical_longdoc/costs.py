@@ -1,7 +1,8 @@
 """Peak memory and time of one forward + backward step, per attention variant and length.
 
 Variants: ``full_eager`` (the L x L score matrix materialised), ``full_sdpa`` (PyTorch fused
-attention), ``longformer`` (window 512, [CLS] global) and ``bigbird`` (block 64, 3 random blocks).
+attention), ``local`` (SDPA with a banded mask: |i - j| < 256, [CLS] global), ``longformer``
+(window 512, [CLS] global) and ``bigbird`` (block 64, 3 random blocks).
 A fresh model is built for every (variant, length): a `BigBirdModel` that once sees a short
 sequence switches to full attention for good, and the encoder wrapper pins it back anyway.
 
@@ -24,7 +25,7 @@ from nlprec.clinical_longdoc.encoder import LongEncoder
 from nlprec.clinical_longdoc.longify import load_source_encoder, longify
 from nlprec.clinical_longdoc.training import autocast_for
 
-COST_VARIANTS = ("full_eager", "full_sdpa", "longformer", "bigbird")
+COST_VARIANTS = ("full_eager", "full_sdpa", "local", "longformer", "bigbird")
 LENGTHS = (512, 1024, 2048, 4096)
 
 

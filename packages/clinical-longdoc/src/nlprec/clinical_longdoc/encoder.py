@@ -3,7 +3,9 @@
 `LongEncoder` hides the differences a task head should not care about:
 
 * Longformer takes a ``global_attention_mask`` (1 = this token attends to and is attended by all);
-  the other encoders ignore it (BigBird's global blocks are fixed: first and last block).
+  the ``local`` variant (a BERT/RoBERTa with ``local_attention_window`` in its config) turns it and
+  the band into one boolean 4-D mask for SDPA; full attention ignores it (BigBird's global blocks
+  are fixed: first and last block).
 * BigBird runs outside autocast (its block-sparse code breaks under bf16 autocast).
 * A `BigBirdModel` that sees a sequence too short for block-sparse attention switches its config to
   full attention *for good*; the wrapper restores the configured attention type after every call.
@@ -15,18 +17,47 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-from nlprec.clinical_longdoc.longify import position_offset
+from nlprec.clinical_longdoc.longify import LOCAL_WINDOW_KEY, position_offset
 from torch import nn
 from transformers import AutoModel, BigBirdModel, LongformerModel, PreTrainedModel
 
 
 def attention_kind(model: PreTrainedModel) -> str:
-    """ "longformer", "bigbird" or "full" (any other encoder attends densely)."""
+    """ "longformer", "bigbird", "local" (banded SDPA) or "full" (any other encoder attends densely)."""
     if isinstance(model, LongformerModel):
         return "longformer"
     if isinstance(model, BigBirdModel):
         return "bigbird"
+    if getattr(model.config, LOCAL_WINDOW_KEY, None):
+        return "local"
     return "full"
+
+
+def local_attention_mask(
+    attention_mask: torch.Tensor,  # (B, L) 1 = token
+    global_attention_mask: torch.Tensor,  # (B, L) 1 = global
+    window: int,
+    implementation: str = "sdpa",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:  # (B, 1, L, L)
+    """Query i may attend to key j when j is a token and |i - j| < window / 2, or i or j is global.
+
+    Every row keeps its diagonal, so a padding query is never fully masked (no NaN in SDPA).
+    SDPA takes the boolean mask (True = attend); eager attention adds a float mask (0 or min).
+    """
+    length = attention_mask.shape[1]
+    index = torch.arange(length, device=attention_mask.device)
+    band = (index[:, None] - index[None, :]).abs() < window // 2  # (L, L)
+    is_global = global_attention_mask.bool()
+    allowed = band[None] | is_global[:, :, None] | is_global[:, None, :]  # (B, L, L)
+    allowed = (allowed & attention_mask.bool()[:, None, :]) | torch.eye(
+        length, dtype=torch.bool, device=attention_mask.device
+    )
+    allowed = allowed[:, None]  # (B, 1, L, L)
+    if implementation == "sdpa":
+        return allowed
+    blocked = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return blocked.masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 @contextlib.contextmanager
@@ -83,11 +114,20 @@ class LongEncoder(nn.Module):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
+        if self.kind in ("longformer", "local") and global_attention_mask is None:
+            global_attention_mask = torch.zeros_like(input_ids)
+            global_attention_mask[:, 0] = 1  # CLS is global by default
         if self.kind == "longformer":
-            if global_attention_mask is None:
-                global_attention_mask = torch.zeros_like(input_ids)
-                global_attention_mask[:, 0] = 1  # CLS is global by default
             kwargs["global_attention_mask"] = global_attention_mask
+            return self.model(**kwargs).last_hidden_state
+        if self.kind == "local":
+            kwargs["attention_mask"] = local_attention_mask(
+                attention_mask,
+                global_attention_mask,
+                getattr(self.model.config, LOCAL_WINDOW_KEY),
+                self.model.config._attn_implementation,
+                self.model.dtype,
+            )
             return self.model(**kwargs).last_hidden_state
         if self.kind == "bigbird":
             # transformers' block-sparse code scatters fp32 softmax output into a tensor of the

@@ -8,6 +8,17 @@ other checkpoint:
 * ``"bigbird"``    -> `BigBirdModel` (block-sparse: global, sliding and random blocks).
 * ``"full"``       -> the source class itself (`BertModel` / `RobertaModel`) with a longer position
   table and dense attention run through PyTorch SDPA (fused kernels, no L x L matrix kept).
+* ``"local"``      -> the same model as ``"full"``, but every token attends only to the tokens
+  less than ``attention_window / 2`` away (plus the global tokens), through SDPA with a banded
+  mask (`LongEncoder` builds it; the window is stored in the config as ``local_attention_window``).
+
+Why ``"local"`` exists: tiled positions repeat every ``n_short`` tokens, so under full attention a
+token at position p sees ``max_length / n_short`` keys that share the position embedding of p + d
+for every offset d.  Heads that attend by position ("the previous token") then spread their mass
+over those aliases: measured on a 2,048-token COVID-QA article with the longified MiniLM, up to
+0.52 of a head's attention fell on keys 512·k ± 2 tokens away (0.007 if uniform).  A window of at
+most ``n_short`` tokens, as Longformer uses, has no aliases; the band gives the same pattern at
+the speed of fused dense attention.
 
 Every weight is copied.  The learned position table (512 rows for MiniLM) is tiled to
 ``max_length`` rows, as Beltagy et al. (2020) did for Longformer:
@@ -43,8 +54,9 @@ from transformers import (
 
 logger = logging.getLogger(__name__)
 
-AttentionKind = Literal["longformer", "bigbird", "full"]
-ATTENTION_KINDS: tuple[str, ...] = ("longformer", "bigbird", "full")
+AttentionKind = Literal["longformer", "bigbird", "full", "local"]
+ATTENTION_KINDS: tuple[str, ...] = ("longformer", "bigbird", "full", "local")
+LOCAL_WINDOW_KEY = "local_attention_window"  # config attribute of the "local" variant
 DEFAULT_SOURCE = "minilm"
 POSITION_KEY = "embeddings.position_embeddings.weight"
 SOURCE_CLASSES = (BertModel, RobertaModel)
@@ -152,12 +164,28 @@ def _target_model(
             use_bias=True,
         )
         return BigBirdModel(config)
-    if attention == "full":
+    if attention in ("full", "local"):
         config = src.__class__.from_dict(src.to_dict())
         config.max_position_embeddings = max_length + position_offset(source)
         config._attn_implementation = attn_implementation
+        if attention == "local":
+            _check_local_window(
+                attention_window, src.max_position_embeddings - position_offset(src)
+            )
+            setattr(config, LOCAL_WINDOW_KEY, attention_window)
+        else:
+            config.__dict__.pop(LOCAL_WINDOW_KEY, None)
         return source.__class__(config)
     raise ValueError(f"attention must be one of {ATTENTION_KINDS}; got {attention!r}")
+
+
+def _check_local_window(window: int, n_short: int) -> None:
+    """The band |i - j| < window / 2 holds window - 1 offsets: no two may share a tiled position."""
+    if window % 2 or window < 2 or window > n_short:
+        raise ValueError(
+            f"attention_window must be even and at most the source's {n_short} positions (a wider "
+            f"band would see tiled positions twice); got {window}"
+        )
 
 
 def _source_key_for(target_key: str) -> str:
@@ -185,7 +213,8 @@ def longify(
 
     Returns a stock `LongformerModel`, `BigBirdModel`, or the source class with ``max_length``
     positions and SDPA attention; all weights copied, positions tiled (see module docstring).
-    ``attn_implementation`` ("sdpa" or "eager") applies to ``attention="full"`` only.
+    ``attn_implementation`` ("sdpa" or "eager") applies to ``attention="full"`` and ``"local"``;
+    ``attention_window`` to ``"longformer"`` and ``"local"`` (tokens in the band, both sides).
     """
     source, _ = load_source_encoder(model)
     _check_source(source)

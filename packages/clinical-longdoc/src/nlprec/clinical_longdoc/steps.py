@@ -158,7 +158,7 @@ class FineTuneConfig(BaseModel):
     model_config = {"extra": "forbid"}
     variant: str = Field(
         "long",
-        description="long | long_full | long_longformer | long_bigbird | head | head_tail | chunk_mean | chunk_max",
+        description="long | long_full | long_local | long_longformer | long_bigbird | head | head_tail | chunk_mean | chunk_max",
     )
     source: str = Field(
         "minilm", description="short encoder to longify / fine-tune (name or directory)"

@@ -29,6 +29,7 @@ VARIANTS: dict[str, Variant] = {
     for v in (
         Variant("long", "long", DEFAULT_LONG_ATTENTION),
         Variant("long_full", "long", "full"),
+        Variant("long_local", "long", "local"),
         Variant("long_longformer", "long", "longformer"),
         Variant("long_bigbird", "long", "bigbird"),
         Variant("head", "head", None),
