@@ -179,3 +179,7 @@ def test_session_clock_setting_reaches_features_and_survives_save(split, tmp_pat
     loaded = PISARecommender.load(model.save(tmp_path / "m"))
     assert loaded.cfg.clock == "sessions"
     assert np.allclose(loaded.score(split.data, [case]), scores, atol=1e-5)
+    # serving: the query time does not matter on the session clock (the next session is next)
+    events = [(float(t), int(i)) for s, t in zip(u.sessions, u.times) for i in s.tolist()]
+    soon, later = (loaded.score_events(events, events[-1][0] + dt, 1200.0) for dt in (60, 9e6))
+    assert np.allclose(soon, later)
