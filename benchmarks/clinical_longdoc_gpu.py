@@ -566,7 +566,9 @@ def _verdict(sections: dict) -> str:
     Rule: the default is the long variant with the cheapest 4,096-token step whose MTSamples
     macro-F1 on notes > 512 tokens is within one standard deviation (over seeds) of the best long variant.
     """
-    costs = {(r["variant"], r["length"]): r for r in sections["costs"]["rows"] if "seconds" in r}
+    costs = sections.get("step_costs") or {
+        (r["variant"], r["length"]): r for r in sections["costs"]["rows"] if "seconds" in r
+    }
     runs = _by_variant([r for r in sections["mtsamples"]["rows"] if r.get("latest")])
     lines = [
         "| variant | macro-F1 | macro-F1 (notes > 512) | seeds | GPU-s per training run | peak GiB in training | step at 4,096 tok, batch 2: GiB / ms |",
@@ -581,7 +583,8 @@ def _verdict(sections: dict) -> str:
         step = costs.get((COST_NAME.get(variant, ""), 4096))
         summary[variant] = (mean, std, step)
         if step:
-            step_text = f"{step['peak_gib']:.2f} / {1000 * step['seconds']:.0f}"
+            card = step.get("card", "?").replace("NVIDIA ", "").split()[0]
+            step_text = f"{step['peak_gib']:.2f} / {1000 * step['seconds']:.0f} ({card})"
         elif variant in FROZEN:
             step_text = "(frozen: no training step)"
         else:
@@ -717,7 +720,7 @@ def _merge_runs(runs: list[dict]) -> dict:
     """Sections of several device calls, each row tagged with its card.
 
     Task rows accumulate (skipped ones dropped); costs and MLM come from the latest call that has
-    them; MTSamples rows of session 2's recipe and later are marked ``latest`` (the verdict's);
+    them, and ``step_costs`` keeps the latest measurement of each (variant, length) for the verdict; MTSamples rows of session 2's recipe and later are marked ``latest`` (the verdict's);
     COVID-QA rows from before the windowing fix (they carry no ``windows``) are dropped: the
     device's tokenizer cut at most two windows per question then.
     """
@@ -731,6 +734,10 @@ def _merge_runs(runs: list[dict]) -> dict:
                     row["latest"] = row["recipe"] != SESSION1_RECIPE
             if name == "covid_qa":  # rows from before the QA windows were cut here (no "windows")
                 rows = [r for r in rows if "windows" in r or "skipped" in r or "error" in r]
+            if name == "costs":  # per (variant, length), the latest call's measurement
+                for row in rows:
+                    if "seconds" in row:
+                        merged.setdefault("step_costs", {})[(row["variant"], row["length"])] = row
             if name in ("costs", "mlm"):
                 merged[name] = {"rows": rows}
             else:
