@@ -126,7 +126,7 @@ def _settings(args) -> dict:
         }
     return {
         "teacher_steps": args.teacher_steps,
-        "student_steps": 800,
+        "student_steps": args.student_steps,
         "long_steps": args.long_steps,
         "batch": 64,
         "max_len": 128,
@@ -552,6 +552,12 @@ def main() -> None:
         "--models", default=",".join(MODELS), help="comma-separated subset of: " + ", ".join(MODELS)
     )
     r.add_argument("--teacher-steps", type=int, default=400)
+    r.add_argument(
+        "--student-steps",
+        type=int,
+        default=800,
+        help="steps of student_layers, student_small and the small mlm_only baseline",
+    )
     r.add_argument(
         "--long-steps",
         type=int,
