@@ -203,3 +203,15 @@ def test_an_already_long_source_is_used_as_it_is(tiny_bert):
     assert encoder.kind == "longformer" and encoder.max_length == 128
     with pytest.raises(ValueError, match="needs a short BERT/RoBERTa source"):
         build_encoder(get_variant("head"), published_like)
+
+
+def test_full_attention_over_tiled_positions_warns(tiny_bert, caplog):
+    """Full attention aliases tiled positions, so longify says so; the banded variant does not."""
+    short = tiny_bert.config.max_position_embeddings
+    with caplog.at_level("WARNING", logger="nlprec.clinical_longdoc.longify"):
+        longify(tiny_bert, max_length=2 * short, attention="local", attention_window=short // 2)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    with caplog.at_level("WARNING", logger="nlprec.clinical_longdoc.longify"):
+        longify(tiny_bert, max_length=2 * short, attention="full")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "attention='local'" in warnings[0]

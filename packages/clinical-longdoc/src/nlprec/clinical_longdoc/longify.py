@@ -257,6 +257,14 @@ def longify(
     if missing or unexpected:
         raise RuntimeError(f"longify left weights unset: missing={missing} unexpected={unexpected}")
     target.eval()
+    if attention == "full" and max_length > source_max:
+        logger.warning(
+            "attention='full' over positions tiled every %d tokens: heads that attend by position "
+            "also see the %d copies of each offset (see the module docstring); for span tasks "
+            "(QA, NER on long inputs) prefer attention='local'",
+            source_max,
+            math.ceil(max_length / source_max),
+        )
     logger.info(
         "longified %s -> %s (%d positions, attention=%s)",
         type(source).__name__,
