@@ -219,6 +219,7 @@ def test_trip_pipeline_on_a_tiny_slice(nlprec_env, shared_data, tiny_encoder, tm
         "params.epochs": 1,
         "params.flat_pairs": 32,
         "params.flat_eval_stories": 2,
+        "params.trip_detector": "learned",
     }
     args = [x for k, v in sets.items() for x in ("--set", f"{k}={v}")]
     code = cli.main(
@@ -239,3 +240,80 @@ def test_trip_pipeline_on_a_tiny_slice(nlprec_env, shared_data, tiny_encoder, tm
         assert all(0.0 <= v <= 1.0 for v in tiers)
         assert tiers[0] >= tiers[1] >= tiers[2]
     assert metrics["majority.trip_verifiability"] == 0.0
+    for prefix in ("learned", "learned_pair"):  # params.trip_detector: learned
+        tiers = [metrics[f"breakpoint.{prefix}.trip_{t}"] for t in ("plausibility", "consistency")]
+        assert 1.0 >= tiers[0] >= tiers[1] >= 0.0
+
+
+# ---------------------------------------------------------------------------------------- learned
+def test_pair_features_describe_the_clash_through_the_differing_sentence():
+    from nlprec.beliefs.trip_detector import FEATURES, feature_cube, label_probs, pair_features
+
+    good, bad = pair_stories(make_pair())  # story 0 plausible; sentence 1 differs
+    probs = label_probs(bad)
+    np.testing.assert_allclose(probs, _onehot(bad))
+    pairs, rows = pair_features(bad, probs, [1])
+    assert pairs == [(0, 1), (1, 2)] and rows.shape == (2, len(FEATURES))
+    at = dict(zip(FEATURES, rows[1]))  # (1, 2): the vase in pieces after 1, not before 2
+    assert at["clash_true_false"] == at["clash_pieces"] == at["rule"] == 1.0
+    assert at["clash_false_true"] == at["clash_open"] == 0.0
+    assert (at["i_differs"], at["j_differs"], at["j_last"], at["distance"]) == (1, 0, 1, 0.5)
+    assert dict(zip(FEATURES, rows[0]))["clash"] == 0.0
+    cube = feature_cube(good, label_probs(good), [1])
+    assert cube[1, 2, FEATURES.index("clash")] == 0.0  # the plausible story's sentence 1: no labels
+    with pytest.raises(ValueError, match="belief table of shape"):
+        pair_features(bad, probs[:, :3], [1])
+
+
+def planted_pair(example_id: str, conflict_first: bool) -> dict:
+    """Two equally strong clashes in the implausible story, through its differing sentence 1: the
+    annotated conflict is always the "in pieces" one, the decoy an "open" one; which of (0, 1) and
+    (1, 2) holds which alternates, so only the attribute tells them apart (the rule ties)."""
+    real, decoy = ((0, 1), (1, 2)) if conflict_first else ((1, 2), (0, 1))
+    eff, pre = _states(3), _states(3)
+    eff[str(real[0])]["pieces"], pre[str(real[1])]["pieces"] = 2, 1
+    eff[str(decoy[0])]["open"], pre[str(decoy[1])]["open"] = 2, 1
+    good = [f"Tom saw box {example_id}.", "Tom left the box alone.", "Tom looked at the box."]
+    bad = [good[0], "Tom dropped the box.", good[2]]
+    return {
+        "example_id": example_id,
+        "story_label": 0,
+        "conflict_label": list(real),
+        "preconditions_label": {"box": pre},
+        "effects_label": {"box": eff},
+        "story0": "\n".join(good),
+        "story1": "\n".join(bad),
+    }
+
+
+def test_learned_detector_finds_the_planted_conflict_where_the_rule_ties():
+    from nlprec.beliefs.trip_detector import LearnedConflictDetector, label_probs
+    from nlprec.beliefs.trip_tiers import rule_scorer
+
+    def stories_of(ids, first):
+        return [s for n in ids for s in pair_stories(planted_pair(f"{n}-C0", first(n)))]
+
+    train = stories_of(range(8), lambda n: n % 2 == 0)
+    test = stories_of(range(100, 102), lambda n: n % 2 == 1)  # (1, 2) first: the rule's miss
+    tables = [label_probs(s, 0.1) for s in test]
+    detector = LearnedConflictDetector(c=1.0).fit(train, [label_probs(s, 0.1) for s in train])
+    assert detector.n_conflicts == 8
+    learned = belief_tiers(test, tables, scorer=detector.matrix)
+    rule = belief_tiers(test, tables, scorer=rule_scorer)
+    assert learned["trip_plausibility"] == rule["trip_plausibility"] == 1.0
+    assert learned["trip_consistency"] == 1.0
+    assert rule["trip_consistency"] == 0.5  # ties go to (0, 1): right only when it is the conflict
+    hybrid = belief_tiers(test, tables, scorer=rule_scorer, pair_scorer=detector.matrix)
+    assert hybrid["trip_consistency"] == 1.0
+    weights = detector.weights()
+    assert weights["clash_pieces"] > 0 > weights["clash_open"]
+
+
+def test_learned_detector_rejects_training_without_conflicts():
+    from nlprec.beliefs.trip_detector import LearnedConflictDetector, label_probs
+
+    plausible = [s for s in pair_stories(make_pair()) if s.meta["trip_plausible"]]
+    with pytest.raises(ValueError, match="nothing to train on"):
+        LearnedConflictDetector().fit(plausible, [label_probs(s) for s in plausible])
+    with pytest.raises(ValueError, match="negatives"):
+        LearnedConflictDetector(negatives="some").fit(plausible, [])

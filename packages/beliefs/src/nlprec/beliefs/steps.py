@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -213,6 +214,40 @@ def rule_baselines(ctx: StepContext, cfg: RuleBaselinesConfig) -> dict[str, Any]
 class CompareConfig(BaseModel):
     model_config = {"extra": "forbid"}
     group_by: str = Field("length", description="story meta field for the accuracy breakdown")
+    trip_detector: Literal["rule", "learned"] = Field(
+        "rule",
+        description="TRIP only: 'learned' also fits trip_detector.LearnedConflictDetector on the "
+        "train stories' annotated states and logs <model>.learned.trip_* (it decides story and "
+        "conflict) and <model>.learned_pair.trip_* (the rule picks the story, it the pair)",
+    )
+    trip_detector_c: float = Field(0.01, gt=0, description="its L2 penalty C")
+
+
+def _learned_trip_metrics(
+    ctx: StepContext, cfg: CompareConfig
+) -> Callable[[list[Story], list[np.ndarray]], dict[str, float]] | None:
+    """Tiers of the learned conflict detector, fitted on the train stories' annotated states
+    (smoothed 0.1; implausible stories' pairs only, see ``trip_detector.training_pairs``)."""
+    if cfg.trip_detector == "rule":
+        return None
+    from nlprec.beliefs.trip_detector import LearnedConflictDetector, label_probs
+    from nlprec.beliefs.trip_tiers import belief_tiers, rule_scorer
+
+    train = _stories(ctx.inputs["load"]["train"])
+    if not any("trip_pair" in s.meta for s in train):
+        raise ValueError("trip_detector 'learned' needs TRIP train stories (none were loaded)")
+    detector = LearnedConflictDetector(cfg.trip_detector_c, negatives="implausible")
+    detector.fit(train, [label_probs(s, 0.1) for s in train])
+
+    def metrics(stories: list[Story], predictions: list[np.ndarray]) -> dict[str, float]:
+        learned = belief_tiers(stories, predictions, scorer=detector.matrix)
+        pair = belief_tiers(stories, predictions, scorer=rule_scorer, pair_scorer=detector.matrix)
+        return {
+            **{f"learned.{k}": v for k, v in learned.items()},
+            **{f"learned_pair.{k}": v for k, v in pair.items()},
+        }
+
+    return metrics
 
 
 def _collect_predictions(ctx: StepContext) -> dict[str, str]:
@@ -229,11 +264,16 @@ def _collect_predictions(ctx: StepContext) -> dict[str, str]:
 def compare(ctx: StepContext, cfg: CompareConfig) -> dict[str, Any]:
     """One table of every model's metrics and a figure of accuracy by ``group_by``."""
     eval_stories = _stories(ctx.inputs["load"]["eval"])
+    learned_metrics = _learned_trip_metrics(ctx, cfg)
     rows, breakdown = [], {}
     for name, path in _collect_predictions(ctx).items():
         predictions, indices = _load_predictions(path)
         scored = [eval_stories[i] for i in indices]  # flat models may score a subset
         rows.append({"model": name, "stories": len(scored), **evaluate(scored, predictions)})
+        if learned_metrics is not None:
+            extra = learned_metrics(scored, predictions)
+            ctx.log_metrics({f"{name}.{k}": v for k, v in extra.items()})
+            rows[-1].update(extra)
         breakdown[name] = accuracy_by(scored, predictions, cfg.group_by)
     columns = [
         "model",

@@ -26,6 +26,7 @@ explanation of the conflict.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,8 @@ from nlprec.beliefs.trip import (
 )
 
 TIE_TOLERANCE = 1e-9
+# (story, belief table [T, P, 3], differing sentences) -> conflict scores [T(i), T(j)], i < j
+PairScorer = Callable[[Story, np.ndarray, list[int]], np.ndarray]
 
 
 @dataclass
@@ -132,7 +135,13 @@ def related_entities(entities: list[str]) -> np.ndarray:
 
 def conflict_matrix(story: Story, probs: np.ndarray) -> np.ndarray:
     """c[i, j] (i < j; 0 elsewhere): the strongest conflict between sentence i's effects and
-    sentence j's states, the larger of
+    sentence j's states, the larger of the two ``conflict_terms``."""
+    clash, used = conflict_terms(story, probs)
+    return np.triu(np.maximum(clash, used), k=1)
+
+
+def conflict_terms(story: Story, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(clash, used), each [T(i), T(j)] over every sentence pair (not only i < j):
     - clash: one (entity, attribute) is true after i and false before j, or the reverse;
     - gone, then used: after i an entity stops existing / working / being conscious or moveable
       (false for an attribute whose default is true) or disappears (location class 1), and
@@ -167,7 +176,7 @@ def conflict_matrix(story: Story, probs: np.ndarray) -> np.ndarray:
             np.einsum("ik,jk->ijk", eff[..., TRUE], pre[..., FALSE])
             + np.einsum("ik,jk->ijk", eff[..., FALSE], pre[..., TRUE])
         ).max(-1)  # [T(i), T(j)]
-    return np.triu(np.maximum(clash, used), k=1)
+    return clash, used
 
 
 def conflict_evidence(story: Story, probs: np.ndarray, i: int, j: int) -> States:
@@ -228,20 +237,32 @@ def through(c: np.ndarray, sentences: list[int]) -> np.ndarray:
     return np.where(keep, c, 0.0)
 
 
+def rule_scorer(story: Story, probs: np.ndarray, differ: list[int]) -> np.ndarray:
+    """The rule (``conflict_matrix``) as a pair scorer; ``differ`` is not used."""
+    return conflict_matrix(story, probs)
+
+
 def pair_outcome(
     stories: tuple[Story, Story],
     predictions: tuple[np.ndarray, np.ndarray],
     restrict: bool = True,
+    scorer: PairScorer = rule_scorer,
+    pair_scorer: PairScorer | None = None,
 ) -> PairOutcome:
     """Plausible story and conflict predicted from the two belief tables of one example;
-    ``restrict=False`` scores every sentence pair (each story judged on its own)."""
+    ``restrict=False`` scores every sentence pair (each story judged on its own). ``scorer`` maps
+    (story, belief table, differing sentences) to a [T, T] conflict score (i < j), e.g. the rule
+    or ``trip_detector.LearnedConflictDetector.matrix``; the story with the larger peak is the
+    implausible one. ``pair_scorer`` (default ``scorer``) then picks the conflict in that story."""
     differ = differing_sentences(*stories) if restrict else list(range(stories[0].n_breakpoints))
-    scores = [through(conflict_matrix(s, p), differ) for s, p in zip(stories, predictions)]
+    scores = [through(scorer(s, p, differ), differ) for s, p in zip(stories, predictions)]
     peak = [float(c.max()) for c in scores]
     implausible_pred = 1 if abs(peak[1] - peak[0]) <= TIE_TOLERANCE else int(np.argmax(peak))
-    i, j = np.unravel_index(
-        int(np.argmax(scores[implausible_pred])), scores[implausible_pred].shape
-    )
+    chosen = scores[implausible_pred]
+    if pair_scorer is not None:
+        story, table = stories[implausible_pred], predictions[implausible_pred]
+        chosen = through(pair_scorer(story, table, differ), differ)
+    i, j = np.unravel_index(int(np.argmax(chosen)), chosen.shape)
     story_label = next(k for k, s in enumerate(stories) if s.meta["trip_plausible"])
     bad = 1 - story_label
     return PairOutcome(
@@ -268,22 +289,32 @@ def gold_states(story: Story) -> States:
     return decode_states(story, probs)
 
 
-def belief_tiers(
-    stories: list[Story], predictions: list[np.ndarray], restrict: bool = True
-) -> dict[str, float]:
-    """Tiers over every example whose two stories are both in ``stories``; {} when none is."""
+def pair_members(stories: list[Story]) -> list[tuple[int, int]]:
+    """(index of story0, index of story1) of every TRIP example with both stories in ``stories``."""
     by_pair: dict[str, dict[int, int]] = defaultdict(dict)
     for n, story in enumerate(stories):
         if "trip_pair" in story.meta:
             by_pair[story.meta["trip_pair"]][story.meta["trip_index"]] = n
+    return [(m[0], m[1]) for m in by_pair.values() if set(m) == {0, 1}]
+
+
+def belief_tiers(
+    stories: list[Story],
+    predictions: list[np.ndarray],
+    restrict: bool = True,
+    scorer: PairScorer = rule_scorer,
+    pair_scorer: PairScorer | None = None,
+) -> dict[str, float]:
+    """Tiers over every example whose two stories are both in ``stories``; {} when none is."""
     outcomes = [
         pair_outcome(
-            (stories[members[0]], stories[members[1]]),
-            (predictions[members[0]], predictions[members[1]]),
+            (stories[a], stories[b]),
+            (predictions[a], predictions[b]),
             restrict,
+            scorer,
+            pair_scorer,
         )
-        for members in by_pair.values()
-        if set(members) == {0, 1}
+        for a, b in pair_members(stories)
     ]
     return tiers(outcomes)
 
