@@ -31,7 +31,13 @@ from nlprec.beliefs.metrics import evaluate
 from nlprec.beliefs.model import BreakpointConfig, BreakpointModel
 from nlprec.beliefs.records import UNKNOWN
 from nlprec.beliefs.training import TrainConfig, predict_breakpoint, train_breakpoint
-from nlprec.beliefs.trip import example_groups, load_trip, read_pairs, split_pairs
+from nlprec.beliefs.trip import (
+    example_groups,
+    load_trip,
+    read_pairs,
+    split_pairs,
+    story_folds,
+)
 from nlprec.beliefs.trip_tiers import belief_tiers, reference_tiers
 
 SECTION = "beliefs: TRIP"
@@ -108,6 +114,8 @@ def run(args: argparse.Namespace) -> None:
     stats = train_breakpoint(model, train, train_cfg, device)
     predictions, rate = predict_breakpoint(model, test, device, batch_size=8)
     save("breakpoint", predictions, infer_pairs_per_s=round(rate), **stats)
+    if args.cross_fit:
+        save("breakpoint_train", cross_fit(args, cfg, train_cfg, train, device), folds=2)
 
     flat_cfg = TrainConfig(epochs=1, batch_size=64, lr=1e-4, max_seconds=args.flat_budget)
     flat = FlatPairModel(args.encoder, args.layers).float()  # an fp16 checkpoint trains in fp32
@@ -119,6 +127,22 @@ def run(args: argparse.Namespace) -> None:
     hyp = FlatPairModel(args.encoder, args.layers, hypothesis_only=True).float()
     hyp_stats = train_flat(hyp, train, flat_cfg, device, args.flat_train_pairs)
     save("hypothesis_only", predict_flat(hyp, test, device, args.flat_batch)[0], **hyp_stats)
+
+
+def cross_fit(args, cfg, train_cfg, train, device) -> list[np.ndarray]:
+    """Belief tables of the train part without leakage (for ``beliefs_trip_learned.py``): a model
+    trained on one half of the train part's story groups predicts the other half, and back."""
+    pairs = split_pairs(read_pairs(Path(args.data)), "train", args.test_fraction, args.seed)
+    folds = story_folds(train, pairs[: args.limit], 2)
+    tables: list[np.ndarray] = [np.empty(0)] * len(train)
+    for k in (0, 1):
+        held = [n for n, f in enumerate(folds) if f == k]
+        model = BreakpointModel(cfg)
+        train_breakpoint(model, [s for s, f in zip(train, folds) if f != k], train_cfg, device)
+        predicted, _ = predict_breakpoint(model, [train[n] for n in held], device, batch_size=8)
+        for n, table in zip(held, predicted):
+            tables[n] = table
+    return tables
 
 
 def prior_corrected(predictions: list[np.ndarray], unknown_keep: float) -> list[np.ndarray]:
@@ -219,7 +243,9 @@ def record(args: argparse.Namespace) -> None:
     command = args.command or (
         "PYTHONPATH=packages/core/src:packages/beliefs/src python benchmarks/beliefs_trip.py run "
         + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in a.items() if v is not None and k != "func"
+            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+            for k, v in a.items()
+            if v is not None and v is not False and k != "func"
         )
     )
     record_section(SECTION, "\n".join(lines), command=command, machine=machine)
@@ -249,6 +275,10 @@ def main() -> None:
     )
     p.add_argument("--flat-batch", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--cross-fit", action="store_true",
+        help="also predict the train part by 2-fold cross-fitting (pred_breakpoint_train.npz)",
+    )  # fmt: skip
     p.set_defaults(func=run)
     sc = sub.add_parser("score")
     sc.add_argument("run", help="the run's --out folder")

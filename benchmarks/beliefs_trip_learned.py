@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from beliefs_trip import _load, prior_corrected  # same folder: the run's files, its correction
-from nlprec.beliefs.trip import example_groups, load_trip, read_pairs, split_pairs
+from nlprec.beliefs.trip import load_trip, read_pairs, split_pairs, story_folds
 from nlprec.beliefs.trip_detector import LearnedConflictDetector, label_probs
 from nlprec.beliefs.trip_tiers import (
     belief_tiers,
@@ -48,14 +48,6 @@ TIERS = (
     "trip_verifiability",
     "trip_verifiability_evidence",
 )
-
-
-def story_folds(stories, pairs, n_folds: int) -> list[int]:
-    """A fold per story: whole story groups (``example_groups``) round-robin over the folds."""
-    group_of = dict(zip((str(p["example_id"]) for p in pairs), example_groups(pairs)))
-    order = sorted(set(group_of.values()))
-    fold_of = {g: n % n_folds for n, g in enumerate(order)}
-    return [fold_of[group_of[s.meta["trip_pair"]]] for s in stories]
 
 
 def localised(stories, tables, scorer) -> list[bool]:
@@ -93,8 +85,10 @@ def score(args: argparse.Namespace) -> None:
         raise SystemExit(f"{args.run}: its split differs from --test-fraction / --seed")
     pairs = read_pairs(Path(args.data))
     train_pairs = split_pairs(pairs, "train", args.test_fraction, args.seed)
-    train = load_trip(args.data, "train", args.test_fraction, args.seed)  # labels not thinned
-    test = load_trip(args.data, "test", args.test_fraction, args.seed)
+    limit = run_args.get("limit")
+    train_pairs = train_pairs[:limit]
+    train = load_trip(args.data, "train", args.test_fraction, args.seed, limit)  # not thinned
+    test = load_trip(args.data, "test", args.test_fraction, args.seed, limit)
     if args.train_states == "gold":
         train_tables = [label_probs(s, args.smoothing) for s in train]
     else:
@@ -161,6 +155,15 @@ def record(args: argparse.Namespace) -> None:
     ]
     for name, row in results["rows"].items():
         lines.append(f"| {name} | " + " | ".join(_fmt(row.get(k)) for k in TIERS) + " |")
+    lines += [
+        "",
+        "| conflict localised in the implausible story (test part) | rule | learned |",
+        "|---|---|---|",
+    ]
+    loc = results["localisation"]
+    for states in ("breakpoint", "gold"):
+        cells = [_fmt(loc[f"{states} states, {name}"]) for name in ("rule", "learned")]
+        lines.append(f"| {states} states | " + " | ".join(cells) + " |")
     cv = ", ".join(f"C={c}: {v:.3f}" for c, v in results["cv"].items())
     top = sorted(results["weights"].items(), key=lambda kv: -abs(kv[1]))[:6]
     lines += [

@@ -308,6 +308,17 @@ def split_pairs(
     return [p for p, g in zip(pairs, groups) if in_test_part(g, test_fraction, seed) == want_test]
 
 
+def story_folds(stories: list[Story], pairs: list[dict[str, Any]], n_folds: int) -> list[int]:
+    """A fold per story (cross-validation / cross-fitting inside one part): whole story groups
+    (``example_groups`` of ``pairs``, the part's example pairs) go round-robin to the folds."""
+    group_of = dict(zip((str(p["example_id"]) for p in pairs), example_groups(pairs)))
+    fold_of = {g: n % n_folds for n, g in enumerate(sorted(set(group_of.values())))}
+    try:
+        return [fold_of[group_of[s.meta["trip_pair"]]] for s in stories]
+    except KeyError as missing:
+        raise StoryError(f"story folds: TRIP example {missing} is not among the pairs") from None
+
+
 def thin_unknowns(stories: list[Story], keep: float, seed: int) -> None:
     """Score only a ``keep`` fraction of the *unknown* pairs (the rest become IGNORE), in place.
 
