@@ -25,6 +25,7 @@ import numpy as np
 from nlprec.beliefs.records import FALSE, TRUE, UNKNOWN, Story
 from nlprec.beliefs.trip import BINARY_ATTRIBUTES, DEFAULT_TRUE
 from nlprec.beliefs.trip_tiers import (
+    binary_state_pairs,
     conflict_terms,
     differing_sentences,
     pair_members,
@@ -54,22 +55,6 @@ BASE_FEATURES = (
 FEATURES = BASE_FEATURES + tuple(f"clash_{a}" for a in BINARY_ATTRIBUTES)
 
 
-def _binary_keys(story: Story) -> tuple[list[int], list[int], list[str], list[str]]:
-    """Indices of the effect and the precondition proposition of every binary (entity,
-    attribute) of the story, with the attribute and the entity of each."""
-    by_key: dict[tuple[str, str], dict[str, int]] = {}
-    for p, (kind, entity, attribute, _) in enumerate(story.meta["trip_props"]):
-        if kind in ("pre", "eff"):
-            by_key.setdefault((entity, attribute), {})[kind] = p
-    keys = [(k, v) for k, v in by_key.items() if len(v) == 2]
-    return (
-        [v["eff"] for _, v in keys],
-        [v["pre"] for _, v in keys],
-        [k[1] for k, _ in keys],
-        [k[0] for k, _ in keys],
-    )
-
-
 def _activity(story: Story, probs: np.ndarray, kind: str) -> np.ndarray:
     """[T]: the highest probability that sentence t states something of ``kind`` (a binary
     state true or false, or, for either kind, a location change)."""
@@ -96,7 +81,11 @@ def feature_cube(story: Story, probs: np.ndarray, differ: list[int]) -> np.ndarr
     _check(story, probs)
     T = story.n_breakpoints
     clash, used = conflict_terms(story, probs)
-    eff_idx, pre_idx, attributes, entities = _binary_keys(story)
+    pairs = binary_state_pairs(story)
+    eff_idx = [e for _, e, _ in pairs]
+    pre_idx = [q for _, _, q in pairs]
+    entities = [entity for (entity, _), _, _ in pairs]
+    attributes = [attribute for (_, attribute), _, _ in pairs]
     K = len(eff_idx)
     eff, pre = probs[:, eff_idx], probs[:, pre_idx]  # [T, K, 3]
     tf = np.einsum("ik,jk->ijk", eff[..., TRUE], pre[..., FALSE])

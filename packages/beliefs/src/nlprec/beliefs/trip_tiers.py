@@ -105,6 +105,16 @@ def _specs(story: Story) -> list[tuple[str, str, str, int | None]]:
     return [tuple(s) for s in story.meta["trip_props"]]
 
 
+def binary_state_pairs(story: Story) -> list[tuple[tuple[str, str], int, int]]:
+    """((entity, attribute), effect proposition, precondition proposition) for every binary
+    attribute of the story that has both an effect and a precondition proposition."""
+    by_key: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    for p, (kind, entity, attribute, _) in enumerate(_specs(story)):
+        if kind in ("pre", "eff"):
+            by_key[(entity, attribute)][kind] = p
+    return [(key, k["eff"], k["pre"]) for key, k in by_key.items() if len(k) == 2]
+
+
 def decode_states(story: Story, probs: np.ndarray) -> States:
     """Hard TRIP classes from a belief table [T, P, 3]: true -> 2, false -> 1, unknown -> absent;
     a location is the class whose proposition is predicted true with the highest P(true)."""
@@ -151,7 +161,6 @@ def conflict_terms(story: Story, probs: np.ndarray) -> tuple[np.ndarray, np.ndar
     entities = list(dict.fromkeys(s[1] for s in specs))
     slot = {e: n for n, e in enumerate(entities)}
     T, E = story.n_breakpoints, len(entities)
-    index: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
     gone, stated = np.zeros((T, E)), np.zeros((T, E))  # P(entity gone after t), P(stated at t)
     for p, (kind, entity, attribute, cls) in enumerate(specs):
         e = slot[entity]
@@ -160,17 +169,16 @@ def conflict_terms(story: Story, probs: np.ndarray) -> tuple[np.ndarray, np.ndar
             if cls == 1:  # disappears
                 gone[:, e] = np.maximum(gone[:, e], probs[:, p, TRUE])
             continue
-        index[(entity, attribute)][kind] = p
         stated[:, e] = np.maximum(stated[:, e], 1.0 - probs[:, p, UNKNOWN])
         if kind == "eff" and attribute in DEFAULT_TRUE:
             gone[:, e] = np.maximum(gone[:, e], probs[:, p, FALSE])
     # gone then used: max over related (e, e') of gone[i, e] * stated[j, e']
     reach = np.where(related_entities(entities), 1.0, 0.0)  # [E, E]
     used = np.einsum("ie,jf,ef->ijef", gone, stated, reach).reshape(T, T, -1).max(-1)
-    both = [(k["eff"], k["pre"]) for k in index.values() if len(k) == 2]
+    both = binary_state_pairs(story)
     clash = np.zeros((T, T))
     if both:
-        eff_idx, pre_idx = (np.array(x) for x in zip(*both))
+        _, eff_idx, pre_idx = (list(x) for x in zip(*both))
         eff, pre = probs[:, eff_idx], probs[:, pre_idx]  # [T, K, 3]
         clash = (
             np.einsum("ik,jk->ijk", eff[..., TRUE], pre[..., FALSE])
@@ -185,7 +193,6 @@ def conflict_evidence(story: Story, probs: np.ndarray, i: int, j: int) -> States
     specs = _specs(story)
     hard = probs.argmax(-1)
     candidates: list[tuple[float, list[tuple[int, str, tuple[str, str], int]]]] = []
-    by_key: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
     gone, stated = [], []  # (probability, state) after i / at j
     for p, (kind, entity, attribute, cls) in enumerate(specs):
         key = (entity, attribute)
@@ -195,19 +202,16 @@ def conflict_evidence(story: Story, probs: np.ndarray, i: int, j: int) -> States
             if hard[j, p] == TRUE:
                 stated.append((probs[j, p, TRUE], (j, "pre", key, cls), entity))
             continue
-        by_key[key][kind] = p
         if kind == "eff" and attribute in DEFAULT_TRUE:
             gone.append((probs[i, p, FALSE], (i, "eff", key, CLASS_FALSE), entity))
         if hard[j, p] in (TRUE, FALSE):
             cls_j = CLASS_TRUE if hard[j, p] == TRUE else CLASS_FALSE
             stated.append((1.0 - probs[j, p, UNKNOWN], (j, kind, key, cls_j), entity))
-    for key, kinds in by_key.items():
-        if len(kinds) == 2:
-            e, q = kinds["eff"], kinds["pre"]
-            for first, second in ((CLASS_TRUE, CLASS_FALSE), (CLASS_FALSE, CLASS_TRUE)):
-                a, b = (TRUE, FALSE) if first == CLASS_TRUE else (FALSE, TRUE)
-                score = probs[i, e, a] * probs[j, q, b]
-                candidates.append((score, [(i, "eff", key, first), (j, "pre", key, second)]))
+    for key, e, q in binary_state_pairs(story):
+        for first, second in ((CLASS_TRUE, CLASS_FALSE), (CLASS_FALSE, CLASS_TRUE)):
+            a, b = (TRUE, FALSE) if first == CLASS_TRUE else (FALSE, TRUE)
+            score = probs[i, e, a] * probs[j, q, b]
+            candidates.append((score, [(i, "eff", key, first), (j, "pre", key, second)]))
     words = {e: set(e.lower().split()) for e in {s[1] for s in specs}}
     for p_gone, state_i, entity in gone:
         for p_stated, state_j, other in stated:
