@@ -45,9 +45,8 @@ class DistillConfig(MLMConfig):
     layer_map: LayerMap | None = None  # (student hidden index, teacher hidden index); None: uniform
     attention_weight: float = Field(0.0, ge=0)
     attention_loss: Literal["mse", "kl"] = "kl"
-    attention_layer_map: LayerMap | None = (
-        None  # (student layer, teacher layer), from 1; None: uniform
-    )
+    # (student layer, teacher layer), from 1; None: uniform
+    attention_layer_map: LayerMap | None = None
 
 
 def uniform_layer_map(n_student: int, n_teacher: int, start: int) -> LayerMap:

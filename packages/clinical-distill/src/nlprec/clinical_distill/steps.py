@@ -113,9 +113,8 @@ class TeacherConfig(BaseModel):
     model_config = {"extra": "forbid"}
     model: str = "minilm"
     mlm: MLMConfig = MLMConfig()
-    attention_outputs: bool = (
-        False  # load with eager attention (needed by attention-transfer students)
-    )
+    # load with eager attention (needed by attention-transfer students)
+    attention_outputs: bool = False
 
 
 def adapt_teacher(ctx: StepContext, cfg: TeacherConfig) -> dict:
@@ -158,21 +157,14 @@ def _distill_with_torchrun(
     """Run nlprec.clinical_distill.ddp in `cfg.nproc_per_node` processes; rank 0 writes the student."""
     out = ctx.output_dir / "ddp"
     args = [
-        "-m",
-        "nlprec.clinical_distill.ddp",
-        "--teacher",
-        teacher_dir,
-        "--texts",
-        ctx.inputs["corpus"]["train"],
-        "--student",
-        cfg.student.model_dump_json(),
-        "--distill",
-        cfg.distill.model_dump_json(),
-        "--out",
-        str(out),
-        "--seed",
-        str(ctx.seed),
-    ]
+        "-m", "nlprec.clinical_distill.ddp",
+        "--teacher", teacher_dir,
+        "--texts", ctx.inputs["corpus"]["train"],
+        "--student", cfg.student.model_dump_json(),
+        "--distill", cfg.distill.model_dump_json(),
+        "--out", str(out),
+        "--seed", str(ctx.seed),
+    ]  # fmt: skip
     launch_torchrun(args, cfg.nproc_per_node, env={"OMP_NUM_THREADS": str(cfg.threads)})
     history = json.loads((out / HISTORY_FILE).read_text())["history"]
     return str(out / MODEL_DIR), history

@@ -30,9 +30,8 @@ class StudentConfig(BaseModel):
     model_config = {"extra": "forbid"}
     kind: Literal["layer_subset", "random", "pretrained", "factorised"] = "random"
     path: str | None = None  # pretrained: model directory or reference
-    layers: list[int] | None = (
-        None  # layer_subset / factorised: teacher layer indices to keep, in order
-    )
+    # layer_subset / factorised: teacher layer indices to keep, in order
+    layers: list[int] | None = None
     num_layers: int = Field(4, ge=1)
     hidden_size: int = Field(192, ge=8)
     num_heads: int = Field(12, ge=1)
