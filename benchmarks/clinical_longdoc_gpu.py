@@ -708,7 +708,14 @@ def _qa_verdict(rows: list[dict]) -> str:
     best_long = max(long_labels, key=means.get)
     best_short = max(short_labels, key=means.get)
     verdict = "met" if means[best_long] > means[best_short] else "missed"
+    counts = next((r for r in reversed(rows) if "gt4096_n" in r), {})
+    buckets = ", ".join(
+        f"{name} {counts[f'{key}_n']}"
+        for key, name in (("lt512", "< 512"), ("512to4096", "512–4096"), ("gt4096", "> 4096"))
+        if f"{key}_n" in counts
+    )
     return (
+        f"\n\nTest questions by answer start token: {buckets}."
         f"\n\nF1 on answers past token 512 (both far buckets): best long {best_long.split(' (')[0]}"
         f" {_mean_std(scores[best_long])}, best short {best_short.split(' (')[0]} "
         f'{_mean_std(scores[best_short])}. Target "the best long model beats the best short'
