@@ -10,14 +10,31 @@ STAMP := $(VENV)/.setup-stamp
 BROWSER_STAMP := $(VENV)/.browser-stamp
 PYPROJECTS := pyproject.toml $(wildcard packages/*/pyproject.toml) $(wildcard services/*/pyproject.toml)
 PACKAGES := $(sort $(dir $(wildcard packages/*/pyproject.toml services/*/pyproject.toml)))
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+
+# The lock: Linux x86-64, CPython 3.11. torch comes from the PyTorch CPU index, or from a folder of
+# wheels that pip's own configuration names (find-links) when that folder holds the pinned build.
+LOCKS := requirements/build.txt requirements/torch-cpu.txt requirements/lock.txt
+LOCAL_DISTS := nlprec-workspace nlprec-core nlprec-beliefs nlprec-clinical-distill nlprec-clinical-longdoc nlprec-mohawk nlprec-ranking nlprec-sessionrec nlprec-service
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+PIP_FIND_LINKS_DIR := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
+TORCH_SOURCE := $(if $(wildcard $(PIP_FIND_LINKS_DIR)/torch-*+cpu-*.whl),--find-links $(PIP_FIND_LINKS_DIR),--extra-index-url $(TORCH_INDEX) --index-strategy unsafe-best-match)
+UV_COMPILE := $(BIN)/uv pip compile -q --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 $(TORCH_SOURCE)
 
 # Real data lives beside the repository when it is there; otherwise pipelines use their embedded defaults.
 SHARED_DATA := $(abspath ../shared/data)
 export NLPREC_DATA ?= $(if $(wildcard $(SHARED_DATA)/README.md),$(SHARED_DATA),$(CURDIR)/data)
-# Offline by design: nothing downloads weights or data at run time.
+# Offline by design: nothing downloads weights or data at run time. NLPREC_ALLOW_DOWNLOAD=1 lifts
+# every offline switch together, so hub names download where there is network.
+ifeq ($(NLPREC_ALLOW_DOWNLOAD),1)
+export HF_HUB_OFFLINE := 0
+export TRANSFORMERS_OFFLINE := 0
+export HF_DATASETS_OFFLINE := 0
+else
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
+endif
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export PYTHONWARNINGS ?= ignore
 
@@ -26,21 +43,34 @@ DEMOS := $(filter %-demo,$(PIPELINES))
 DEMO_OUT := out/demo
 ARGS ?=
 
-.PHONY: help setup browser test lint demo serve bench ui clean $(addprefix pipeline-,$(PIPELINES))
+.PHONY: help setup lock browser test lint demo serve bench ui clean $(addprefix pipeline-,$(PIPELINES))
 
 help: ## list targets
-	@grep -E '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@echo "pipeline-<name>   run pipelines/<name>.yaml (ARGS=\"--set params.data=DIR ...\")"
 	@echo "pipelines: $(PIPELINES)"
 
-setup: $(STAMP) ## create .venv (Python 3.11), torch==2.13.0 (CPU) first, then every package editable + dev tools
+setup: $(STAMP) ## create .venv (Python 3.11) and install exactly requirements/*.txt, then every package editable
 
-# The stamp is older than any pyproject that changed since, so a second run is a no-op.
-$(STAMP): $(PYPROJECTS)
+# Three hash-checked installs, none of which resolves anything: the build tools, torch from the
+# PyTorch CPU index (pip also uses a local copy where its configuration names one), then the lock
+# from PyPI. Our own packages go in last, editable, without dependencies and without build
+# isolation, so every byte that is installed is pinned by requirements/.
+$(STAMP): $(LOCKS) $(PYPROJECTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0 "setuptools>=68" wheel
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-build-isolation \
-	  $(addprefix -e ,$(PACKAGES)) -e ".[dev]"
+	$(PIP) install -q --require-hashes --no-deps -r requirements/build.txt
+	$(PIP) install -q --require-hashes --no-deps -r requirements/torch-cpu.txt --index-url $(TORCH_INDEX)
+	$(PIP) install -q --require-hashes --no-deps -r requirements/lock.txt
+	$(PIP) install -q --no-deps --no-build-isolation $(addprefix -e ,$(PACKAGES)) -e .
+	$(BIN)/python -m pip check
 	@touch $(STAMP)
+
+lock: ## re-resolve requirements/*.txt from the pyprojects (the only step that takes what is newest)
+	@test -x $(BIN)/uv || { echo "make lock needs .venv/bin/uv: run make setup first"; exit 1; }
+	$(UV_COMPILE) requirements/lock.in -o requirements/lock.txt $(addprefix --no-emit-package ,$(LOCAL_DISTS))
+	$(UV_COMPILE) requirements/build.in -o requirements/build.txt --no-deps -c requirements/lock.txt
+	@{ echo "# torch alone, cut from requirements/lock.txt by make lock: the PyTorch CPU index serves it"; \
+	   awk '/^[^ #]/{keep = /^torch==/} keep' requirements/lock.txt; } >requirements/torch-cpu.txt
 
 # The service's page is tested once in headless Chromium (Debian's package). Installed when missing and
 # possible (root + apt-get); otherwise that one test skips and says why.
@@ -68,7 +98,9 @@ demo: setup ## the main job: every *-demo pipeline on its embedded default, then
 	done; \
 	$(BIN)/python -m nlprec.core.report $(DEMO_OUT); exit $$failed
 
-pipeline-%: setup ## run pipelines/<name>.yaml (ARGS="--set params.data=DIR ...")
+# One explicit rule per pipeline: make applies no pattern rule to a phony target.
+$(addprefix pipeline-,$(PIPELINES)): pipeline-%: setup ## run pipelines/<name>.yaml (ARGS="--set params.data=DIR ...")
+	@mkdir -p out
 	$(BIN)/nlprec run pipelines/$*.yaml --summary out/$*.json $(ARGS)
 
 serve: setup ## the HTTP service (uvicorn); serves what `make demo` trained unless configured

@@ -1,8 +1,9 @@
 """Content-addressed step cache.
 
-A step's key hashes what determines its result: the source of its function (and of the module that
-defines it), its resolved config, the keys of the steps it needs, and the versions of the packages
-it imports from. An entry is a directory `<key>/` holding `outputs/` (the files the step wrote) and
+A step's key hashes what determines its result: every source file of its nlprec package and of
+nlprec.core (editable installs never change their version, so the files themselves count), its
+resolved config, the keys of the steps it needs, its seed and the versions of the third-party
+packages results depend on. An entry is a directory `<key>/` holding `outputs/` (the files the step wrote) and
 `result.json` (what it returned and the metrics it logged). Entries are written in a temporary
 directory and renamed into place, so a crash never leaves half an entry and two processes computing
 the same step never corrupt each other: the second rename loses and its copy is discarded.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import inspect
 import json
 import os
 import shutil
@@ -54,16 +54,38 @@ def package_versions(module_name: str) -> dict[str, str]:
     return versions
 
 
-def function_fingerprint(function: Callable) -> str:
-    """Hash of the step function's source and of its whole module (helpers it calls live there)."""
+def _source_roots(module_name: str) -> list[Path]:
+    """The first-party source a step can reach: its nlprec package and nlprec.core, or its own file.
+
+    A step of `nlprec.<pkg>.steps` may call any module of `nlprec.<pkg>` and of `nlprec.core`, so
+    both folders count whole. A step defined outside nlprec (a user's module) counts its own file.
+    """
+    parts = module_name.split(".")
+    packages = {"nlprec.core"}
+    if parts[0] == "nlprec" and len(parts) > 1:
+        packages.add(f"nlprec.{parts[1]}")
+    roots = []
+    for package in sorted(packages):
+        module = importlib.import_module(package)
+        roots.extend(Path(p) for p in module.__path__)
+    if parts[0] != "nlprec":
+        module = sys.modules.get(module_name)
+        origin = getattr(module, "__file__", None)
+        if origin:
+            roots.append(Path(origin))
+    return roots
+
+
+def source_fingerprint(module_name: str) -> str:
+    """Hash of every Python file under the step's source roots: names and contents, in a fixed order."""
     digest = hashlib.sha256()
-    digest.update(inspect.getsource(function).encode())
-    module = sys.modules.get(function.__module__)
-    if module is not None:
-        try:
-            digest.update(inspect.getsource(module).encode())
-        except (OSError, TypeError):
-            pass
+    for root in _source_roots(module_name):
+        files = [root] if root.is_file() else sorted(root.rglob("*.py"))
+        for path in files:
+            if "__pycache__" in path.parts:
+                continue
+            digest.update(str(path.relative_to(root.parent)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -71,7 +93,7 @@ def step_key(function: Callable, config: BaseModel, upstream_keys: dict[str, str
     payload = {
         "format": CACHE_FORMAT,
         "function": f"{function.__module__}:{function.__qualname__}",
-        "source": function_fingerprint(function),
+        "source": source_fingerprint(function.__module__),
         "config": config.model_dump(mode="json"),
         "upstream": dict(sorted(upstream_keys.items())),
         "versions": package_versions(function.__module__),

@@ -212,6 +212,8 @@ class Runner:
             if self.tracker:
                 if stored.get("metrics"):
                     self.tracker.log_metrics(stored["metrics"])
+                for request in stored.get("model_requests", []):  # a hit registers what it produced
+                    self.tracker.log_model(**request)
                 self.tracker.end_run("FINISHED")
             self.console.print(f"  [green]✓[/green] {name} [dim](cached {key[:8]})[/dim]")
             return StepReport("cached", True, stored.get("metrics", {}), 0.0, key, child_id, stored["outputs"])
@@ -254,7 +256,13 @@ class Runner:
             log.debug("step failed", exc_info=True)
             raise StepFailed(name, exc) from exc
         seconds = time.perf_counter() - started
-        stored = {"outputs": result, "metrics": context.metrics, "models": context.models, "seconds": seconds}
+        stored = {
+            "outputs": result,
+            "metrics": context.metrics,
+            "models": context.models,
+            "model_requests": context.model_requests,
+            "seconds": seconds,
+        }
         entry = self.cache.commit(staging, name, key, stored, replace=replace)
         if self.tracker:
             self.tracker.log_metrics({"step.seconds": seconds})

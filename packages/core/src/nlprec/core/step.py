@@ -39,6 +39,7 @@ class StepContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("nlprec.step"))
     metrics: dict[str, float] = field(default_factory=dict)
     models: dict[str, str] = field(default_factory=dict)
+    model_requests: list[dict[str, Any]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ logging
 
@@ -80,6 +81,8 @@ class StepContext:
         self, model: Any, name: str, flavor: str = "dir", alias: str | None = "champion"
     ) -> str:
         """Log and register a model; returns its URI (`models:/name@alias`), or the path when untracked."""
+        if isinstance(model, str | Path):  # a saved model: the cache can register it again on a hit
+            self.model_requests.append({"model": str(model), "name": name, "flavor": flavor, "alias": alias})
         if not self.tracker:
             return str(model)
         uri = self.tracker.log_model(model, name=name, flavor=flavor, alias=alias)
