@@ -7,7 +7,6 @@ namespace package, so they join it like any installed nlprec package.
 
 import importlib
 import sys
-import textwrap
 from pathlib import Path
 
 import mlflow
