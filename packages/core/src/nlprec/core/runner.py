@@ -114,9 +114,10 @@ def _downstream_of(pipeline: Pipeline, roots: set[str]) -> set[str]:
 
 
 class Runner:
-    def __init__(self, console: Console | None = None, track: bool = True):
+    def __init__(self, console: Console | None = None, track: bool = True, tracker: Tracker | None = None):
+        """`tracker` replaces the MLflow tracker (e.g. a `RecordTracker` writing an exportable run record)."""
         self.console = console or Console(stderr=True)
-        self.tracker = Tracker() if track else None
+        self.tracker = tracker or (Tracker() if track else None)
         self.cache = StepCache(cache_root())
 
     def run(
