@@ -106,10 +106,14 @@ $(addprefix pipeline-,$(PIPELINES)): pipeline-%: setup ## run pipelines/<name>.y
 serve: setup ## the HTTP service (uvicorn); serves what `make demo` trained unless configured
 	$(BIN)/nlprec-serve $(ARGS)
 
-bench: setup ## every benchmark script; each writes its section of benchmarks/RESULTS.md
+# A benchmark states how `make bench` runs it in one line, `# make bench: ARGS` or
+# `# make bench: skip REASON`; one without that line runs with no arguments. *_gpu.py need a GPU.
+bench: setup ## every CPU benchmark with its default arguments; each writes its section of benchmarks/RESULTS.md
 	@set -e; for script in $(sort $(wildcard benchmarks/*.py)); do \
-	  case $$script in *_gpu.py) echo "skip $$script (needs a GPU)"; continue;; esac; \
-	  echo "== $$script"; $(BIN)/python $$script $(ARGS); \
+	  case $$script in *_gpu.py) echo "skip $$script: needs a GPU"; continue;; esac; \
+	  directive="$$(sed -n 's/^# make bench: *//p' $$script | head -n 1)"; \
+	  case "$$directive" in skip*) echo "skip $$script: $${directive#skip }"; continue;; esac; \
+	  echo "== $$script $$directive"; $(BIN)/python $$script $$directive $(ARGS); \
 	done
 
 ui: setup ## the MLflow UI on the local store

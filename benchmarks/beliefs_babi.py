@@ -1,3 +1,4 @@
+# make bench: skip trains models: a study driver that records a GPU run, not a speed measurement
 """bAbI tasks 1 and 2 (en-10k) or CLUTRR: breakpoint transformer vs flat, hypothesis-only, majority,
 last-mention. With ``--format clutrr`` it trains on validation.csv (k = 2, 3) and reports
 proposition accuracy by k on test.csv (k = 2..10).

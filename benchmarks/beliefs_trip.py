@@ -1,3 +1,4 @@
+# make bench: skip trains models: a study driver that records a GPU run, not a speed measurement
 """TRIP tiers (plausibility / consistency / verifiability) from predicted physical states.
 
 The shared snapshot holds TRIP's 322 cloze *dev* pairs only (situation_modeling trip_eval file, with

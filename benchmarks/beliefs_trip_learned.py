@@ -1,3 +1,4 @@
+# make bench: skip trains models: a study driver that records a GPU run, not a speed measurement
 """TRIP: the learned conflict detector (``nlprec.beliefs.trip_detector``) against the rule.
 
 Same split as section "beliefs: TRIP" (trip_eval dev file, story groups, test fraction 0.5, seed

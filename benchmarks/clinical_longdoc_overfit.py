@@ -1,3 +1,4 @@
+# make bench: skip a defect check that trains a QA model (needs --model, --data and --out)
 """Can a long QA model overfit a handful of COVID-QA questions?  A defect check, not a benchmark.
 
 A model that cannot fit 20 training questions (answers beyond the first 512 tokens) in 30 epochs

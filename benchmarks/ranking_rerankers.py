@@ -1,3 +1,4 @@
+# make bench: skip records a GPU run's reranker logits (needs the run's output file)
 """Record what each cross-encoder recipe gives (``packages/ranking/scripts/rerank_recipes_gpu.py``).
 
 The GPU run leaves cross-encoder logits for the hybrid's top 100 of the dev queries (train queries

@@ -36,6 +36,30 @@ def test_hub_name_fails_fast_offline(monkeypatch):
     assert time.perf_counter() - started < 10  # no retries, no hang
 
 
+def test_allow_download_lifts_every_offline_switch(monkeypatch, tmp_path):
+    """With NLPREC_ALLOW_DOWNLOAD=1 the hub client is asked online even when HF_HUB_OFFLINE=1 was set."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from nlprec.core import models
+
+    monkeypatch.setenv("NLPREC_ALLOW_DOWNLOAD", "1")
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(variable, "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: True)
+    seen = {}
+
+    def fake_snapshot_download(name, local_files_only=False):
+        if local_files_only:
+            raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+        seen["offline"] = constants.is_offline_mode()
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    assert resolve("someone/some-model") == tmp_path
+    assert seen == {"offline": False}
+
+
 def test_unknown_registered_model(nlprec_env):
     with pytest.raises(ModelNotFound, match="not found in the MLflow registry"):
         resolve("models:/no-such-model@champion")

@@ -128,4 +128,14 @@ def _resolve_hub(name: str) -> Path:
         )
     if not _hub_reachable():
         raise ModelNotFound(f"{name!r}: NLPREC_ALLOW_DOWNLOAD=1 but the hub is unreachable (no network)")
+    _lift_offline_switches()
     return Path(snapshot_download(name))
+
+
+def _lift_offline_switches() -> None:
+    """NLPREC_ALLOW_DOWNLOAD=1 overrides every offline switch, including those read at import time."""
+    from huggingface_hub import constants
+
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[variable] = "0"
+    constants.HF_HUB_OFFLINE = False
