@@ -70,10 +70,16 @@ def test_mixing_matrix_is_causal_and_unit_decay_on_diagonal():
     torch.testing.assert_close(M.diagonal(dim1=-2, dim2=-1), torch.einsum("blhn,blhn->bhl", C, B))
 
 
-def make_mixer(seed=0):
+def make_mixer(seed=0, normalized=False):
     torch.manual_seed(seed)
     mixer = SSDMixer(
-        hidden_size=12, num_heads=3, head_dim=4, state_size=5, conv_kernel=4, chunk_size=8
+        hidden_size=12,
+        num_heads=3,
+        head_dim=4,
+        state_size=5,
+        conv_kernel=4,
+        chunk_size=8,
+        normalized=normalized,
     )
     with torch.no_grad():
         mixer.D.uniform_(0.5, 1.5)
@@ -82,8 +88,9 @@ def make_mixer(seed=0):
     return mixer
 
 
-def test_mixer_three_computations_agree():
-    mixer = make_mixer()
+@pytest.mark.parametrize("normalized", [False, True])
+def test_mixer_three_computations_agree(normalized):
+    mixer = make_mixer(normalized=normalized)
     u = torch.randn(2, 29, 12)
     with torch.no_grad():
         y_scan, final = mixer(u)
@@ -99,8 +106,9 @@ def test_mixer_three_computations_agree():
     torch.testing.assert_close(final.conv, state.conv, atol=TOL, rtol=TOL)
 
 
-def test_mixer_prefill_then_steps_equals_full_scan():
-    mixer = make_mixer(1)
+@pytest.mark.parametrize("normalized", [False, True])
+def test_mixer_prefill_then_steps_equals_full_scan(normalized):
+    mixer = make_mixer(1, normalized)
     u = torch.randn(1, 20, 12)
     with torch.no_grad():
         y_full, _ = mixer(u)
@@ -121,6 +129,17 @@ def test_mixing_matrix_includes_D_on_the_diagonal():
         without_d = ssd_mixing_matrix(log_decay, B, C)
     diff = (M - without_d).diagonal(dim1=-2, dim2=-1)  # (b, h, l)
     torch.testing.assert_close(diff, mixer.D[None, :, None].expand_as(diff).detach())
+
+
+def test_normalized_mixing_matrix_is_row_stochastic_before_D():
+    """Like a softmax attention matrix: causal, non-negative, rows summing to one (then + D·I)."""
+    mixer = make_mixer(4, normalized=True)
+    u = torch.randn(2, 11, 12)
+    with torch.no_grad():
+        M = mixer.mixing_matrix(u) - mixer.D[:, None, None] * torch.eye(11)
+    assert M.min() >= 0 and torch.triu(M, diagonal=1).abs().max() == 0
+    torch.testing.assert_close(M.sum(-1), torch.ones(2, 3, 11))
+    assert mixer.empty_state(2, u).ssm.shape == (2, 3, 4 + 1, 5)  # x channels and the row sums
 
 
 def test_open_gate_bias_gives_unit_gate():

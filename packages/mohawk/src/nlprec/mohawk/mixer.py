@@ -8,6 +8,17 @@
 Heads line up with the teacher's attention heads: C plays Q, B plays K, x plays V and out_proj
 plays the output projection (see transfer.py). No activation follows the convolution, as in
 Phi-Mamba, so a mixer initialised from attention starts as linear attention with a decay.
+
+``normalized=True`` makes the mixing matrix able to take the shape of a softmax attention
+matrix (rows non-negative, summing to one), which the plain map cannot: there C·B is any real
+number, so a matrix initialised from Q·K has entries of tens against attention's [0, 1] and
+Stage 1 spends its whole budget shrinking the scale. The normalised map uses positive features
+φ(u) = elu(u) + 1 of B and C and divides each row by its sum, as normalised linear attention does:
+
+    y_i = Σ_j M_ij x_j / Σ_j M_ij,     M = exp(segsum(ℓ)) ∘ (φ(C) φ(B)ᵀ)
+
+The row sums are the same scan run on a channel of ones (appended to x), so the chunked scan,
+the recurrence and the constant-size state all stay; the state carries p + 1 channels.
 """
 
 from __future__ import annotations
@@ -23,6 +34,8 @@ from torch import nn
 
 # silu(OPEN_GATE_BIAS) = 1, so a zero z-projection plus this bias leaves the output ungated.
 OPEN_GATE_BIAS = 1.2784645427610738
+# Row sums of a normalised mixer are at least φ(C_i)·φ(B_i) > 0; the floor only guards rounding.
+ROW_SUM_FLOOR = 1e-6
 
 
 @dataclass
@@ -51,9 +64,11 @@ class SSDMixer(nn.Module):
         conv_kernel: int = 4,
         chunk_size: int = 64,
         num_groups: int | None = None,
+        normalized: bool = False,
     ) -> None:
         super().__init__()
         self.num_heads, self.head_dim, self.state_size = num_heads, head_dim, state_size
+        self.normalized = normalized
         self.num_groups = num_groups or num_heads
         if num_heads % self.num_groups:
             raise ValueError(f"num_heads {num_heads} not a multiple of num_groups {num_groups}")
@@ -95,6 +110,8 @@ class SSDMixer(nn.Module):
         # head h reads group h // (heads per group), as grouped-query attention reads its K
         B = B.repeat_interleave(self.num_heads // self.num_groups, dim=2)
         C = rearrange(C, "b l (h n) -> b l h n", h=self.num_heads)
+        if self.normalized:
+            B, C = F.elu(B) + 1.0, F.elu(C) + 1.0
         log_decay = -F.softplus(a_log.float())  # (b, l, h), kept in float32
         return x, log_decay, B, C, z, conv_state
 
@@ -104,6 +121,18 @@ class SSDMixer(nn.Module):
         y = rearrange(y, "b l h p -> b l (h p)")
         return self.out_proj(y * F.silu(z + self.z_bias))
 
+    def _with_ones(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., p) -> (..., p + 1) with a channel of ones (the row sums) when normalised."""
+        if not self.normalized:
+            return x
+        return torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)
+
+    def _divide(self, y: torch.Tensor) -> torch.Tensor:
+        """Undo ``_with_ones``: divide by the row-sum channel (positive: the diagonal term is)."""
+        if not self.normalized:
+            return y
+        return y[..., :-1] / y[..., -1:].clamp_min(ROW_SUM_FLOOR)
+
     # -- the three computations ----------------------------------------------------------------
     def forward(
         self, u: torch.Tensor, state: MixerState | None = None
@@ -111,7 +140,7 @@ class SSDMixer(nn.Module):
         """Chunked scan over a whole sequence (training and prefill). u: (b, l, d)."""
         x, log_decay, B, C, z, conv_state = self._split(u, None if state is None else state.conv)
         y, ssm_state = kernels.chunked_scan(
-            x,
+            self._with_ones(x),
             log_decay.to(x.dtype),
             B,
             C,
@@ -120,23 +149,30 @@ class SSDMixer(nn.Module):
             backend=self.scan_backend,
         )
         seen = 0 if state is None else state.length
+        y = self._divide(y)
         return self._output(y, x, z), MixerState(conv_state, ssm_state, seen + u.size(1))
 
     def step(self, u: torch.Tensor, state: MixerState | None) -> tuple[torch.Tensor, MixerState]:
         """One token through the recurrence (generation). u: (b, 1, d)."""
         x, log_decay, B, C, z, conv_state = self._split(u, None if state is None else state.conv)
         ssm = state.ssm if state is not None else self.empty_state(u.size(0), u).ssm
-        y, ssm = ssd_recurrent_step(ssm, x[:, 0], log_decay[:, 0].to(x.dtype), B[:, 0], C[:, 0])
+        y, ssm = ssd_recurrent_step(
+            ssm, self._with_ones(x[:, 0]), log_decay[:, 0].to(x.dtype), B[:, 0], C[:, 0]
+        )
+        y = self._divide(y)
         seen = 0 if state is None else state.length
         return self._output(y[:, None], x, z), MixerState(conv_state, ssm, seen + 1)
 
     def mixing_matrix(self, u: torch.Tensor) -> torch.Tensor:
-        """The full mixing matrix M = exp(segsum(ℓ)) ∘ (C Bᵀ) + diag(D) that maps x to y.
+        """The full mixing matrix M = exp(segsum(ℓ)) ∘ (C Bᵀ) + diag(D) that maps x to y
+        (rows divided by their sums before D is added, when normalised).
 
         u: (b, l, d) -> (b, h, l, l). This is what Stage 1 aligns with the attention matrix.
         """
         x, log_decay, B, C, _, _ = self._split(u)
         matrix = ssd_mixing_matrix(log_decay.to(x.dtype), B, C)
+        if self.normalized:
+            matrix = matrix / matrix.sum(-1, keepdim=True).clamp_min(ROW_SUM_FLOOR)
         eye = torch.eye(u.size(1), device=u.device, dtype=matrix.dtype)
         return matrix + self.D[:, None, None] * eye
 
@@ -150,5 +186,6 @@ class SSDMixer(nn.Module):
     def empty_state(self, batch: int, like: torch.Tensor) -> MixerState:
         """The zero state of a fresh sequence."""
         conv = like.new_zeros(batch, self.conv_dim, self.conv_kernel - 1)
-        ssm = like.new_zeros(batch, self.num_heads, self.head_dim, self.state_size)
+        channels = self.head_dim + int(self.normalized)
+        ssm = like.new_zeros(batch, self.num_heads, channels, self.state_size)
         return MixerState(conv, ssm)

@@ -49,6 +49,8 @@ class StudentConfig(BaseModel):
     rope_theta: float = 10000.0
     rotary_dim: int = Field(0, ge=0)  # used by attention layers only
     attention_layers: list[int] = []
+    # SSD mixers with positive B, C features and rows divided by their sums (mixer.py)
+    normalized_mixer: bool = False
     # The block's layout (defaults: Phi's, which every student saved before these fields had)
     family: str = "phi"
     block: Literal["parallel", "sequential"] = "parallel"
@@ -139,6 +141,7 @@ class StudentBlock(nn.Module):
                 cfg.conv_kernel,
                 cfg.chunk_size,
                 num_groups=cfg.kv_heads,
+                normalized=cfg.normalized_mixer,
             )
         self.mlp = GatedMLP(cfg) if cfg.mlp == "gated" else MLP(cfg)
 

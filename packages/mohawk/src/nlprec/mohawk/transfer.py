@@ -12,7 +12,8 @@ mixing matrix pairs C_h with the B of the key head that Q_h attended with; x kee
 query head, each starting as a copy of its group's V (the teacher's output exactly, yet free to
 diverge). The convolution then starts as the identity, the A_log projection as a constant decay,
 and the gate open: z-projection zero and z_bias = silu⁻¹(1), so silu(z + z_bias) = 1 (the
-paper's student starts ungated, the gate is learned later).
+paper's student starts ungated, the gate is learned later). The D skip starts at zero: attention
+has no identity term, and D = 1 alone puts ‖I‖_F = √L into ‖M − A‖_F, several times ‖A‖_F.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 # exp(-softplus(INITIAL_A_LOG)) ≈ 0.98: a long memory to start from (attention sees everything).
 INITIAL_A_LOG = -4.0
 # Fields that describe how the student runs, not which teacher it mirrors.
-FREE_FIELDS = ("attention_layers", "chunk_size", "conv_kernel")
+FREE_FIELDS = ("attention_layers", "chunk_size", "conv_kernel", "normalized_mixer")
 
 
 def student_config_for(
@@ -35,6 +36,7 @@ def student_config_for(
     attention_layers: list[int] | tuple[int, ...] = (),
     chunk_size: int = 64,
     conv_kernel: int = 4,
+    normalized_mixer: bool = False,
 ) -> StudentConfig:
     """The student that matches a teacher head for head and block for block."""
     check_teacher(teacher_config, attention_layers)
@@ -43,6 +45,7 @@ def student_config_for(
         conv_kernel=conv_kernel,
         chunk_size=chunk_size,
         attention_layers=list(attention_layers),
+        normalized_mixer=normalized_mixer,
     )
 
 
@@ -125,6 +128,7 @@ def _init_mixer_from_attention(mixer: SSDMixer, attention: AttentionWeights) -> 
     mixer.conv1d.weight.zero_()
     mixer.conv1d.weight[:, 0, -1] = 1.0  # identity: each channel passes its current input
     mixer.conv1d.bias.zero_()
+    mixer.D.zero_()
     mixer.out_proj.weight.copy_(attention.o)
     mixer.out_proj.bias.copy_(_zero_or(attention.o_bias, attention.o[:, 0]))
 

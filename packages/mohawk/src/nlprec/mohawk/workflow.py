@@ -83,10 +83,13 @@ def distill_student(
     chunk_size: int = 64,
     scan_backend: str = "auto",
     stage3_runner=None,
+    normalized_mixer: bool = False,
 ) -> tuple[StudentLM, dict]:
     """Initialise a student from the teacher and run the configured MOHAWK stages."""
     torch.manual_seed(cfg.seed)
-    config = student_config_for(teacher.config, attention_layers, chunk_size=chunk_size)
+    config = student_config_for(
+        teacher.config, attention_layers, chunk_size=chunk_size, normalized_mixer=normalized_mixer
+    )
     student = init_student_from_teacher(teacher, config, from_attention=from_attention).train()
     student.set_scan_backend(scan_backend)
     history = run_mohawk(student, teacher, train_ids, cfg, probe.to(teacher.device), stage3_runner)
