@@ -1,4 +1,4 @@
-"""The `nlprec` command: run, list, show, cache, ui.
+"""The `nlprec` command: run, import, list, show, cache, ui.
 
 User errors (a bad pipeline file, a bad --set, a missing dataset or model) print one line and exit 2;
 a failing step exits 1 after its runs are marked FAILED; Ctrl-C exits 130 with the runs marked KILLED.
@@ -15,6 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from nlprec.core import models_cli
 from nlprec.core.errors import UserError
 
 EXIT_STEP_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 1, 2, 130
@@ -33,7 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="append", default=[], metavar="STEP",
                      help="re-run STEP (and what needs it) even if cached")
     run.add_argument("--no-cache", action="store_true", help="run every step, ignoring the cache")
-    run.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    run.add_argument("--no-track", action="store_true", help="do not log to MLflow (MLflow need not be installed)")
+    run.add_argument("--export", type=Path, metavar="DIR",
+                     help="write the run record (runs, params, metrics, tags, artifacts) to DIR instead of "
+                          "MLflow; `nlprec import DIR` loads it into a store later")
+
+    imp = sub.add_parser("import", help="load a run record written by `nlprec run --export DIR` into MLflow")
+    imp.add_argument("record", type=Path, metavar="DIR")
 
     lst = sub.add_parser("list", help="list pipelines with their descriptions")
     lst.add_argument("--dir", type=Path, default=Path("pipelines"))
@@ -48,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="start the MLflow UI on the local store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
+    models_cli.add_parser(sub)
     return parser
 
 
@@ -56,7 +64,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from nlprec.core.spec import load_pipeline
 
     pipeline = load_pipeline(args.pipeline, args.overrides)
-    runner = Runner(track=not args.no_track)
+    if args.export:
+        from nlprec.core.record import RecordTracker
+
+        runner = Runner(tracker=RecordTracker(args.export))
+    else:
+        runner = Runner(track=not args.no_track)
     try:
         summary = runner.run(pipeline, force=set(args.force), use_cache=not args.no_cache,
                              summary_path=args.summary)
@@ -70,6 +83,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_STEP_FAILED
     if not args.summary:
         print(json.dumps({"run_id": summary.run_id, "metrics": summary.metrics}, indent=2))
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from nlprec.core.record import import_record
+    from nlprec.core.tracking import tracking_uri
+
+    run_id = import_record(args.record)
+    print(f"imported {args.record} into {tracking_uri()} as run {run_id}")
     return 0
 
 
@@ -141,7 +163,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(command)
 
 
-COMMANDS = {"run": _cmd_run, "list": _cmd_list, "show": _cmd_show, "cache": _cmd_cache, "ui": _cmd_ui}
+COMMANDS = {"run": _cmd_run, "import": _cmd_import, "list": _cmd_list, "show": _cmd_show, "cache": _cmd_cache, "ui": _cmd_ui, "models": models_cli.run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,10 +12,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
+import platform
 import re
+import shlex
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from nlprec.core.paths import nlprec_home
 
 _MLFLOW_PARAM_LIMIT = 6000
 _UNSAFE_KEY_CHARS = re.compile(r"[^\w.\- /:]")
+_VERSIONED = {"torch", "transformers", "sentence-transformers", "accelerate", "mlflow", "numpy", "pydantic"}
 
 
 def tracking_uri() -> str:
@@ -51,11 +56,25 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def params_for_mlflow(params: dict[str, Any]) -> dict[str, str]:
+    """Params as MLflow stores them: flattened with dotted keys, safe names, values cut to its limit."""
+    return {mlflow_key(k): str(v)[:_MLFLOW_PARAM_LIMIT] for k, v in flatten(params).items()}
+
+
+def metrics_for_mlflow(metrics: dict[str, float]) -> dict[str, float]:
+    return {mlflow_key(k): float(v) for k, v in metrics.items()}
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    """git in the folder of this source file: the commit of the code that runs, wherever the user is."""
+    return subprocess.run(
+        ["git", *args], capture_output=True, text=True, timeout=5, check=False, cwd=Path(__file__).parent
+    )
+
+
 def git_commit() -> str:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
-        )
+        out = _git("rev-parse", "HEAD")
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() or "unknown"
@@ -65,9 +84,61 @@ def nlprec_versions() -> dict[str, str]:
     versions = {}
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"] or ""
-        if name.startswith("nlprec-") or name in {"torch", "transformers", "sentence-transformers", "mlflow"}:
+        if name.startswith("nlprec-") or name in _VERSIONED:
             versions[name] = dist.version
     return dict(sorted(versions.items()))
+
+
+def git_dirty() -> bool:
+    """Whether tracked files differ from the commit (the figures may not come from `git.commit` alone)."""
+    try:
+        out = _git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and bool(out.stdout.strip())
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_description() -> str:
+    """The card when CUDA is there (`NVIDIA H100 80GB HBM3`), else the CPU model, with the core count."""
+    cores = f"{os.cpu_count()} CPU cores"
+    if "torch" in sys.modules or importlib.util.find_spec("torch") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            count = torch.cuda.device_count()
+            cards = f"{count}× " if count > 1 else ""
+            return f"{cards}{torch.cuda.get_device_name(0)}, {cores}"
+    return f"{cpu_model()}, {cores}"
+
+
+def command_line() -> str:
+    """The command as the user typed it: `nlprec run …` for the console script and `python -m nlprec.core.cli`."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if program in {"nlprec", "cli.py", "__main__.py"}:
+        return shlex.join(["nlprec", *sys.argv[1:]])
+    return shlex.join(["python", *sys.argv])
+
+
+def environment_tags() -> dict[str, str]:
+    """Where and how a run ran: commit, machine, command line, package versions."""
+    return {
+        "git.commit": git_commit(),
+        "git.dirty": str(git_dirty()).lower(),
+        "nlprec.machine": machine_description(),
+        "nlprec.command": command_line(),
+        "version.python": platform.python_version(),
+        **{f"version.{k}": v for k, v in nlprec_versions().items()},
+    }
 
 
 def content_digest(path: Path, limit_bytes: int = 512 * 2**20) -> str:
@@ -117,6 +188,8 @@ class Tracker:
             return self.mlflow.create_experiment(name, artifact_location=location)
 
     def start_run(self, experiment_id: str, run_name: str, nested: bool, tags: dict[str, str]) -> str:
+        """Start a run (nested under the active one if `nested`); a top-level run records its environment."""
+        tags = tags if nested else {**environment_tags(), **tags}
         with self.locked():
             run = self.mlflow.start_run(
                 experiment_id=experiment_id, run_name=run_name, nested=nested, tags=tags
@@ -135,15 +208,14 @@ class Tracker:
     # ------------------------------------------------------------------ logging
 
     def log_params(self, params: dict[str, Any]) -> None:
-        flat = {mlflow_key(k): str(v)[:_MLFLOW_PARAM_LIMIT] for k, v in flatten(params).items()}
-        items = list(flat.items())
+        items = list(params_for_mlflow(params).items())
         with self.locked():
             for start in range(0, len(items), 100):
                 self.mlflow.log_params(dict(items[start : start + 100]))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         with self.locked():
-            self.mlflow.log_metrics({mlflow_key(k): float(v) for k, v in metrics.items()}, step=step)
+            self.mlflow.log_metrics(metrics_for_mlflow(metrics), step=step)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         path = Path(path)
