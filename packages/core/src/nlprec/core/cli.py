@@ -1,4 +1,4 @@
-"""The `nlprec` command: run, import, list, show, cache, ui.
+"""The `nlprec` command: run, import, report, list, show, cache, ui.
 
 User errors (a bad pipeline file, a bad --set, a missing dataset or model) print one line and exit 2;
 a failing step exits 1 after its runs are marked FAILED; Ctrl-C exits 130 with the runs marked KILLED.
@@ -41,6 +41,24 @@ def _parser() -> argparse.ArgumentParser:
 
     imp = sub.add_parser("import", help="load a run record written by `nlprec run --export DIR` into MLflow")
     imp.add_argument("record", type=Path, metavar="DIR")
+    imp.add_argument("--save", action="store_true", help="also commit-ready: write results/<pipeline>/<run-id>.json.gz")
+    imp.add_argument("--results", type=Path, default=Path("results"), help="where --save writes (default results/)")
+
+    rep = sub.add_parser("report", help="Markdown result tables from tracked runs or committed run records")
+    pick = rep.add_argument_group("which runs (tracked, in MLflow)")
+    pick.add_argument("--pipeline", help="the latest finished run of this pipeline")
+    pick.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="every finished run with this tag")
+    pick.add_argument("--run", action="append", default=[], metavar="RUN_ID", help="this pipeline run")
+    rep.add_argument("--records", action="append", default=[], metavar="SELECTOR",
+                     help="committed records: PIPELINE (latest), PIPELINE/* or PIPELINE/RUN_ID_PREFIX")
+    rep.add_argument("--metrics", help="columns instead of the pipeline's report.metrics (comma-separated)")
+    rep.add_argument("--save-record", metavar="RUN", help="write results/<pipeline>/<run-id>.json.gz for RUN "
+                     "(a run id, or a folder from `nlprec run --export`)")
+    rep.add_argument("--write", type=Path, metavar="FILE", help="regenerate every nlprec-report section of FILE")
+    rep.add_argument("--check", type=Path, nargs="+", metavar="FILE",
+                     help="exit 1 if a generated section of FILE differs from what its records give")
+    rep.add_argument("--results", type=Path, default=None,
+                     help="the records folder (default: results/ of the repository holding FILE, else ./results)")
 
     lst = sub.add_parser("list", help="list pipelines with their descriptions")
     lst.add_argument("--dir", type=Path, default=Path("pipelines"))
@@ -92,7 +110,77 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
     run_id = import_record(args.record)
     print(f"imported {args.record} into {tracking_uri()} as run {run_id}")
+    if args.save:
+        from nlprec.core.results import compact_record, save_record, view_from_export
+
+        print(f"saved {save_record(compact_record(view_from_export(args.record)), args.results)}")
     return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from nlprec.core import report_sections
+    from nlprec.core.results import compact_record, find_records, save_record
+
+    if args.check:
+        stale = []
+        for file in args.check:
+            for section in report_sections.check_sections(file, args.results):
+                stale.append(f"{file}:{section.line}: section `nlprec-report: {section.spec}` differs from its records")
+        for line in stale:
+            print(line, file=sys.stderr)
+        if stale:
+            print("regenerate with `nlprec report --write FILE` (or fix the records)", file=sys.stderr)
+        return 1 if stale else 0
+    if args.write:
+        count = report_sections.write_sections(args.write, args.results)
+        print(f"{args.write}: {count} generated sections")
+        return 0
+    if args.save_record:
+        view = _run_view(args.save_record)
+        print(f"saved {save_record(compact_record(view), args.results or Path('results'))}")
+        return 0
+    from nlprec.core.report import markdown_report
+
+    records = [r for selector in args.records for r in find_records(args.results or Path("results"), selector)]
+    records += [compact_record(_run_view(run_id)) for run_id in _tracked_runs(args)]
+    if not records:
+        raise UserError("nothing to report: give --pipeline, --tag, --run or --records")
+    metrics = [m for m in args.metrics.split(",") if m] if args.metrics else None
+    print(markdown_report(records, metrics), end="")
+    return 0
+
+
+def _run_view(run: str):
+    from nlprec.core.results import view_from_export, view_from_mlflow
+
+    return view_from_export(run) if Path(run).is_dir() else view_from_mlflow(run)
+
+
+def _tracked_runs(args: argparse.Namespace) -> list[str]:
+    """Pipeline runs (not step runs) chosen by --run, --pipeline (latest finished) and --tag (all finished)."""
+    run_ids = list(args.run)
+    filters = []
+    if args.pipeline:
+        filters.append((f"tags.`nlprec.pipeline` = '{args.pipeline}'", 1))
+    for tag in args.tag:
+        key, sep, value = tag.partition("=")
+        if not sep:
+            raise UserError(f"--tag {tag!r}: expected KEY=VALUE")
+        filters.append((f"tags.`{key}` = '{value}'", None))
+    if filters:
+        import mlflow
+        from nlprec.core.tracking import tracking_uri
+
+        mlflow.set_tracking_uri(tracking_uri())
+        for condition, limit in filters:
+            runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                      filter_string=f"{condition} and attributes.status = 'FINISHED'",
+                                      order_by=["attributes.start_time DESC"])
+            roots = [r.info.run_id for r in runs if "mlflow.parentRunId" not in r.data.tags]
+            if not roots:
+                raise UserError(f"no finished pipeline run matches {condition} in {tracking_uri()}")
+            run_ids += list(reversed(roots[:limit]))  # oldest first
+    return list(dict.fromkeys(run_ids))
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -163,7 +251,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(command)
 
 
-COMMANDS = {"run": _cmd_run, "import": _cmd_import, "list": _cmd_list, "show": _cmd_show, "cache": _cmd_cache, "ui": _cmd_ui, "models": models_cli.run}
+COMMANDS = {"run": _cmd_run, "import": _cmd_import, "report": _cmd_report, "list": _cmd_list, "show": _cmd_show, "cache": _cmd_cache, "ui": _cmd_ui, "models": models_cli.run}
 
 
 def main(argv: list[str] | None = None) -> int:
