@@ -1,13 +1,13 @@
-"""Fine-tuning under torchrun: two gloo processes train what one process trains on the same global
-batches (issue #10), for the bi-encoder (MNRL with embeddings gathered across ranks) and the
+"""Fine-tuning under torchrun: two gloo processes, started by the shared launcher
+(nlprec.core.launch), train what one process trains on the same global batches (issue #10), for the bi-encoder (MNRL with embeddings gathered across ranks) and the
 cross-encoder."""
 
 import json
 
 import pytest
 import torch
-from nlprec.core.distributed import launch_torchrun
-from nlprec.ranking import ddp
+from nlprec.core import launch
+from nlprec.ranking import steps
 from nlprec.ranking.encoder import resolve_model_dir
 from nlprec.ranking.training import TrainingExample
 from safetensors.torch import load_file
@@ -44,22 +44,19 @@ def _examples() -> list[TrainingExample]:
 
 
 def test_two_gloo_processes_train_what_one_process_trains(tmp_path, tiny_encoder):
-    examples = ddp.write_examples(_examples(), tmp_path / "examples.jsonl")
+    examples = steps.write_examples(_examples(), tmp_path / "examples.jsonl")
     biencoder = {"batch_size": 8, "lr": 1e-3, "warmup_ratio": 0.0, "max_seq_length": 32}
     cross = {"batch_size": 8, "lr": 1e-3, "warmup_ratio": 0.0, "max_length": 48, "loss": "listwise"}
+    settings = {"model": str(tiny_encoder), "biencoder": biencoder, "cross_encoder": cross}
+    inputs = {"examples": str(examples)}
+    (tmp_path / "config.json").write_text(json.dumps(settings))
+    (tmp_path / "inputs.json").write_text(json.dumps(inputs))
+    worker = "nlprec.ranking.steps:train_worker"
+    launch.main([worker, "--config", str(tmp_path / "config.json"),
+                 "--inputs", str(tmp_path / "inputs.json"), "--out", str(tmp_path / "one")])  # fmt: skip
+    two = launch.run_distributed(worker, settings, inputs, tmp_path / "two", nproc_per_node=2)
 
-    def args(out: str) -> list[str]:
-        return ["--model", str(tiny_encoder), "--examples", str(examples), "--out", str(tmp_path / out),
-                "--biencoder", json.dumps(biencoder), "--cross-encoder", json.dumps(cross)]  # fmt: skip
-
-    threads = torch.get_num_threads()
-    try:
-        ddp.main(args("one"))
-    finally:
-        torch.set_num_threads(threads)
-    launch_torchrun(["-m", "nlprec.ranking.ddp", *args("two")], 2, env={"OMP_NUM_THREADS": "1"})
-
-    assert json.loads((tmp_path / "two" / ddp.SUMMARY_FILE).read_text())["world_size"] == 2
+    assert two["world_size"] == 2
     start = load_file(tiny_encoder / "model.safetensors")
     for part in ("biencoder", "cross_encoder"):
         one = load_file(tmp_path / "one" / part / "model" / "model.safetensors")
@@ -84,44 +81,38 @@ def test_rank_share_splits_evenly_and_drops_the_remainder():
 
 
 def test_examples_file_round_trip_and_errors(tmp_path):
-    path = ddp.write_examples(_examples()[:3], tmp_path / "ex.jsonl")
-    assert ddp.read_examples(path) == _examples()[:3]
+    path = steps.write_examples(_examples()[:3], tmp_path / "ex.jsonl")
+    assert steps.read_examples(path) == _examples()[:3]
     (tmp_path / "bad.jsonl").write_text('{"query": "q"}\n')
     with pytest.raises(ValueError, match="bad.jsonl:1"):
-        ddp.read_examples(tmp_path / "bad.jsonl")
+        steps.read_examples(tmp_path / "bad.jsonl")
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(ValueError, match="no training examples"):
-        ddp.read_examples(tmp_path / "empty.jsonl")
+        steps.read_examples(tmp_path / "empty.jsonl")
 
 
 @pytest.mark.parametrize("which", ["biencoder", "cross_encoder"])
-def test_pipeline_step_hands_training_to_the_ddp_module(tmp_path, tiny_encoder, monkeypatch, which):
-    """With nproc_per_node > 1 the steps train through `torchrun -m nlprec.ranking.ddp`: the
-    launch is replaced by an in-process call of the module with the same arguments, so the test
-    checks the wiring (examples file, config JSON, where rank 0 writes) without two processes."""
+def test_pipeline_step_hands_training_to_the_launcher(tmp_path, tiny_encoder, monkeypatch, which):
+    """With nproc_per_node > 1 the steps train through the shared launcher: torchrun is replaced
+    by an in-process run of the launcher with the same arguments, so the test checks the wiring
+    (examples file, config JSON, where rank 0 writes) without two processes."""
     from types import SimpleNamespace
 
-    from nlprec.ranking import steps
+    from nlprec.core import launch as launch_module
     from nlprec.ranking.training import BiEncoderTrainConfig, CrossEncoderTrainConfig
 
     launched = []
 
-    def fake_launch(script_args, nproc_per_node, **_):
-        launched.append((script_args[:2], nproc_per_node))
-        ddp.main([str(a) for a in script_args[2:]])
+    def fake_torchrun(script_args, nproc_per_node, **_):
+        launched.append((script_args[:3], nproc_per_node))
+        launch_module.main([str(a) for a in script_args[2:]])
 
-    monkeypatch.setattr(steps, "launch_torchrun", fake_launch)
+    monkeypatch.setattr(launch_module, "launch_torchrun", fake_torchrun)
     ctx = SimpleNamespace(output_dir=tmp_path, seed=0)
     train = (BiEncoderTrainConfig(batch_size=8, max_seq_length=32) if which == "biencoder"
              else CrossEncoderTrainConfig(batch_size=8, max_length=48))  # fmt: skip
-    threads = torch.get_num_threads()
-    try:
-        model_dir = steps._train_under_torchrun(
-            ctx, str(tiny_encoder), _examples()[:8], which, train, 2
-        )
-    finally:
-        torch.set_num_threads(threads)
-    assert launched == [(["-m", "nlprec.ranking.ddp"], 2)]
+    model_dir = steps._train_under_torchrun(ctx, str(tiny_encoder), _examples()[:8], which, train, 2)
+    assert launched == [(["-m", "nlprec.core.launch", "nlprec.ranking.steps:train_worker"], 2)]
     assert model_dir == tmp_path / "ddp" / which / "model"
     assert (model_dir / "model.safetensors").exists()
-    assert ddp.read_examples(tmp_path / "examples.jsonl") == _examples()[:8]
+    assert steps.read_examples(tmp_path / "examples.jsonl") == _examples()[:8]

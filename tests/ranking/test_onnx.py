@@ -1,10 +1,10 @@
-"""Encoding paths: our batched loop against SentenceTransformer.encode, and the ONNX Runtime
-backend (float32 and int8) against the PyTorch model."""
+"""Encoding paths: encode_query / encode_document with prompts and the truncation count, and the
+ONNX Runtime backend (float32 and int8) against the PyTorch model."""
 
 import numpy as np
 import pytest
 from nlprec.ranking.data import document_text
-from nlprec.ranking.encoder import encode_counting, load_encoder
+from nlprec.ranking.encoder import count_truncated, encode_documents, encode_queries, load_encoder
 
 pytest.importorskip("onnxruntime")
 
@@ -29,24 +29,31 @@ def reference(dense_retriever, texts):
     return dense_retriever.encoder.encode(texts, batch_size=8, normalize_embeddings=True)
 
 
-def test_encode_matches_sentence_transformers_and_counts_truncation(dense_retriever, texts):
+def test_encoding_counts_truncation_and_honours_prompts(dense_retriever, texts):
     model = dense_retriever.encoder
     kept, model.max_seq_length = model.max_seq_length, 16  # the shared fixture's: restored below
     try:
-        vectors, truncated = encode_counting(model, texts, batch_size=8)
-        expected = model.encode(texts, batch_size=8, normalize_embeddings=True)
+        lengths = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
+        assert count_truncated(model, texts) == sum(n > 16 for n in lengths) > 0
     finally:
         model.max_seq_length = kept
-    np.testing.assert_allclose(vectors, expected, atol=1e-5)
-    lengths = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
-    assert truncated == sum(n > 16 for n in lengths) > 0
-    assert encode_counting(model, [], 8)[0].shape == (0, 384)
+    plain = encode_queries(model, texts[:3], batch_size=8)
+    np.testing.assert_allclose(plain, encode_documents(model, texts[:3], 8), atol=1e-5)  # no prompts
+    kept_prompts, model.prompts = model.prompts, {"query": "query: ", "document": "passage: "}
+    try:
+        prompted = encode_queries(model, texts[:3], batch_size=8)
+        expected = model.encode(["query: " + t for t in texts[:3]], normalize_embeddings=True)
+    finally:
+        model.prompts = kept_prompts
+    np.testing.assert_allclose(prompted, expected, atol=1e-5)
+    assert np.max(np.abs(prompted - plain)) > 1e-3
+    assert encode_documents(model, [], 8).shape == (0, 384)
 
 
 def test_onnx_float32_gives_the_torch_vectors(onnx_home, texts, reference):
     model = load_encoder("minilm", backend="onnx", threads=1)
     assert model.path.is_relative_to(onnx_home)
-    vectors, _ = encode_counting(model, texts, batch_size=8)
+    vectors = encode_documents(model, texts, batch_size=8)
     assert vectors.shape == reference.shape
     assert np.min(np.sum(vectors * reference, axis=1)) > 0.9999
 
@@ -55,7 +62,7 @@ def test_onnx_int8_stays_close_and_keeps_the_ranking(onnx_home, demo, reference,
     from nlprec.ranking.dense import DenseConfig, DenseRetriever
 
     model = load_encoder("minilm", backend="onnx", int8=True, threads=1)
-    vectors, _ = encode_counting(model, texts, batch_size=8)
+    vectors = encode_documents(model, texts, batch_size=8)
     cosines = np.sum(vectors * reference, axis=1)
     assert cosines.min() > 0.95 and cosines.mean() > 0.98, cosines
     assert (
@@ -155,7 +162,7 @@ def test_tanh_gelu_graph_is_fused_and_stays_close(onnx_home, texts, reference):
     ops = {node.op_type for node in onnx.load(str(model.path)).graph.node}
     exact_ops = {node.op_type for node in onnx.load(str(export_onnx(_minilm()))).graph.node}
     assert "FastGelu" in ops and "BiasGelu" not in ops and "BiasGelu" in exact_ops
-    vectors, _ = encode_counting(model, texts, batch_size=8)
+    vectors = encode_documents(model, texts, batch_size=8)
     assert np.min(np.sum(vectors * reference, axis=1)) > 0.999
     with pytest.raises(ValueError, match="gelu must be one of"):
         export_onnx(_minilm(), gelu="sigmoid")

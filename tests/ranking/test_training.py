@@ -8,7 +8,6 @@ from nlprec.ranking.training import (
     BiEncoderTrainConfig,
     CrossEncoderTrainConfig,
     TrainingExample,
-    info_nce_loss,
     mine_hard_negatives,
     no_duplicate_batches,
     train_biencoder,
@@ -49,11 +48,24 @@ def test_batches_hold_no_duplicate_text():
     assert len(flat) == len(set(flat))
 
 
-def test_info_nce_by_hand():
-    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    d = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])  # positives then negatives
-    expected = -math.log(math.exp(2.0) / (2 * math.exp(2.0) + 2 * math.exp(0.0)))
-    assert info_nce_loss(q, d, scale=2.0).item() == pytest.approx(expected, rel=1e-5)
+def test_listwise_loss_is_softmax_cross_entropy_over_each_list():
+    """The library loss behind ``listwise``: -log softmax(s(q, d+) | s(q, d+), s(q, d-_1..n))."""
+    from nlprec.ranking.rerank import load_cross_encoder
+    from nlprec.ranking.training import cross_encoder_loss
+
+    model = load_cross_encoder("minilm", 32)
+    model.eval()
+    chosen = _examples()[:3]
+    loss_fn, to_inputs = cross_encoder_loss(model, CrossEncoderTrainConfig(loss="listwise"))
+    inputs, labels = to_inputs(chosen)
+    with torch.no_grad():
+        got = loss_fn(inputs, labels).item()
+        logits = torch.tensor(
+            [model.predict([(e.query, d) for d in [e.positive, *e.negatives]], activation_fn=torch.nn.Identity())
+             for e in chosen]
+        )  # fmt: skip
+    expected = torch.nn.functional.cross_entropy(logits, torch.zeros(3, dtype=torch.long)).item()
+    assert got == pytest.approx(expected, rel=1e-4)
 
 
 def _examples():
@@ -84,50 +96,70 @@ def test_tiny_biencoder_and_cross_encoder_runs(tmp_path):
         train_cross_encoder("minilm", [], ce_cfg, tmp_path / "none")
 
 
-def test_mining_keeps_normalised_teacher_scores():
-    qrels = {"q": {"d1": 1, "d9": 1}}
-    run = {"q": {"d1": 3.0, "d3": 2.0, "d4": 1.0}}
-    docs = DOCS | {"d9": {"id": "d9", "title": "", "text": "text 9"}}
-    examples = mine_hard_negatives({"q": "query"}, qrels, run, docs, 2, with_teacher_scores=True)
-    # d1 is the run's top (1.0); d9 was not retrieved (0.0); negatives d3, d4 -> 0.5, 0.0
-    assert [e.teacher_scores for e in examples] == [[1.0, 0.5, 0.0], [0.0, 0.5, 0.0]]
-    assert mine_hard_negatives({"q": "query"}, qrels, run, docs, 2)[0].teacher_scores is None
-
-
-def test_listwise_targets_by_hand():
-    from nlprec.ranking.training import listwise_targets
-
-    assert listwise_targets(3, None, 0.5, 0.1).tolist() == [[1.0, 0.0, 0.0]]
-    teacher = torch.tensor([[1.0, 0.0, 0.0]])
-    soft = math.exp(10.0) / (math.exp(10.0) + 2.0)  # softmax(t / 0.1) of the top document
-    expected = [0.5 + 0.5 * soft, 0.5 * (1 - soft) / 2, 0.5 * (1 - soft) / 2]
-    got = listwise_targets(3, teacher, 0.5, 0.1)[0].tolist()
-    assert got == pytest.approx(expected, rel=1e-6)
-    assert sum(got) == pytest.approx(1.0)
-
-
 def test_head_learning_rate_gets_its_own_group():
-    from nlprec.ranking.training import _optimizer
-    from transformers import BertConfig, BertForSequenceClassification
+    from nlprec.ranking.rerank import load_cross_encoder
+    from nlprec.ranking.training import optimizer_and_schedule as _optimizer
 
-    config = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=16, num_labels=1)  # fmt: skip
-    model = BertForSequenceClassification(config)
+    model = load_cross_encoder("minilm", 32)
     optimizer, _ = _optimizer(model, 2e-5, 0.0, 10, head_lr=1e-3)
     lrs = [g["lr"] for g in optimizer.param_groups]
     assert lrs == [2e-5, 1e-3]
     head_ids = {id(p) for p in optimizer.param_groups[1]["params"]}
     expected = {
-        id(p) for n, p in model.named_parameters() if n.startswith(("classifier", "bert.pooler"))
+        id(p) for n, p in model.named_parameters() if n.endswith(("classifier.weight", "classifier.bias", "pooler.dense.weight", "pooler.dense.bias"))
     }
     assert head_ids == expected and len(head_ids) == 4
     assert len(_optimizer(model, 2e-5, 0.0, 10)[0].param_groups) == 1
 
 
-def test_distillation_needs_listwise_and_teacher_scores(tmp_path):
-    cfg = CrossEncoderTrainConfig(batch_size=4, max_steps=1, max_length=32, distill_weight=0.5)
-    with pytest.raises(ValueError, match="teacher_scores"):
-        train_cross_encoder("minilm", _examples(), cfg, tmp_path / "a")
-    bce = cfg.model_copy(update={"loss": "bce"})
-    with pytest.raises(ValueError, match="listwise"):
-        train_cross_encoder("minilm", _examples(), bce, tmp_path / "b")
+@pytest.mark.parametrize("loss", ["bce", "listnet", "lambda"])
+def test_other_cross_encoder_losses_train(tmp_path, loss):
+    cfg = CrossEncoderTrainConfig(batch_size=4, max_steps=1, max_length=32, loss=loss)
+    assert (train_cross_encoder("minilm", _examples(), cfg, tmp_path, log=lambda _: None) / "config.json").exists()
+
+
+def test_biencoder_training_gives_queries_and_documents_their_prompts(tmp_path, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    seen = []
+    original = SentenceTransformer.preprocess
+
+    def spy(self, texts, prompt=None, **kwargs):
+        seen.append((texts[0], prompt))
+        return original(self, texts, prompt=prompt, **kwargs)
+
+    monkeypatch.setattr(SentenceTransformer, "preprocess", spy)
+    from nlprec.ranking import encoder
+
+    load = encoder.load_encoder
+
+    def load_with_prompts(*args, **kwargs):
+        model = load(*args, **kwargs)
+        model.prompts = {"query": "query: ", "document": "passage: "}
+        return model
+
+    monkeypatch.setattr(encoder, "load_encoder", load_with_prompts)
+    cfg = BiEncoderTrainConfig(batch_size=4, max_steps=1, max_seq_length=32)
+    train_biencoder("minilm", _examples(), cfg, tmp_path, log=lambda _: None)
+    prompts = {text.split()[0]: prompt for text, prompt in seen}
+    assert prompts == {"castle": "query: ", "The": "passage: ", "A": "passage: "}
+
+
+def test_micro_batches_give_the_whole_batch_gradient():
+    from nlprec.ranking.rerank import load_cross_encoder
+    from nlprec.ranking.training import _accumulate, cross_encoder_loss
+
+    model = load_cross_encoder("minilm", 32)
+    model.eval()  # no dropout: the two passes must see the same network
+    loss_fn, to_inputs = cross_encoder_loss(model, CrossEncoderTrainConfig(loss="listwise"))
+
+    def batch_loss(chosen):
+        return loss_fn(*to_inputs(chosen))
+
+    grads = []
+    for micro in (None, 2):
+        model.zero_grad()
+        loss = _accumulate(batch_loss, _examples()[:6], micro)
+        grads.append((loss.item(), model.model.classifier.weight.grad.clone()))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-6)

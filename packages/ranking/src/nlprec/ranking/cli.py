@@ -39,12 +39,12 @@ class DocumentEncoder:
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         from nlprec.ranking.data import document_text
-        from nlprec.ranking.encoder import encode
+        from nlprec.ranking.encoder import encode_documents
 
         ids = [str(i) for i in batch.get("_id", batch.get("id"))]
         titles, texts = batch.get("title", [""] * len(ids)), batch["text"]
         docs = [{"title": t or "", "text": x or ""} for t, x in zip(titles, texts, strict=True)]
-        vectors = encode(self.model, [document_text(d) for d in docs], self.batch_size)
+        vectors = encode_documents(self.model, [document_text(d) for d in docs], self.batch_size)
         return {"id": ids, "vector": vectors.tolist()}
 
 

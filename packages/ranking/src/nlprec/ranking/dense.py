@@ -103,7 +103,7 @@ class DenseRetriever:
 
     def encode_queries(self, queries: list[str]) -> np.ndarray:
         """(n_queries, dim) float32 unit vectors."""
-        return enc.encode(self.encoder, queries, self.config.batch_size)
+        return enc.encode_queries(self.encoder, queries, self.config.batch_size)
 
     def document_units(self, docs: list[dict[str, str]]) -> tuple[list[tuple[str, int]], list[str]]:
         """What is embedded: one text per document, or its passages when passages are configured."""
@@ -119,11 +119,8 @@ class DenseRetriever:
         return entries, texts
 
     def encode_documents(self, texts: list[str], progress: bool = True) -> np.ndarray:
-        vectors, truncated = enc.encode_counting(
-            self.encoder, texts, self.config.batch_size, progress=progress
-        )
-        self.truncated += truncated
-        return vectors
+        self.truncated += enc.count_truncated(self.encoder, texts)
+        return enc.encode_documents(self.encoder, texts, self.config.batch_size, progress=progress)
 
     # -- building and editing ---------------------------------------------------------------
     def build(

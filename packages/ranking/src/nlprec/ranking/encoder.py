@@ -96,50 +96,28 @@ def embedding_dim(model) -> int:
     return int(getter())
 
 
-def _embed(model, encoding) -> np.ndarray:
-    """(batch, dim) embeddings of one tokenised batch, on either backend."""
-    if hasattr(model, "embed"):  # OnnxEncoder
-        return model.embed(encoding)
-    import torch
-
-    features = {k: v.to(model.device) for k, v in encoding.items()}
-    with torch.inference_mode():
-        return model(features)["sentence_embedding"].float().cpu().numpy()
+def encode_queries(model, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """(n, dim) float32 unit vectors of queries (``encode_query``: the model's query prompt)."""
+    return _encode(model.encode_query, model, texts, batch_size, progress)
 
 
-def encode_counting(
+def encode_documents(
     model, texts: list[str], batch_size: int = 64, progress: bool = False
-) -> tuple[np.ndarray, int]:
-    """(n, dim) float32 unit vectors and how many texts were longer than ``max_seq_length``.
+) -> np.ndarray:
+    """(n, dim) float32 unit vectors of documents (``encode_document``: the document prompt)."""
+    return _encode(model.encode_document, model, texts, batch_size, progress)
 
-    The same work as ``SentenceTransformer.encode`` (texts sorted by length so batches pad
-    little, one tokenisation per batch, one forward pass) but the truncation count comes from
-    that same tokenisation (fast tokenizers keep the cut-off tail in ``overflowing``) instead of
-    a second pass over the corpus.
-    """
+
+def _encode(method, model, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
     if not texts:
-        return np.zeros((0, embedding_dim(model)), dtype=np.float32), 0
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    vectors = np.empty((len(texts), embedding_dim(model)), dtype=np.float32)
-    tensors = "np" if hasattr(model, "embed") else "pt"
-    truncated = 0
-    starts = range(0, len(texts), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="Batches")
-    for start in starts:
-        rows = order[start : start + batch_size]
-        encoding = model.tokenizer(
-            [texts[i] for i in rows], padding=True, truncation=True,
-            max_length=model.max_seq_length, return_tensors=tensors,
-        )  # fmt: skip
-        truncated += sum(bool(e.overflowing) for e in encoding.encodings or [])
-        vectors[rows] = _embed(model, dict(encoding))
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12), truncated
+        return np.zeros((0, embedding_dim(model)), dtype=np.float32)
+    vectors = method(texts, batch_size=batch_size, show_progress_bar=progress,
+                     normalize_embeddings=True, convert_to_numpy=True)  # fmt: skip
+    return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def encode(model, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-    """(n, dim) float32 unit vectors, so inner product = cosine similarity."""
-    return encode_counting(model, texts, batch_size, progress)[0]
+def count_truncated(model, texts: list[str]) -> int:
+    """How many texts are longer than the encoder's ``max_seq_length`` (their tail is unseen)."""
+    limit = model.max_seq_length
+    lengths = model.tokenizer(texts, truncation=False, add_special_tokens=True)["input_ids"]
+    return sum(len(ids) > limit for ids in lengths)

@@ -65,6 +65,12 @@ def pooling_mode(model_dir: Path) -> str:
     return "mean"
 
 
+def saved_prompts(model_dir: Path) -> dict[str, str]:
+    """The prompts a sentence-transformers model was saved with (config_sentence_transformers.json)."""
+    config = model_dir / "config_sentence_transformers.json"
+    return json.loads(config.read_text()).get("prompts") or {} if config.exists() else {}
+
+
 def weights_digest(model_dir: Path) -> str:
     """sha256 of every weight file in full: the export cache must never serve another model's
     graph (the index fingerprint hashes only the first MiB, where fine-tuning changes little)."""
@@ -198,8 +204,9 @@ def default_length(transformer: Path, tokenizer) -> int:
 
 
 class OnnxEncoder:
-    """What nlprec's ``encode`` needs of a SentenceTransformer (``tokenizer``, ``max_seq_length``,
-    ``embed``), on an ONNX Runtime CPU session."""
+    """What nlprec's encoding needs of a SentenceTransformer (``encode_query``,
+    ``encode_document`` with the saved prompts, ``tokenizer``, ``max_seq_length``), on an ONNX
+    Runtime CPU session."""
 
     def __init__(
         self,
@@ -218,6 +225,7 @@ class OnnxEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(str(transformer))
         self.max_seq_length = max_seq_length or default_length(transformer, self.tokenizer)
         self.pooling = pooling_mode(model_dir)
+        self.prompts = saved_prompts(model_dir)
         self.int8 = int8
         self.path = export_onnx(model_dir, int8, cache_dir, gelu)
         options = ort.SessionOptions()
@@ -248,8 +256,24 @@ class OnnxEncoder:
             return np.where(mask > 0, hidden, -np.inf).max(axis=1)
         return (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
 
-    def encode(self, texts: list[str], batch_size: int = 32, **_ignored) -> np.ndarray:
-        """SentenceTransformer.encode's shape of call: unit vectors (n, dim)."""
-        from nlprec.ranking.encoder import encode
+    def encode(self, texts: list[str], batch_size: int = 32, prompt: str | None = None,
+               normalize_embeddings: bool = True, **_ignored) -> np.ndarray:  # fmt: skip
+        """SentenceTransformer.encode's shape of call: (n, dim) vectors, texts sorted by length so
+        batches pad little."""
+        texts = [f"{prompt}{t}" for t in texts] if prompt else list(texts)
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            encoding = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                                      max_length=self.max_seq_length, return_tensors="np")  # fmt: skip
+            vectors[rows] = self.embed(dict(encoding))
+        if normalize_embeddings:
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
 
-        return encode(self, texts, batch_size)
+    def encode_query(self, texts: list[str], batch_size: int = 32, **kwargs) -> np.ndarray:
+        return self.encode(texts, batch_size, prompt=self.prompts.get("query"), **kwargs)
+
+    def encode_document(self, texts: list[str], batch_size: int = 32, **kwargs) -> np.ndarray:
+        return self.encode(texts, batch_size, prompt=self.prompts.get("document"), **kwargs)

@@ -19,6 +19,13 @@ from nlprec.ranking.fusion import minmax_normalise
 from nlprec.ranking.passages import Aggregation, aggregate_passage_scores, split_passages
 from pydantic import BaseModel, Field
 
+PassageRun = dict[str, list[tuple[str, int, float]]]  # query id -> (doc id, passage, logit)
+
+
+def aggregate_run(scored: PassageRun, how: Aggregation) -> Run:
+    """One score per document from its passages' logits (FirstP / MaxP / SumP)."""
+    return {qid: aggregate_passage_scores(triples, how) for qid, triples in scored.items()}
+
 
 class RerankerConfig(BaseModel):
     model_config = {"extra": "forbid"}
@@ -64,14 +71,25 @@ class CrossEncoderReranker:
         self, batches: list[tuple[str, list[str]]], progress: bool = False
     ) -> list[list[float]]:
         """Score several (query, documents) groups in one predict call (fills the batch better)."""
+        out = []
+        for group, (_, documents) in zip(self.passage_logits(batches, progress), batches, strict=True):
+            by_doc = aggregate_passage_scores(group, self.config.aggregation)
+            out.append([by_doc[str(i)] for i in range(len(documents))])
+        return out
+
+    def passage_logits(
+        self, batches: list[tuple[str, list[str]]], progress: bool = False
+    ) -> list[list[tuple[str, int, float]]]:
+        """Per group, ``(document index as str, passage index, logit)`` of every passage."""
         pairs, owners = [], []  # owners[i] = (group, document index, passage index)
         for group, (query, documents) in enumerate(batches):
             for doc_index, text in enumerate(documents):
                 for passage_index, passage in enumerate(self._passages(text)):
                     pairs.append((query, passage))
                     owners.append((group, doc_index, passage_index))
+        per_group: list[list[tuple[str, int, float]]] = [[] for _ in batches]
         if not pairs:
-            return [[] for _ in batches]
+            return per_group
         import torch
 
         logits = self.model.predict(
@@ -82,14 +100,9 @@ class CrossEncoderReranker:
             activation_fn=torch.nn.Identity(),  # raw logits, not the default sigmoid
         )
         logits = np.asarray(logits, dtype=np.float64).reshape(-1)
-        per_group: list[list[tuple[str, int, float]]] = [[] for _ in batches]
         for (group, doc_index, passage_index), logit in zip(owners, logits, strict=True):
             per_group[group].append((str(doc_index), passage_index, float(logit)))
-        out = []
-        for group, (_, documents) in enumerate(batches):
-            by_doc = aggregate_passage_scores(per_group[group], self.config.aggregation)
-            out.append([by_doc[str(i)] for i in range(len(documents))])
-        return out
+        return per_group
 
     def _passages(self, text: str) -> list[str]:
         if self.config.passage_window is None:
@@ -97,6 +110,29 @@ class CrossEncoderReranker:
         return split_passages(
             text, self.model.tokenizer, self.config.passage_window, self.config.passage_stride
         )
+
+    def passage_scores(
+        self,
+        queries: Mapping[str, str],
+        first_stage: Run,
+        documents: Mapping[str, Mapping[str, str]],
+        depth: int,
+        progress: bool = False,
+    ) -> PassageRun:
+        """Cross-encoder logits of every passage of the top ``depth`` first-stage documents."""
+        qids = [q for q in queries if q in first_stage]
+        groups, candidates = [], []
+        for qid in qids:
+            top = [
+                d for d, _ in sorted(first_stage[qid].items(), key=lambda item: -item[1])[:depth]
+            ]
+            candidates.append(top)
+            groups.append((queries[qid], [document_text(documents[d]) for d in top]))
+        scored = self.passage_logits(groups, progress=progress)
+        return {
+            qid: [(top[int(i)], p, s) for i, p, s in triples]
+            for qid, top, triples in zip(qids, candidates, scored, strict=True)
+        }
 
     def rerank_run(
         self,
@@ -106,20 +142,9 @@ class CrossEncoderReranker:
         depth: int,
         progress: bool = False,
     ) -> Run:
-        """Cross-encoder logits for the top ``depth`` documents of each query's first-stage list."""
-        qids = [q for q in queries if q in first_stage]
-        groups, candidates = [], []
-        for qid in qids:
-            top = [
-                d for d, _ in sorted(first_stage[qid].items(), key=lambda item: -item[1])[:depth]
-            ]
-            candidates.append(top)
-            groups.append((queries[qid], [document_text(documents[d]) for d in top]))
-        scored = self.score_many(groups, progress=progress)
-        return {
-            qid: dict(zip(top, s, strict=True))
-            for qid, top, s in zip(qids, candidates, scored, strict=True)
-        }
+        """Cross-encoder scores (passages aggregated as configured) of the top ``depth`` documents."""
+        scored = self.passage_scores(queries, first_stage, documents, depth, progress)
+        return aggregate_run(scored, self.config.aggregation)
 
     def save(self, directory: str | Path) -> None:
         self.model.save_pretrained(str(directory))

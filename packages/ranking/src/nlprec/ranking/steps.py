@@ -1,22 +1,28 @@
 """Pipeline steps: data -> first stages -> fusion -> fine-tuning -> reranking -> engine -> report.
 
-Every retrieval step writes TREC runs for the evaluation split (``eval``) and, when the dataset
-has one, the training split (``train``: used to tune fusion weights and mine hard negatives, never
-the evaluation split). A step whose input is missing returns ``{"skipped": reason}``.
+Query sets: ``train`` (fine-tuning, hard negatives), ``validation`` (carved from the dataset's
+train queries and held out of every training: fusion weights, passage aggregation, rerank depth
+and alpha are chosen on it) and ``test`` (the dataset's evaluation split, returned by the data
+step under its ``test`` key, so search trials never see it). Every retrieval step writes TREC
+runs of each query set, logs ``<system>.<metric>`` and per-query scores on ``ctx.split``
+(validation during search trials, test otherwise) and its peak resident memory
+(``<step>.peak_rss_mb``). A step whose input is missing returns ``{"skipped": reason}``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from pathlib import Path
 from typing import Literal
 
 from nlprec.core.data import dataset_path
-from nlprec.core.distributed import launch_torchrun
+from nlprec.core.distributed import DistributedContext
+from nlprec.core.io import atomic_write_text
+from nlprec.core.launch import run_distributed
 from nlprec.core.step import StepContext
 from nlprec.ranking import data as beir
-from nlprec.ranking import ddp
 from nlprec.ranking.bm25 import BM25Config, BM25Retriever
 from nlprec.ranking.data import Run, read_trec_run, write_trec_run
 from nlprec.ranking.demo_data import generate_demo_corpus, write_beir_folder
@@ -31,7 +37,14 @@ from nlprec.ranking.evaluate import (
 )
 from nlprec.ranking.faiss_index import FaissConfig
 from nlprec.ranking.fusion import fuse, tune_fusion_weights
-from nlprec.ranking.rerank import CrossEncoderReranker, RerankerConfig, rerank_at_depth
+from nlprec.ranking.memory import peak_rss_mb, reset_peak_rss
+from nlprec.ranking.passages import Aggregation
+from nlprec.ranking.rerank import (
+    CrossEncoderReranker,
+    RerankerConfig,
+    aggregate_run,
+    rerank_at_depth,
+)
 from nlprec.ranking.training import (
     BiEncoderTrainConfig,
     CrossEncoderTrainConfig,
@@ -43,6 +56,22 @@ from nlprec.ranking.training import (
 from pydantic import BaseModel, Field
 
 SUMMARY_METRICS = ["ndcg@10", "mrr@10", "recall@100", "recall@1000", "map"]
+AGGREGATIONS: list[Aggregation] = ["firstp", "maxp", "sump"]
+
+
+def measured(step):
+    """Log the step's peak resident memory as ``<step>.peak_rss_mb`` (this process; the high-water
+    mark is reset when the step starts)."""
+
+    @functools.wraps(step)
+    def run(ctx: StepContext, cfg):
+        reset_peak_rss()
+        try:
+            return step(ctx, cfg)
+        finally:
+            ctx.log_metrics({f"{ctx.name}.peak_rss_mb": peak_rss_mb()})
+
+    return run
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -51,6 +80,10 @@ class LoadBeirConfig(BaseModel):
     path: str
     eval_split: str = "test"
     train_split: str = "train"
+    validation_fraction: float = Field(
+        0.2, ge=0, lt=1, description="train queries held out of training, for every selection"
+    )
+    split_seed: int = Field(0, description="seed of the validation carve (the same for every run seed)")
     max_eval_queries: int | None = Field(
         None, ge=1, description="subsample evaluation queries (CI)"
     )
@@ -63,45 +96,46 @@ def _describe(ctx: StepContext, folder: Path, cfg: LoadBeirConfig) -> dict:
         raise beir.DataError(
             f"{folder}: no qrels/{cfg.eval_split}.tsv (splits: {sorted(dataset.qrels)})"
         )
-    eval_q = sorted(dataset.split_queries(cfg.eval_split))
+    test_q = sorted(dataset.split_queries(cfg.eval_split))
     missing = [q for q in dataset.qrels[cfg.eval_split] if q not in dataset.queries]
     train_q = (
         sorted(dataset.split_queries(cfg.train_split)) if cfg.train_split in dataset.qrels else []
     )
-    rng = random.Random(ctx.seed)
-    if cfg.max_eval_queries and len(eval_q) > cfg.max_eval_queries:
-        eval_q = sorted(rng.sample(eval_q, cfg.max_eval_queries))
+    rng = random.Random(cfg.split_seed)
+    if cfg.max_eval_queries and len(test_q) > cfg.max_eval_queries:
+        test_q = sorted(rng.sample(test_q, cfg.max_eval_queries))
     if cfg.max_train_queries and len(train_q) > cfg.max_train_queries:
         train_q = sorted(rng.sample(train_q, cfg.max_train_queries))
+    shuffled = rng.sample(train_q, len(train_q))
+    n_val = int(round(len(train_q) * cfg.validation_fraction))
+    val_q, train_q = sorted(shuffled[:n_val]), sorted(shuffled[n_val:])
     notes = []
     if missing:
         notes.append(f"{len(missing)} judged query ids have no query text and are ignored")
     if not train_q:
-        notes.append(
-            f"no '{cfg.train_split}' split: fine-tuning skipped, fusion uses equal weights"
-        )
+        notes.append(f"no '{cfg.train_split}' split: fine-tuning skipped")
+    if not val_q:
+        notes.append("no validation queries: fusion uses equal weights, reranking its defaults")
     for note in notes:
         ctx.logger.warning(note)
     ctx.log_input(name=folder.name, source=folder, context=cfg.eval_split)
-    ctx.log_params(
-        {
-            "n_docs": len(dataset.corpus),
-            "n_eval_queries": len(eval_q),
-            "n_train_queries": len(train_q),
-        }
-    )
+    ctx.log_params({"n_docs": len(dataset.corpus), "n_test_queries": len(test_q),
+                    "n_train_queries": len(train_q), "n_validation_queries": len(val_q)})  # fmt: skip
     splits = ctx.output_dir / "splits.json"
-    splits.write_text(json.dumps({"eval": eval_q, "train": train_q}))
+    splits.write_text(json.dumps({"train": train_q, "validation": val_q}))
+    test_splits = ctx.output_dir / "test_queries.json"
+    test_splits.write_text(json.dumps(test_q))
     return {
         "data": str(folder),
-        "eval_split": cfg.eval_split,
-        "train_split": cfg.train_split if train_q else None,
+        "train_split": cfg.train_split if (train_q or val_q) else None,
         "splits": str(splits),
         "n_docs": len(dataset.corpus),
         "notes": notes,
+        "test": {"split": cfg.eval_split, "queries": str(test_splits)},
     }
 
 
+@measured
 def load_beir(ctx: StepContext, cfg: LoadBeirConfig) -> dict:
     """Validate a BEIR folder and fix the query sets (the folder itself is read where needed)."""
     return _describe(ctx, dataset_path(cfg.path, must_contain=("queries.jsonl", "qrels")), cfg)
@@ -111,30 +145,38 @@ class DemoDataConfig(BaseModel):
     model_config = {"extra": "forbid"}
     n_docs: int = Field(300, ge=10)
     n_queries: int = Field(240, ge=6)
+    validation_fraction: float = Field(0.2, ge=0, lt=1)
 
 
+@measured
 def generate_demo(ctx: StepContext, cfg: DemoDataConfig) -> dict:
     """The embedded default: a generated BEIR folder with known relevance (train and test splits)."""
     folder = write_beir_folder(
         generate_demo_corpus(cfg.n_docs, cfg.n_queries, ctx.seed), ctx.output_dir / "demo"
     )
-    return _describe(ctx, folder, LoadBeirConfig(path=str(folder)))
+    described = LoadBeirConfig(path=str(folder), validation_fraction=cfg.validation_fraction)
+    return _describe(ctx, folder, described)
 
 
 class Corpus:
-    """What a step needs of the dataset: documents by id, queries and qrels of the two query sets."""
+    """What a step needs of the dataset: documents by id, and the queries and qrels of each query
+    set (``test`` only where the data step's ``test`` output is visible)."""
 
     def __init__(self, described: dict) -> None:
         dataset = beir.load_beir(described["data"])
         splits = json.loads(Path(described["splits"]).read_text())
         self.documents = {d["id"]: d for d in dataset.corpus}
         self.corpus = dataset.corpus
-        self.query_ids = {"eval": splits["eval"], "train": splits["train"]}
         self.queries = dataset.queries
+        self.query_ids = {"train": splits["train"], "validation": splits["validation"]}
         self.qrels = {
-            "eval": {q: dataset.qrels[described["eval_split"]][q] for q in splits["eval"]},
-            "train": {q: dataset.qrels[described["train_split"]][q] for q in splits["train"]},
+            name: {q: dataset.qrels[described["train_split"]][q] for q in ids}
+            for name, ids in self.query_ids.items()
         }
+        test = described.get("test")
+        if test is not None:
+            self.query_ids["test"] = json.loads(Path(test["queries"]).read_text())
+            self.qrels["test"] = {q: dataset.qrels[test["split"]][q] for q in self.query_ids["test"]}
 
     def texts(self, split: str) -> list[str]:
         return [self.queries[q] for q in self.query_ids[split]]
@@ -147,20 +189,39 @@ def _data_input(ctx: StepContext) -> dict:
     raise ValueError(f"step {ctx.name} needs the data step (load_beir or generate_demo) in `needs`")
 
 
+def _eval_split(ctx: StepContext, corpus: Corpus) -> str:
+    """The query set this run reports on: ``ctx.split`` (validation in search trials)."""
+    split = "validation" if ctx.split == "validation" else "test"
+    if split not in corpus.query_ids:
+        raise ValueError(f"step {ctx.name}: no {split} queries (is the data step in `needs`?)")
+    return split
+
+
 def _write_runs(ctx: StepContext, system: str, runs: dict[str, Run]) -> dict[str, str]:
+    """TREC files of each query set; the test run goes under ``test_run`` (hidden from trials)."""
     paths = {}
     for split, run in runs.items():
         if run:
             path = ctx.output_dir / "runs" / f"{system}.{split}.trec"
             write_trec_run(run, path, tag=system)
             paths[split] = str(path)
-    return paths
+    out = {"runs": {k: v for k, v in paths.items() if k != "test"}}
+    if "test" in paths:
+        out["test_run"] = paths["test"]
+    return out
 
 
-def _log_system(ctx: StepContext, corpus: Corpus, system: str, run: Run) -> dict[str, float]:
-    scores = evaluate_run(corpus.qrels["eval"], run, SUMMARY_METRICS)
-    ctx.log_metrics({f"{system}.{name}": value for name, value in scores.items()})
-    ctx.logger.info("%s: %s", system, {k: round(v, 4) for k, v in scores.items()})
+def _log_system(ctx: StepContext, corpus: Corpus, system: str, runs: dict[str, Run]) -> dict[str, float]:
+    """Metrics and per-query nDCG@10 of ``system`` on this run's split; validation nDCG@10 too."""
+    split = _eval_split(ctx, corpus)
+    qrels, run = corpus.qrels[split], runs[split]
+    scores = evaluate_run(qrels, run, SUMMARY_METRICS)
+    metrics = {f"{system}.{name}": value for name, value in scores.items()}
+    if split == "test" and corpus.qrels["validation"] and runs.get("validation"):
+        metrics[f"{system}.val_ndcg@10"] = ndcg10(corpus.qrels["validation"], runs["validation"])
+    ctx.log_metrics(metrics)
+    ctx.log_unit_scores(system, "ndcg@10", per_query_scores(qrels, run)["ndcg@10"])
+    ctx.logger.info("%s (%s): %s", system, split, {k: round(v, 4) for k, v in scores.items()})
     return scores
 
 
@@ -169,17 +230,19 @@ def _hits_to_run(qids: list[str], hits: list[list[tuple[str, float]]]) -> Run:
 
 
 def _search_splits(corpus: Corpus, search, k: int, train_k: int) -> dict[str, Run]:
-    """Runs of ``search(texts, k)`` for the evaluation queries and (at ``train_k``) the train queries."""
-    runs = {"eval": _hits_to_run(corpus.query_ids["eval"], search(corpus.texts("eval"), k))}
-    if corpus.query_ids["train"]:
-        runs["train"] = _hits_to_run(
-            corpus.query_ids["train"], search(corpus.texts("train"), train_k)
-        )
-    return runs
+    """Runs of ``search(texts, k)`` for every query set (the train set at ``train_k``)."""
+    return {
+        split: _hits_to_run(qids, search(corpus.texts(split), train_k if split == "train" else k))
+        for split, qids in corpus.query_ids.items()
+        if qids
+    }
 
 
 def _load_runs(step_output: dict) -> dict[str, Run]:
-    return {split: read_trec_run(path) for split, path in step_output["runs"].items()}
+    runs = {split: read_trec_run(path) for split, path in step_output["runs"].items()}
+    if "test_run" in step_output:
+        runs["test"] = read_trec_run(step_output["test_run"])
+    return runs
 
 
 # -- first stages ------------------------------------------------------------------------------
@@ -188,19 +251,16 @@ class BM25StepConfig(BM25Config):
     train_k: int = Field(100, ge=1)
 
 
+@measured
 def bm25_retrieve(ctx: StepContext, cfg: BM25StepConfig) -> dict:
     corpus = Corpus(_data_input(ctx))
     retriever = BM25Retriever(BM25Config(**cfg.model_dump(exclude={"k", "train_k"}))).index(
         corpus.corpus
     )
     runs = _search_splits(corpus, retriever.search, cfg.k, cfg.train_k)
-    _log_system(ctx, corpus, "bm25", runs["eval"])
+    _log_system(ctx, corpus, "bm25", runs)
     retriever.save(ctx.output_dir / "index")
-    return {
-        "system": "bm25",
-        "index_dir": str(ctx.output_dir / "index"),
-        "runs": _write_runs(ctx, "bm25", runs),
-    }
+    return {"system": "bm25", "index_dir": str(ctx.output_dir / "index"), **_write_runs(ctx, "bm25", runs)}
 
 
 class DenseStepConfig(BaseModel):
@@ -213,7 +273,10 @@ class DenseStepConfig(BaseModel):
     faiss: FaissConfig = FaissConfig()
     batch_size: int = Field(64, ge=1)
     max_seq_length: int | None = None
-    passages: PassageConfig | None = None
+    passages: PassageConfig | None = Field(
+        None, description="index passages of long documents; the aggregation is chosen on validation"
+    )
+    aggregations: list[Aggregation] = Field(AGGREGATIONS, min_length=1)
     threads: int | None = None
     backend: Literal["torch", "onnx"] = "torch"
     int8: bool = False
@@ -221,6 +284,24 @@ class DenseStepConfig(BaseModel):
     train_k: int = Field(100, ge=1)
 
 
+def _choose_aggregation(ctx, corpus: Corpus, retriever: DenseRetriever, cfg: DenseStepConfig) -> str | None:
+    """With passages, FirstP / MaxP / SumP compared on the validation queries (first listed wins
+    ties; without validation queries the configured one stays)."""
+    passages = retriever.config.passages
+    if passages is None or not corpus.query_ids["validation"]:
+        return passages.aggregation if passages else None
+    vectors = retriever.encode_queries(corpus.texts("validation"))
+    trials = {}
+    for how in cfg.aggregations:
+        passages.aggregation = how
+        run = _hits_to_run(corpus.query_ids["validation"], retriever.search_vectors(vectors, cfg.k))
+        trials[how] = ndcg10(corpus.qrels["validation"], run)
+    passages.aggregation = max(trials, key=lambda how: trials[how])
+    ctx.log_metrics({f"{cfg.system}.val_ndcg@10_{how}": value for how, value in trials.items()})
+    return passages.aggregation
+
+
+@measured
 def dense_retrieve(ctx: StepContext, cfg: DenseStepConfig) -> dict:
     model = cfg.model
     if cfg.encoder_from is not None:
@@ -236,20 +317,20 @@ def dense_retrieve(ctx: StepContext, cfg: DenseStepConfig) -> dict:
     )  # fmt: skip
     retriever = DenseRetriever(dense_cfg).build(corpus.corpus)
     if retriever.truncated:
-        ctx.logger.warning(
-            "%s: %d texts longer than the encoder's limit were truncated",
-            cfg.system,
-            retriever.truncated,
-        )
+        ctx.logger.warning("%s: %d indexed texts longer than the encoder's limit were truncated",
+                           cfg.system, retriever.truncated)  # fmt: skip
     ctx.log_metrics({f"{cfg.system}.truncated_texts": retriever.truncated})
+    aggregation = _choose_aggregation(ctx, corpus, retriever, cfg)
+    ctx.log_params({"chosen_aggregation": aggregation or "none (one vector per document)"})
     runs = _search_splits(corpus, retriever.search, cfg.k, cfg.train_k)
-    _log_system(ctx, corpus, cfg.system, runs["eval"])
+    _log_system(ctx, corpus, cfg.system, runs)
     retriever.save(ctx.output_dir / "index")
     return {
         "system": cfg.system,
         "index_dir": str(ctx.output_dir / "index"),
         "model_dir": str(retriever.model_dir),
-        "runs": _write_runs(ctx, cfg.system, runs),
+        "aggregation": aggregation,
+        **_write_runs(ctx, cfg.system, runs),
     }
 
 
@@ -270,38 +351,34 @@ def _pick(ctx: StepContext, choice: str) -> tuple[str, dict] | None:
     return None
 
 
+@measured
 def fuse_runs(ctx: StepContext, cfg: FuseConfig) -> dict:
-    """Fuse first stages with weights (and method, for ``auto``) tuned on the train split."""
+    """Fuse first stages with weights (and method, for ``auto``) chosen on the validation queries."""
     picked = [p for p in (_pick(ctx, c) for c in cfg.systems) if p is not None]
     if len(picked) < 2:
         return {"skipped": f"fewer than two first stages available among {cfg.systems}"}
     corpus = Corpus(_data_input(ctx))
     runs = [_load_runs(out) for _, out in picked]
     methods = ["rrf", "linear"] if cfg.method == "auto" else [cfg.method]
-    if corpus.query_ids["train"]:
-        trials = {m: tune_fusion_weights([r["train"] for r in runs], corpus.qrels["train"], m, ndcg10, cfg.grid_step)
-                  for m in methods}  # fmt: skip
+    if corpus.query_ids["validation"]:
+        trials = {m: tune_fusion_weights([r["validation"] for r in runs], corpus.qrels["validation"], m, ndcg10,
+                                         cfg.grid_step) for m in methods}  # fmt: skip
         method = max(trials, key=lambda m: trials[m][1])
-        weights, train_ndcg = trials[method]
-        tuned_on = "train"
-        ctx.log_metrics({f"{cfg.system}.train_ndcg@10": train_ndcg})
+        weights, tuned_on = trials[method][0], f"{len(corpus.query_ids['validation'])} validation queries"
     else:
-        method, weights, tuned_on = (
-            methods[0],
-            tuple([1.0 / len(runs)] * len(runs)),
-            "none (equal weights)",
-        )
+        method, weights = methods[0], tuple([1.0 / len(runs)] * len(runs))
+        tuned_on = "none (equal weights)"
     fused = {split: fuse([r[split] for r in runs], method, weights, cfg.k) for split in runs[0]}
     ctx.log_params({"fused_systems": [name for name, _ in picked], "chosen_method": method,
                     "chosen_weights": list(weights), "tuned_on": tuned_on})  # fmt: skip
-    _log_system(ctx, corpus, cfg.system, fused["eval"])
+    _log_system(ctx, corpus, cfg.system, fused)
     return {
         "system": cfg.system,
         "sources": [name for name, _ in picked],
         "method": method,
         "weights": list(weights),
         "tuned_on": tuned_on,
-        "runs": _write_runs(ctx, cfg.system, fused),
+        **_write_runs(ctx, cfg.system, fused),
     }
 
 
@@ -314,7 +391,7 @@ class FinetuneBiencoderConfig(BaseModel):
     skip_top: int = Field(0, ge=0)
     train: BiEncoderTrainConfig = BiEncoderTrainConfig()
     nproc_per_node: int = Field(
-        1, ge=1, description="> 1: train under torchrun with DDP (nlprec.ranking.ddp)"
+        1, ge=1, description="> 1: train under torchrun with DDP (train_worker)"
     )
 
 
@@ -326,20 +403,55 @@ def _train_under_torchrun(
     train: BiEncoderTrainConfig | CrossEncoderTrainConfig,
     nproc_per_node: int,
 ) -> Path:
-    """Train in ``nproc_per_node`` processes through ``nlprec.ranking.ddp``; rank 0 writes the model.
+    """Train in ``nproc_per_node`` processes (:func:`train_worker`); rank 0 writes the model.
 
     The examples travel as a JSONL file; ``train.batch_size`` stays the global batch, so the
     processes take the steps one process would take.
     """
-    examples_file = ddp.write_examples(examples, ctx.output_dir / "examples.jsonl")
+    examples_file = write_examples(examples, ctx.output_dir / "examples.jsonl")
     out = ctx.output_dir / "ddp"
-    flag = "--biencoder" if which == "biencoder" else "--cross-encoder"
-    launch_torchrun(
-        ["-m", "nlprec.ranking.ddp", "--model", model, "--examples", str(examples_file),
-         "--out", str(out), flag, train.model_dump_json(), "--seed", str(ctx.seed)],
-        nproc_per_node,
-    )  # fmt: skip
+    settings = {"model": model, "seed": ctx.seed, which: train.model_dump()}
+    run_distributed("nlprec.ranking.steps:train_worker", settings,
+                    {"examples": str(examples_file)}, out, nproc_per_node)  # fmt: skip
     return out / which / "model"
+
+
+def train_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, out: Path) -> dict:
+    """One torchrun rank of fine-tuning (``nlprec.core.launch``): the bi-encoder (``config
+    ["biencoder"]``) and/or the cross-encoder (``config["cross_encoder"]``) from ``config
+    ["model"]`` on ``inputs["examples"]``. Every rank draws the same global batches and trains on
+    its share; rank 0 writes ``out/biencoder/model`` and ``out/cross_encoder/model``."""
+    examples = read_examples(inputs["examples"])
+    log = print if dist_ctx.is_main else (lambda _: None)
+    trainers = {
+        "biencoder": (BiEncoderTrainConfig, train_biencoder),
+        "cross_encoder": (CrossEncoderTrainConfig, train_cross_encoder),
+    }
+    for which, (config_cls, trainer) in trainers.items():
+        if which in config:
+            trainer(config["model"], examples, config_cls(**config[which]), out / which,
+                    dist_ctx.device, config.get("seed", 0), log, dist_ctx)  # fmt: skip
+    return {"n_examples": len(examples)}
+
+
+def write_examples(examples: list[TrainingExample], path: str | Path) -> Path:
+    """One TrainingExample per line (what :func:`train_worker` reads)."""
+    lines = "".join(e.model_dump_json() + "\n" for e in examples)
+    return atomic_write_text(path, lines)
+
+
+def read_examples(path: str | Path) -> list[TrainingExample]:
+    examples = []
+    with Path(path).open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    examples.append(TrainingExample.model_validate_json(line))
+                except ValueError as err:
+                    raise ValueError(f"{path}:{line_no}: not a training example ({err})") from err
+    if not examples:
+        raise ValueError(f"{path}: no training examples")
+    return examples
 
 
 def _train(
@@ -357,22 +469,26 @@ def _train(
     return trainer(model, examples, train, ctx.output_dir, ctx.device, ctx.seed, ctx.logger.info)
 
 
+def _training_examples(ctx, corpus: Corpus, choice: str, n_negatives: int, skip_top: int,
+                       sample_from: int | None = None) -> list[TrainingExample] | None:  # fmt: skip
+    """Examples of the train query set (never validation or test), negatives from ``choice``."""
+    upstream = _pick(ctx, choice)
+    if upstream is None:
+        return None
+    queries = {q: corpus.queries[q] for q in corpus.query_ids["train"]}
+    return mine_hard_negatives(queries, corpus.qrels["train"], _load_runs(upstream[1])["train"],
+                               corpus.documents, n_negatives, skip_top, ctx.seed, sample_from)  # fmt: skip
+
+
+@measured
 def finetune_biencoder(ctx: StepContext, cfg: FinetuneBiencoderConfig) -> dict:
     data = _data_input(ctx)
-    if data["train_split"] is None:
-        return {"skipped": "the dataset has no train split"}
     corpus = Corpus(data)
-    negatives_run = _load_runs(ctx.inputs[cfg.negatives_from])["train"]
-    queries = {q: corpus.queries[q] for q in corpus.query_ids["train"]}
-    examples = mine_hard_negatives(
-        queries,
-        corpus.qrels["train"],
-        negatives_run,
-        corpus.documents,
-        cfg.n_negatives,
-        cfg.skip_top,
-        ctx.seed,
-    )
+    if not corpus.query_ids["train"]:
+        return {"skipped": "the dataset has no train split"}
+    examples = _training_examples(ctx, corpus, cfg.negatives_from, cfg.n_negatives, cfg.skip_top)
+    if examples is None:
+        return {"skipped": f"no first stage to mine negatives from ({cfg.negatives_from})"}
     ctx.log_params({"n_examples": len(examples), "nproc_per_node": cfg.nproc_per_node,
                     **cfg.train.model_dump()})  # fmt: skip
     model_dir = _train(ctx, cfg.model, examples, "biencoder", cfg.train, cfg.nproc_per_node)
@@ -391,49 +507,30 @@ class TrainRerankerConfig(BaseModel):
         30, ge=1, description="draw negatives from this many top candidates"
     )
     skip_top: int = Field(0, ge=0)
-    dev_fraction: float = Field(
-        0.2, ge=0, lt=1, description="train queries held out to tune reranking"
-    )
     train: CrossEncoderTrainConfig = CrossEncoderTrainConfig()
     nproc_per_node: int = Field(
-        1, ge=1, description="> 1: train under torchrun with DDP (nlprec.ranking.ddp)"
+        1, ge=1, description="> 1: train under torchrun with DDP (train_worker)"
     )
 
 
+@measured
 def train_reranker(ctx: StepContext, cfg: TrainRerankerConfig) -> dict:
-    data = _data_input(ctx)
-    corpus = Corpus(data)
-    train_q = list(corpus.query_ids["train"])
-    random.Random(ctx.seed).shuffle(train_q)
-    n_dev = int(len(train_q) * cfg.dev_fraction)
-    dev_q, fit_q = sorted(train_q[:n_dev]), sorted(train_q[n_dev:])
+    """Train the cross-encoder on the train queries (validation stays held out for the rerank step)."""
     if cfg.pretrained is not None:
         from nlprec.ranking.encoder import resolve_model_dir
 
-        return {
-            "model_dir": str(resolve_model_dir(cfg.pretrained)),
-            "dev_qids": sorted(train_q),
-            "trained": False,
-        }
-    if data["train_split"] is None:
+        return {"model_dir": str(resolve_model_dir(cfg.pretrained)), "trained": False}
+    corpus = Corpus(_data_input(ctx))
+    if not corpus.query_ids["train"]:
         return {"skipped": "the dataset has no train split and no pretrained reranker was given"}
-    upstream = _pick(ctx, cfg.negatives_from)
-    if upstream is None:
+    examples = _training_examples(ctx, corpus, cfg.negatives_from, cfg.n_negatives, cfg.skip_top,
+                                  cfg.sample_from)  # fmt: skip
+    if examples is None:
         return {"skipped": f"no first stage to mine negatives from ({cfg.negatives_from})"}
-    negatives_run = _load_runs(upstream[1])["train"]
-    examples = mine_hard_negatives(
-        {q: corpus.queries[q] for q in fit_q}, corpus.qrels["train"], negatives_run, corpus.documents,
-        cfg.n_negatives, cfg.skip_top, ctx.seed, cfg.sample_from,
-    )  # fmt: skip
-    ctx.log_params({"n_examples": len(examples), "n_dev_queries": len(dev_q),
-                    "nproc_per_node": cfg.nproc_per_node, **cfg.train.model_dump()})  # fmt: skip
+    ctx.log_params({"n_examples": len(examples), "nproc_per_node": cfg.nproc_per_node,
+                    **cfg.train.model_dump()})  # fmt: skip
     model_dir = _train(ctx, cfg.model, examples, "cross_encoder", cfg.train, cfg.nproc_per_node)
-    return {
-        "model_dir": str(model_dir),
-        "dev_qids": dev_q,
-        "trained": True,
-        "n_examples": len(examples),
-    }
+    return {"model_dir": str(model_dir), "trained": True, "n_examples": len(examples)}
 
 
 # -- reranking ---------------------------------------------------------------------------------
@@ -444,12 +541,38 @@ class RerankStepConfig(BaseModel):
     reranker_from: str = "train_reranker"
     depths: list[int] = Field([20, 50, 100], min_length=1)
     alphas: list[float] = Field([0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], min_length=1)
+    aggregations: list[Aggregation] = Field(
+        AGGREGATIONS, min_length=1, description="tried on validation when passages are configured"
+    )
     reranker: RerankerConfig = RerankerConfig()
     k: int = Field(1000, ge=1)
 
 
+def _choose_rerank(ctx, cfg: RerankStepConfig, corpus: Corpus, reranker, first: dict[str, Run]):
+    """(depth, alpha, aggregation) with the best validation nDCG@10 over the grid."""
+    aggregations = cfg.aggregations if cfg.reranker.passage_window else [cfg.reranker.aggregation]
+    if not corpus.query_ids["validation"]:
+        return min(cfg.depths), 1.0, aggregations[0], "none (defaults)"
+    val_first = first["validation"]
+    scored = reranker.passage_scores(corpus.queries, val_first, corpus.documents, max(cfg.depths), progress=True)
+    qrels = corpus.qrels["validation"]
+    grid = {}
+    for how in aggregations:
+        ce = aggregate_run(scored, how)
+        for depth in cfg.depths:
+            for alpha in cfg.alphas:
+                grid[(depth, alpha, how)] = ndcg10(qrels, rerank_at_depth(ce, val_first, depth, alpha))
+    depth, alpha, how = max(grid, key=lambda key: grid[key])
+    ctx.log_metrics({f"{cfg.system}.val_ndcg@10": grid[(depth, alpha, how)],
+                     f"{cfg.system}_pure.val_ndcg@10": grid.get((depth, 1.0, how), float("nan")),
+                     f"{cfg.system}.val_first_stage_ndcg@10": ndcg10(qrels, val_first)})  # fmt: skip
+    return depth, alpha, how, f"{len(qrels)} validation queries"
+
+
+@measured
 def rerank_step(ctx: StepContext, cfg: RerankStepConfig) -> dict:
-    """Rerank the first stage; depth and interpolation weight tuned on held-out train queries."""
+    """Rerank the first stage; depth, interpolation weight and passage aggregation chosen on the
+    validation queries (held out of both trainings)."""
     model_info = ctx.inputs[cfg.reranker_from]
     picked = _pick(ctx, cfg.first_stage)
     if "skipped" in model_info or picked is None:
@@ -459,49 +582,38 @@ def rerank_step(ctx: StepContext, cfg: RerankStepConfig) -> dict:
     reranker = CrossEncoderReranker(
         cfg.reranker.model_copy(update={"model": model_info["model_dir"]}), device=ctx.device
     )
-    max_depth = max(cfg.depths)
-    depth, alpha, tuned_on = min(cfg.depths), 1.0, "none (defaults)"
-    dev_q = [q for q in model_info["dev_qids"] if q in first.get("train", {})]
-    if dev_q:
-        dev_first = {q: first["train"][q] for q in dev_q}
-        dev_scores = reranker.rerank_run(
-            corpus.queries, dev_first, corpus.documents, max_depth, progress=True
-        )
-        dev_qrels = {q: corpus.qrels["train"][q] for q in dev_q}
-        grid = {
-            (d, a): ndcg10(dev_qrels, rerank_at_depth(dev_scores, dev_first, d, a))
-            for d in cfg.depths
-            for a in cfg.alphas
-        }
-        (depth, alpha), best = max(grid.items(), key=lambda item: item[1])
-        tuned_on = f"{len(dev_q)} held-out train queries"
-        ctx.log_metrics({f"{cfg.system}.dev_ndcg@10": best, f"{cfg.system}.dev_ndcg@10_pure": grid[(depth, 1.0)]
-                         if 1.0 in cfg.alphas else best})  # fmt: skip
-    eval_scores = reranker.rerank_run(
-        corpus.queries, first["eval"], corpus.documents, depth, progress=True
-    )
-    final = rerank_at_depth(eval_scores, first["eval"], depth, alpha)
-    pure = rerank_at_depth(eval_scores, first["eval"], depth, 1.0)
-    ctx.log_params(
-        {
-            "chosen_first_stage": picked[0],
-            "chosen_depth": depth,
-            "chosen_alpha": alpha,
-            "tuned_on": tuned_on,
-        }
-    )
+    depth, alpha, how, tuned_on = _choose_rerank(ctx, cfg, corpus, reranker, first)
+    split = _eval_split(ctx, corpus)
+    scored = reranker.passage_scores(corpus.queries, first[split], corpus.documents, depth, progress=True)
+    ce = aggregate_run(scored, how)
+    final = {split: rerank_at_depth(ce, first[split], depth, alpha)}
+    pure = {split: rerank_at_depth(ce, first[split], depth, 1.0)}
+    ctx.log_params({"chosen_first_stage": picked[0], "chosen_depth": depth, "chosen_alpha": alpha,
+                    "chosen_aggregation": how, "tuned_on": tuned_on})  # fmt: skip
     _log_system(ctx, corpus, cfg.system, final)
     _log_system(ctx, corpus, f"{cfg.system}_pure", pure)
+    _log_versus_first_stage(ctx, corpus, cfg.system, picked[0], final[split], first[split], split)
     return {
         "system": cfg.system,
         "first_stage": picked[0],
         "depth": depth,
         "alpha": alpha,
+        "aggregation": how,
         "tuned_on": tuned_on,
         "model_dir": model_info["model_dir"],
-        "runs": _write_runs(ctx, cfg.system, {"eval": final})
-        | {"eval_pure": _write_runs(ctx, f"{cfg.system}_pure", {"eval": pure})["eval"]},
+        **_write_runs(ctx, cfg.system, final),
+        "pure": _write_runs(ctx, f"{cfg.system}_pure", pure),
     }
+
+
+def _log_versus_first_stage(ctx, corpus, system: str, first_name: str, run: Run, first: Run, split: str) -> None:
+    """Does reranking improve on its own first stage? Paired test over the split's queries."""
+    qrels = corpus.qrels[split]
+    per_query = {system: per_query_scores(qrels, run)["ndcg@10"],
+                 first_name: per_query_scores(qrels, first)["ndcg@10"]}  # fmt: skip
+    row = compare_systems(per_query, first_name)[0]
+    ctx.log_metrics({f"{system}.ndcg@10.delta_vs_first_stage": row["delta"],
+                     f"{system}.ndcg@10.p_vs_first_stage": row["p_randomization"]})  # fmt: skip
 
 
 # -- the online engine -------------------------------------------------------------------------
@@ -514,6 +626,7 @@ class PackageEngineConfig(BaseModel):
     rerank_from: str | None = "rerank"
 
 
+@measured
 def package_engine(ctx: StepContext, cfg: PackageEngineConfig) -> dict:
     """Assemble the SearchEngine folder from the steps' outputs and register it (@champion)."""
     picked_dense = _pick(ctx, cfg.dense_from)
@@ -527,7 +640,8 @@ def package_engine(ctx: StepContext, cfg: PackageEngineConfig) -> dict:
     reranker = None
     rerank = ctx.inputs.get(cfg.rerank_from) if cfg.rerank_from else None
     if rerank and "skipped" not in rerank:
-        reranker = CrossEncoderReranker(RerankerConfig(model=rerank["model_dir"]), device="cpu")
+        reranker_cfg = RerankerConfig(model=rerank["model_dir"], aggregation=rerank["aggregation"])
+        reranker = CrossEncoderReranker(reranker_cfg, device="cpu")
         settings.rerank_depth, settings.rerank_alpha = rerank["depth"], rerank["alpha"]
     engine = SearchEngine(corpus.corpus, bm25, dense, reranker, settings)
     engine_dir = engine.save(ctx.output_dir / "engine")
@@ -542,21 +656,24 @@ class ReportConfig(BaseModel):
     baseline: str = "bm25"
 
 
+@measured
 def report(ctx: StepContext, cfg: ReportConfig) -> dict:
-    """Per-query scores, paired significance tests against the baseline, a plot and the TREC runs."""
+    """Test-set table, paired significance tests against the baseline, a plot and the TREC runs."""
     corpus = Corpus(_data_input(ctx))
+    split = _eval_split(ctx, corpus)
     results, per_query = {}, {}
     for name in cfg.systems:
         out = ctx.inputs[name]
         if "skipped" in out:
             continue
         system = out["system"]
-        run = read_trec_run(out["runs"]["eval"])
-        per_query[system] = per_query_scores(corpus.qrels["eval"], run)["ndcg@10"]
-        results[system] = evaluate_run(corpus.qrels["eval"], run, SUMMARY_METRICS)
-        ctx.log_artifact(out["runs"]["eval"], artifact_path="runs")
+        run = _load_runs(out)[split]
+        per_query[system] = per_query_scores(corpus.qrels[split], run)["ndcg@10"]
+        results[system] = evaluate_run(corpus.qrels[split], run, SUMMARY_METRICS)
+        if split == "test":
+            ctx.log_artifact(out["test_run"], artifact_path="runs")
     comparisons = compare_systems(per_query, cfg.baseline) if cfg.baseline in per_query else []
-    table = {"results": results, "significance": comparisons, "per_query_ndcg@10": per_query}
+    table = {"split": split, "results": results, "significance": comparisons, "per_query_ndcg@10": per_query}
     path = ctx.output_dir / "report.json"
     path.write_text(json.dumps(table, indent=1))
     ctx.log_dict({"results": results, "significance": comparisons}, "comparison.json")

@@ -1,36 +1,35 @@
-"""Fine-tuning the bi-encoder and the cross-encoder on a dataset's training qrels.
+"""Fine-tuning the bi-encoder and the cross-encoder with sentence-transformers' losses.
 
 Hard negatives come from a first-stage run (BM25, dense or their fusion): the top-ranked
 documents that are not judged relevant.
 
-The loops are plain PyTorch around the sentence-transformers / transformers models, so they
-run where ``datasets`` and ``accelerate`` (which the library trainers need) are not installed,
-e.g. the GPU machine.
+The losses, the duplicate-free batching and the models are sentence-transformers':
 
-Bi-encoder, MultipleNegativesRankingLoss / InfoNCE over in-batch and hard negatives::
+- bi-encoder: ``MultipleNegativesRankingLoss`` (InfoNCE over in-batch and hard negatives,
+  ``scale`` 20) or ``CachedMultipleNegativesRankingLoss`` (GradCache: the same gradients with
+  memory bounded by ``mini_batch_size`` texts per forward pass, whatever the batch size);
+  queries and documents get the model's ``query`` / ``document`` prompts;
+- cross-encoder (monoBERT, a 1-logit ``CrossEncoder``): ``listwise`` = ``ListNetLoss`` with a
+  one-hot target, i.e. softmax cross-entropy over [s(q, d+), s(q, d-_1), ..., s(q, d-_n)];
+  ``listnet`` (graded 1/0 labels, target softmax(labels)) and ``lambda`` (``LambdaLoss``) over
+  the same lists; ``bce`` = ``BinaryCrossEntropyLoss`` on the (query, document) pairs.
+  The classifier head (pooler + 1-logit layer) can get its own learning rate (``head_lr``).
+- batches: ``NoDuplicatesBatchSampler`` (a text appearing twice in a batch would be a false
+  in-batch negative).
 
-    S = scale * Q @ D^T          Q: (B, dim) queries, D: (B * (1 + n_neg), dim) positives then negatives
-    L = cross_entropy(S, labels = arange(B))
-
-with batches that never hold the same text twice (a duplicate would be a false negative). The
-cached variant (sentence-transformers' CachedMultipleNegativesRankingLoss, GradCache) gives the
-same gradients with constant memory for large batches.
-
-Cross-encoder (monoBERT), logits s(q, d) from a 1-label sequence classifier:
-  ``bce``:      binary cross-entropy on (q, d, label)
-  ``listwise``: cross-entropy of softmax over [s(q, d+), s(q, d-_1), ..., s(q, d-_n)] (positive first)
-  distillation (``distill_weight`` λ > 0, listwise only): the target is no longer one-hot but
-      (1 - λ) · onehot(positive) + λ · softmax(t / τ), t = the first stage's min-max scores of the
-      same documents (the fused ranking as teacher), τ = ``teacher_temperature``.
-The classifier head (pooler + 1-logit layer) of a checkpoint that never ranked pairs can get its
-own, larger learning rate (``head_lr``): with ~100 steps at the encoder's 2e-5 it barely moves.
+``SentenceTransformerTrainer`` / ``CrossEncoderTrainer`` need ``datasets`` and ``accelerate``,
+which are not in the project's lock, so the optimiser step around the library loss is written
+here (AdamW, linear warm-up and decay, clipping at 1.0). Under torchrun (``dist_ctx``) every rank
+draws the same global batches and trains on its share; the bi-encoder loss gathers every rank's
+embeddings (``gather_across_devices``) and gradients are averaged, so N processes take the steps
+one process takes on the same global batches.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -39,15 +38,15 @@ from nlprec.ranking.data import Qrels, Run, document_text
 from pydantic import BaseModel, Field
 
 MNRL_SCALE = 20.0  # sentence-transformers' default temperature 1/0.05
+# ListNetLoss's target is softmax(labels): labels (1e4, 0, ..., 0) make it the positive's one-hot
+# (exp(-1e4) is 0 in float32), so the loss is softmax cross-entropy over [d+, d-_1, ..., d-_n]
+ONE_HOT_LABEL = 1e4
 
 
 class TrainingExample(BaseModel):
     query: str
     positive: str
     negatives: list[str]
-    teacher_scores: list[float] | None = Field(
-        None, description="first-stage scores of [positive, *negatives], for distillation"
-    )
 
 
 def mine_hard_negatives(
@@ -59,15 +58,14 @@ def mine_hard_negatives(
     skip_top: int = 0,
     seed: int = 0,
     sample_from: int | None = None,
-    with_teacher_scores: bool = False,
 ) -> list[TrainingExample]:
     """One example per (query, relevant document): the query, the document and hard negatives.
 
     Negatives are the highest-ranked documents of ``run`` not judged relevant, after skipping the
     first ``skip_top`` (often unlabelled positives). With ``sample_from`` set they are drawn at
-    random from that many top candidates instead of taken in order. ``with_teacher_scores`` keeps
-    the run's min-max-normalised scores of the positive and the negatives (a positive the run did
-    not retrieve gets 0, the floor of the normalised scale).
+    random from that many top candidates instead of taken in order. (sentence-transformers'
+    ``mine_hard_negatives`` mines with an embedding model and needs ``datasets``; here the
+    candidates are a first-stage run, e.g. the hybrid.)
     """
     rng = random.Random(seed)
     examples = []
@@ -75,7 +73,6 @@ def mine_hard_negatives(
         if qid not in queries:
             continue
         ranked = [d for d, _ in sorted(run.get(qid, {}).items(), key=lambda item: -item[1])]
-        teacher = _minmax(run.get(qid, {}))
         pool = [d for d in ranked if relevant.get(d, 0) <= 0][skip_top:]
         for doc_id, rel in relevant.items():
             if rel <= 0 or doc_id not in documents:
@@ -92,55 +89,42 @@ def mine_hard_negatives(
                     query=queries[qid],
                     positive=document_text(documents[doc_id]),
                     negatives=[document_text(documents[d]) for d in negatives],
-                    teacher_scores=[teacher.get(d, 0.0) for d in [doc_id, *negatives]]
-                    if with_teacher_scores
-                    else None,
                 )
             )
     return examples
 
 
-def _minmax(scores: Mapping[str, float]) -> dict[str, float]:
-    if not scores:
-        return {}
-    low, high = min(scores.values()), max(scores.values())
-    span = high - low
-    return {d: (s - low) / span if span > 0 else 1.0 for d, s in scores.items()}
+class ExampleTable:
+    """The examples as the column table sentence-transformers' batch samplers read
+    (``column_names``, ``len``, rows as dicts): query, positive, negative_1 ... negative_n."""
+
+    def __init__(self, examples: list[TrainingExample]) -> None:
+        self.examples = examples
+        n_neg = len(examples[0].negatives) if examples else 0
+        self.column_names = ["query", "positive"] + [f"negative_{j + 1}" for j in range(n_neg)]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, str]:
+        example = self.examples[index]
+        return dict(
+            zip(self.column_names, [example.query, example.positive, *example.negatives], strict=True)
+        )
 
 
 def no_duplicate_batches(
     examples: list[TrainingExample], batch_size: int, seed: int
 ) -> list[list[int]]:
-    """Shuffled batches of example indices in which no text (query or document) appears twice.
+    """Shuffled batches of example indices in which no text appears twice (the library's
+    ``NoDuplicatesBatchSampler``); a last batch smaller than two is dropped."""
+    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
-    An example that clashes with the batch being filled waits for the next one. Examples that
-    cannot be placed by the end are dropped, as is a last batch smaller than two.
-    """
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    batches, waiting = [], []
-    batch, seen = [], set()
-    for index in order:
-        waiting.append(index)
-        still_waiting = []
-        for candidate in waiting:
-            texts = {
-                examples[candidate].query,
-                examples[candidate].positive,
-                *examples[candidate].negatives,
-            }
-            if len(batch) < batch_size and not (texts & seen):
-                batch.append(candidate)
-                seen |= texts
-            else:
-                still_waiting.append(candidate)
-        waiting = still_waiting
-        if len(batch) == batch_size:
-            batches.append(batch)
-            batch, seen = [], set()
-    if len(batch) >= 2:
-        batches.append(batch)
-    return batches
+    sampler = NoDuplicatesBatchSampler(
+        ExampleTable(examples), batch_size=batch_size, drop_last=False,
+        generator=torch.Generator(), seed=seed,
+    )  # fmt: skip
+    return [list(batch) for batch in sampler if len(batch) >= 2]
 
 
 class BiEncoderTrainConfig(BaseModel):
@@ -161,72 +145,47 @@ class CrossEncoderTrainConfig(BaseModel):
     batch_size: int = Field(32, ge=2, description="examples (queries) per step")
     lr: float = Field(2e-5, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
-    loss: Literal["bce", "listwise"] = "listwise"
+    loss: Literal["bce", "listwise", "listnet", "lambda"] = "listwise"
+    mini_batch_size: int | None = Field(
+        None, ge=1, description="listwise/listnet/lambda: pairs per forward chunk (None: the batch)"
+    )
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="examples per forward + backward, gradients accumulated over the "
+        "batch: the same step with the activations of this many lists (None: the whole batch)",
+    )
     max_length: int = Field(256, ge=16)
     max_steps: int = Field(-1)
     head_lr: float | None = Field(
         None, gt=0, description="learning rate of the pooler and classifier; None: lr"
     )
-    distill_weight: float = Field(
-        0.0, ge=0, le=1, description="listwise: weight of the first-stage teacher in the target"
-    )
-    teacher_temperature: float = Field(0.1, gt=0)
 
 
 # the parts a sequence classifier adds or re-purposes
-HEAD_PREFIXES = ("classifier.", "bert.pooler.")
+HEAD_PARTS = ("classifier.", "pooler.")
 
 
-def _optimizer(
+def is_head_parameter(name: str) -> bool:
+    return any(part in name for part in HEAD_PARTS)
+
+
+def optimizer_and_schedule(
     model: torch.nn.Module,
     lr: float,
     warmup_ratio: float,
     total_steps: int,
     head_lr: float | None = None,
 ):
+    """AdamW with linear warm-up and decay; with ``head_lr`` the head is its own parameter group."""
     from transformers import get_linear_schedule_with_warmup
 
-    named = list(model.named_parameters())
-    head = [p for n, p in named if head_lr is not None and n.startswith(HEAD_PREFIXES)]
-    body = [p for n, p in named if not (head_lr is not None and n.startswith(HEAD_PREFIXES))]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    split = head_lr is not None
+    head = [p for n, p in named if split and is_head_parameter(n)]
+    body = [p for n, p in named if not (split and is_head_parameter(n))]
     groups = [{"params": body, "lr": lr}] + ([{"params": head, "lr": head_lr}] if head else [])
     optimizer = torch.optim.AdamW(groups, lr=lr)
     warmup = int(math.ceil(warmup_ratio * total_steps))
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))
-
-
-def _steps(n_batches_per_epoch: int, epochs: int, max_steps: int) -> int:
-    total = n_batches_per_epoch * epochs
-    return min(total, max_steps) if max_steps > 0 else total
-
-
-def _autocast(device: str):
-    on_gpu = device.startswith("cuda")
-    return torch.autocast("cuda" if on_gpu else "cpu", dtype=torch.bfloat16, enabled=on_gpu)
-
-
-def info_nce_loss(
-    query_emb: torch.Tensor, doc_emb: torch.Tensor, scale: float = MNRL_SCALE
-) -> torch.Tensor:
-    """query_emb (B, dim), doc_emb (B * (1 + n_neg), dim) with row i = positive of query i."""
-    query_emb = torch.nn.functional.normalize(query_emb, dim=-1)
-    doc_emb = torch.nn.functional.normalize(doc_emb, dim=-1)
-    scores = scale * query_emb @ doc_emb.T  # (B, B * (1 + n_neg))
-    labels = torch.arange(len(query_emb), device=scores.device)
-    return torch.nn.functional.cross_entropy(scores, labels)
-
-
-def listwise_targets(
-    n_docs: int, teacher_scores: torch.Tensor | None, weight: float, temperature: float
-) -> torch.Tensor:
-    """(B, n_docs) target distributions: one-hot on the positive (column 0), mixed with the
-    teacher's softmax(t / temperature) at ``weight`` when teacher scores (B, n_docs) are given."""
-    batch = 1 if teacher_scores is None else len(teacher_scores)
-    onehot = torch.zeros(batch, n_docs)
-    onehot[:, 0] = 1.0
-    if teacher_scores is None or weight == 0:
-        return onehot
-    return (1 - weight) * onehot + weight * torch.softmax(teacher_scores / temperature, dim=-1)
 
 
 def rank_share(batch: list[int], rank: int, world_size: int) -> list[int]:
@@ -238,51 +197,45 @@ def rank_share(batch: list[int], rank: int, world_size: int) -> list[int]:
 
 
 def average_gradients(model: torch.nn.Module, world_size: int) -> None:
-    """What DDP does after backward, done explicitly: every gradient becomes its mean over ranks.
-
-    Explicit rather than the DDP wrapper because the bi-encoder runs two forward passes per step
-    (queries, documents) and the BERT pooler gets no gradient, both awkward for DDP's reducer.
-    Parameters without a gradient have none on every rank (same model, same loss)."""
+    """Every gradient becomes its mean over ranks (what DDP's reducer does after backward)."""
     for param in model.parameters():
         if param.grad is not None:
             torch.distributed.all_reduce(param.grad, op=torch.distributed.ReduceOp.SUM)
             param.grad /= world_size
 
 
-def _run_training(
-    model, examples: list[TrainingExample], cfg, seed: int, batch_loss, log, name: str,
+def _fit(
+    model: torch.nn.Module,
+    examples: list[TrainingExample],
+    cfg: BiEncoderTrainConfig | CrossEncoderTrainConfig,
+    seed: int,
+    batch_loss: Callable[[list[TrainingExample]], torch.Tensor],
+    log,
+    name: str,
     dist_ctx=None,
-) -> list[float]:  # fmt: skip
-    """The loop both trainers share: duplicate-free batches, AdamW with linear warm-up and decay,
-    gradient clipping at 1.0; ``batch_loss(chosen_examples) -> loss`` is the model-specific part.
-
-    Under torchrun (``dist_ctx`` with world size N) every rank draws the same global batches, takes
-    its share, and the gradients are averaged over ranks before clipping: N processes take the
-    steps one process takes on the same global batches. Returns each step's loss (the mean over
-    ranks)."""
+) -> list[float]:
+    """Duplicate-free global batches, one library loss per batch, AdamW steps; returns the losses."""
     from nlprec.core.distributed import all_reduce_mean
 
     world, rank = (dist_ctx.world_size, dist_ctx.rank) if dist_ctx else (1, 0)
+    micro = getattr(cfg, "micro_batch_size", None)
 
-    def global_batches(epoch_seed: int) -> list[list[int]]:  # each rank needs at least one example
-        return [
-            b for b in no_duplicate_batches(examples, cfg.batch_size, epoch_seed) if len(b) >= world
-        ]
+    def global_batches(epoch: int) -> list[list[int]]:  # each rank needs at least one example
+        return [b for b in no_duplicate_batches(examples, cfg.batch_size, seed + epoch) if len(b) >= world]
 
-    per_epoch = len(global_batches(seed))
-    total = _steps(per_epoch, cfg.epochs, cfg.max_steps)
-    optimizer, scheduler = _optimizer(
+    per_epoch = len(global_batches(0))
+    total = per_epoch * cfg.epochs if cfg.max_steps <= 0 else min(per_epoch * cfg.epochs, cfg.max_steps)
+    optimizer, scheduler = optimizer_and_schedule(
         model, cfg.lr, cfg.warmup_ratio, total, getattr(cfg, "head_lr", None)
     )
+    model.train()
     step, losses = 0, []
     for epoch in range(cfg.epochs):
-        for batch in global_batches(seed + epoch):
-            share = rank_share(batch, rank, world)
-            loss = batch_loss([examples[i] for i in share])
-            loss.backward()
+        for batch in global_batches(epoch):
+            loss = _accumulate(batch_loss, [examples[i] for i in rank_share(batch, rank, world)], micro)
             if world > 1:
                 average_gradients(model, world)
-                loss = all_reduce_mean(loss, dist_ctx)
+                loss = all_reduce_mean(loss.detach(), dist_ctx)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step(), scheduler.step(), optimizer.zero_grad()
             step += 1
@@ -290,102 +243,24 @@ def _run_training(
             if step % 20 == 0 or step == total:
                 log(f"{name} step {step}/{total} loss {loss.item():.4f}")
             if step >= total:
+                model.eval()
                 return losses
+    model.eval()
     return losses
 
 
-def gathered_info_nce_loss(
-    query_emb: torch.Tensor, doc_emb: torch.Tensor, world_size: int, scale: float = MNRL_SCALE
-) -> torch.Tensor:
-    """InfoNCE of this rank's queries against every rank's documents (in-batch negatives across
-    processes), the embeddings gathered with their gradients.
-
-    query_emb (b, dim), doc_emb (b * (1 + n_neg), dim): this rank's share, columns [positives,
-    negatives 1, ...]. The gathered documents are put back in the single-process order (each
-    column over all ranks in turn), so row ``rank * b + i`` is the positive of local query i. With
-    gradients averaged over ranks, the step equals one process's step on the whole global batch:
-    each rank's loss is the mean over its b queries, and all_gather's backward sums the other
-    ranks' gradients into this rank's embeddings.
-    """
-    from torch.distributed.nn.functional import all_gather
-
-    b = len(query_emb)
-    n_columns = len(doc_emb) // b
-    docs_by_rank = all_gather(doc_emb.contiguous())  # world_size x (b * n_columns, dim)
-    docs = torch.cat([docs_by_rank[r][j * b : (j + 1) * b] for j in range(n_columns)
-                      for r in range(world_size)])  # fmt: skip
-    query_emb = torch.nn.functional.normalize(query_emb, dim=-1)
-    docs = torch.nn.functional.normalize(docs, dim=-1)
-    scores = scale * query_emb @ docs.T  # (b, world_size * b * n_columns)
-    rank = torch.distributed.get_rank()
-    labels = torch.arange(b, device=scores.device) + rank * b
-    return torch.nn.functional.cross_entropy(scores, labels)
-
-
-def train_biencoder(
-    model_name_or_dir: str,
-    examples: list[TrainingExample],
-    cfg: BiEncoderTrainConfig,
-    output_dir: str | Path,
-    device: str = "cpu",
-    seed: int = 0,
-    log=print,
-    dist_ctx=None,
-) -> Path:
-    """Fine-tune a SentenceTransformer with in-batch + hard negatives; returns the saved model dir.
-
-    Under torchrun pass ``dist_ctx`` (``nlprec.core.distributed.init_distributed()``): in-batch
-    negatives then span every rank's share of the global batch, and rank 0 alone saves."""
-    from nlprec.ranking.encoder import load_encoder
-
-    if not examples:
-        raise ValueError(
-            "no training examples (does the split have judged queries with relevant documents?)"
-        )
-    distributed = dist_ctx is not None and dist_ctx.is_distributed
-    if distributed and cfg.loss == "cached_mnrl":
-        raise ValueError("loss 'cached_mnrl' runs in one process only; use 'mnrl' under torchrun")
-    torch.manual_seed(seed)
-    model = load_encoder(model_name_or_dir, device=device, max_seq_length=cfg.max_seq_length)
-    model.train()
-    cached = None
-    if cfg.loss == "cached_mnrl":
-        from sentence_transformers.sentence_transformer.losses import (
-            CachedMultipleNegativesRankingLoss,
-        )
-
-        cached = CachedMultipleNegativesRankingLoss(
-            model, scale=MNRL_SCALE, mini_batch_size=cfg.mini_batch_size
-        )
-    n_neg = len(examples[0].negatives)
-    tokenize = (
-        getattr(model, "preprocess", None) or model.tokenize
-    )  # renamed in sentence-transformers 6
-
-    def features(texts: list[str]) -> dict[str, torch.Tensor]:
-        batch = tokenize(texts)
-        return {
-            k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
-        }
-
-    def batch_loss(chosen: list[TrainingExample]) -> torch.Tensor:
-        columns = [[e.query for e in chosen], [e.positive for e in chosen]]
-        columns += [[e.negatives[j] for e in chosen] for j in range(n_neg)]
-        with _autocast(device):
-            if cached is not None:
-                return cached([features(c) for c in columns], None)
-            query_emb = model(features(columns[0]))["sentence_embedding"]  # (B, dim)
-            docs = [t for c in columns[1:] for t in c]  # positives, then each negative column
-            doc_emb = model(features(docs))["sentence_embedding"]  # (B * (1 + n_neg), dim)
-            if distributed:
-                return gathered_info_nce_loss(query_emb, doc_emb, dist_ctx.world_size)
-            return info_nce_loss(query_emb, doc_emb)
-
-    _run_training(model, examples, cfg, seed, batch_loss, log, "bi-encoder", dist_ctx)
-    model.eval()
-    model_dir = Path(output_dir) / "model"
-    _save_on_main(lambda: model.save_pretrained(str(model_dir)), dist_ctx)
-    return model_dir
+def _accumulate(batch_loss, chosen: list[TrainingExample], micro: int | None) -> torch.Tensor:
+    """Backward over ``chosen`` in chunks of ``micro`` examples, each loss weighted by its share:
+    the gradient of the whole batch's mean loss, with the activations of one chunk at a time
+    (exact for losses that are means of per-example terms, as the cross-encoder losses here are)."""
+    micro = micro or len(chosen)
+    total = 0.0
+    for start in range(0, len(chosen), micro):
+        chunk = chosen[start : start + micro]
+        loss = batch_loss(chunk) * (len(chunk) / len(chosen))
+        loss.backward()
+        total += loss.detach()
+    return total
 
 
 def _save_on_main(save, dist_ctx) -> None:
@@ -398,6 +273,85 @@ def _save_on_main(save, dist_ctx) -> None:
         barrier(dist_ctx)
 
 
+def biencoder_loss(model, cfg: BiEncoderTrainConfig, distributed: bool = False) -> torch.nn.Module:
+    from sentence_transformers.sentence_transformer import losses
+
+    if cfg.loss == "cached_mnrl":
+        if distributed:
+            raise ValueError("loss 'cached_mnrl' runs in one process only; use 'mnrl' under torchrun")
+        return losses.CachedMultipleNegativesRankingLoss(
+            model, scale=MNRL_SCALE, mini_batch_size=cfg.mini_batch_size
+        )
+    return losses.MultipleNegativesRankingLoss(
+        model, scale=MNRL_SCALE, gather_across_devices=distributed
+    )
+
+
+def train_biencoder(
+    model_name_or_dir: str,
+    examples: list[TrainingExample],
+    cfg: BiEncoderTrainConfig,
+    output_dir: str | Path,
+    device: str = "cpu",
+    seed: int = 0,
+    log=print,
+    dist_ctx=None,
+) -> Path:
+    """Fine-tune a SentenceTransformer with in-batch + hard negatives; returns the saved model dir."""
+    from nlprec.ranking.encoder import load_encoder
+    from sentence_transformers.util import batch_to_device
+
+    if not examples:
+        raise ValueError(
+            "no training examples (does the split have judged queries with relevant documents?)"
+        )
+    torch.manual_seed(seed)
+    model = load_encoder(model_name_or_dir, device=device, max_seq_length=cfg.max_seq_length)
+    loss_fn = biencoder_loss(model, cfg, distributed=dist_ctx is not None and dist_ctx.is_distributed)
+    prompts = model.prompts or {}
+
+    def features(texts: list[str], prompt: str | None) -> dict:
+        return batch_to_device(model.preprocess(texts, prompt=prompt or None), model.device)
+
+    def batch_loss(chosen: list[TrainingExample]) -> torch.Tensor:
+        columns = [[e.query for e in chosen], [e.positive for e in chosen]]
+        columns += [[e.negatives[j] for e in chosen] for j in range(len(chosen[0].negatives))]
+        kinds = ["query"] + ["document"] * (len(columns) - 1)
+        with _autocast(device):
+            return loss_fn([features(c, prompts.get(k)) for c, k in zip(columns, kinds, strict=True)], None)
+
+    _fit(model, examples, cfg, seed, batch_loss, log, "bi-encoder", dist_ctx)
+    model_dir = Path(output_dir) / "model"
+    _save_on_main(lambda: model.save_pretrained(str(model_dir)), dist_ctx)
+    return model_dir
+
+
+def cross_encoder_loss(model, cfg: CrossEncoderTrainConfig) -> tuple[torch.nn.Module, Callable]:
+    """The library loss and how a batch of examples becomes its (inputs, labels)."""
+    from sentence_transformers.cross_encoder import losses
+
+    def lists(chosen: list[TrainingExample]):  # queries, document lists, relevance labels
+        docs = [[e.positive, *e.negatives] for e in chosen]
+        labels = [torch.tensor([1.0] + [0.0] * len(e.negatives)) for e in chosen]
+        return [[e.query for e in chosen], docs], labels
+
+    def pairs(chosen: list[TrainingExample]):  # (query, document) pairs, 0/1 labels
+        rows = [(e.query, d, float(i == 0)) for e in chosen for i, d in enumerate([e.positive, *e.negatives])]
+        return [[r[0] for r in rows], [r[1] for r in rows]], torch.tensor([r[2] for r in rows])
+
+    def one_hot_lists(chosen: list[TrainingExample]):  # ListNet's target softmax(labels) = one-hot
+        inputs, labels = lists(chosen)
+        return inputs, [ONE_HOT_LABEL * label for label in labels]
+
+    if cfg.loss == "listwise":
+        return losses.ListNetLoss(model, mini_batch_size=cfg.mini_batch_size), one_hot_lists
+    if cfg.loss == "listnet":
+        return losses.ListNetLoss(model, mini_batch_size=cfg.mini_batch_size), lists
+    if cfg.loss == "lambda":
+        return losses.LambdaLoss(model, mini_batch_size=cfg.mini_batch_size), lists
+    return losses.BinaryCrossEntropyLoss(model), pairs
+
+
 def train_cross_encoder(
     model_name_or_dir: str,
     examples: list[TrainingExample],
@@ -408,60 +362,31 @@ def train_cross_encoder(
     log=print,
     dist_ctx=None,
 ) -> Path:
-    """Fine-tune a 1-logit sequence classifier (monoBERT) from an encoder checkpoint; returns its dir.
+    """Fine-tune a 1-logit ``CrossEncoder`` (monoBERT) from an encoder checkpoint; returns its dir.
 
-    The saved folder is a plain transformers checkpoint that ``sentence_transformers.CrossEncoder``
-    loads for inference. Under torchrun (``dist_ctx``) each rank scores its share of the global
-    batch (each example's list is self-contained, so nothing is gathered) and rank 0 saves.
-    """
-    from nlprec.ranking.encoder import resolve_model_dir
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    Under torchrun each rank scores its share of the global batch (each example's list is
+    self-contained, so nothing is gathered) and rank 0 saves."""
+    from nlprec.ranking.rerank import load_cross_encoder
 
     if not examples:
         raise ValueError("no training examples for the cross-encoder")
-    distill = cfg.distill_weight > 0
-    if distill and cfg.loss != "listwise":
-        raise ValueError("distill_weight needs loss='listwise' (soft targets over each list)")
-    if distill and any(e.teacher_scores is None for e in examples):
-        raise ValueError(
-            "distill_weight > 0 needs teacher_scores on every example "
-            "(mine_hard_negatives(..., with_teacher_scores=True))"
-        )
     torch.manual_seed(seed)
-    source = resolve_model_dir(model_name_or_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(source), num_labels=1, dtype=torch.float32
-    )
-    model = model.to(device)
-    model.train()
-    n_neg = len(examples[0].negatives)
+    model = load_cross_encoder(model_name_or_dir, cfg.max_length, device=device)
+    loss_fn, to_inputs = cross_encoder_loss(model, cfg)
 
     def batch_loss(chosen: list[TrainingExample]) -> torch.Tensor:
-        # pairs grouped per example: positive first, then its negatives -> (B * (1 + n_neg),)
-        queries = [e.query for e in chosen for _ in range(1 + n_neg)]
-        docs = [d for e in chosen for d in [e.positive, *e.negatives]]
-        encoded = tokenizer(queries, docs, padding=True, truncation="only_second", max_length=cfg.max_length,
-                            return_tensors="pt").to(device)  # fmt: skip
+        inputs, labels = to_inputs(chosen)
+        if isinstance(labels, torch.Tensor):
+            labels = labels.to(model.device)
         with _autocast(device):
-            logits = model(**encoded).logits.view(len(chosen), 1 + n_neg).float()  # (B, 1 + n_neg)
-        if cfg.loss == "listwise":
-            teacher = torch.tensor([e.teacher_scores for e in chosen]) if distill else None
-            targets = listwise_targets(
-                1 + n_neg, teacher, cfg.distill_weight, cfg.teacher_temperature
-            )
-            targets = targets.expand(len(chosen), -1).to(device)  # (B, 1 + n_neg)
-            return torch.nn.functional.cross_entropy(logits, targets)
-        labels = torch.zeros_like(logits)
-        labels[:, 0] = 1.0
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+            return loss_fn(inputs, labels).float()
 
-    _run_training(model, examples, cfg, seed, batch_loss, log, "cross-encoder", dist_ctx)
+    _fit(model, examples, cfg, seed, batch_loss, log, "cross-encoder", dist_ctx)
     model_dir = Path(output_dir) / "model"
-
-    def save() -> None:
-        model.save_pretrained(str(model_dir))
-        tokenizer.save_pretrained(str(model_dir))
-
-    _save_on_main(save, dist_ctx)
+    _save_on_main(lambda: model.save_pretrained(str(model_dir)), dist_ctx)
     return model_dir
+
+
+def _autocast(device: str):
+    on_gpu = str(device).startswith("cuda")
+    return torch.autocast("cuda" if on_gpu else "cpu", dtype=torch.bfloat16, enabled=on_gpu)
