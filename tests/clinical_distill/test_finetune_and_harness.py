@@ -9,7 +9,13 @@ from nlprec.clinical_distill import generated
 from nlprec.clinical_distill.batch import TextClassifier, TokenTagger
 from nlprec.clinical_distill.export import export_hf
 from nlprec.clinical_distill.finetune import IGNORE, encode_words
-from nlprec.clinical_distill.harness import TaskSettings, aggregate, evaluate_on_task, run_harness
+from nlprec.clinical_distill.harness import (
+    TaskSettings,
+    aggregate,
+    evaluate_on_task,
+    run_harness,
+    unit_scores,
+)
 from nlprec.clinical_distill.report import results_table, summary_metrics
 from nlprec.core.spec import load_pipeline
 from transformers import BertConfig, BertForMaskedLM
@@ -32,13 +38,14 @@ def test_only_first_subwords_carry_labels(tokenizer):
 
 def test_harness_batch_inference_and_table(teacher, tokenizer, tmp_path):
     model_dir = export_hf(teacher, tokenizer, tmp_path / "tiny")
+    makers = {
+        "ner": generated.ner_examples,
+        "section": generated.section_examples,
+        "nli": generated.nli_examples,
+    }
     tasks = {
-        "ner": {"train": generated.ner_examples(16), "test": generated.ner_examples(8, seed=1)},
-        "section": {
-            "train": generated.section_examples(16),
-            "test": generated.section_examples(8, seed=1),
-        },
-        "nli": {"train": generated.nli_examples(16), "test": generated.nli_examples(8, seed=1)},
+        task: {"train": make(16), "dev": make(6, seed=2), "test": make(8, seed=1)}
+        for task, make in makers.items()
     }
     settings = {task: TaskSettings(epochs=1, max_len=48, batch_size=8) for task in tasks}
     rows = run_harness(
@@ -54,6 +61,12 @@ def test_harness_batch_inference_and_table(teacher, tokenizer, tmp_path):
     assert scores["teacher"]["ner_f1"][2] == 2 and 0 <= scores["teacher"]["nli_acc"][0] <= 1
     assert scores["student"]["section_acc"][2] == 1
     assert (tmp_path / "ft" / "student-section" / "config.json").exists()
+    assert all(row["best_epoch"] == 1 for row in rows)  # one epoch: the only one to keep
+    units = unit_scores(rows)
+    assert set(units[("teacher", "ner_sentence_f1")]) == {str(i) for i in range(8)}
+    assert set(units[("student", "section_acc")].values()) <= {0.0, 1.0}  # one seed: 0 or 1
+    with pytest.raises(ValueError, match="no dev split"):
+        evaluate_on_task(str(model_dir), "nli", {**tasks["nli"], "dev": []}, settings["nli"], 0)
     with pytest.raises(ValueError, match="unknown tasks"):
         run_harness({"teacher": str(model_dir)}, tasks, [0], task_seeds={"qa": [0]})
     speed = {
@@ -185,6 +198,7 @@ def test_demo_ner_settings_teach_an_untrained_encoder(tokenizer, tmp_path):
     model_dir = export_hf(BertForMaskedLM(config), tokenizer, tmp_path / "random_init")
     data = {
         "train": generated.ner_examples(tasks.n_generated_train, 0),
+        "dev": generated.ner_examples(tasks.n_generated_test // 2, 2),
         "test": generated.ner_examples(tasks.n_generated_test, 1),
     }  # as load_eval_tasks makes them
     scores = evaluate_on_task(str(model_dir), "ner", data, ner, seed=0)

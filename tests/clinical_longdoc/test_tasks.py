@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -12,8 +13,8 @@ from nlprec.clinical_longdoc.data import (
     QAExample,
     TaggedSentence,
     align_answer,
-    covid_qa_examples,
     generate_notes,
+    qa_examples,
 )
 from nlprec.clinical_longdoc.encoder import LongEncoder
 from nlprec.clinical_longdoc.longify import longify
@@ -21,6 +22,7 @@ from nlprec.clinical_longdoc.metrics import entity_f1
 from nlprec.clinical_longdoc.qa import QAModel, best_span, best_span_reference, slice_bounds
 from nlprec.clinical_longdoc.tagging import TokenTaggerModel
 from nlprec.clinical_longdoc.training import TrainSettings
+from nlprec.core.datasets_io import read_squad
 
 FAST = TrainSettings(epochs=1, lr=1e-3, max_tokens=2048, progress=False)
 
@@ -175,7 +177,7 @@ def test_qa_trains_answers_and_reloads(tiny_bert, tokenizer, tmp_path):
     assert QAModel.load(tmp_path / "qa").predict([example], FAST) == model.predict([example], FAST)
 
 
-def test_answer_alignment_and_dropping(caplog):
+def test_answer_alignment_and_dropping(caplog, tmp_path):
     context = "alpha beta gamma beta"
     assert align_answer(context, "beta", 6) == 6
     assert align_answer(context, "beta", 15) == 17  # nearest exact occurrence
@@ -204,7 +206,10 @@ def test_answer_alignment_and_dropping(caplog):
             }
         ]
     }
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(squad))
     with caplog.at_level(logging.WARNING):
-        examples = covid_qa_examples(squad)
+        examples = qa_examples(read_squad(path))
     assert [e.answer_start for e in examples] == [11]
+    assert examples[0].article_id == "7"
     assert "1 answers re-aligned" in caplog.text and "1 dropped" in caplog.text

@@ -13,6 +13,9 @@ import random
 import zipfile
 from pathlib import Path
 
+from nlprec.core.datasets_io import load_splits, read_iob2, with_dev
+from nlprec.core.errors import UserError
+
 NLI_ZIP = "nli4ct/Complete_dataset.zip"
 NLI_PREFIX = "Complete_dataset/"
 MTS_FILES = {
@@ -39,19 +42,7 @@ def require(root: Path, relative: str) -> Path:
 
 def load_ncbi(root: Path, split: str) -> list[dict]:
     """NCBI-disease sentences: {"tokens": [...], "tags": [...]} (IOB2), one per blank-line block."""
-    sentences, tokens, tags = [], [], []
-    for line in require(root, NCBI_FILES[split]).read_text().splitlines():
-        if not line.strip():
-            if tokens:
-                sentences.append({"tokens": tokens, "tags": tags})
-            tokens, tags = [], []
-            continue
-        word, tag = line.split("\t")
-        tokens.append(word)
-        tags.append(tag)
-    if tokens:
-        sentences.append({"tokens": tokens, "tags": tags})
-    return sentences
+    return read_iob2(require(root, NCBI_FILES[split]))
 
 
 def load_mts_dialog(root: Path, split: str) -> list[dict]:
@@ -164,6 +155,15 @@ def general_corpus(data_root: Path, max_chars: int = 400_000) -> dict[str, list[
             if len(p.strip()) > 80 and not p.strip().startswith("=")
         ]
     return out
+
+
+def load_user_task(path: Path, task: str) -> tuple[dict[str, list[dict]], bool]:
+    """A user's NER (IOB2 / datasets folder) or section (JSONL text/label / datasets folder) data;
+    a missing dev split is carved from train (10 %). Returns (splits, whether dev was carved)."""
+    splits = load_splits(path, "ner" if task == "ner" else "text")
+    if "test" not in splits:
+        raise UserError(f"{path}: no test split (test.tsv / test.jsonl or a datasets test split)")
+    return with_dev(splits)
 
 
 def load_tasks(root: Path) -> dict[str, dict[str, list[dict]]]:

@@ -6,8 +6,10 @@ a word's prediction is read from its first sub-word too. Words cut off by trunca
 
 from __future__ import annotations
 
+import copy
 import math
 import random
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -115,8 +117,14 @@ def train_classifier(
     seed: int,
     show_progress: bool = False,
     desc: str = "finetune",
-) -> PreTrainedModel:
-    """Plain fine-tuning loop: shuffled epochs, AdamW with linear schedule, bf16 autocast on CUDA."""
+    dev_score: Callable[[PreTrainedModel], float] | None = None,
+) -> dict:
+    """Fine-tune in place: shuffled epochs, AdamW with linear schedule, bf16 autocast on CUDA.
+
+    With ``dev_score(model)`` the model is scored after every epoch and the weights of the best
+    epoch are kept (selection on dev, never on test). Returns {"dev": per-epoch scores,
+    "best_epoch": 1-based, or the last epoch without dev}.
+    """
     set_seed(seed)
     rng = random.Random(seed)
     collator = _collator(tokenizer, cfg.kind)
@@ -126,6 +134,8 @@ def train_classifier(
     optimizer, schedule = make_optimizer(model.parameters(), cfg, steps_per_epoch * cfg.epochs)
     bar = progress(range(steps_per_epoch * cfg.epochs), desc=desc, enabled=show_progress)
     order = list(range(len(inputs)))
+    history: dict = {"dev": [], "best_epoch": cfg.epochs}
+    best_state = None
     for step in bar:
         if step % steps_per_epoch == 0:
             rng.shuffle(order)
@@ -135,7 +145,17 @@ def train_classifier(
         with autocast(device):
             loss = model(**batch).loss
         apply_update(loss, model.parameters(), optimizer, schedule)
-    return model
+        if dev_score is not None and (step + 1) % steps_per_epoch == 0:
+            score = dev_score(model)
+            model.train()
+            history["dev"].append(score)
+            if score >= max(history["dev"]):  # ties: the later epoch
+                history["best_epoch"] = len(history["dev"])
+                best_state = copy.deepcopy(model.state_dict())
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history
 
 
 @torch.no_grad()

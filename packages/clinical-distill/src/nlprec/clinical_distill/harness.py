@@ -1,7 +1,9 @@
 """Evaluation harness: fine-tune every encoder on every task over several seeds, and tabulate.
 
 Tasks: NCBI-disease NER (word-level strict entity F1), MTS-Dialog section header (accuracy,
-macro-F1), NLI4CT entailment (accuracy). Every model gets the same settings per task.
+macro-F1), NLI4CT entailment (accuracy), or the user's own NER / text-label data. Every model gets
+the same settings per task; each fine-tuning run keeps the epoch with the best dev score
+(NER F1, section macro-F1, NLI accuracy) and only then is scored on test.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .finetune import (
     predict_word_tags,
     train_classifier,
 )
-from .metrics import classification_scores, entity_f1
+from .metrics import classification_scores, entity_f1, sentence_entity_f1
 from .models import load_tokenizer
 from .training import progress
 
@@ -61,10 +63,18 @@ def evaluate_on_task(
     seed: int,
     device: str = "cpu",
     save_dir: str | None = None,
-) -> dict[str, float]:
-    """Fine-tune the encoder at `model_path` on data["train"], score data["test"]; keys `ner_f1`, ... ."""
+    split: Literal["dev", "test"] = "test",
+) -> dict:
+    """Fine-tune the encoder at `model_path` on data["train"], keep the epoch with the best dev
+    score, and score data[split]; keys `ner_f1`, `section_acc`, ..., `best_epoch`, and `units`
+    (per-example scores, keyed by position in the split, for paired tests)."""
+    if not data.get("dev"):
+        raise ValueError(
+            f"task {task!r} has no dev split: selection needs one (see load_eval_tasks)"
+        )
     tokenizer = load_tokenizer(model_path)
-    train, test = data["train"][: settings.max_train], data["test"][: settings.max_test]
+    train = data["train"][: settings.max_train]
+    dev, scored = data["dev"][: settings.max_test], data[split][: settings.max_test]
     labels = task_labels(task, train)
     label2id = {label: i for i, label in enumerate(labels)}
     kind = TASK_KIND[task]
@@ -77,18 +87,48 @@ def evaluate_on_task(
         batch_size=settings.batch_size,
         max_len=settings.max_len,
     )
-    model = train_classifier(
-        load_for_task(model_path, kind, labels), tokenizer, features, cfg, device, seed
+    model = load_for_task(model_path, kind, labels)
+
+    def score(examples: list[dict]) -> tuple[dict, dict]:
+        return task_scores(task, model, tokenizer, examples, settings.max_len, device)
+
+    history = train_classifier(
+        model,
+        tokenizer,
+        features,
+        cfg,
+        device,
+        seed,
+        dev_score=lambda _: _headline(task, score(dev)[0]),
     )
     if save_dir:
         model.save_pretrained(save_dir)
         tokenizer.save_pretrained(save_dir)
-    if kind == "token":
-        predicted = predict_word_tags(model, tokenizer, test, settings.max_len, device)
-        return {"ner_f1": entity_f1([e["tags"] for e in test], predicted)}
-    predicted = predict_text_labels(model, tokenizer, test, settings.max_len, device)
-    scores = classification_scores([e["label"] for e in test], predicted)
-    return {f"{task}_{name}": value for name, value in scores.items()}
+    scores, units = score(scored)
+    return {**scores, "best_epoch": history["best_epoch"], "units": units}
+
+
+HEADLINE = {"ner": "ner_f1", "section": "section_macro_f1", "nli": "nli_acc"}
+
+
+def _headline(task: str, scores: dict) -> float:
+    return scores[HEADLINE.get(task, f"{task}_acc")]
+
+
+def task_scores(task: str, model, tokenizer, examples: list[dict], max_len: int, device: str):
+    """({metric: value}, {metric: {example position: score}}) of a fine-tuned model on examples."""
+    if TASK_KIND[task] == "token":
+        predicted = predict_word_tags(model, tokenizer, examples, max_len, device)
+        gold = [e["tags"] for e in examples]
+        per_sentence = {
+            str(i): sentence_entity_f1(g, p) for i, (g, p) in enumerate(zip(gold, predicted))
+        }
+        return {"ner_f1": entity_f1(gold, predicted)}, {"ner_sentence_f1": per_sentence}
+    predicted = predict_text_labels(model, tokenizer, examples, max_len, device)
+    gold = [e["label"] for e in examples]
+    scores = classification_scores(gold, predicted)
+    correct = {str(i): float(g == p) for i, (g, p) in enumerate(zip(gold, predicted))}
+    return {f"{task}_{name}": value for name, value in scores.items()}, {f"{task}_acc": correct}
 
 
 def _run_job(job: dict) -> dict:
@@ -100,6 +140,7 @@ def _run_job(job: dict) -> dict:
         job["seed"],
         job["device"],
         job.get("save_dir"),
+        job.get("split", "test"),
     )
     return {"model": job["model"], "task": job["task"], "seed": job["seed"], **scores}
 
@@ -114,6 +155,7 @@ def run_harness(
     save_root: str | None = None,
     on_result=None,
     task_seeds: dict[str, list[int]] | None = None,
+    split: Literal["dev", "test"] = "test",
 ) -> list[dict]:
     """Every (model, task, seed) fine-tuning run; rows of {"model", "task", "seed", <metric>: value}.
 
@@ -121,7 +163,8 @@ def run_harness(
     card mostly idle). With `save_root`, the first seed's fine-tuned model of each (model, task) is
     saved under save_root/<model>-<task> for batch inference. `on_result(row)` is called as rows
     finish. `task_seeds` gives some tasks their own seeds (e.g. more for NER, whose differences
-    between models are small); the others use `seeds`.
+    between models are small); the others use `seeds`. Every run keeps its best epoch on the dev
+    split and scores `split` ("dev" in a search trial).
     """
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
     unknown = set(task_seeds or {}) - set(tasks)
@@ -139,6 +182,7 @@ def run_harness(
             "seed": seed,
             "device": device,
             "settings": settings[task].model_dump(),
+            "split": split,
             "save_dir": f"{save_root}/{name}-{task}"
             if save_root and seed == seeds_of[task][0]
             else None,
@@ -162,12 +206,24 @@ def run_harness(
     return rows
 
 
+def unit_scores(rows: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
+    """{(model, metric): {example: score averaged over fine-tuning seeds}}; pops `units` from rows."""
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        for metric, scores in row.pop("units", {}).items():
+            runs.setdefault((row["model"], metric), []).append(scores)
+    return {
+        key: {unit: statistics.fmean(run[unit] for run in seeds) for unit in seeds[0]}
+        for key, seeds in runs.items()
+    }
+
+
 def aggregate(rows: list[dict]) -> dict[str, dict[str, tuple[float, float, int]]]:
     """{model: {metric: (mean, std, n_seeds)}} over seeds."""
     values: dict[str, dict[str, list[float]]] = {}
     for row in rows:
         for key, value in row.items():
-            if key not in ("model", "task", "seed", "seconds"):  # seconds span every task
+            if key not in ("model", "task", "seed", "seconds", "units"):  # seconds span every task
                 values.setdefault(row["model"], {}).setdefault(key, []).append(value)
     return {
         model: {

@@ -19,6 +19,13 @@ def entity_f1(gold: list[list[str]], pred: list[list[str]]) -> float:
     return float(seqeval_f1(gold, pred, mode="strict", scheme=IOB2, zero_division=0))
 
 
+def sentence_entity_f1(gold: list[str], pred: list[str]) -> float:
+    """One sentence's strict entity F1; 1.0 when neither side has an entity (nothing to miss)."""
+    if not iob2_spans(gold) and not iob2_spans(pred):
+        return 1.0
+    return entity_f1_reference([gold], [pred])
+
+
 def iob2_spans(tags: list[str]) -> set[tuple[str, int, int]]:
     """Entity spans (type, start, end exclusive) of one sentence under strict IOB2: B starts, I continues."""
     spans, start, kind = set(), None, None

@@ -194,7 +194,10 @@ class DocumentClassifierModel:
         return [self.labels[i] for i in self.predict_proba(texts, settings).argmax(-1).tolist()]
 
     def evaluate(self, data: DocumentSet, settings: TrainSettings | None = None) -> dict:
-        """Scores overall and on notes longer than 512 tokens; unseen gold labels count as errors."""
+        """Scores overall and on notes longer than 512 tokens; unseen gold labels count as errors.
+
+        ``units`` holds per-document correctness (by document id) for paired tests.
+        """
         unseen = sorted(set(data.labels) - set(self.labels))
         if unseen:
             n = sum(y in unseen for y in data.labels)
@@ -209,6 +212,12 @@ class DocumentClassifierModel:
             [data.labels[i] for i in long_idx], [predicted[i] for i in long_idx]
         )
         scores.update({f"long_notes_{k}": v for k, v in long_scores.items()})
+        ids = data.ids or [str(i) for i in range(len(data))]
+        correct = [float(g == p) for g, p in zip(data.labels, predicted, strict=True)]
+        scores["units"] = {
+            "accuracy": dict(zip(ids, correct, strict=True)),
+            "long_notes_accuracy": {ids[i]: correct[i] for i in long_idx},
+        }
         return scores
 
     # ------------------------------------------------------------------ persistence

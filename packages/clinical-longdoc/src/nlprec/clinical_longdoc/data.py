@@ -2,10 +2,12 @@
 
 * MTSamples specialty: the fixed protocol of ``mtsamples/split.json`` (unique texts, single label,
   17 classes, stratified 1,010 / 217 / 217).
-* COVID-QA: SQuAD json of 98 long articles, split *by article* so no test article is seen in
-  training; answers whose ``answer_start`` does not point at the answer text are re-aligned to the
-  nearest exact occurrence, or dropped, and both are counted in the logs.
-* NCBI-disease: token<TAB>IOB2 tag, a blank line between sentences.
+* COVID-QA (or any SQuAD json): 98 long articles, split *by article* so no test article is seen
+  in training; answers whose ``answer_start`` does not point at the answer text are re-aligned to
+  the nearest exact occurrence, or dropped, and both are counted in the logs.
+* NCBI-disease (or any IOB2 folder): token<TAB>IOB2 tag, a blank line between sentences.
+* A user's own data in any format `nlprec.core.datasets_io` reads (IOB2, JSONL text/label,
+  SQuAD, a datasets folder): `load_ner`, `load_text_classification`, `load_qa`.
 * Generated notes (embedded default): deterministic, specialty-bearing findings placed in the
   middle of a long note, where a head-truncated short model cannot see them.
 """
@@ -19,6 +21,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from nlprec.core.datasets_io import load_splits, with_dev
+from nlprec.core.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +75,11 @@ def _require(path: Path, what: str) -> Path:
 # ---------------------------------------------------------------- MTSamples
 
 
-def load_mtsamples(data_root: str | Path) -> dict[str, DocumentSet]:
-    """train/dev/test of the fixed split.json protocol."""
-    folder = _require(Path(data_root) / MTSAMPLES_DIR, "MTSamples")
+def load_mtsamples(path: str | Path) -> dict[str, DocumentSet]:
+    """train/dev/test of the fixed split.json protocol; ``path``: the MTSamples folder or a data
+    root holding clinical/mtsamples."""
+    path = Path(path)
+    folder = path if (path / "split.json").exists() else _require(path / MTSAMPLES_DIR, "MTSamples")
     split = json.loads(_require(folder / "split.json", "MTSamples split.json").read_text())
     texts_by_id: dict[int, str] = {}
     with gzip.open(folder / "mtsamples_dedup_multilabel.jsonl.gz", "rt", encoding="utf-8") as lines:
@@ -111,31 +118,22 @@ def align_answer(context: str, text: str, start: int) -> int | None:
     return min(occurrences, key=lambda p: abs(p - start))
 
 
-def covid_qa_examples(squad: dict) -> list[QAExample]:
-    """Flatten SQuAD json; re-align mismatched answers, drop unmatchable ones (counts logged)."""
+def qa_examples(records: Sequence[dict]) -> list[QAExample]:
+    """QAExamples of SQuAD records (`nlprec.core.datasets_io.read_squad`); answers whose
+    ``answer_start`` misses the text are re-aligned, unmatchable ones dropped (counts logged)."""
     examples, realigned, dropped = [], 0, 0
-    for article in squad["data"]:
-        for paragraph in article["paragraphs"]:
-            context = paragraph["context"]
-            article_id = str(paragraph.get("document_id", article.get("title", len(examples))))
-            for qa in paragraph["qas"]:
-                if qa.get("is_impossible") or not qa["answers"]:
-                    dropped += 1
-                    continue
-                answer = qa["answers"][0]
-                start = align_answer(context, answer["text"], int(answer["answer_start"]))
-                if start is None:
-                    dropped += 1
-                    continue
-                realigned += start != int(answer["answer_start"])
-                examples.append(
-                    QAExample(
-                        qa["question"], context, answer["text"], start, article_id, str(qa["id"])
-                    )
-                )
+    for r in records:
+        start = align_answer(r["context"], r["answer_text"], r["answer_start"])
+        if start is None:
+            dropped += 1
+            continue
+        realigned += start != r["answer_start"]
+        examples.append(
+            QAExample(r["question"], r["context"], r["answer_text"], start, r["title"], r["id"])
+        )
     if realigned or dropped:
         logger.warning(
-            "COVID-QA: %d answers re-aligned to the nearest exact match, %d dropped (text not in context)",
+            "QA: %d answers re-aligned to the nearest exact match, %d dropped (text not in context)",
             realigned,
             dropped,
         )
@@ -156,36 +154,63 @@ def split_by_article(
     return {name: [e for e in examples if which[e.article_id] == name] for name in SPLITS}
 
 
+def load_qa(path: str | Path, seed: int = 0) -> tuple[dict[str, list[QAExample]], str]:
+    """train/dev/test QA examples and how the splits were made.
+
+    One SQuAD file (COVID-QA): split by article 70/10/20. A folder (train/dev/test json, or a
+    datasets folder) keeps its splits; a missing dev split is carved from train by article.
+    """
+    path = Path(path)
+    splits = load_splits(path, "qa")
+    if path.is_file():
+        return split_by_article(qa_examples(splits["train"]), seed=seed), "by article 70/10/20"
+    _require_test(splits, path)
+    splits, carved = with_dev(splits, seed=seed, group="title")
+    how = "dev carved from train by article (10 %)" if carved else "the folder's own splits"
+    return {name: qa_examples(splits[name]) for name in SPLITS}, how
+
+
 def load_covid_qa(data_root: str | Path, seed: int = 0) -> dict[str, list[QAExample]]:
-    path = _require(Path(data_root) / COVID_QA_FILE, "COVID-QA")
-    return split_by_article(covid_qa_examples(json.loads(path.read_text())), seed=seed)
+    return load_qa(_require(Path(data_root) / COVID_QA_FILE, "COVID-QA"), seed)[0]
 
 
 # ---------------------------------------------------------------- NCBI-disease
 
 
-def read_iob(path: Path) -> list[TaggedSentence]:
-    sentences, words, tags = [], [], []
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            if words:
-                sentences.append(TaggedSentence(words, tags))
-            words, tags = [], []
-            continue
-        parts = line.split("\t")
-        if len(parts) != 2:
-            raise ValueError(f"{path}:{line_number}: expected 'token<TAB>tag', got {line!r}")
-        words.append(parts[0])
-        tags.append(parts[1])
-    if words:
-        sentences.append(TaggedSentence(words, tags))
-    return sentences
+def load_ner(path: str | Path, seed: int = 0) -> tuple[dict[str, list[TaggedSentence]], str]:
+    """train/dev/test sentences of an IOB2 folder (``devel.tsv`` accepted) or a datasets folder,
+    and how the splits were made (a missing dev split is carved from train, 10 %)."""
+    splits = load_splits(path, "ner")
+    _require_test(splits, Path(path))
+    splits, carved = with_dev(splits, seed=seed)
+    how = "dev carved from train (10 %)" if carved else "the folder's own splits"
+    return {n: [TaggedSentence(r["tokens"], r["tags"]) for r in splits[n]] for n in SPLITS}, how
 
 
 def load_ncbi(data_root: str | Path) -> dict[str, list[TaggedSentence]]:
-    folder = _require(Path(data_root) / NCBI_DIR, "NCBI-disease")
-    files = {"train": "train.tsv", "dev": "devel.tsv", "test": "test.tsv"}
-    return {name: read_iob(folder / file) for name, file in files.items()}
+    return load_ner(_require(Path(data_root) / NCBI_DIR, "NCBI-disease"))[0]
+
+
+def load_text_classification(path: str | Path, seed: int = 0) -> tuple[dict[str, DocumentSet], str]:
+    """train/dev/test documents of JSONL text/label files or a datasets folder, and how the splits
+    were made (a missing dev split is carved from train, 10 %)."""
+    splits = load_splits(path, "text")
+    _require_test(splits, Path(path))
+    splits, carved = with_dev(splits, seed=seed)
+    how = "dev carved from train (10 %)" if carved else "the folder's own splits"
+    return {
+        name: DocumentSet(
+            [r["text"] for r in rows],
+            [r["label"] for r in rows],
+            [str(r.get("id", f"{name}-{i}")) for i, r in enumerate(rows)],
+        )
+        for name, rows in ((n, splits[n]) for n in SPLITS)
+    }, how
+
+
+def _require_test(splits: dict, path: Path) -> None:
+    if "test" not in splits:
+        raise UserError(f"{path}: no test split (test.tsv / test.jsonl / test.json)")
 
 
 # ---------------------------------------------------------------- generated notes

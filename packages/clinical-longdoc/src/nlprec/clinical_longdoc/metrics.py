@@ -47,6 +47,13 @@ def entity_f1(
     }
 
 
+def sentence_entity_f1(gold: Sequence[str], predicted: Sequence[str]) -> float:
+    """One sentence's strict entity F1; 1.0 when neither side has an entity (nothing to miss)."""
+    if not any(t != "O" for t in gold) and not any(t != "O" for t in predicted):
+        return 1.0
+    return entity_f1([list(gold)], [list(predicted)])["f1"]
+
+
 def normalize_answer(text: str) -> str:
     """Lower-case, drop punctuation and English articles, collapse whitespace (SQuAD convention)."""
     text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)

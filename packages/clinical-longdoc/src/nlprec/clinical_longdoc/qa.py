@@ -357,7 +357,8 @@ class QAModel:
     def evaluate(
         self, examples: Sequence[QAExample], settings: TrainSettings | None = None
     ) -> dict:
-        """EM/F1 overall and by the answer's token position in the context."""
+        """EM/F1 overall and by the answer's token position in the context; ``units`` holds the
+        per-question scores (by qid) for paired tests."""
         predictions = self.predict(examples, settings)
         em = [exact_match(p, e.answer_text) for p, e in zip(predictions, examples)]
         f1 = [token_f1(p, e.answer_text) for p, e in zip(predictions, examples)]
@@ -367,12 +368,19 @@ class QAModel:
             "n": len(examples),
         }
         buckets = [position_bucket(self._answer_position(e)) for e in examples]
+        units = {"em": em, "f1": f1}
         for _, _, name in POSITION_BUCKETS:
             idx = [i for i, b in enumerate(buckets) if b == name]
             scores[f"{name}_n"] = len(idx)
             if idx:
                 scores[f"{name}_em"] = sum(em[i] for i in idx) / len(idx)
                 scores[f"{name}_f1"] = sum(f1[i] for i in idx) / len(idx)
+                units[f"{name}_f1"] = {examples[i].qid: f1[i] for i in idx}
+        ids = [e.qid for e in examples]
+        scores["units"] = {
+            k: v if isinstance(v, dict) else dict(zip(ids, v, strict=True))
+            for k, v in units.items()
+        }
         return scores
 
     def save(self, directory: str | Path) -> Path:

@@ -15,7 +15,7 @@ import torch
 from nlprec.clinical_longdoc.data import TaggedSentence
 from nlprec.clinical_longdoc.encoder import LongEncoder
 from nlprec.clinical_longdoc.heads import IGNORE_INDEX, TokenTagger
-from nlprec.clinical_longdoc.metrics import entity_f1
+from nlprec.clinical_longdoc.metrics import entity_f1, sentence_entity_f1
 from nlprec.clinical_longdoc.persist import load_task_model, save_task_model
 from nlprec.clinical_longdoc.training import (
     TrainSettings,
@@ -164,8 +164,18 @@ class TokenTaggerModel:
     def evaluate(
         self, sentences: Sequence[TaggedSentence], settings: TrainSettings | None = None
     ) -> dict:
+        """Strict entity F1 over the corpus; ``units`` holds each sentence's own entity F1 (1.0 where
+        neither gold nor prediction has an entity) by position, for paired tests."""
         predicted = self.predict(sentences, settings)
-        return entity_f1([s.tags for s in sentences], predicted)
+        gold = [s.tags for s in sentences]
+        scores = entity_f1(gold, predicted)
+        scores["units"] = {
+            "sentence_f1": {
+                str(i): sentence_entity_f1(g, p)
+                for i, (g, p) in enumerate(zip(gold, predicted, strict=True))
+            }
+        }
+        return scores
 
     def save(self, directory: str | Path) -> Path:
         meta = {"task": "tag", "tags": self.tags, "max_length": self.max_length}
