@@ -1,5 +1,5 @@
 """Breakpoint training under torchrun (issue #10): two gloo processes, launched by the pipeline
-step, train what one process trains on the same global batches, the loss weighted by each rank's
+step through the shared launcher (nlprec.core.launch), train what one process trains on the same global batches, the loss weighted by each rank's
 share of the scored pairs."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 import torch
-from nlprec.beliefs.ddp import main as ddp_main
 from nlprec.beliefs.generator import GeneratorConfig, generate_stories
 from nlprec.beliefs.steps import BreakpointStepConfig, breakpoint_model
+from nlprec.core import launch
 from nlprec.core.data import write_jsonl_atomic
 from nlprec.core.step import StepContext
 from safetensors.torch import load_file
@@ -41,11 +41,11 @@ def test_two_gloo_processes_train_what_one_process_trains(no_dropout_encoder, tm
     }
     config = tmp_path / "config.json"
     config.write_text(json.dumps(settings))
-    threads = torch.get_num_threads()
-    try:
-        ddp_main(["--train", str(train), "--config", str(config), "--out", str(tmp_path / "one")])
-    finally:
-        torch.set_num_threads(threads)
+    (tmp_path / "inputs.json").write_text(json.dumps({"train": str(train)}))
+    launch.main(
+        ["nlprec.beliefs.steps:train_worker", "--config", str(config),
+         "--inputs", str(tmp_path / "inputs.json"), "--out", str(tmp_path / "one")]
+    )  # fmt: skip
 
     ctx = StepContext(
         name="breakpoint",

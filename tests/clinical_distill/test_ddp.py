@@ -1,11 +1,10 @@
-"""Distillation under torchrun: the distill_student step in two gloo processes distils what it distils
-in one process on the same global batches (issue #10), every loss normalised by the item counts of
-the whole global batch."""
+"""Distillation under torchrun: the distill_student step in two gloo processes (through the shared
+launcher, nlprec.core.launch) distils what it distils in one process on the same global batches
+(issue #10), every loss normalised by the item counts of the whole global batch."""
 
 import json
 
 import torch
-from nlprec.clinical_distill import ddp
 from nlprec.clinical_distill.generated import clinical_notes
 from nlprec.clinical_distill.steps import DistillStepConfig, distill_student
 from nlprec.core.step import StepContext
@@ -69,9 +68,9 @@ def test_two_gloo_processes_distil_what_one_process_distils(tmp_path, tokenizer)
         one, one_ctx = run(1)
     finally:
         torch.set_num_threads(threads)
-    two, two_ctx = run(2)  # launches torchrun -m nlprec.clinical_distill.ddp
+    two, two_ctx = run(2)  # launches torchrun -m nlprec.core.launch with the distill worker
 
-    history = json.loads((tmp_path / "n2" / "ddp" / ddp.HISTORY_FILE).read_text())
+    history = json.loads((tmp_path / "n2" / "ddp" / "result.json").read_text())
     assert history["world_size"] == 2 and len(history["history"]) == 3
     assert {f"s.loss_{k}" for k in ("mlm", "kd", "hidden", "attention", "total")} == set(
         one_ctx.metrics

@@ -1,5 +1,5 @@
-"""Fine-tuning under torchrun: two gloo processes train what one process trains on the same global
-batches (issue #10), and the split of a global batch weighs each rank's mean loss exactly."""
+"""Fine-tuning under torchrun: two gloo processes, started by the shared launcher
+(nlprec.core.launch), train what one process trains on the same global batches (issue #10), and the split of a global batch weighs each rank's mean loss exactly."""
 
 import json
 
@@ -8,7 +8,8 @@ import torch
 from nlprec.clinical_longdoc import data as datasets
 from nlprec.clinical_longdoc.steps import FineTuneConfig
 from nlprec.clinical_longdoc.training import Shard, TrainSettings, rank_batches
-from nlprec.core.distributed import DistributedContext, launch_torchrun
+from nlprec.core import launch
+from nlprec.core.distributed import DistributedContext
 from safetensors.torch import load_file
 
 
@@ -55,20 +56,12 @@ def test_two_gloo_processes_fine_tune_what_one_process_does(task, tiny_bert, tok
         dropout=0.0,  # dropout masks would differ between one and two processes
         seeds=[0],
     )
-    (tmp_path / "config.json").write_text(cfg.model_dump_json())
-
-    def args(out: str) -> list[str]:
-        return [
-            "--task", task, "--config", str(tmp_path / "config.json"),
-            "--inputs", str(tmp_path / "inputs.json"), "--out", str(tmp_path / out),
-        ]  # fmt: skip
-
-    for out, processes in (("one", 1), ("two", 2)):  # torchrun with 1 process: no process group
-        launch_torchrun(
-            ["-m", "nlprec.clinical_longdoc.ddp", *args(out)],
-            processes,
-            env={"OMP_NUM_THREADS": "1"},
-        )
+    settings = {"task": task, "fine_tune": cfg.model_dump(mode="json")}
+    (tmp_path / "config.json").write_text(json.dumps(settings))
+    worker = "nlprec.clinical_longdoc.steps:fine_tune_worker"
+    launch.main([worker, "--config", str(tmp_path / "config.json"),
+                 "--inputs", str(tmp_path / "inputs.json"), "--out", str(tmp_path / "one")])  # fmt: skip
+    launch.run_distributed(worker, settings, inputs, tmp_path / "two", nproc_per_node=2)
 
     one = load_file(tmp_path / "one" / "model" / "encoder" / "model.safetensors")
     two = load_file(tmp_path / "two" / "model" / "encoder" / "model.safetensors")

@@ -1,5 +1,6 @@
 """PISA training under torchrun: two gloo processes train what one process trains on the same
-global batches (issue #10), through the pipeline's train step."""
+global batches (issue #10), through the pipeline's train step and the shared launcher
+(nlprec.core.launch)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from nlprec.core.distributed import DistributedContext
+from nlprec.core.distributed import DistributedContext, rank_slice
 from nlprec.core.step import StepContext
 from nlprec.sessionrec.data import sessionize
-from nlprec.sessionrec.pisa import PISAConfig, PISANet, rank_rows
+from nlprec.sessionrec.pisa import PISAConfig, PISANet
 from nlprec.sessionrec.steps import TrainConfig, train
 from nlprec.sessionrec.synthetic import SyntheticConfig, generate_listening_log
 from safetensors.torch import load_file
@@ -43,7 +44,7 @@ def run_step(tmp_path, sessions_file, nproc: int, variant: str):
     ctx = StepContext(
         name="pisa",
         output_dir=tmp_path / f"{variant}-{nproc}",
-        inputs={"load": {"sessions_file": str(sessions_file)}},
+        inputs={"load": {"test": str(sessions_file), "ndcg_ideal": "k"}},
         params={},
         seed=0,
         device="cpu",
@@ -84,14 +85,14 @@ def test_two_gloo_processes_train_what_one_process_trains(tmp_path, sessions_fil
         assert two["metrics"][key] == pytest.approx(value, abs=1e-6), key
     # rank 0 alone wrote: one result, one model, no per-rank copies
     written = sorted(p.name for p in (tmp_path / f"{variant}-2" / "ddp").iterdir())
-    assert written == ["model", "result.json", "train_config.json"]
+    assert written == ["launch_config.json", "launch_inputs.json", "model", "result.json"]
 
 
-def test_rank_rows_split_every_global_batch_once():
+def test_rank_slice_splits_every_global_batch_once():
     for n_rows in (0, 1, 5, 6, 7):
         for world in (1, 2, 3):
             parts = [
-                np.arange(n_rows)[rank_rows(n_rows, DistributedContext(rank=r, world_size=world))]
+                np.arange(n_rows)[rank_slice(n_rows, DistributedContext(rank=r, world_size=world))]
                 for r in range(world)
             ]
             assert np.concatenate(parts).tolist() == list(range(n_rows))

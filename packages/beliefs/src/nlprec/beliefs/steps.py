@@ -23,6 +23,8 @@ from nlprec.beliefs.sources import SourceConfig, load_sources
 from nlprec.beliefs.training import TrainConfig, predict_breakpoint, train_breakpoint
 from nlprec.beliefs.trip import with_pair_partners
 from nlprec.core.data import read_jsonl, write_jsonl_atomic
+from nlprec.core.distributed import DistributedContext
+from nlprec.core.launch import run_distributed
 from nlprec.core.step import StepContext
 from pydantic import BaseModel, Field
 
@@ -113,20 +115,31 @@ class BreakpointStepConfig(BaseModel):
 def _train_with_torchrun(
     ctx: StepContext, cfg: BreakpointStepConfig
 ) -> tuple[BreakpointModel, dict[str, Any]]:
-    """Train in ``cfg.nproc_per_node`` processes (nlprec.beliefs.ddp); load what rank 0 saved."""
-    from nlprec.core.distributed import launch_torchrun
-
+    """Train in ``cfg.nproc_per_node`` processes (:func:`train_worker`); load what rank 0 saved."""
     out = ctx.output_dir / "ddp"
-    out.mkdir(parents=True, exist_ok=True)
-    config = out / "config.json"
-    config.write_text(
-        json.dumps({"model": cfg.model.model_dump(), "train": cfg.train.model_dump()})
+    settings = {"model": cfg.model.model_dump(), "train": cfg.train.model_dump()}
+    stats = run_distributed(
+        "nlprec.beliefs.steps:train_worker",
+        settings,
+        {"train": ctx.inputs["load"]["train"]},
+        out,
+        cfg.nproc_per_node,
     )
-    args = ["-m", "nlprec.beliefs.ddp", "--train", ctx.inputs["load"]["train"]]
-    args += ["--config", str(config), "--out", str(out)]
-    launch_torchrun(args, cfg.nproc_per_node, env={"OMP_NUM_THREADS": str(MAX_CPU_THREADS)})
-    stats = json.loads((out / "stats.json").read_text())
     return BreakpointModel.load(out / "model", ctx.device), stats
+
+
+def train_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, out: Path) -> dict:
+    """One torchrun rank of the breakpoint training (``nlprec.core.launch``): ``train.batch_size``
+    is the global batch, in stories; rank 0 saves ``out/model`` and returns the statistics."""
+    model_cfg = BreakpointConfig(**config.get("model", {}))
+    train_cfg = TrainConfig(**config.get("train", {}))
+    stories = _stories(inputs["train"])
+    torch.manual_seed(train_cfg.seed)  # same initial heads on every rank
+    model = BreakpointModel(model_cfg)
+    stats = train_breakpoint(model, stories, train_cfg, dist_ctx.device, dist_ctx)
+    if dist_ctx.is_main:
+        model.save(out / "model")
+    return stats
 
 
 def breakpoint_model(ctx: StepContext, cfg: BreakpointStepConfig) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import torch
 from nlprec.beliefs.losses import belief_cross_entropy, constraint_loss
 from nlprec.beliefs.model import BreakpointModel, StoryBatch
 from nlprec.beliefs.records import Story
-from nlprec.core.distributed import DistributedContext, wrap_model
+from nlprec.core.distributed import DistributedContext, loss_weight, wrap_model
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
@@ -147,11 +147,6 @@ def n_constraint_pairs(stories: Iterable[Story]) -> int:
     return sum(s.n_breakpoints * len(s.constraints) for s in stories)
 
 
-def share_of(local: int, total: int, dist_ctx: DistributedContext) -> float:
-    """Weight of a rank's mean loss so that DDP's gradient average is the global batch's mean."""
-    return dist_ctx.world_size * local / total if total else 0.0
-
-
 def train_breakpoint(
     model: BreakpointModel,
     stories: list[Story],
@@ -188,13 +183,13 @@ def train_breakpoint(
         local = global_batch[dist_ctx.rank :: dist_ctx.world_size]
         batch = collate_once(local)
         logits = net(batch)
-        share = share_of(labelled(local), labelled(global_batch), dist_ctx)
+        share = loss_weight(labelled(local), labelled(global_batch), dist_ctx)
         if share == 0:
             loss = logits.sum() * 0.0  # nothing scored here; DDP still needs every rank's backward
         else:
             loss = share * belief_cross_entropy(logits, batch.labels)
         if model.cfg.constraint_weight > 0 and n_constraint_pairs(local):
-            c_share = share_of(
+            c_share = loss_weight(
                 n_constraint_pairs(local), n_constraint_pairs(global_batch), dist_ctx
             )
             loss = loss + model.cfg.constraint_weight * c_share * constraint_loss(

@@ -8,22 +8,23 @@ from typing import Literal
 
 import torch
 from nlprec.core.data import dataset_path
-from nlprec.core.distributed import launch_torchrun
+from nlprec.core.distributed import DistributedContext
+from nlprec.core.launch import run_distributed
 from nlprec.core.step import StepContext
 from pydantic import BaseModel, Field
 
 from . import data as real_data
 from . import generated
 from .continual import ContinualConfig, continual_learning
-from .ddp import HISTORY_FILE, MODEL_DIR, new_student
 from .distill import DistillConfig, copied_layer_maps, distill
 from .efficiency import measure_cpu
 from .export import export_hf, export_onnx, onnx_max_difference
+from .factorised import token_counts
 from .harness import DEFAULT_SETTINGS, TaskName, TaskSettings, aggregate, run_harness
 from .mlm import MLMConfig, evaluate_mlm, train_mlm
 from .models import load_masked_lm, load_tokenizer, quiet_transformers
 from .report import results_table, summary_metrics
-from .students import StudentConfig, check_same_tokenizer, student_layers
+from .students import StudentConfig, build_student, check_same_tokenizer, student_layers
 
 Source = Literal["generated", "clinical"]
 
@@ -146,7 +147,7 @@ class DistillStepConfig(BaseModel):
     name: str = "student"
     student: StudentConfig = StudentConfig()
     distill: DistillConfig = DistillConfig()
-    # > 1: distil under `torchrun --nproc-per-node N` with DDP (gloo on CPU, NCCL on GPUs; nlprec.clinical_distill.ddp)
+    # > 1: distil under `torchrun --nproc-per-node N` with DDP (gloo on CPU, NCCL on GPUs; distill_worker)
     nproc_per_node: int = Field(1, ge=1)
     threads: int = Field(1, ge=1)  # torch threads per process under torchrun
 
@@ -154,20 +155,48 @@ class DistillStepConfig(BaseModel):
 def _distill_with_torchrun(
     ctx: StepContext, cfg: DistillStepConfig, teacher_dir: str
 ) -> tuple[str, list[dict]]:
-    """Run nlprec.clinical_distill.ddp in `cfg.nproc_per_node` processes; rank 0 writes the student."""
+    """Run :func:`distill_worker` in `cfg.nproc_per_node` processes; rank 0 writes the student."""
     out = ctx.output_dir / "ddp"
-    args = [
-        "-m", "nlprec.clinical_distill.ddp",
-        "--teacher", teacher_dir,
-        "--texts", ctx.inputs["corpus"]["train"],
-        "--student", cfg.student.model_dump_json(),
-        "--distill", cfg.distill.model_dump_json(),
-        "--out", str(out),
-        "--seed", str(ctx.seed),
-    ]  # fmt: skip
-    launch_torchrun(args, cfg.nproc_per_node, env={"OMP_NUM_THREADS": str(cfg.threads)})
-    history = json.loads((out / HISTORY_FILE).read_text())["history"]
-    return str(out / MODEL_DIR), history
+    settings = {
+        "student": cfg.student.model_dump(),
+        "distill": cfg.distill.model_dump(),
+        "seed": ctx.seed,
+    }
+    inputs = {"teacher": teacher_dir, "texts": ctx.inputs["corpus"]["train"]}
+    result = run_distributed("nlprec.clinical_distill.steps:distill_worker", settings, inputs, out,
+                             cfg.nproc_per_node, threads=cfg.threads)  # fmt: skip
+    return str(out / "model"), result["history"]
+
+
+def distill_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, out: Path) -> dict:
+    """One torchrun rank of a distillation (``nlprec.core.launch``). Every rank loads the same
+    teacher and corpus, builds the same student (same seed) and draws and masks the same global
+    batches (``distill.batch_size``); each trains on its block of rows, the losses normalised by
+    the item counts of the whole global batch. Rank 0 writes the student to ``out/model``."""
+    quiet_transformers()
+    student_cfg = StudentConfig(**config["student"])
+    distill_cfg = DistillConfig(**config["distill"])
+    teacher = load_masked_lm(inputs["teacher"], attention_outputs=distill_cfg.attention_weight > 0)
+    tokenizer = load_tokenizer(inputs["teacher"])
+    texts = _read_lines(inputs["texts"])
+    torch.manual_seed(config["seed"])
+    student = new_student(teacher, tokenizer, student_cfg, texts)
+    distill_cfg = copied_layer_maps(distill_cfg, student_layers(teacher, student_cfg))
+    history = distill(teacher, student, tokenizer, texts, distill_cfg, dist_ctx.device,
+                      show_progress=dist_ctx.is_main, dist_ctx=dist_ctx)  # fmt: skip
+    if dist_ctx.is_main:
+        export_hf(student.cpu(), tokenizer, out / "model")
+    return {"history": history}
+
+
+def new_student(teacher, tokenizer, cfg: StudentConfig, texts: list[str]):
+    """build_student, with the corpus token counts a factorised student's embedding SVD is weighted by."""
+    counts = (
+        token_counts(tokenizer, texts, teacher.config.vocab_size)
+        if cfg.kind == "factorised"
+        else None
+    )
+    return build_student(teacher, cfg, counts)
 
 
 def distill_student(ctx: StepContext, cfg: DistillStepConfig) -> dict:

@@ -23,6 +23,7 @@ from nlprec.clinical_longdoc.tagging import TokenTaggerModel
 from nlprec.clinical_longdoc.training import TrainSettings
 from nlprec.clinical_longdoc.variants import build_encoder, get_variant
 from nlprec.core.distributed import DistributedContext
+from nlprec.core.launch import run_distributed
 from nlprec.core.step import StepContext
 from pydantic import BaseModel, Field
 
@@ -197,7 +198,7 @@ class FineTuneConfig(BaseModel):
         0.1, ge=0, le=1, description="QA: share of answer-less training windows kept"
     )
     # > 1: train under `torchrun --nproc-per-node N` with DDP (gloo on CPU, NCCL on GPUs);
-    # rank 0 alone evaluates and writes (nlprec.clinical_longdoc.ddp)
+    # rank 0 alone evaluates and writes (fine_tune_worker)
     nproc_per_node: int = Field(1, ge=1)
     threads: int = Field(1, ge=1, description="torch threads per process under torchrun")
 
@@ -325,18 +326,32 @@ def _run_seeds(ctx: StepContext, cfg: FineTuneConfig, task: str) -> tuple[list[d
 
 
 def _run_seeds_torchrun(ctx: StepContext, cfg: FineTuneConfig, task: str) -> list[dict]:
-    """The same seeds in ``cfg.nproc_per_node`` processes (nlprec.clinical_longdoc.ddp); rank 0
-    writes result.json and the model (into this step's output folder)."""
-    from nlprec.core.distributed import launch_torchrun
+    """The same seeds in ``cfg.nproc_per_node`` processes (:func:`fine_tune_worker`); rank 0
+    writes the model (into this step's output folder)."""
+    fine_tune = cfg.model_copy(update={"seeds": cfg.seeds}).model_dump(mode="json")
+    settings = {"task": task, "fine_tune": fine_tune}
+    upstream = next(iter(ctx.inputs.values()))
+    result = run_distributed("nlprec.clinical_longdoc.steps:fine_tune_worker", settings, upstream,
+                             ctx.output_dir / "torchrun", cfg.nproc_per_node, threads=cfg.threads)  # fmt: skip
+    return result["per_seed"]
 
-    work = ctx.output_dir / "torchrun"
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "config.json").write_text(cfg.model_dump_json())
-    (work / "inputs.json").write_text(json.dumps(next(iter(ctx.inputs.values()))))
-    args = ["-m", "nlprec.clinical_longdoc.ddp", "--task", task, "--config"]
-    args += [str(work / "config.json"), "--inputs", str(work / "inputs.json"), "--out", str(work)]
-    launch_torchrun(args, cfg.nproc_per_node, env={"OMP_NUM_THREADS": str(cfg.threads)})
-    return json.loads((work / "result.json").read_text())["per_seed"]
+
+def fine_tune_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, out: Path) -> dict:
+    """One torchrun rank of a fine-tune step (``nlprec.core.launch``): every rank builds the same
+    global batches and trains on its share (``max_tokens`` / ``max_batch`` bound the global batch);
+    rank 0 scores each seed and, with ``save_model``, writes the last seed's model to ``out/model``."""
+    task, cfg = config["task"], FineTuneConfig.model_validate(config["fine_tune"])
+    splits = load_task_splits(task, inputs)
+    per_seed, model = [], None
+    for seed in cfg.seeds:
+        torch.manual_seed(seed)
+        started = time.perf_counter()
+        settings = _settings(cfg, dist_ctx.device, seed, dist_ctx)
+        model, scores = train_one_seed(task, cfg, inputs, splits, settings)
+        per_seed.append({**scores, "seed": seed, "train_seconds": time.perf_counter() - started})
+    if cfg.save_model and model is not None and dist_ctx.is_main:
+        model.save(out / "model")
+    return {"per_seed": per_seed}
 
 
 def _fine_tune(ctx: StepContext, cfg: FineTuneConfig, task: str) -> dict:

@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 from nlprec.core.errors import UserError
+from nlprec.core.io import atomic_path, atomic_write_json
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 logger = logging.getLogger("nlprec.distributed")
@@ -174,9 +175,33 @@ def all_reduce_mean(value: torch.Tensor, dist_ctx: DistributedContext) -> torch.
     """The mean of `value` over every rank (for metrics such as the epoch loss)."""
     if not dist_ctx.is_distributed:
         return value
-    reduced = value.detach().clone()
+    return global_sum(value.detach(), dist_ctx) / dist_ctx.world_size
+
+
+def global_sum(value: torch.Tensor, dist_ctx: DistributedContext) -> torch.Tensor:
+    """The sum of `value` over every rank (e.g. the item counts of a whole global batch)."""
+    if not dist_ctx.is_distributed:
+        return value
+    reduced = value.clone()
     torch.distributed.all_reduce(reduced, op=torch.distributed.ReduceOp.SUM)
-    return reduced / dist_ctx.world_size
+    return reduced
+
+
+def loss_weight(local_units: float, global_units: float, dist_ctx: DistributedContext) -> float:
+    """The factor on a rank's mean loss (a mean over its `local_units` items, tokens or pairs) that
+    makes DDP's gradient average the gradient of the mean over the global batch's `global_units`:
+
+        sum_r w_r * mean_r / world = sum_r (units_r / units) * mean_r = global mean,
+        w_r = world * units_r / units
+
+    One process: 1 (0 when the batch scores nothing, so such a batch still joins the backward)."""
+    return dist_ctx.world_size * local_units / global_units if global_units else 0.0
+
+
+def rank_slice(n_rows: int, dist_ctx: DistributedContext) -> slice:
+    """This rank's contiguous share of a global batch of `n_rows` (shares differ by at most 1)."""
+    bounds = [round(n_rows * r / dist_ctx.world_size) for r in range(dist_ctx.world_size + 1)]
+    return slice(bounds[dist_ctx.rank], bounds[dist_ctx.rank + 1])
 
 
 def save_checkpoint(model: torch.nn.Module, path: Path, dist_ctx: DistributedContext) -> Path:
@@ -190,23 +215,17 @@ def save_checkpoint(model: torch.nn.Module, path: Path, dist_ctx: DistributedCon
             name: tensor.detach().cpu().contiguous()
             for name, tensor in unwrap_model(model).state_dict().items()
         }
-        staging = path.with_name(f".{path.name}.tmp")
-        save_file(state, str(staging))
-        os.replace(staging, path)
+        with atomic_path(path) as staging:
+            save_file(state, str(staging))
     barrier(dist_ctx)
     return path
 
 
 def write_json_on_main(path: Path, payload: dict, dist_ctx: DistributedContext) -> Path:
     """Rank 0 writes `payload` as JSON (staged, then renamed into place); every rank waits for it."""
-    import json
-
     path = Path(path)
     if dist_ctx.is_main:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.tmp")
-        staging.write_text(json.dumps(payload))
-        os.replace(staging, path)
+        atomic_write_json(path, payload)
     barrier(dist_ctx)
     return path
 

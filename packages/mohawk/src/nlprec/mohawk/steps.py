@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from nlprec.core.data import data_root
-from nlprec.core.distributed import launch_torchrun
+from nlprec.core.distributed import DistributedContext
+from nlprec.core.launch import run_distributed
 from nlprec.core.step import StepContext
-from nlprec.mohawk.ddp import LOSSES_FILE
-from nlprec.mohawk.stages import DistillConfig
+from nlprec.mohawk.stages import DistillConfig, stage3_distillation
 from nlprec.mohawk.student import StudentConfig, load_student, save_student
 from nlprec.mohawk.teacher import TeacherConfig, load_teacher
 from nlprec.mohawk.training import OptimConfig
@@ -189,27 +190,46 @@ class DistillStepConfig(BaseModel):
 
 def torchrun_stage3(ctx: StepContext, cfg: DistillStepConfig):
     """A Stage-3 runner for ``run_mohawk``: the student goes to disk, ``cfg.nproc_per_node``
-    processes distil it (gloo on CPU, NCCL on GPUs), rank 0's result comes back into it."""
+    processes distil it (:func:`stage3_worker`), rank 0's result comes back into it."""
 
     def run(student, budget: int, seed: int) -> list[float]:
         work = ctx.output_dir / "stage3_ddp"
         save_student(student, work / "start")
-        args = [
-            "-m", "nlprec.mohawk.ddp",
-            "--teacher", ctx.inputs["teacher"]["teacher_dir"],
-            "--student", str(work / "start"),
-            "--tokens", ctx.inputs["corpus"]["tokens"],
-            "--out", str(work / "end"),
-            "--budget", str(budget),
-            "--optim", cfg.distill.stage3.model_dump_json(),
-            "--temperature", str(cfg.distill.temperature),
-            "--seed", str(seed),
-        ]  # fmt: skip
-        launch_torchrun(args, cfg.nproc_per_node, env={"OMP_NUM_THREADS": str(cfg.threads or 1)})
+        settings = {
+            "budget": budget,
+            "optim": cfg.distill.stage3.model_dump(),
+            "temperature": cfg.distill.temperature,
+            "seed": seed,
+        }
+        inputs = {
+            "teacher": ctx.inputs["teacher"]["teacher_dir"],
+            "student": str(work / "start"),
+            "tokens": ctx.inputs["corpus"]["tokens"],
+        }
+        result = run_distributed(
+            "nlprec.mohawk.steps:stage3_worker", settings, inputs, work / "end",
+            cfg.nproc_per_node, threads=cfg.threads or 1,
+        )  # fmt: skip
         student.load_state_dict(load_student(work / "end").state_dict())
-        return json.loads((work / "end" / LOSSES_FILE).read_text())["rank0_losses"]
+        return result["rank0_losses"]
 
     return run
+
+
+def stage3_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, out: Path) -> dict:
+    """One torchrun rank of Stage 3 (``nlprec.core.launch``): every rank loads the same teacher,
+    student and tokens and draws the same global batches (``optim.batch_size``); rank 0 saves the
+    distilled student to ``out`` and returns its losses."""
+    torch.manual_seed(config["seed"])
+    teacher = load_teacher(inputs["teacher"], dist_ctx.device)
+    student = load_student(inputs["student"], dist_ctx.device).train()
+    tokens = load_file(inputs["tokens"])["train"]
+    optim = OptimConfig(**config["optim"])
+    losses = stage3_distillation(student, teacher, tokens, config["budget"], optim,
+                                 config["temperature"], config["seed"], dist_ctx)  # fmt: skip
+    if dist_ctx.is_main:
+        save_student(student.eval(), out)
+    return {"rank0_losses": losses}
 
 
 def distill(ctx: StepContext, cfg: DistillStepConfig) -> dict:

@@ -36,7 +36,12 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from nlprec.core.distributed import DistributedContext, all_reduce_mean, wrap_model
+from nlprec.core.distributed import (
+    DistributedContext,
+    all_reduce_mean,
+    rank_slice,
+    wrap_model,
+)
 from nlprec.sessionrec.actr import ACTR_DECAY, cooccurrence_matrix
 from nlprec.sessionrec.data import SessionData
 from nlprec.sessionrec.features import WindowShape, build_windows, stack_windows, window_features
@@ -348,7 +353,7 @@ class PISARecommender:
                 negatives = self.sample_negatives(batch, rng)
                 pair, has_target = PISANet.loss_counts(batch, negatives, self.n_items)
                 totals = (float(pair.sum()), float(has_target.sum()))
-                mine = rank_rows(len(idx), dist_ctx)
+                mine = rank_slice(len(idx), dist_ctx)
                 loss = model({k: v[mine] for k, v in batch.items()}, negatives[mine], totals)
                 optimiser.zero_grad()
                 loss.backward()
@@ -520,12 +525,6 @@ class PISARecommender:
         model.net.load_state_dict(state)
         model.net.eval()
         return model
-
-
-def rank_rows(n_rows: int, dist_ctx: DistributedContext) -> slice:
-    """This rank's contiguous share of a global batch of ``n_rows`` (sizes differ by ≤ 1)."""
-    bounds = np.linspace(0, n_rows, dist_ctx.world_size + 1).round().astype(int)
-    return slice(int(bounds[dist_ctx.rank]), int(bounds[dist_ctx.rank + 1]))
 
 
 def events_to_sessions(

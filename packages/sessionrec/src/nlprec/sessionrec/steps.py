@@ -8,7 +8,8 @@ from typing import Literal
 
 import numpy as np
 import torch
-from nlprec.core.distributed import DistributedContext, launch_torchrun
+from nlprec.core.distributed import DistributedContext
+from nlprec.core.launch import run_distributed
 from nlprec.core.step import StepContext
 from nlprec.sessionrec import baselines as bl
 from nlprec.sessionrec.data import DEFAULT_GAP_MINUTES, SessionData, sessionize
@@ -204,18 +205,25 @@ def train_seeds(
 
 
 def train_with_torchrun(ctx: StepContext, cfg: TrainConfig, ideal: str) -> dict:
-    """Run :func:`train_seeds` in ``cfg.nproc_per_node`` processes (nlprec.sessionrec.ddp) and
-    read back what rank 0 wrote."""
-    out = ctx.output_dir / "ddp"
-    out.mkdir(parents=True, exist_ok=True)
-    config = out / "train_config.json"
-    config.write_text(cfg.model_dump_json())
-    args = ["-m", "nlprec.sessionrec.ddp", "--sessions", ctx.inputs["load"]["sessions_file"]]
-    args += ["--config", config, "--ideal", ideal, "--out", out]
-    if not ctx.device.startswith("cuda"):
-        args += ["--backend", "gloo"]
-    launch_torchrun(args, cfg.nproc_per_node, env={"OMP_NUM_THREADS": str(cfg.threads)})
-    return json.loads((out / "result.json").read_text())
+    """Run :func:`train_worker` in ``cfg.nproc_per_node`` processes; what rank 0 returned."""
+    return run_distributed(
+        "nlprec.sessionrec.steps:train_worker",
+        {"train": cfg.model_dump(mode="json"), "ideal": ideal},
+        ctx.inputs["load"],
+        ctx.output_dir / "ddp",
+        cfg.nproc_per_node,
+        threads=cfg.threads,
+        backend=None if ctx.device.startswith("cuda") else "gloo",
+    )
+
+
+def train_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, out: Path) -> dict:
+    """One torchrun rank of :func:`train` (``nlprec.core.launch``): ``model.batch_size`` is the
+    global batch; rank 0 evaluates, writes ``out/model`` and returns the runs."""
+    cfg = TrainConfig.model_validate(config["train"])
+    data = SessionData.load(inputs["sessions_file"])
+    split = temporal_split(data, cfg.test_sessions, cfg.val_sessions)
+    return train_seeds(split, cfg, dist_ctx.device, config["ideal"], out, dist_ctx=dist_ctx)
 
 
 def train(ctx: StepContext, cfg: TrainConfig) -> dict:
