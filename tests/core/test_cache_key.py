@@ -113,5 +113,6 @@ def test_a_cache_hit_registers_the_model_it_produced(toy, tmp_path):
     assert second.steps["compute"].cached and runs(counter) == 1
     versions = client.search_model_versions("name='cachetoy-model'")
     assert len(versions) == 2
-    champion = client.get_model_version_by_alias("cachetoy-model", "champion")
-    assert int(champion.version) == max(int(v.version) for v in versions)
+    challenger = client.get_model_version_by_alias("cachetoy-model", "challenger")
+    assert int(challenger.version) == max(int(v.version) for v in versions)
+    assert client.get_model_version_by_alias("cachetoy-model", "champion").version == "1"

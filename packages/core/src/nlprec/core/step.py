@@ -78,14 +78,18 @@ class StepContext:
             self.tracker.log_input(name, str(source), digest, context)
 
     def log_model(
-        self, model: Any, name: str, flavor: str = "dir", alias: str | None = "champion"
+        self, model: Any, name: str, flavor: str = "dir", alias: str | None = "challenger", **options: Any
     ) -> str:
-        """Log and register a model; returns its URI (`models:/name@alias`), or the path when untracked."""
+        """Register a model as a new `@challenger` version (`nlprec.core.registry`); returns its URI
+        (`models:/name@alias`), or the path when untracked. A smoke run's version never promotes."""
+        from nlprec.core.registry import is_smoke
+
+        options.setdefault("smoke", is_smoke(self.params))
         if isinstance(model, str | Path):  # a saved model: the cache can register it again on a hit
-            self.model_requests.append({"model": str(model), "name": name, "flavor": flavor, "alias": alias})
+            self.model_requests.append({"model": str(model), "name": name, "flavor": flavor, "alias": alias, **options})
         if not self.tracker:
             return str(model)
-        uri = self.tracker.log_model(model, name=name, flavor=flavor, alias=alias)
+        uri = self.tracker.log_model(model, name=name, flavor=flavor, alias=alias, **options)
         self.models[name] = uri
         return uri
 

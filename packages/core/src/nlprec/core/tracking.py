@@ -247,51 +247,9 @@ class Tracker:
         with self.locked():
             self.mlflow.log_input(dataset, context=context)
 
-    def log_model(self, model: Any, name: str, flavor: str, alias: str | None) -> str:
-        """Log `model` with an MLflow flavor, register it as `name` and point `alias` at the new version."""
-        mlflow = self.mlflow
+    def log_model(self, model: Any, name: str, flavor: str, alias: str | None, **options: Any) -> str:
+        """Log and register `model` (`nlprec.core.registry.log_model`: flavors, @challenger)."""
+        from nlprec.core.registry import log_model
+
         with self.locked():
-            if flavor == "dir":
-                import mlflow.pyfunc
-
-                code = Path(__file__).with_name("_dir_model.py")
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=str(code),
-                    artifacts={"model_dir": str(model)},
-                    registered_model_name=name,
-                    pip_requirements=["nlprec-core"],
-                )
-            elif flavor == "sentence_transformers":
-                import mlflow.sentence_transformers
-
-                info = mlflow.sentence_transformers.log_model(
-                    _as_sentence_transformer(model), name="model", registered_model_name=name,
-                    pip_requirements=["sentence-transformers"],
-                )
-            elif flavor == "transformers":
-                import mlflow.transformers
-
-                info = mlflow.transformers.log_model(
-                    model, name="model", registered_model_name=name, pip_requirements=["transformers"]
-                )
-            elif flavor == "pytorch":
-                import mlflow.pytorch
-
-                info = mlflow.pytorch.log_model(
-                    model, name="model", registered_model_name=name, pip_requirements=["torch"]
-                )
-            else:
-                raise ValueError(f"unknown model flavor {flavor!r}: expected dir, sentence_transformers, transformers or pytorch")
-            version = info.registered_model_version
-            if alias:
-                mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
-        return f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
-
-
-def _as_sentence_transformer(model: Any) -> Any:
-    if isinstance(model, str | Path):
-        from sentence_transformers import SentenceTransformer
-
-        return SentenceTransformer(str(model), device="cpu")
-    return model
+            return log_model(self.mlflow, model, name, flavor, alias, **options)
