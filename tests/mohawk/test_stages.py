@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from nlprec.core.training import Schedule, lr_multiplier
 from nlprec.mohawk.stages import (
     DistillConfig,
     alignment_report,
@@ -9,7 +10,7 @@ from nlprec.mohawk.stages import (
     stage2_hidden_alignment,
 )
 from nlprec.mohawk.teacher import TeacherConfig, build_phi_teacher, prepare_teacher
-from nlprec.mohawk.training import OptimConfig, wsd_multiplier
+from nlprec.mohawk.training import OptimConfig
 from nlprec.mohawk.transfer import init_student_from_teacher, student_config_for
 from nlprec.mohawk.workflow import train_teacher
 
@@ -25,7 +26,7 @@ def test_budgets_are_equal_across_the_ablation():
 
 
 def test_wsd_schedule_warms_up_holds_and_decays():
-    values = [wsd_multiplier(s, 100, 0.1, 0.2) for s in range(100)]
+    values = [lr_multiplier(s, 100, Schedule(0.1, 0.2)) for s in range(100)]
     assert values[0] == pytest.approx(0.1) and values[9] == 1.0
     assert values[50] == 1.0 and values[79] == 1.0
     assert values[90] < values[80] and values[99] > 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -14,6 +13,7 @@ from nlprec.beliefs.losses import belief_cross_entropy, constraint_loss
 from nlprec.beliefs.model import BreakpointModel, StoryBatch
 from nlprec.beliefs.records import Story
 from nlprec.core.distributed import DistributedContext, loss_weight, wrap_model
+from nlprec.core.training import Schedule, Trainer
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
@@ -38,7 +38,7 @@ class TrainConfig(BaseModel):
     seed: int = 0
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
+def make_trainer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int) -> Trainer:
     """AdamW with a lower rate on the pretrained encoder, linear warm-up then linear decay.
 
     With ``cfg.max_seconds`` the decay follows whichever runs out first, steps or time, so a
@@ -47,29 +47,20 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
     end-to-end fine-tuning settled on "false once the person is mentioned" and never predicted
     true, while heads on a frozen encoder did learn true (benchmarks/RESULTS.md).
     """
-    started = time.perf_counter()
     encoder_params = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
     head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
     optimizer = torch.optim.AdamW(
         [{"params": encoder_params, "lr": cfg.lr}, {"params": head_params, "lr": cfg.head_lr}],
         weight_decay=cfg.weight_decay,
     )
-    warmup_steps = max(1, int(cfg.warmup * total_steps))
-
-    def elapsed_fraction() -> float:
-        return (time.perf_counter() - started) / cfg.max_seconds if cfg.max_seconds else 0.0
-
-    def schedule(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        by_steps = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return max(0.0, 1.0 - max(by_steps, elapsed_fraction()))
-
-    def encoder_schedule(step: int) -> float:
-        progress = max(step / max(1, total_steps), elapsed_fraction())
-        return 0.0 if progress < cfg.frozen_encoder_fraction else schedule(step)
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, [encoder_schedule, schedule])
+    return Trainer(
+        optimizer,
+        total_steps,
+        schedule=Schedule(warmup_fraction=cfg.warmup),
+        max_grad_norm=cfg.max_grad_norm,
+        max_seconds=cfg.max_seconds,
+        frozen_until={0: cfg.frozen_encoder_fraction},
+    )
 
 
 def fit(
@@ -83,38 +74,20 @@ def fit(
     (loss, number of scored pairs). Returns training statistics incl. pairs per second."""
     rng = random.Random(cfg.seed)
     n_batches = len(make_batches(random.Random(cfg.seed)))
-    optimizer, scheduler = make_optimizer(model, cfg, n_batches * cfg.epochs)
+    trainer = make_trainer(model, cfg, n_batches * cfg.epochs)
     model.train()
-    pairs, started, last_loss, steps = 0, time.perf_counter(), math.nan, 0
-    out_of_time = False
+    pairs = 0
     for epoch in range(cfg.epochs):
-        if out_of_time:
+        if trainer.out_of_time():
             break
-        bar = tqdm(make_batches(rng), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for batch in bar:
+        for batch in trainer.iterate(make_batches(rng), f"{desc} epoch {epoch + 1}/{cfg.epochs}"):
             loss, n_pairs = step_loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+            trainer.step(loss)
             pairs += n_pairs
-            last_loss = float(loss.detach())
-            bar.set_postfix(loss=f"{last_loss:.4f}")
-            steps += 1
-            if cfg.max_seconds and time.perf_counter() - started > cfg.max_seconds:
-                out_of_time = True
-                break
     _sync(model)
-    seconds = time.perf_counter() - started
+    stats = trainer.summary()
     model.eval()
-    return {
-        "train_seconds": seconds,
-        "train_pairs_per_s": pairs / seconds,
-        "final_loss": last_loss,
-        "train_steps": steps,
-        "stopped_early": float(out_of_time),
-    }
+    return {**stats, "train_pairs_per_s": pairs / stats["train_seconds"]}
 
 
 def _sync(model: torch.nn.Module) -> None:

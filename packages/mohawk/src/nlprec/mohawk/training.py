@@ -1,4 +1,4 @@
-"""One optimisation loop for every stage: AdamW with a warmup-stable-decay schedule."""
+"""One optimisation loop for every stage: AdamW with a warmup-stable-decay schedule (nlprec.core.training)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
+from nlprec.core.training import Schedule, Trainer
 from pydantic import BaseModel, Field
-from tqdm.auto import tqdm
 
 
 class OptimConfig(BaseModel):
@@ -24,17 +24,6 @@ class OptimConfig(BaseModel):
     grad_clip: float = Field(1.0, gt=0)
 
 
-def wsd_multiplier(step: int, total: int, warmup_fraction: float, decay_fraction: float) -> float:
-    """Linear warmup to 1, flat, then linear decay to 0 over the last ``decay_fraction``."""
-    warmup = max(1, round(total * warmup_fraction))
-    decay_start = total - round(total * decay_fraction)
-    if step < warmup:
-        return (step + 1) / warmup
-    if step >= decay_start:
-        return max(0.0, (total - step) / max(1, total - decay_start))
-    return 1.0
-
-
 def optimise(
     params: Iterable[torch.nn.Parameter],
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -42,30 +31,16 @@ def optimise(
     total_steps: int,
     cfg: OptimConfig,
     desc: str,
-    log_every: int = 0,
-    on_log: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Minimise ``loss_fn(batch)`` over ``batches``; returns the loss of every step."""
+    """Minimise ``loss_fn(batch)`` over ``batches`` with AdamW and the WSD schedule (warm-up,
+    stable, decay over the last ``cfg.decay_fraction``); returns the loss of every step."""
     params = [p for p in params if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: wsd_multiplier(s, total_steps, cfg.warmup_fraction, cfg.decay_fraction),
-    )
-    losses = []
-    bar = tqdm(batches, total=total_steps, desc=desc, leave=False, mininterval=2.0)
-    for step, batch in enumerate(bar):
-        loss = loss_fn(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
-        if on_log is not None and log_every and step % log_every == 0:
-            on_log(step, losses[-1])
-    return losses
+    schedule = Schedule(cfg.warmup_fraction, cfg.decay_fraction)
+    trainer = Trainer(optimizer, total_steps, schedule=schedule, max_grad_norm=cfg.grad_clip, precision="fp32")
+    for batch in trainer.iterate(batches, desc, total_steps):
+        trainer.step(loss_fn(batch))
+    return trainer.losses
 
 
 def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
