@@ -29,7 +29,7 @@ def test_pipeline_runs_against_mlflow_server(mlflow_server, tmp_path):
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{summary['run_id']}'"
     )
-    assert {c.data.tags["nlprec.step"] for c in children} == {"generate", "train", "evaluate"}
+    assert {c.data.tags["nlprec.step"] for c in children} == {"generate", "bow", "bow_first2", "compare"}
     version = client.get_model_version_by_alias("core-demo", "champion")
-    assert version.run_id == summary["steps"]["train"]["run_id"]
+    assert version.run_id == summary["steps"]["bow"]["run_id"]
     assert "summary.json" in {a.path for a in client.list_artifacts(summary["run_id"])}

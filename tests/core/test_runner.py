@@ -164,13 +164,17 @@ def test_tracking_parent_children_params_metrics_tags_artifacts(env):
     assert [m.value for m in client.get_metric_history(first_b.info.run_id, "curve.loss")] == [1.0, 0.5]
 
 
-def test_demo_pipeline_registers_model_alias(nlprec_env):
+def test_demo_pipeline_searches_repeats_compares_and_registers(nlprec_env):
     from nlprec.core.models import resolve
 
     repo = Path(__file__).resolve().parents[2]
     summary = Runner().run(load_pipeline(repo / "pipelines" / "core-demo.yaml", ["params.n=60"]))
-    assert summary.metrics["classifier.accuracy"] > 0.5
+    metrics = summary.metrics
+    assert metrics["bow.accuracy"] > 0.5 and metrics["bow.accuracy.n"] == 3
+    assert {"bow.accuracy.std", "bow.accuracy.ci95"} <= set(metrics)
+    assert {"bow.accuracy.delta_vs_bow_first2", "bow.accuracy.p_vs_bow_first2"} <= set(metrics)
+    assert summary.steps["bow"].selected is not None and len(summary.steps["bow"].trials) == 4
     version = mlflow.MlflowClient().get_model_version_by_alias("core-demo", "champion")
-    assert version.run_id == summary.steps["train"].run_id
+    assert version.run_id in {r.run_id for r in summary.steps["bow"].seeds.values()}  # trials register nothing
     local = resolve("models:/core-demo@champion")
     assert (local / "model.json").exists()

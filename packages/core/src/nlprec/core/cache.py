@@ -11,6 +11,7 @@ the same step never corrupt each other: the second rename loses and its copy is 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -30,12 +31,18 @@ CACHE_FORMAT = 1
 _RESULT_FILE = "result.json"
 
 
+@functools.cache
+def _installed_distributions() -> dict[str, list[str]]:
+    """Top-level module -> distributions; scanning every installed package takes about a second."""
+    return importlib.metadata.packages_distributions()
+
+
 def _distribution_of(module_name: str) -> str | None:
     top = module_name.split(".")[0]
     if top == "nlprec":  # namespace package: map nlprec.<pkg> to its distribution
         sub = module_name.split(".")[1] if "." in module_name else ""
         return "nlprec-" + sub.replace("_", "-") if sub else None
-    names = importlib.metadata.packages_distributions().get(top)
+    names = _installed_distributions().get(top)
     return names[0] if names else None
 
 

@@ -1,7 +1,8 @@
-"""A small pipeline of the runner itself: generate labelled sentences, fit a classifier, evaluate it.
+"""A small study of the runner itself: generate labelled sentences, fit bag-of-words classifiers, compare.
 
-It exercises every runner feature (needs, params, metrics with curves, artifacts, datasets, models)
-in a few seconds, and the runner's tests use its steps.
+`pipelines/core-demo.yaml` searches two systems on validation with the same grid (a full-vocabulary
+classifier and one that reads only the first words of each sentence), runs the chosen configurations over three
+seeds and compares them with a paired test, all in seconds; the runner's tests use these steps.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from nlprec.core.step import StepContext
+from nlprec.core.step import StepContext, across_seeds
 from pydantic import BaseModel, ConfigDict, Field
 
 TOPIC_WORDS = {
@@ -18,16 +19,19 @@ TOPIC_WORDS = {
     "science": ["cell", "protein", "energy", "theory", "experiment", "data", "atom", "gene"],
 }
 FILLER = ["the", "a", "new", "today", "after", "with", "big", "report", "says", "more"]
+SPLITS = {"train": 0.6, "validation": 0.2, "test": 0.2}
 
 
 class GenerateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    n: int = Field(400, ge=2, description="number of sentences")
+    n: int = Field(400, ge=10, description="number of sentences")
     length: int = Field(8, ge=2)
     noise: float = Field(0.3, ge=0.0, le=1.0, description="share of filler words")
 
 
+@across_seeds
 def generate(ctx: StepContext, cfg: GenerateConfig) -> dict:
+    """Sentences of topic and filler words, split 60/20/20; the data is the same for every seed."""
     rng = np.random.default_rng(ctx.seed)
     topics = sorted(TOPIC_WORDS)
     rows = []
@@ -37,65 +41,89 @@ def generate(ctx: StepContext, cfg: GenerateConfig) -> dict:
             str(rng.choice(FILLER)) if rng.random() < cfg.noise else str(rng.choice(TOPIC_WORDS[label]))
             for _ in range(cfg.length)
         ]
-        rows.append({"id": index, "text": " ".join(words), "label": label})
-    path = ctx.output_dir / "sentences.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ctx.log_input("generated-sentences", path, context="train")
+        rows.append({"id": f"s{index}", "text": " ".join(words), "label": label})
+    order = rng.permutation(len(rows))
+    outputs: dict = {"n": cfg.n}
+    start = 0
+    for split, share in SPLITS.items():
+        stop = len(rows) if split == "test" else start + int(round(share * len(rows)))
+        path = ctx.output_dir / f"{split}.jsonl"
+        path.write_text("".join(json.dumps(rows[i]) + "\n" for i in order[start:stop]))
+        ctx.log_input(f"generated-sentences-{split}", path, context=split)
+        outputs[split] = str(path)
+        start = stop
     ctx.log_params({"n": cfg.n})
-    return {"data": str(path), "n": cfg.n}
+    return outputs
 
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    epochs: int = Field(20, ge=1)
+    system: str = Field("bow", min_length=1, description="the name metrics and unit scores are logged under")
+    epochs: int = Field(10, ge=1)
     lr: float = Field(0.5, gt=0)
-    train_fraction: float = Field(0.8, gt=0, lt=1)
+    batch_size: int = Field(16, ge=1)
+    max_words: int | None = Field(None, ge=1, description="read only the first N words (like a max length)")
     register_as: str | None = None
 
 
-def _featurise(texts: list[str], vocabulary: dict[str, int]) -> np.ndarray:
+def _read(path: str) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def _featurise(texts: list[str], vocabulary: dict[str, int], max_words: int | None = None) -> np.ndarray:
     features = np.zeros((len(texts), len(vocabulary)), dtype=np.float32)  # (n, V) bag of words
     for row, text in enumerate(texts):
-        for word in text.split():
+        for word in text.split()[:max_words]:
             if word in vocabulary:
                 features[row, vocabulary[word]] += 1.0
     return features
 
 
-def train(ctx: StepContext, cfg: TrainConfig) -> dict:
-    """Logistic regression by gradient descent; logs the loss curve."""
-    rows = [json.loads(line) for line in Path(ctx.inputs["generate"]["data"]).read_text().splitlines()]
-    cut = int(len(rows) * cfg.train_fraction)
-    words = sorted({w for r in rows[:cut] for w in r["text"].split()})
-    vocabulary = {w: i for i, w in enumerate(words)}
-    x = _featurise([r["text"] for r in rows[:cut]], vocabulary)
-    y = np.array([r["label"] == "sport" for r in rows[:cut]], dtype=np.float32)
-    weights = np.zeros(len(vocabulary), dtype=np.float32)
+def _vocabulary(rows: list[dict]) -> dict[str, int]:
+    return {word: index for index, word in enumerate(sorted({w for row in rows for w in row["text"].split()}))}
+
+
+def _fit(ctx: StepContext, cfg: TrainConfig, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Logistic regression by minibatch SGD (order and initialisation from the seed); stops when the
+    step's time budget runs out."""
+    rng = np.random.default_rng(ctx.seed)
+    weights = rng.normal(0.0, 0.1, size=x.shape[1]).astype(np.float32)  # (V,)
+    bias = 0.0
     for epoch in range(cfg.epochs):
-        probability = 1.0 / (1.0 + np.exp(-(x @ weights)))
+        order = rng.permutation(len(y))
+        for start in range(0, len(y), cfg.batch_size):
+            batch = order[start : start + cfg.batch_size]
+            probability = 1.0 / (1.0 + np.exp(-(x[batch] @ weights + bias)))
+            weights -= cfg.lr * x[batch].T @ (probability - y[batch]) / len(batch)
+            bias -= cfg.lr * float(np.mean(probability - y[batch]))
+        probability = 1.0 / (1.0 + np.exp(-(x @ weights + bias)))
         loss = -np.mean(y * np.log(probability + 1e-9) + (1 - y) * np.log(1 - probability + 1e-9))
-        weights -= cfg.lr * x.T @ (probability - y) / len(y)
-        ctx.log_metrics({"train.loss": float(loss)}, step=epoch)
+        ctx.log_metrics({f"{cfg.system}.train_loss": float(loss)}, step=epoch)
+        if ctx.time_left() == 0.0:
+            ctx.logger.warning("time budget spent after %d of %d epochs", epoch + 1, cfg.epochs)
+            break
+    return weights, bias
+
+
+def train(ctx: StepContext, cfg: TrainConfig) -> dict:
+    """Fit on the training split, score `ctx.split` (validation in search trials, test otherwise)."""
+    data = ctx.inputs["generate"]
+    training = _read(data["train"])
+    vocabulary = _vocabulary(training)
+    x = _featurise([r["text"] for r in training], vocabulary, cfg.max_words)
+    y = np.array([r["label"] == "sport" for r in training], dtype=np.float32)
+    weights, bias = _fit(ctx, cfg, x, y)
+
+    evaluated = _read(data[ctx.split])
+    predicted = _featurise([r["text"] for r in evaluated], vocabulary, cfg.max_words) @ weights + bias > 0
+    correct = {r["id"]: float(p == (r["label"] == "sport")) for r, p in zip(evaluated, predicted, strict=True)}
+    accuracy = float(np.mean(list(correct.values())))
+    ctx.log_metrics({f"{cfg.system}.accuracy": accuracy})
+    ctx.log_unit_scores(cfg.system, "accuracy", correct)
+
     model_dir = ctx.output_dir / "model"
     model_dir.mkdir()
-    (model_dir / "model.json").write_text(json.dumps({"vocabulary": vocabulary, "weights": weights.tolist()}))
+    (model_dir / "model.json").write_text(json.dumps({"vocabulary": vocabulary, "weights": weights.tolist(), "bias": bias}))
     if cfg.register_as:
         ctx.log_model(model_dir, name=cfg.register_as, flavor="dir")
-    return {"model_dir": str(model_dir), "test_from": cut}
-
-
-class EvaluateConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def evaluate(ctx: StepContext, cfg: EvaluateConfig) -> dict:
-    rows = [json.loads(line) for line in Path(ctx.inputs["generate"]["data"]).read_text().splitlines()]
-    rows = rows[ctx.inputs["train"]["test_from"] :]
-    model = json.loads((Path(ctx.inputs["train"]["model_dir"]) / "model.json").read_text())
-    x = _featurise([r["text"] for r in rows], model["vocabulary"])
-    predicted = x @ np.array(model["weights"], dtype=np.float32) > 0
-    truth = np.array([r["label"] == "sport" for r in rows])
-    accuracy = float(np.mean(predicted == truth)) if len(rows) else 0.0
-    ctx.log_metrics({"classifier.accuracy": accuracy})
-    ctx.log_dict({"accuracy": accuracy, "n": len(rows)}, "evaluation.json")
-    return {"accuracy": accuracy}
+    return {"model_dir": str(model_dir), "accuracy": accuracy}

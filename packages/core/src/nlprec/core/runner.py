@@ -5,13 +5,22 @@ otherwise run the function with a fresh output directory in a staging area and m
 entry into the cache in one rename. An exception or Ctrl-C marks the step's and the parent's runs
 FAILED or KILLED and leaves the cache as it was, so the next invocation resumes after the last
 finished step.
+
+Studies (docs/studies.md) add three things around that:
+- seeds: with `seeds:` every step runs once per seed (a step marked `across_seeds` runs once), and
+  the summary reports each metric's mean with `.std`, `.ci95` and `.n`;
+- search: a step with `search:` first runs each candidate configuration on the validation split
+  (`ctx.split == "validation"`, upstream `test`/`test_*` outputs removed), each as a nested run under
+  a `<step> search` run; the best by the named metric (mean over seeds) then runs on test;
+- budget: `max_seconds` reaches the step as `ctx.max_seconds` / `ctx.time_left()`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -19,13 +28,19 @@ from pathlib import Path
 from typing import Any
 
 from nlprec.core.cache import StepCache, package_versions, step_key
+from nlprec.core.errors import UserError
+from nlprec.core.io import atomic_write_json
 from nlprec.core.paths import cache_root
-from nlprec.core.spec import Pipeline, ResolvedStep
+from nlprec.core.spec import Pipeline, ResolvedStep, SearchSpec
+from nlprec.core.stats import metrics_over_seeds
 from nlprec.core.step import StepContext
 from nlprec.core.tracking import Tracker, git_commit, nlprec_versions
+from pydantic import BaseModel
 from rich.console import Console
 
 log = logging.getLogger("nlprec.runner")
+
+VALIDATION, TEST = "validation", "test"
 
 
 class StepFailed(Exception):
@@ -38,6 +53,9 @@ class StepFailed(Exception):
 
 @dataclass
 class StepReport:
+    """One step in the summary. With several seeds, `seeds` holds each seed's run and `metrics` the
+    statistics over them (`key`, `run_id` and `result` are those of the first seed)."""
+
     status: str  # finished | cached | failed | killed | skipped | not_run
     cached: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
@@ -45,6 +63,31 @@ class StepReport:
     key: str = ""
     run_id: str = ""
     result: dict[str, Any] = field(default_factory=dict)
+    output_dir: str = ""
+    over_budget: bool = False
+    seeds: dict[int, StepReport] = field(default_factory=dict)
+    search: dict[str, Any] | None = None  # {"metric", "direction", "method"}
+    selected: dict[str, Any] | None = None
+    trials: list[dict[str, Any]] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "status": self.status,
+            "cached": self.cached,
+            "seconds": round(self.seconds, 3),
+            "metrics": self.metrics,
+            "key": self.key,
+            "run_id": self.run_id,
+        }
+        if "skipped" in self.result:
+            data["skipped"] = self.result["skipped"]
+        if self.over_budget:
+            data["over_budget"] = True
+        if self.seeds:
+            data["seeds"] = {str(seed): report.to_json() for seed, report in self.seeds.items()}
+        if self.search is not None:
+            data.update(search=self.search, selected=self.selected, trials=self.trials)
+        return data
 
 
 @dataclass
@@ -55,6 +98,8 @@ class RunSummary:
     status: str
     steps: dict[str, StepReport]
     seconds: float
+    seeds: list[int] | None = None
+    report: dict[str, Any] | None = None
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -66,33 +111,48 @@ class RunSummary:
         return flat
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "pipeline": self.pipeline,
             "file": self.file,
             "run_id": self.run_id,
             "status": self.status,
             "seconds": round(self.seconds, 3),
-            "steps": {
-                name: {
-                    "status": r.status,
-                    "cached": r.cached,
-                    "seconds": round(r.seconds, 3),
-                    "metrics": r.metrics,
-                    "key": r.key,
-                    "run_id": r.run_id,
-                    **({"skipped": r.result["skipped"]} if "skipped" in r.result else {}),
-                }
-                for name, r in self.steps.items()
-            },
-            "metrics": self.metrics,
         }
+        if self.seeds is not None:
+            data["seeds"] = self.seeds
+        if self.report is not None:
+            data["report"] = self.report
+        data["steps"] = {name: report.to_json() for name, report in self.steps.items()}
+        data["metrics"] = self.metrics
+        return data
 
     def write(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(path.suffix + ".tmp")
-        temporary.write_text(json.dumps(self.to_json(), indent=2))
-        os.replace(temporary, path)
+        atomic_write_json(path, self.to_json(), indent=2)
+
+
+@dataclass
+class _Unit:
+    """One execution of a step: a config, a seed, a split, and what it reads from upstream."""
+
+    step: ResolvedStep
+    config: BaseModel
+    seed: int
+    split: str
+    inputs: dict[str, dict[str, Any]]
+    upstream_keys: dict[str, str]
+    upstream_dirs: dict[str, dict[int, Path]] = field(default_factory=dict)
+    inputs_by_seed: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    run_name: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    trial: bool = False
+    values: dict[str, Any] = field(default_factory=dict)  # a search trial's values
+
+    @property
+    def key(self) -> str:
+        key = step_key(self.step.function, self.config, self.upstream_keys, self.seed)
+        if self.split == TEST:  # the usual key: a plain run of the same config shares its cache entry
+            return key
+        return hashlib.sha256(f"{key}:{self.split}".encode()).hexdigest()[:32]
 
 
 def seed_everything(seed: int) -> None:
@@ -111,6 +171,23 @@ def _downstream_of(pipeline: Pipeline, roots: set[str]) -> set[str]:
         if forced.intersection(step.spec.needs):
             forced.add(step.spec.name)
     return forced
+
+
+def is_test_key(key: str) -> bool:
+    """Upstream outputs a search trial must not see: `test` and `test_*`."""
+    return key == TEST or key.startswith(f"{TEST}_")
+
+
+def without_test(inputs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: {k: v for k, v in result.items() if not is_test_key(k)} for name, result in inputs.items()}
+
+
+def _qualified(metrics: dict[str, float], step_name: str) -> dict[str, float]:
+    return {key if "." in key else f"{step_name}.{key}": value for key, value in metrics.items()}
+
+
+def _describe(values: dict[str, Any]) -> str:
+    return " ".join(f"{key}={value}" for key, value in values.items())
 
 
 class Runner:
@@ -138,22 +215,20 @@ class Runner:
         self._experiment_id = self.tracker.experiment_id(spec.experiment) if self.tracker else ""
         parent_id = self._start_parent(pipeline)
         reports = {s.spec.name: StepReport(status="not_run") for s in pipeline.steps}
-        summary = RunSummary(spec.name, pipeline.file, parent_id, "running", reports, 0.0)
-        self.console.print(f"[bold]{spec.name}[/bold]  run {parent_id or '(untracked)'}  ({len(pipeline.steps)} steps)")
-        keys: dict[str, str] = {}
-        results: dict[str, dict[str, Any]] = {}
+        summary = RunSummary(
+            spec.name, pipeline.file, parent_id, "running", reports, 0.0, seeds=spec.seeds,
+            report=spec.report.model_dump() if spec.report else None,
+        )
+        seeds = f" × {len(spec.seeds)} seeds" if spec.seeds else ""
+        self.console.print(f"[bold]{spec.name}[/bold]  run {parent_id or '(untracked)'}  ({len(pipeline.steps)} steps{seeds})")
+        self._done: dict[tuple[str, int], StepReport] = {}
+        self._params = spec.params
         status = "FINISHED"
         try:
             for step in pipeline.steps:
                 name = step.spec.name
-                upstream = {u: keys[u] for u in step.spec.needs}
-                keys[name] = step_key(step.function, step.config, upstream, spec.seed)
-                report = self._run_step(
-                    pipeline, step, keys[name], {u: results[u] for u in step.spec.needs},
-                    use_cache=use_cache and name not in forced, replace=name in forced,
-                )
-                reports[name] = report
-                results[name] = report.result
+                self._use_cache, self._replace = use_cache and name not in forced, name in forced
+                reports[name] = self._run_step(pipeline, step)
         except KeyboardInterrupt:
             status = "KILLED"
             raise
@@ -164,7 +239,7 @@ class Runner:
             summary.status = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}[status]
             summary.seconds = time.perf_counter() - started
             if self.tracker:
-                self.tracker.log_metrics({"pipeline.seconds": summary.seconds})
+                self.tracker.log_metrics({**summary.metrics, "pipeline.seconds": summary.seconds})
                 self.tracker.log_dict(summary.to_json(), "summary.json")
                 self.tracker.end_run(status)
             if summary_path:
@@ -185,58 +260,194 @@ class Runner:
             **{f"version.{k}": v for k, v in nlprec_versions().items()},
         }
         run_id = self.tracker.start_run(self._experiment_id, spec.name, nested=False, tags=tags)
-        self.tracker.log_params({"params": spec.params, "seed": spec.seed})
+        params: dict[str, Any] = {"params": spec.params, "seed": spec.seed}
+        if spec.seeds is not None:
+            params["seeds"] = spec.seeds
+        self.tracker.log_params(params)
         if Path(pipeline.file).exists():
             self.tracker.log_artifact(Path(pipeline.file), "pipeline")
         return run_id
 
-    def _run_step(
-        self,
-        pipeline: Pipeline,
-        step: ResolvedStep,
-        key: str,
-        inputs: dict[str, dict[str, Any]],
-        use_cache: bool,
-        replace: bool,
-    ) -> StepReport:
+    def _run_step(self, pipeline: Pipeline, step: ResolvedStep) -> StepReport:
+        """A step over the pipeline's seeds (or once, across them), after its search if it has one."""
+        name, seeds = step.spec.name, pipeline.spec.run_seeds
+        if step.across_seeds:
+            report = self._run_unit(self._across_seeds_unit(pipeline, step))
+            for seed in seeds:
+                self._done[(name, seed)] = report
+            return report
+        config, search = step.config, None
+        if step.spec.search is not None:
+            search = self._search(pipeline, step)
+            config = step.config_with(search["selected"])
+        per_seed = {}
+        for seed in seeds:
+            unit = self._seed_unit(pipeline, step, config, seed, TEST)
+            per_seed[seed] = self._done[(name, seed)] = self._run_unit(unit)
+        report = self._combine(name, per_seed, several=pipeline.spec.seeds is not None)
+        if search is not None:
+            report.search, report.selected, report.trials = search["search"], search["selected"], search["trials"]
+        return report
+
+    def _seed_unit(self, pipeline: Pipeline, step: ResolvedStep, config: BaseModel, seed: int, split: str,
+                   trial: str = "", values: dict[str, Any] | None = None) -> _Unit:
         name = step.spec.name
-        tags = {"nlprec.step": name, "nlprec.step_key": key, "nlprec.uses": step.spec.uses}
-        tags.update({f"version.{k}": v for k, v in package_versions(step.function.__module__).items()})
-        entry = self.cache.lookup(name, key) if use_cache else None
+        upstream = {u: self._done[(u, seed)] for u in step.spec.needs}
+        inputs = {u: report.result for u, report in upstream.items()}
+        trial_run = split != TEST
+        several = pipeline.spec.seeds is not None
+        run_name = f"{name} {trial}".strip() + (f" seed={seed}" if several else "")
+        tags = {"nlprec.seed": str(seed), "nlprec.split": split}
+        if trial:
+            tags["nlprec.trial"] = trial
+        return _Unit(
+            step=step, config=config, seed=seed, split=split,
+            inputs=without_test(inputs) if trial_run else inputs,
+            upstream_keys={u: report.key for u, report in upstream.items()},
+            upstream_dirs={} if trial_run else {u: {seed: Path(r.output_dir)} for u, r in upstream.items()},
+            run_name=run_name, tags=tags, trial=trial_run, values=values or {},
+        )
+
+    def _across_seeds_unit(self, pipeline: Pipeline, step: ResolvedStep) -> _Unit:
+        """A step that runs once: it sees every seed's upstream results; its key covers them all."""
+        seeds, spec_seed = pipeline.spec.run_seeds, pipeline.spec.seed
+        inputs_by_seed = {s: {u: self._done[(u, s)].result for u in step.spec.needs} for s in seeds}
+        upstream_keys: dict[str, str] = {}
+        for u in step.spec.needs:
+            keys = {s: self._done[(u, s)].key for s in seeds}
+            if len(set(keys.values())) == 1:
+                upstream_keys[u] = keys[seeds[0]]
+            else:
+                upstream_keys.update({f"{u}@{s}": key for s, key in keys.items()})
+        return _Unit(
+            step=step, config=step.config, seed=spec_seed, split=TEST,
+            inputs=inputs_by_seed[seeds[0]], inputs_by_seed=inputs_by_seed,
+            upstream_keys=upstream_keys,
+            upstream_dirs={u: {s: Path(self._done[(u, s)].output_dir) for s in seeds} for u in step.spec.needs},
+            run_name=step.spec.name, tags={"nlprec.seed": "all" if pipeline.spec.seeds else str(spec_seed)},
+        )
+
+    def _combine(self, name: str, per_seed: dict[int, StepReport], several: bool) -> StepReport:
+        """One seed: its report. Several: mean, .std, .ci95, .n of each metric, the first seed's ids."""
+        first = next(iter(per_seed.values()))
+        if not several:
+            return first
+        reports = list(per_seed.values())
+        statuses = {r.status for r in reports}
+        return StepReport(
+            status="skipped" if "skipped" in statuses else ("cached" if statuses == {"cached"} else "finished"),
+            cached=all(r.cached for r in reports),
+            metrics=metrics_over_seeds([_qualified(r.metrics, name) for r in reports]),
+            seconds=sum(r.seconds for r in reports),
+            key=first.key, run_id=first.run_id, result=first.result, output_dir=first.output_dir,
+            over_budget=any(r.over_budget for r in reports), seeds=per_seed,
+        )
+
+    # ------------------------------------------------------------------ search
+
+    def _search(self, pipeline: Pipeline, step: ResolvedStep) -> dict[str, Any]:
+        """Run every candidate on validation (each seed), pick the best mean of the search metric."""
+        search: SearchSpec = step.spec.search  # type: ignore[assignment]
+        name, seeds = step.spec.name, pipeline.spec.run_seeds
+        candidates = search.candidates(seed=pipeline.spec.seed)
+        if self.tracker:
+            tags = {"nlprec.step": name, "nlprec.search": "true", "nlprec.uses": step.spec.uses}
+            self.tracker.start_run(self._experiment_id, f"{name} search", nested=True, tags=tags)
+            self.tracker.log_params({"search": search.model_dump(mode="json")})
+        trials: list[dict[str, Any]] = []
+        try:
+            for index, values in enumerate(candidates):
+                by_seed = {}
+                for seed in seeds:
+                    unit = self._seed_unit(pipeline, step, step.config_with(values), seed, VALIDATION,
+                                           trial=f"trial {index + 1}/{len(candidates)}", values=values)
+                    report = self._run_unit(unit)
+                    by_seed[seed] = self._trial_metric(name, search.metric, report, values)
+                value = sum(by_seed.values()) / len(by_seed)
+                trials.append({"values": values, "value": value, "by_seed": by_seed})
+                if self.tracker:
+                    self.tracker.log_metrics({search.metric: value}, step=index)
+            best = _best(trials, search.direction)
+            if self.tracker:
+                self.tracker.log_params({"selected": best["values"]})
+                self.tracker.end_run("FINISHED")
+        except KeyboardInterrupt:
+            if self.tracker:
+                self.tracker.end_run("KILLED")
+            raise
+        except Exception:
+            if self.tracker:
+                self.tracker.end_run("FAILED")
+            raise
+        self.console.print(
+            f"  [magenta]★[/magenta] {name} selected {_describe(best['values'])} "
+            f"[dim]({search.metric} {best['value']:.4f} on validation; {len(trials)} trials × {len(seeds)} seeds)[/dim]"
+        )
+        return {
+            "search": {"metric": search.metric, "direction": search.direction, "method": search.method},
+            "selected": best["values"],
+            "trials": trials,
+        }
+
+    @staticmethod
+    def _trial_metric(name: str, metric: str, report: StepReport, values: dict[str, Any]) -> float:
+        logged = _qualified(report.metrics, name)
+        if metric not in logged:
+            known = ", ".join(sorted(logged)) or "none"
+            cause = UserError(f"search metric {metric!r} was not logged by the trial {_describe(values)} (logged: {known})")
+            raise StepFailed(name, cause)
+        return logged[metric]
+
+    # ------------------------------------------------------------------ one execution
+
+    def _run_unit(self, unit: _Unit) -> StepReport:
+        name = unit.step.spec.name
+        key = unit.key
+        tags = {"nlprec.step": name, "nlprec.step_key": key, "nlprec.uses": unit.step.spec.uses, **unit.tags}
+        tags.update({f"version.{k}": v for k, v in package_versions(unit.step.function.__module__).items()})
+        entry = self.cache.lookup(name, key) if self._use_cache else None
         child_id = ""
         if self.tracker:
             tags["cache_hit"] = "true" if entry else "false"
-            child_id = self.tracker.start_run(self._experiment_id, name, nested=True, tags=tags)
-            self.tracker.log_params(step.config.model_dump(mode="json"))
-        if entry is not None:
-            stored = entry.result
-            if self.tracker:
-                if stored.get("metrics"):
-                    self.tracker.log_metrics(stored["metrics"])
-                for request in stored.get("model_requests", []):  # a hit registers what it produced
-                    self.tracker.log_model(**request)
-                self.tracker.end_run("FINISHED")
-            self.console.print(f"  [green]✓[/green] {name} [dim](cached {key[:8]})[/dim]")
-            return StepReport("cached", True, stored.get("metrics", {}), 0.0, key, child_id, stored["outputs"])
-        return self._execute(pipeline, step, key, inputs, child_id, replace)
+            child_id = self.tracker.start_run(self._experiment_id, unit.run_name or name, nested=True, tags=tags)
+            self.tracker.log_params(unit.config.model_dump(mode="json"))
+        if entry is None:
+            return self._execute(unit, key, child_id)
+        stored = entry.result
+        if self.tracker:
+            if stored.get("metrics"):
+                self.tracker.log_metrics(stored["metrics"])
+            for request in stored.get("model_requests", []):  # a hit registers what it produced
+                self.tracker.log_model(**request)
+            self.tracker.end_run("FINISHED")
+        self._print_done(unit, f"[dim](cached {key[:8]})[/dim]", stored.get("metrics", {}))
+        return StepReport("cached", True, stored.get("metrics", {}), 0.0, key, child_id, stored["outputs"],
+                          output_dir=str(entry.outputs))
 
-    def _execute(self, pipeline, step, key, inputs, child_id, replace) -> StepReport:
-        name = step.spec.name
+    def _execute(self, unit: _Unit, key: str, child_id: str) -> StepReport:
+        step, name = unit.step, unit.step.spec.name
         staging = self.cache.new_staging_dir(name)
         context = StepContext(
             name=name,
             output_dir=staging / "outputs",
-            inputs=inputs,
-            params=pipeline.spec.params,
-            seed=pipeline.spec.seed,
+            inputs=unit.inputs,
+            params=self._params,
+            seed=unit.seed,
             tracker=self.tracker,
             logger=logging.getLogger(f"nlprec.step.{name}"),
+            split=unit.split,
+            max_seconds=step.spec.max_seconds,
+            inputs_by_seed=unit.inputs_by_seed,
+            upstream_dirs=unit.upstream_dirs,
+            register_models=not unit.trial,
         )
-        self.console.print(f"  [cyan]▶[/cyan] {name} [dim]({step.spec.uses})[/dim]")
-        seed_everything(pipeline.spec.seed)
+        if not unit.trial:
+            self.console.print(f"  [cyan]▶[/cyan] {unit.run_name or name} [dim]({step.spec.uses})[/dim]")
+        seed_everything(unit.seed)
         started = time.perf_counter()
+        context.started_at = time.monotonic()
         try:
-            result = step.function(context, step.config)
+            result = step.function(context, unit.config)
             if result is None:
                 result = {}
             if not isinstance(result, dict):
@@ -246,17 +457,18 @@ class Runner:
             self.cache.discard(staging)
             if self.tracker:
                 self.tracker.end_run("KILLED")
-            self.console.print(f"  [yellow]■[/yellow] {name} interrupted")
+            self.console.print(f"  [yellow]■[/yellow] {unit.run_name or name} interrupted")
             raise
         except Exception as exc:
             self.cache.discard(staging)
             if self.tracker:
                 self.tracker.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
                 self.tracker.end_run("FAILED")
-            self.console.print(f"  [red]✗[/red] {name}: {type(exc).__name__}: {exc}")
+            self.console.print(f"  [red]✗[/red] {unit.run_name or name}: {type(exc).__name__}: {exc}")
             log.debug("step failed", exc_info=True)
             raise StepFailed(name, exc) from exc
         seconds = time.perf_counter() - started
+        over_budget = step.spec.max_seconds is not None and seconds > step.spec.max_seconds
         stored = {
             "outputs": result,
             "metrics": context.metrics,
@@ -264,15 +476,31 @@ class Runner:
             "model_requests": context.model_requests,
             "seconds": seconds,
         }
-        entry = self.cache.commit(staging, name, key, stored, replace=replace)
+        entry = self.cache.commit(staging, name, key, stored, replace=self._replace)
         if self.tracker:
             self.tracker.log_metrics({"step.seconds": seconds})
+            if over_budget:
+                self.tracker.set_tags({"nlprec.over_budget": "true"})
             self.tracker.end_run("FINISHED")
         status = "skipped" if "skipped" in result else "finished"
-        mark = "[yellow]–[/yellow]" if status == "skipped" else "[green]✓[/green]"
         extra = f" skipped: {result['skipped']}" if status == "skipped" else ""
-        self.console.print(f"  {mark} {name} [dim]{seconds:.1f}s[/dim]{extra}")
-        return StepReport(status, False, context.metrics, seconds, key, child_id, entry.result["outputs"])
+        if over_budget:
+            extra += f" [yellow]over its budget of {step.spec.max_seconds:g}s[/yellow]"
+        self._print_done(unit, f"[dim]{seconds:.1f}s[/dim]{extra}", context.metrics, skipped=status == "skipped")
+        return StepReport(status, False, context.metrics, seconds, key, child_id, entry.result["outputs"],
+                          output_dir=str(entry.outputs), over_budget=over_budget)
+
+    def _print_done(self, unit: _Unit, detail: str, metrics: dict[str, float], skipped: bool = False) -> None:
+        label = unit.run_name or unit.step.spec.name
+        search = unit.step.spec.search
+        if unit.trial and search is not None:
+            value = _qualified(metrics, unit.step.spec.name).get(search.metric, math.nan)
+            self.console.print(
+                f"    [dim]· {label} {_describe(unit.values)}: {value:.4f} {detail}[/dim]"
+            )
+            return
+        mark = "[yellow]–[/yellow]" if skipped else "[green]✓[/green]"
+        self.console.print(f"  {mark} {label} {detail}")
 
     def _print_footer(self, summary: RunSummary) -> None:
         cached = sum(r.cached for r in summary.steps.values())
@@ -280,3 +508,14 @@ class Runner:
             f"[bold]{summary.pipeline}[/bold] {summary.status} in {summary.seconds:.1f}s "
             f"({cached}/{len(summary.steps)} steps from cache)"
         )
+
+
+def _best(trials: list[dict[str, Any]], direction: str) -> dict[str, Any]:
+    """The best trial (first on ties); a NaN metric never wins."""
+    sign = 1.0 if direction == "maximize" else -1.0
+
+    def score(trial: dict[str, Any]) -> float:
+        value = trial["value"]
+        return -math.inf if math.isnan(value) else sign * value
+
+    return max(trials, key=score)

@@ -6,21 +6,70 @@ one message that names the file, the offending key and what was expected.
 
 from __future__ import annotations
 
+import copy
 import graphlib
 import importlib
 import inspect
+import itertools
 import os
+import random
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from nlprec.core.errors import PipelineError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 _NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]*$"
 _REFERENCE = re.compile(r"\$\{([^}]+)\}")
+
+
+class SearchSpec(BaseModel):
+    """A step's `search:`: which `with:` values to try and the validation metric that picks one."""
+
+    model_config = ConfigDict(extra="forbid")
+    space: dict[str, list[Any]] = Field(min_length=1, description="`with:` key (dotted for nested) -> values")
+    method: Literal["grid", "random"] = "grid"
+    trials: int | None = Field(None, ge=1, description="random: how many configurations to draw")
+    metric: str = Field(min_length=1, description="the validation metric, as the step logs it")
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+    @model_validator(mode="after")
+    def _trials_match_method(self) -> SearchSpec:
+        if self.method == "random" and self.trials is None:
+            raise ValueError("method random needs trials: N")
+        if self.method == "grid" and self.trials is not None:
+            raise ValueError("trials is for method random; a grid tries every combination")
+        return self
+
+    def candidates(self, seed: int) -> list[dict[str, Any]]:
+        """The configurations to try, in a fixed order: every combination (grid), or `trials` distinct
+        combinations drawn without replacement (random, reproducible from `seed`)."""
+        keys = list(self.space)
+        sizes = [len(self.space[key]) for key in keys]
+        total = 1
+        for size in sizes:
+            total *= size
+        if self.method == "grid" or (self.trials or 0) >= total:
+            return [dict(zip(keys, combination, strict=True)) for combination in itertools.product(*self.space.values())]
+        rng = random.Random(seed)
+        indices: list[int] = []
+        seen: set[int] = set()
+        while len(indices) < (self.trials or 0):
+            index = rng.randrange(total)
+            if index not in seen:
+                seen.add(index)
+                indices.append(index)
+        return [self._combination(index, keys, sizes) for index in indices]
+
+    def _combination(self, index: int, keys: list[str], sizes: list[int]) -> dict[str, Any]:
+        values = {}
+        for key, size in zip(reversed(keys), reversed(sizes), strict=True):
+            index, position = divmod(index, size)
+            values[key] = self.space[key][position]
+        return {key: values[key] for key in keys}
 
 
 class StepSpec(BaseModel):
@@ -32,6 +81,16 @@ class StepSpec(BaseModel):
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     needs: list[str] = Field(default_factory=list)
     description: str = ""
+    max_seconds: float | None = Field(None, gt=0, description="time budget: ctx.max_seconds, ctx.time_left()")
+    search: SearchSpec | None = None
+
+
+class ReportSpec(BaseModel):
+    """`report:`: the headline metrics (`<system>.<metric>` suffixes) and the reference system."""
+
+    model_config = ConfigDict(extra="forbid")
+    metrics: list[str] = Field(min_length=1)
+    reference: str | None = Field(None, min_length=1)
 
 
 class PipelineSpec(BaseModel):
@@ -42,8 +101,21 @@ class PipelineSpec(BaseModel):
     description: str = ""
     experiment: str = Field(default="nlprec", min_length=1)
     seed: int = 0
+    seeds: list[int] | None = Field(None, min_length=1, description="run every seeded step once per seed")
     params: dict[str, Any] = Field(default_factory=dict)
+    report: ReportSpec | None = None
     steps: list[StepSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct_seeds(self) -> PipelineSpec:
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct (got {self.seeds})")
+        return self
+
+    @property
+    def run_seeds(self) -> list[int]:
+        """The seeds every seeded step runs with: `seeds:`, or the single `seed:`."""
+        return list(self.seeds) if self.seeds is not None else [self.seed]
 
 
 class ResolvedStep(BaseModel):
@@ -53,6 +125,17 @@ class ResolvedStep(BaseModel):
     spec: StepSpec
     function: Callable[..., dict]
     config: BaseModel
+    values: dict[str, Any] = Field(default_factory=dict, description="the interpolated `with:` mapping")
+
+    def config_with(self, overrides: dict[str, Any]) -> BaseModel:
+        """The config with search values put in (dotted keys reach into nested mappings)."""
+        return type(self.config).model_validate(with_values(self.values, overrides))
+
+    @property
+    def across_seeds(self) -> bool:
+        from nlprec.core.step import runs_across_seeds
+
+        return runs_across_seeds(self.function)
 
 
 class Pipeline(BaseModel):
@@ -62,6 +145,20 @@ class Pipeline(BaseModel):
     file: str
     spec: PipelineSpec
     steps: list[ResolvedStep]  # topological order
+
+
+def with_values(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`values` with each dotted key of `overrides` set (a copy; `values` is left as it was)."""
+    merged = copy.deepcopy(values)
+    for dotted, value in overrides.items():
+        target = merged
+        *parents, last = dotted.split(".")
+        for part in parents:
+            child = target.get(part)
+            target[part] = child = dict(child) if isinstance(child, dict) else {}
+            target = child
+        target[last] = value
+    return merged
 
 
 # ---------------------------------------------------------------- loading and overrides
@@ -162,6 +259,8 @@ def _describe_validation(exc: ValidationError, prefix: str) -> tuple[str, str]:
     location = location.replace("with_", "with")
     key = f"{prefix}.{location}" if prefix and location else (prefix or location or "<top level>")
     kind = first["type"]
+    if kind == "value_error":
+        return key, first["msg"].removeprefix("Value error, ")
     if kind == "extra_forbidden":
         return key, "unknown key"
     if kind == "missing":
@@ -265,5 +364,39 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
         except ValidationError as exc:
             sub_key, message = _describe_validation(exc, f"{key}.with")
             raise PipelineError(file, sub_key, message) from None
-        resolved.append(ResolvedStep(spec=step, function=function, config=config))
+        resolved_step = ResolvedStep(spec=step, function=function, config=config, values=config_values)
+        if step.search is not None:
+            resolved_step = _check_search(resolved_step, params, file, f"{key}.search")
+        resolved.append(resolved_step)
     return Pipeline(file=file, spec=spec, steps=resolved)
+
+
+def _check_search(step: ResolvedStep, params: dict, file: str, key: str) -> ResolvedStep:
+    """Every value of the search space must give a valid config, and so must every grid combination."""
+    if step.across_seeds:
+        raise PipelineError(file, key, f"{step.spec.uses} runs across seeds and cannot be searched")
+    search = step.spec.search
+    assert search is not None
+    space = interpolate(search.space, params, file, f"{key}.space")
+    config_class = type(step.config)
+    for dotted, options in space.items():
+        if not isinstance(options, list) or not options:
+            raise PipelineError(file, f"{key}.space.{dotted}", "expected a non-empty list of values to try")
+        _reject_unknown_keys(config_class, {dotted.split(".")[0]: None}, file, f"{key}.space")
+        for index, option in enumerate(options):
+            _validate_candidate(step, {dotted: option}, file, f"{key}.space.{dotted}[{index}]")
+    search = search.model_copy(update={"space": space})
+    if search.method == "grid":
+        for candidate in search.candidates(seed=0):
+            _validate_candidate(step, candidate, file, f"{key}.space")
+    spec = step.spec.model_copy(update={"search": search})
+    return step.model_copy(update={"spec": spec})
+
+
+def _validate_candidate(step: ResolvedStep, candidate: dict[str, Any], file: str, key: str) -> None:
+    try:
+        step.config_with(candidate)
+    except ValidationError as exc:
+        location, message = _describe_validation(exc, "")
+        shown = ", ".join(f"{k}={v!r}" for k, v in candidate.items())
+        raise PipelineError(file, key, f"{shown} gives an invalid config: {location}: {message}") from None

@@ -4,12 +4,19 @@ Steps are plain functions `fn(ctx: StepContext, cfg: SomeConfig) -> dict`. They 
 from `ctx.inputs`, write files under `ctx.output_dir`, and log through the `ctx.log_*` methods; they
 never import MLflow. Metrics a step logs are also kept for the run summary and the cache, so a cached
 step reports the same figures as the run that produced it.
+
+In a study (docs/studies.md) the runner also sets `ctx.split` ("validation" in search trials, "test"
+otherwise), the time budget (`ctx.max_seconds`, `ctx.time_left()`), and collects per-unit scores
+(`ctx.log_unit_scores`) for the comparison step.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable, Iterator
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +24,29 @@ from typing import Any, TypeVar
 from nlprec.core.tracking import Tracker
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable)
+
+UNIT_SCORES_DIR = "unit_scores"
+_ACROSS_SEEDS = "_nlprec_across_seeds"
+
+
+def across_seeds(function: F) -> F:
+    """Mark a step that runs once per pipeline run instead of once per seed.
+
+    For steps whose result does not depend on the seed (loading or generating data: they get the
+    pipeline's `seed:`) and for steps that combine every seed (the comparison: `ctx.inputs_by_seed`
+    and `ctx.upstream_dirs` hold each seed's upstream results).
+    """
+    setattr(function, _ACROSS_SEEDS, True)
+    return function
+
+
+def runs_across_seeds(function: Callable) -> bool:
+    return bool(getattr(function, _ACROSS_SEEDS, False))
+
+
+def unit_scores_path(output_dir: Path, system: str, metric: str) -> Path:
+    return Path(output_dir) / UNIT_SCORES_DIR / f"{system}.{metric}.json"
 
 
 def default_device() -> str:
@@ -40,6 +70,20 @@ class StepContext:
     metrics: dict[str, float] = field(default_factory=dict)
     models: dict[str, str] = field(default_factory=dict)
     model_requests: list[dict[str, Any]] = field(default_factory=list)
+    split: str = "test"
+    max_seconds: float | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    inputs_by_seed: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    upstream_dirs: dict[str, dict[int, Path]] = field(default_factory=dict)
+    register_models: bool = True
+
+    # ------------------------------------------------------------------ budget
+
+    def time_left(self) -> float | None:
+        """Seconds left of the step's `max_seconds` (never below 0), or None without a budget."""
+        if self.max_seconds is None:
+            return None
+        return max(0.0, self.max_seconds - (time.monotonic() - self.started_at))
 
     # ------------------------------------------------------------------ logging
 
@@ -53,6 +97,28 @@ class StepContext:
         self.metrics.update(clean)  # for curves (step=...) the summary keeps the last point
         if self.tracker:
             self.tracker.log_metrics(clean, step=step)
+
+    def log_unit_scores(self, system: str, metric: str, scores: dict[str, float]) -> Path:
+        """Per-unit scores (per query, user, story, example) of `system` on `metric`, for paired tests.
+
+        Written as `unit_scores/<system>.<metric>.json` under the output directory and logged as an
+        artifact; `nlprec.core.study:compare` reads them from its upstream steps. Units must be the
+        same for every system compared (the same test queries, users, ...).
+        """
+        if not scores:
+            raise ValueError(f"log_unit_scores({system!r}, {metric!r}): no scores")
+        clean = {}
+        for unit, score in scores.items():
+            value = float(score)
+            if not math.isfinite(value):
+                raise ValueError(f"log_unit_scores({system!r}, {metric!r}): unit {unit!r} has score {score!r}")
+            clean[str(unit)] = value
+        path = unit_scores_path(self.output_dir, system, metric)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"system": system, "metric": metric, "split": self.split, "seed": self.seed, "scores": clean}
+        path.write_text(json.dumps(payload))
+        self.log_artifact(path, UNIT_SCORES_DIR)
+        return path
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.tracker:
@@ -81,8 +147,12 @@ class StepContext:
         self, model: Any, name: str, flavor: str = "dir", alias: str | None = "challenger", **options: Any
     ) -> str:
         """Register a model as a new `@challenger` version (`nlprec.core.registry`); returns its URI
-        (`models:/name@alias`), or the path when untracked. A smoke run's version never promotes."""
+        (`models:/name@alias`), or the path when untracked. A smoke run's version never promotes.
+        Search trials register nothing (a trial is not a candidate for serving): they get the path back."""
         from nlprec.core.registry import is_smoke
+
+        if not self.register_models:
+            return str(model)
 
         options.setdefault("smoke", is_smoke(self.params))
         if isinstance(model, str | Path):  # a saved model: the cache can register it again on a hit
