@@ -601,6 +601,7 @@ def rerank_step(ctx: StepContext, cfg: RerankStepConfig) -> dict:
         "aggregation": how,
         "tuned_on": tuned_on,
         "model_dir": model_info["model_dir"],
+        "reranker": reranker.config.model_copy(update={"aggregation": how}).model_dump(),
         **_write_runs(ctx, cfg.system, final),
         "pure": _write_runs(ctx, f"{cfg.system}_pure", pure),
     }
@@ -640,8 +641,7 @@ def package_engine(ctx: StepContext, cfg: PackageEngineConfig) -> dict:
     reranker = None
     rerank = ctx.inputs.get(cfg.rerank_from) if cfg.rerank_from else None
     if rerank and "skipped" not in rerank:
-        reranker_cfg = RerankerConfig(model=rerank["model_dir"], aggregation=rerank["aggregation"])
-        reranker = CrossEncoderReranker(reranker_cfg, device="cpu")
+        reranker = CrossEncoderReranker(RerankerConfig(**rerank["reranker"]), device="cpu")
         settings.rerank_depth, settings.rerank_alpha = rerank["depth"], rerank["alpha"]
     engine = SearchEngine(corpus.corpus, bm25, dense, reranker, settings)
     engine_dir = engine.save(ctx.output_dir / "engine")
