@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,10 @@ def scored(ctx, cfg: ScoredConfig) -> dict:
 
 class BudgetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    sleep: float = 0.0
 
 
 def budget(ctx, cfg: BudgetConfig) -> dict:
+    time.sleep(cfg.sleep)
     (Path(ctx.output_dir) / "budget.json").write_text(json.dumps([ctx.max_seconds, ctx.time_left()]))
     return {"max_seconds": ctx.max_seconds, "time_left": ctx.time_left()}

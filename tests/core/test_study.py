@@ -11,7 +11,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from nlprec.core.cache import StepCache
 from nlprec.core.errors import PipelineError
+from nlprec.core.paths import cache_root
 from nlprec.core.runner import Runner
 from nlprec.core.spec import SearchSpec, load_pipeline
 from nlprec.core.stats import holm, paired_randomization_test, seed_statistics
@@ -129,6 +131,8 @@ def test_trial_and_seed_cache_keys(study):
     first = run(path)
     keys = {seed: report.key for seed, report in first.steps["s"].seeds.items()}
     assert len(set(keys.values())) == 3  # seeds give distinct keys
+    entries = [row["entry"] for row in StepCache(cache_root()).entries() if row["entry"].startswith("s-")]
+    assert len(entries) == 3 * 3 + 3  # 3 candidates x 3 seeds on validation, and the x=2 test runs apart
     count = len(evaluations())
     second = run(path)
     assert len(evaluations()) == count  # every trial and every test run came from the cache
@@ -252,7 +256,7 @@ def test_holm_correction():
 # ---------------------------------------------------------------- budget and report
 
 
-def test_max_seconds_reaches_the_step(study):
+def test_max_seconds_reaches_the_step_and_overruns_are_marked(study, nlprec_env):
     write, _ = study
     body = """
     name: budget
@@ -262,11 +266,26 @@ def test_max_seconds_reaches_the_step(study):
         max_seconds: 30
       - name: c
         uses: study_steps:budget
+      - name: late
+        uses: study_steps:budget
+        with: {sleep: 0.2}
+        max_seconds: 0.05
     """
-    summary = run(write(body))
+    summary = run(write(body), summary_path=nlprec_env / "s.json")
     limit, left = summary.steps["b"].result["max_seconds"], summary.steps["b"].result["time_left"]
     assert limit == 30 and 0 < left <= 30
     assert summary.steps["c"].result == {"max_seconds": None, "time_left": None}
+    assert summary.steps["late"].result["time_left"] == 0.0
+    steps = json.loads((nlprec_env / "s.json").read_text())["steps"]
+    assert steps["late"]["over_budget"] is True and "over_budget" not in steps["b"]
+
+
+def test_report_block_reaches_the_summary(study, nlprec_env):
+    write, _ = study
+    run(write(SEARCHED.replace("seeds: [0, 1, 2]", "seeds: [0]")), summary_path=nlprec_env / "s.json")
+    written = json.loads((nlprec_env / "s.json").read_text())
+    assert written["report"] == {"metrics": ["score"], "reference": "s"}
+    assert written["metrics"]["s.score.n"] == 1 and "s.score.std" not in written["metrics"]
 
 
 # ---------------------------------------------------------------- validation
