@@ -4,6 +4,7 @@ The exported and imported run must look in MLflow like a tracked run of the same
 nesting of runs, params, metric points (with their steps), tags, dataset inputs, artifacts and models.
 """
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ from nlprec.core.record import RecordTracker, read_record
 REPO = Path(__file__).resolve().parents[2]
 TESTS = Path(__file__).resolve().parent
 DEMO = REPO / "pipelines" / "core-demo.yaml"
-SMALL = ("--set", "params.n=120", "--set", "params.epochs=5")
+SMALL = ("--set", "params.n=200", "--set", "seeds=[0, 1]")  # still searched, seeded and compared
 
 BLOCK_MLFLOW = '''
 import sys
@@ -30,7 +31,15 @@ class BlockMlflow:
         return None
 
 sys.meta_path.insert(0, BlockMlflow())
+
+import atexit, os
+
+@atexit.register
+def _list_imported_modules():
+    with open(os.environ["IMPORTED_MODULES_FILE"], "w") as handle:
+        handle.write("\\n".join(sorted({name.split(".")[0] for name in sys.modules})))
 '''
+OPTIONAL = ("matplotlib", "charset-normalizer")  # the comparison plot is skipped without it; numpy.f2py tries the other
 
 
 def nlprec(*args, home, cwd, pythonpath=(), timeout=600):
@@ -75,18 +84,37 @@ def test_export_runs_where_mlflow_cannot_be_imported(tmp_path):
     check = subprocess.run([sys.executable, "-c", "import mlflow"], env={**os.environ, "PYTHONPATH": str(blocker)},
                            capture_output=True, text=True)
     assert check.returncode != 0 and "blocked by the test" in check.stderr
-    nlprec("run", str(DEMO), *SMALL, "--no-track", "--export", "rec", "--summary", "s.json",
-           home=tmp_path, cwd=tmp_path, pythonpath=[blocker])
+    os.environ["IMPORTED_MODULES_FILE"] = str(tmp_path / "modules.txt")
+    try:
+        nlprec("run", str(DEMO), *SMALL, "--no-track", "--export", "rec", "--summary", "s.json",
+               home=tmp_path, cwd=tmp_path, pythonpath=[blocker])
+    finally:
+        del os.environ["IMPORTED_MODULES_FILE"]
+    _assert_wheelhouse_covers((tmp_path / "modules.txt").read_text().split())
     record = read_record(tmp_path / "rec")
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["run_id"] == record.root.run_id
     assert json.loads((record.root.artifacts / "summary.json").read_text())["metrics"] == summary["metrics"]
     steps = {r.info["name"] for r in record.children(record.root.run_id)}
-    assert {"generate", "train", "evaluate"} <= steps
+    assert {"generate", "bow search", "bow seed=0", "bow seed=1", "compare"} <= steps
+    trials = record.children(next(r.run_id for r in record.runs if r.info["name"] == "bow search"))
+    assert len(trials) == len(summary["steps"]["bow"]["trials"]) * 2  # every trial, every seed
     tags = record.root.info["tags"]
     assert tags["nlprec.pipeline"] == "core-demo" and len(tags["git.commit"]) == 40
     assert tags["nlprec.command"].startswith("nlprec run ") and "--export rec" in tags["nlprec.command"]
     assert tags["nlprec.machine"]
+
+
+def _assert_wheelhouse_covers(modules):
+    """What the export imported is in the wheelhouse, on the node already, or optional."""
+    from nlprec.core.wheelhouse import ON_THE_NODE, closure, normalize, wheel_set
+
+    by_module = importlib.metadata.packages_distributions()
+    imported = {normalize(d) for m in modules if m not in sys.stdlib_module_names for d in by_module.get(m, [])}
+    covered = set(wheel_set()) | closure(ON_THE_NODE) | closure(OPTIONAL)
+    missing = {d for d in imported if not d.startswith("nlprec-")} - covered
+    assert not missing, f"the --no-track path imports {sorted(missing)}: add them to wheelhouse.RUNNER_NEEDS"
+    assert "mlflow" not in imported
 
 
 # ---------------------------------------------------------------------- tracked vs exported + imported
@@ -94,7 +122,9 @@ def test_export_runs_where_mlflow_cannot_be_imported(tmp_path):
 VOLATILE_METRIC = "seconds"  # timings differ between two runs; their keys and steps must still match
 VOLATILE_TAGS = {"nlprec.command", "nlprec.record_run_id", "mlflow.source.name", "mlflow.source.type",
                  "mlflow.user", "mlflow.source.git.commit", "mlflow.parentRunId", "mlflow.log-model.history",
-                 "nlprec.pipeline_file"}
+                 "nlprec.pipeline_file",
+                 # the source tree at the moment each run started: equal unless someone edits between the two
+                 "nlprec.step_key", "git.commit", "git.dirty"}
 
 
 def _tree(client, run, prefix=""):
@@ -110,8 +140,7 @@ def _tree(client, run, prefix=""):
     inputs = sorted((d.dataset.name, d.dataset.digest) for d in run.inputs.dataset_inputs)
     tags = {k: v for k, v in run.data.tags.items() if k not in VOLATILE_TAGS and not k.startswith("mlflow.source.git")}
     node = {path: {"params": run.data.params, "metrics": histories, "tags": tags, "inputs": inputs,
-                   "artifacts": sorted(a for a in artifacts if not a.startswith("model/")),
-                   "model": any(a.startswith("model/") for a in artifacts), "status": run.info.status}}
+                   "artifacts": sorted(artifacts), "status": run.info.status}}
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'",
                                   order_by=["attributes.start_time ASC"])
     names = [c.info.run_name for c in children]
@@ -119,6 +148,11 @@ def _tree(client, run, prefix=""):
     for child in children:
         node.update(_tree(client, child, path))
     return node
+
+
+def _run_ids(client, run_id):
+    children = client.search_runs([client.get_run(run_id).info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    return {run_id}.union(*(_run_ids(client, child.info.run_id) for child in children))
 
 
 def test_exported_then_imported_run_matches_a_tracked_run(nlprec_env, tmp_path_factory):
@@ -140,7 +174,18 @@ def test_exported_then_imported_run_matches_a_tracked_run(nlprec_env, tmp_path_f
         assert tracked[path] == replayed[path], path
     assert client.get_run(imported_id).data.tags["nlprec.record_run_id"] == read_record(node / "rec").root.run_id
     versions = client.search_model_versions("name = 'core-demo'")
-    assert len(versions) == 2  # the tracked run and the import each registered the model
+    by_tree = [sum(v.run_id in _run_ids(client, root) for v in versions) for root in (tracked_id, imported_id)]
+    assert by_tree[0] >= 1 and by_tree[0] == by_tree[1] and sum(by_tree) == len(versions)
+
+    from nlprec.core.results import compact_record, view_from_export, view_from_mlflow
+
+    os.environ["NLPREC_HOME"] = str(nlprec_env)  # nlprec_env's monkeypatch restores it
+    from_store, from_folder = compact_record(view_from_mlflow(tracked_id)), compact_record(view_from_export(node / "rec"))
+    for key in ("metrics", "report", "seeds", "pipeline", "experiment"):
+        assert from_store[key] == from_folder[key], key
+    assert [u["scores"] for u in from_store["unit_scores"]] == [u["scores"] for u in from_folder["unit_scores"]]
+    assert len(from_store["unit_scores"]) == 4  # two systems × two seeds, test split only
+    assert from_store["config"]["steps"] == from_folder["config"]["steps"]
 
     again = subprocess.run([sys.executable, "-m", "nlprec.core.cli", "import", str(node / "rec")], cwd=nlprec_env,
                            env={**os.environ, "NLPREC_HOME": str(nlprec_env)}, capture_output=True, text=True)
