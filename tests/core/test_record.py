@@ -155,15 +155,17 @@ def _run_ids(client, run_id):
     return {run_id}.union(*(_run_ids(client, child.info.run_id) for child in children))
 
 
-def test_exported_then_imported_run_matches_a_tracked_run(nlprec_env, tmp_path_factory):
+def test_exported_then_imported_run_matches_a_tracked_run(nlprec_env, tmp_path_factory, capsys):
     import mlflow
 
     tracked_summary = nlprec_env / "tracked.json"
     nlprec("run", str(DEMO), *SMALL, "--summary", str(tracked_summary), home=nlprec_env, cwd=nlprec_env)
     node = tmp_path_factory.mktemp("node")  # another machine: its own cache, no store
     nlprec("run", str(DEMO), *SMALL, "--no-track", "--export", "rec", home=node, cwd=node)
-    imported = nlprec("import", str(node / "rec"), home=nlprec_env, cwd=nlprec_env).stdout
-    imported_id = imported.split()[-1]
+    imported = nlprec("import", str(node / "rec"), "--save", home=nlprec_env, cwd=nlprec_env).stdout
+    imported_id = imported.splitlines()[0].split()[-1]
+    original_id = read_record(node / "rec").root.run_id
+    assert (nlprec_env / "results" / "core-demo" / f"{original_id}.json.gz").exists()
 
     client = mlflow.MlflowClient(f"sqlite:///{nlprec_env / 'mlflow.db'}")
     tracked_id = json.loads(tracked_summary.read_text())["run_id"]
@@ -172,7 +174,7 @@ def test_exported_then_imported_run_matches_a_tracked_run(nlprec_env, tmp_path_f
     assert list(tracked) == list(replayed)  # same runs, same nesting, same order
     for path in tracked:
         assert tracked[path] == replayed[path], path
-    assert client.get_run(imported_id).data.tags["nlprec.record_run_id"] == read_record(node / "rec").root.run_id
+    assert client.get_run(imported_id).data.tags["nlprec.record_run_id"] == original_id
     versions = client.search_model_versions("name = 'core-demo'")
     by_tree = [sum(v.run_id in _run_ids(client, root) for v in versions) for root in (tracked_id, imported_id)]
     assert by_tree[0] >= 1 and by_tree[0] == by_tree[1] and sum(by_tree) == len(versions)
@@ -186,6 +188,15 @@ def test_exported_then_imported_run_matches_a_tracked_run(nlprec_env, tmp_path_f
     assert [u["scores"] for u in from_store["unit_scores"]] == [u["scores"] for u in from_folder["unit_scores"]]
     assert len(from_store["unit_scores"]) == 4  # two systems × two seeds, test split only
     assert from_store["config"]["steps"] == from_folder["config"]["steps"]
+    assert view_from_mlflow(imported_id).run_id == original_id  # an imported run keeps its id
+
+    from nlprec.core.cli import main as nlprec_main
+
+    assert nlprec_main(["report", "--tag", "nlprec.pipeline=core-demo"]) == 0
+    table = capsys.readouterr().out
+    assert f"`{tracked_id[:12]}`" in table and f"`{original_id[:12]}`" in table and "(reference)" in table
+    assert nlprec_main(["report", "--pipeline", "core-demo"]) == 0  # the latest: the exported run
+    assert tracked_id[:12] not in capsys.readouterr().out
 
     again = subprocess.run([sys.executable, "-m", "nlprec.core.cli", "import", str(node / "rec")], cwd=nlprec_env,
                            env={**os.environ, "NLPREC_HOME": str(nlprec_env)}, capture_output=True, text=True)

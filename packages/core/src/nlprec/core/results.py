@@ -25,6 +25,7 @@ import yaml
 from nlprec.core.errors import UserError
 
 RESULTS_FORMAT = "nlprec-results/1"
+RECORD_RUN_ID_TAG = "nlprec.record_run_id"  # nlprec.core.record sets it on imported runs
 UNIT_SCORES_DIR = "unit_scores"
 _SIGNIFICANT = 6  # per-unit scores are stored to 6 significant digits
 
@@ -102,8 +103,8 @@ def view_from_mlflow(run_id: str) -> RunView:
         for item in client.list_artifacts(run_id, "pipeline"):
             pipeline_yaml = Path(client.download_artifacts(run_id, item.path, tmp)).read_text()
             break
-        view = RunView(
-            run_id=run_id, experiment=experiment, status=root.info.status, start_time=root.info.start_time,
+        view = RunView(  # an imported run keeps the id it got where it ran
+            run_id=root.data.tags.get(RECORD_RUN_ID_TAG, run_id), experiment=experiment, status=root.info.status, start_time=root.info.start_time,
             tags=dict(root.data.tags), params=dict(root.data.params),
             summary=_summary_or_error(summary, f"run {run_id}"), pipeline_yaml=pipeline_yaml,
         )
