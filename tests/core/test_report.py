@@ -158,3 +158,8 @@ def test_committed_tables_match_their_records():
     stale = [f"{path.relative_to(REPO)}: {section.spec}" for path in _marked_files()
              for section in report_sections.check_sections(path, REPO / "results")]
     assert not stale, f"generated sections differ from results/ (run `nlprec report --write FILE`): {stale}"
+
+
+def test_markers_must_start_their_lines():
+    text = "```\n    <!-- nlprec-report: x -->\n    <!-- /nlprec-report -->\n```\n<!-- nlprec-report: y -->\nold\n<!-- /nlprec-report -->\n"
+    assert [(s.spec, s.body) for s in report_sections.sections(text)] == [("y", "old\n")]

@@ -23,10 +23,10 @@ from typing import Any
 
 import yaml
 from nlprec.core.errors import UserError
+from nlprec.core.record import RECORD_RUN_ID_TAG, read_record
+from nlprec.core.step import UNIT_SCORES_DIR
 
 RESULTS_FORMAT = "nlprec-results/1"
-RECORD_RUN_ID_TAG = "nlprec.record_run_id"  # nlprec.core.record sets it on imported runs
-UNIT_SCORES_DIR = "unit_scores"
 _SIGNIFICANT = 6  # per-unit scores are stored to 6 significant digits
 
 
@@ -53,8 +53,6 @@ def _summary_or_error(summary: dict[str, Any] | None, where: str) -> dict[str, A
 
 
 def view_from_export(folder: str | Path) -> RunView:
-    from nlprec.core.record import read_record
-
     record = read_record(folder)
     root = record.root
     names = {run.run_id: run.info["name"] for run in record.runs}
