@@ -189,11 +189,11 @@ def _student_job(job: dict) -> dict:
         encoder_parameters,
         load_masked_lm,
         load_tokenizer,
-        quiet_transformers,
     )
     from nlprec.clinical_distill.students import StudentConfig, build_student, student_layers
+    from nlprec.core.threads import quiet_libraries
 
-    quiet_transformers()
+    quiet_libraries()
     torch.set_num_threads(2)
     torch.manual_seed(0)
     start = time.time()
@@ -252,9 +252,9 @@ def _eval_job(job: dict) -> dict:
     sys.path[:0] = job.pop("sys_path")
     import torch
     from nlprec.clinical_distill.harness import _run_job
-    from nlprec.clinical_distill.models import quiet_transformers
+    from nlprec.core.threads import quiet_libraries
 
-    quiet_transformers()
+    quiet_libraries()
     torch.set_num_threads(2)
     start = time.time()
     return {**_run_job(job), "seconds": time.time() - start}
@@ -303,9 +303,9 @@ def _training_job(
 
 def run(args) -> None:
     from nlprec.clinical_distill.data import load_tasks
-    from nlprec.clinical_distill.models import quiet_transformers
+    from nlprec.core.threads import quiet_libraries
 
-    quiet_transformers()
+    quiet_libraries()
     t0 = time.time()
     out = Path(args.out)
     models_dir = Path(args.work)

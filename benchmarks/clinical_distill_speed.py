@@ -21,8 +21,9 @@ from pathlib import Path
 
 from nlprec.clinical_distill.efficiency import measure_cpu
 from nlprec.clinical_distill.export import export_hf, export_onnx, onnx_max_difference
-from nlprec.clinical_distill.models import load_masked_lm, load_tokenizer, quiet_transformers
+from nlprec.clinical_distill.models import load_masked_lm, load_tokenizer
 from nlprec.clinical_distill.students import StudentConfig, build_student
+from nlprec.core.threads import quiet_libraries
 
 STUDENTS = {
     "student_layers": StudentConfig(kind="layer_subset"),
@@ -86,7 +87,7 @@ def main() -> None:
         "--no-record", action="store_true", help="do not write benchmarks/RESULTS.md"
     )
     args = parser.parse_args()
-    quiet_transformers()
+    quiet_libraries()
     load_before = os.getloadavg()[0]
     figures = measure(args.teacher)
     load_after = os.getloadavg()[0]

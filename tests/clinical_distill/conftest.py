@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nlprec.clinical_distill.models import load_tokenizer, quiet_transformers
+from nlprec.clinical_distill.models import load_tokenizer
+from nlprec.core.threads import quiet_libraries
 from transformers import BertConfig, BertForMaskedLM
 
-quiet_transformers()
+quiet_libraries()
 torch.set_num_threads(2)
 
 

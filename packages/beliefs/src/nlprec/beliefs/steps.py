@@ -26,13 +26,8 @@ from nlprec.core.data import read_jsonl, write_jsonl_atomic
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.launch import run_distributed
 from nlprec.core.step import StepContext
+from nlprec.core.threads import cpu_threads, set_threads
 from pydantic import BaseModel, Field
-
-MAX_CPU_THREADS = 2
-
-
-def _threads() -> None:
-    torch.set_num_threads(min(MAX_CPU_THREADS, torch.get_num_threads()))
 
 
 def _stories(path: str) -> list[Story]:
@@ -40,8 +35,8 @@ def _stories(path: str) -> list[Story]:
 
 
 def _inputs(ctx: StepContext) -> tuple[list[Story], list[Story]]:
-    """(train, eval) stories written by the upstream ``load`` step; caps CPU threads."""
-    _threads()
+    """(train, eval) stories written by the upstream ``load`` step; sets the CPU threads (NLPREC_THREADS)."""
+    set_threads(cpu_threads())
     data = ctx.inputs["load"]
     return _stories(data["train"]), _stories(data["eval"])
 

@@ -32,13 +32,13 @@ story number, or any shared story text) to train or test.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
 from typing import Any
 
 from nlprec.beliefs.records import FALSE, IGNORE, TRUE, UNKNOWN, Story, StoryError
+from nlprec.core.hashing import unit_interval
 
 BINARY_ATTRIBUTES: dict[str, str] = {
     # attribute -> adjective of its "true" value (TRIP's att_adj)
@@ -296,8 +296,7 @@ def example_groups(pairs: list[dict[str, Any]]) -> list[str]:
 
 def in_test_part(group: str, test_fraction: float, seed: int) -> bool:
     """A stable pseudo-random assignment of a group (independent of file order)."""
-    digest = hashlib.sha256(f"{seed}:{group}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < test_fraction
+    return unit_interval(seed, group) < test_fraction
 
 
 def split_pairs(

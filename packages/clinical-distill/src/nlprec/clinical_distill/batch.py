@@ -7,10 +7,11 @@ TextClassifier labels texts (optionally text pairs) with a saved sequence classi
 from __future__ import annotations
 
 import torch
+from nlprec.core.threads import quiet_libraries
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 from .finetune import predict_text_labels, predict_word_tags
-from .models import check_checkpoint, load_tokenizer, quiet_transformers, resolve_model_path
+from .models import check_checkpoint, load_tokenizer, resolve_model_path
 
 
 def _device(device: str | None) -> str:
@@ -21,7 +22,7 @@ class TokenTagger:
     """Columns in: `tokens` (list of words) or `text` (split on whitespace). Column out: `tags`."""
 
     def __init__(self, model: str, max_len: int = 128, device: str | None = None):
-        quiet_transformers()
+        quiet_libraries()
         path = str(check_checkpoint(resolve_model_path(model)))
         self.model = AutoModelForTokenClassification.from_pretrained(path).eval()
         self.tokenizer = load_tokenizer(path)
@@ -47,7 +48,7 @@ class TextClassifier:
     """Columns in: `text` and optionally `text_pair`. Column out: `label`."""
 
     def __init__(self, model: str, max_len: int = 256, device: str | None = None):
-        quiet_transformers()
+        quiet_libraries()
         path = str(check_checkpoint(resolve_model_path(model)))
         self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
         self.tokenizer = load_tokenizer(path)

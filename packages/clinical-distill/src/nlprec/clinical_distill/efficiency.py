@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import torch
+from nlprec.core.threads import limited_threads
 from transformers import AutoModel
 
 from .models import check_checkpoint, count_parameters
@@ -45,15 +46,11 @@ def measure_cpu(
 ) -> dict:
     """{"params", "disk_mb", "cpu_ms" (batch 1, 128 tokens), "cpu_seq_per_s" (batch 32)} for the encoder."""
     check_checkpoint(model_dir)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with limited_threads(threads):
         model = AutoModel.from_pretrained(model_dir, dtype=torch.float32).eval()
         vocab = model.config.vocab_size
         latency = _median_seconds(model, LATENCY_BATCH, latency_repeats, vocab)
         batch_time = _median_seconds(model, THROUGHPUT_BATCH, throughput_repeats, vocab)
-    finally:
-        torch.set_num_threads(previous)
     return {
         "params": count_parameters(model),
         "disk_mb": disk_mb(model_dir),

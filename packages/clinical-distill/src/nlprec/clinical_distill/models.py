@@ -77,14 +77,6 @@ def _check_safetensors(file: Path) -> None:
         raise CheckpointError(f"{file} is truncated: header declares more data than the file holds")
 
 
-def quiet_transformers() -> None:
-    """Silence transformers' per-load reports and progress bars (a fresh MLM head is expected here)."""
-    from transformers.utils import logging as hf_logging  # noqa: PLC0415
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-
 def load_masked_lm(name_or_path: str, attention_outputs: bool = False) -> PreTrainedModel:
     """An encoder with an MLM head in float32; a missing head is initialised fresh (MiniLM has none).
 

@@ -11,6 +11,7 @@ from nlprec.core.data import dataset_path
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.launch import run_distributed
 from nlprec.core.step import StepContext
+from nlprec.core.threads import quiet_libraries
 from pydantic import BaseModel, Field
 
 from . import data as real_data
@@ -22,7 +23,7 @@ from .export import export_hf, export_onnx, onnx_max_difference
 from .factorised import token_counts
 from .harness import DEFAULT_SETTINGS, TaskName, TaskSettings, aggregate, run_harness
 from .mlm import MLMConfig, evaluate_mlm, train_mlm
-from .models import load_masked_lm, load_tokenizer, quiet_transformers
+from .models import load_masked_lm, load_tokenizer
 from .report import results_table, summary_metrics
 from .students import StudentConfig, build_student, check_same_tokenizer, student_layers
 
@@ -120,7 +121,7 @@ class TeacherConfig(BaseModel):
 
 def adapt_teacher(ctx: StepContext, cfg: TeacherConfig) -> dict:
     """Teacher = encoder + MLM head, adapted to clinical text by continued MLM (never on evaluation text)."""
-    quiet_transformers()
+    quiet_libraries()
     corpus = ctx.inputs["corpus"]
     tokenizer = load_tokenizer(cfg.model)
     teacher = load_masked_lm(cfg.model, attention_outputs=cfg.attention_outputs)
@@ -173,7 +174,7 @@ def distill_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, out
     teacher and corpus, builds the same student (same seed) and draws and masks the same global
     batches (``distill.batch_size``); each trains on its block of rows, the losses normalised by
     the item counts of the whole global batch. Rank 0 writes the student to ``out/model``."""
-    quiet_transformers()
+    quiet_libraries()
     student_cfg = StudentConfig(**config["student"])
     distill_cfg = DistillConfig(**config["distill"])
     teacher = load_masked_lm(inputs["teacher"], attention_outputs=distill_cfg.attention_weight > 0)
@@ -201,7 +202,7 @@ def new_student(teacher, tokenizer, cfg: StudentConfig, texts: list[str]):
 
 def distill_student(ctx: StepContext, cfg: DistillStepConfig) -> dict:
     """Build a student from the adapted teacher and distil it on the corpus (in one or N processes)."""
-    quiet_transformers()
+    quiet_libraries()
     needs_attention = cfg.distill.attention_weight > 0
     teacher_dir = ctx.inputs["teacher"]["model_dir"]
     teacher = load_masked_lm(teacher_dir, attention_outputs=needs_attention)
@@ -242,7 +243,7 @@ class MLMStudentConfig(BaseModel):
 
 def train_mlm_student(ctx: StepContext, cfg: MLMStudentConfig) -> dict:
     """Baselines with the student's architecture: MLM-only training (same steps), or no training at all."""
-    quiet_transformers()
+    quiet_libraries()
     teacher_dir = ctx.inputs["teacher"]["model_dir"]
     teacher = load_masked_lm(teacher_dir)
     tokenizer = load_tokenizer(teacher_dir)
@@ -262,7 +263,7 @@ class ContinualStepConfig(ContinualConfig):
 
 def continual(ctx: StepContext, cfg: ContinualStepConfig) -> dict:
     """Continued MLM of a compact model on clinical text with and without replay; forgetting measured."""
-    quiet_transformers()
+    quiet_libraries()
     model_ref = ctx.inputs[cfg.model]["model_dir"] if cfg.model in ctx.inputs else cfg.model
     corpus = ctx.inputs["corpus"]
     tokenizer = load_tokenizer(model_ref)
@@ -305,7 +306,7 @@ class EvaluateConfig(BaseModel):
 
 def evaluate_models(ctx: StepContext, cfg: EvaluateConfig) -> dict:
     """Fine-tune each model on each task over the seeds; log `<model>.<metric>` and the size/speed columns."""
-    quiet_transformers()
+    quiet_libraries()
     missing = [step for step in cfg.models.values() if step not in ctx.inputs]
     if missing:
         raise ValueError(
@@ -349,7 +350,7 @@ class ExportConfig(BaseModel):
 
 def export_students(ctx: StepContext, cfg: ExportConfig) -> dict:
     """Each student as a Hugging Face directory and an ONNX encoder; checks ONNX agrees with PyTorch."""
-    quiet_transformers()
+    quiet_libraries()
     probe = ["The patient denies chest pain.", "Metformin 500 mg twice daily for type 2 diabetes."]
     exported = {}
     for step in cfg.models:

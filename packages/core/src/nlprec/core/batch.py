@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gzip
-import hashlib
 import json
 import logging
 import os
@@ -45,6 +44,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from nlprec.core.data import read_jsonl
 from nlprec.core.errors import UserError
+from nlprec.core.hashing import hash_value
+from nlprec.core.io import atomic_path
 from pydantic import BaseModel, ConfigDict, Field
 
 logger = logging.getLogger("nlprec.batch")
@@ -204,16 +205,12 @@ def _atomic_writer(path: Path, fmt: Format) -> Iterator[TableWriter]:
 
     On any exception (Ctrl-C included) the temporary file is removed and `path` is left untouched.
     """
-    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    writer = TableWriter(staging, fmt)
-    try:
-        yield writer
-        writer.close()
-    except BaseException:
-        writer.close()
-        staging.unlink(missing_ok=True)
-        raise
-    os.replace(staging, path)
+    with atomic_path(path) as staging:
+        writer = TableWriter(staging, fmt)
+        try:
+            yield writer
+        finally:
+            writer.close()
 
 
 # ------------------------------------------------------------------------------------ predictors
@@ -322,13 +319,12 @@ def _run_fingerprint(
 ) -> dict:
     """What must match for finished parts of an earlier run to be reused."""
     stat = input_path.stat()
-    kwargs_text = json.dumps(kwargs, sort_keys=True, default=str)
     return {
         "input": str(input_path.resolve()),
         "input_size": stat.st_size,
         "input_mtime_ns": stat.st_mtime_ns,
         "predictor": f"{predictor_cls.__module__}.{predictor_cls.__qualname__}",
-        "predictor_kwargs_sha256": hashlib.sha256(kwargs_text.encode()).hexdigest(),
+        "predictor_kwargs_sha256": hash_value(kwargs),
         "rows_per_part": rows_per_part,
         "format": file_format(output_path),
     }
@@ -396,8 +392,7 @@ def _run_local(
 
 def _merge_parts(parts: list[Path], output_path: Path, fmt: Format) -> int:
     """Concatenate the parts into the output, atomically (JSONL byte for byte, Parquet table by table)."""
-    staging = output_path.with_name(f".{output_path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(output_path) as staging:
         if fmt == "jsonl":
             with open(staging, "wb") as merged:
                 for part in parts:
@@ -408,12 +403,7 @@ def _merge_parts(parts: list[Path], output_path: Path, fmt: Format) -> int:
             for part in parts:
                 writer.write(pq.read_table(part))
             writer.close()
-        rows = count_rows(staging, fmt)
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
-    os.replace(staging, output_path)
-    return rows
+        return count_rows(staging, fmt)
 
 
 def forwarded_environment() -> dict[str, str]:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from filelock import FileLock
+from nlprec.core.io import atomic_write_text
 
 HEADER = "# nlprec benchmark results\n\nEvery figure with the command that produced it. Written by the scripts in `benchmarks/`.\n"
 
@@ -64,9 +65,7 @@ def record_section(
     with FileLock(str(path) + ".lock", timeout=120):
         text = path.read_text() if path.exists() else HEADER
         text = pattern.sub(lambda _: body, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + body
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(text)
-        os.replace(temporary, path)
+        atomic_write_text(path, text)
     return path
 
 

@@ -12,10 +12,8 @@ the same step never corrupt each other: the second rename loses and its copy is 
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -25,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nlprec.core.hashing import files_under, hash_files, hash_value
+from nlprec.core.io import commit_directory
 from pydantic import BaseModel
 
 CACHE_FORMAT = 1
@@ -85,15 +85,11 @@ def _source_roots(module_name: str) -> list[Path]:
 
 def source_fingerprint(module_name: str) -> str:
     """Hash of every Python file under the step's source roots: names and contents, in a fixed order."""
-    digest = hashlib.sha256()
+    files = []
     for root in _source_roots(module_name):
-        files = [root] if root.is_file() else sorted(root.rglob("*.py"))
-        for path in files:
-            if "__pycache__" in path.parts:
-                continue
-            digest.update(str(path.relative_to(root.parent)).encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
+        named = files_under(root, "*.py") if root.is_dir() else [(root.name, root)]
+        files += [(str(Path(root.name) / name) if root.is_dir() else name, path) for name, path in named]
+    return hash_files(files)
 
 
 def step_key(function: Callable, config: BaseModel, upstream_keys: dict[str, str], seed: int) -> str:
@@ -106,8 +102,7 @@ def step_key(function: Callable, config: BaseModel, upstream_keys: dict[str, str
         "versions": package_versions(function.__module__),
         "seed": seed,
     }
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:32]
+    return hash_value(payload, length=32)
 
 
 @dataclass
@@ -172,20 +167,10 @@ class StepCache:
         final = self.entry_path(step_name, key)
         result = rewrite_paths(result, str(staging), str(final))
         (staging / _RESULT_FILE).write_text(json.dumps(result, indent=2, default=str))
-        if replace and final.exists():
-            retired = Path(tempfile.mkdtemp(prefix="retired-", dir=self._staging))
-            os.rename(final, retired / "entry")
-            shutil.rmtree(retired, ignore_errors=True)
-        try:
-            os.rename(staging, final)
-        except OSError:
-            # Another process finished the same step first; keep its entry, drop ours.
-            shutil.rmtree(staging, ignore_errors=True)
-            existing = self.lookup(step_name, key)
-            if existing is None:
-                raise
-            return existing
-        return CacheEntry(key=key, path=final, result=result)
+        theirs = not replace and final.exists()  # another process finished the same step first
+        commit_directory(staging, final, replace=replace)
+        existing = self.lookup(step_name, key) if theirs else None
+        return existing or CacheEntry(key=key, path=final, result=result)
 
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)

@@ -12,11 +12,11 @@ import logging
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 from nlprec.core import models_cli
 from nlprec.core.errors import UserError
+from nlprec.core.threads import quiet_libraries
 
 EXIT_STEP_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -169,9 +169,9 @@ def _tracked_runs(args: argparse.Namespace) -> list[str]:
         filters.append((f"tags.`{key}` = '{value}'", None))
     if filters:
         import mlflow
-        from nlprec.core.tracking import tracking_uri
+        from nlprec.core.tracking import tracking_uri, use_tracking_store
 
-        mlflow.set_tracking_uri(tracking_uri())
+        use_tracking_store()
         for condition, limit in filters:
             runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                       filter_string=f"{condition} and attributes.status = 'FINISHED'",
@@ -201,9 +201,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     import mlflow
-    from nlprec.core.tracking import tracking_uri
+    from nlprec.core.tracking import tracking_uri, use_tracking_store
 
-    mlflow.set_tracking_uri(tracking_uri())
+    use_tracking_store()
     client = mlflow.MlflowClient()
     try:
         parent = client.get_run(args.run_id)
@@ -259,9 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
-        warnings.filterwarnings("ignore")
-        for noisy in ("mlflow", "alembic", "urllib3"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
+        quiet_libraries(all_warnings=True)
     try:
         return COMMANDS[args.command](args)
     except UserError as error:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nlprec.core.errors import UserError
+from nlprec.core.io import atomic_open
 
 
 class DatasetNotFound(UserError):
@@ -56,13 +57,9 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
 
 def write_jsonl_atomic(path: str | Path, records: list[dict[str, Any]] | Iterator[dict[str, Any]]) -> int:
     """Write records to `path` through a temporary file and a rename; returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
     count = 0
-    with open(temporary, "w", encoding="utf-8") as handle:
+    with atomic_open(path) as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
-    os.replace(temporary, path)
     return count

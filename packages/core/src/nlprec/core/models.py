@@ -13,13 +13,12 @@ A reference is one of
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
 from pathlib import Path
 
 import yaml
 from nlprec.core.errors import UserError
+from nlprec.core.io import atomic_directory
 from nlprec.core.paths import model_cache_root
 
 BUNDLED_NAMES = {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
@@ -60,9 +59,9 @@ def resolve(ref: str | Path) -> Path:
 def _resolve_registered(uri: str) -> Path:
     """Download a registered model once into the model cache; return its model directory."""
     import mlflow
-    from nlprec.core.tracking import tracking_uri
+    from nlprec.core.tracking import tracking_uri, use_tracking_store
 
-    mlflow.set_tracking_uri(tracking_uri())
+    use_tracking_store()
     client = mlflow.MlflowClient()
     name_part = uri.removeprefix("models:/")
     try:
@@ -76,13 +75,8 @@ def _resolve_registered(uri: str) -> Path:
         raise ModelNotFound(f"{uri}: not found in the MLflow registry at {tracking_uri()} ({exc})") from None
     target = model_cache_root() / name / str(version.version)
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".download-"))
-        mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}", dst_path=str(staging))
-        try:
-            os.rename(staging, target)
-        except OSError:  # another process downloaded it first
-            shutil.rmtree(staging, ignore_errors=True)
+        with atomic_directory(target, replace=False) as staging:  # another process may finish first
+            mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}", dst_path=str(staging))
     return _model_dir_in(target)
 
 

@@ -31,9 +31,9 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import mlflow
-    from nlprec.core.tracking import tracking_uri
+    from nlprec.core.tracking import use_tracking_store
 
-    mlflow.set_tracking_uri(tracking_uri())
+    use_tracking_store()
     client = mlflow.MlflowClient()
     command = {"list": _list, "compare": _compare, "promote": _promote}[args.models_command]
     return command(client, args)

@@ -9,12 +9,28 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Iterator
 
+from nlprec.core.errors import UserError
+
 # Loggers whose info chatter says nothing a user of these pipelines can act on.
 NOISY_LOGGERS = ("mlflow", "alembic", "urllib3", "transformers", "sentence_transformers", "datasets")
+
+
+def cpu_threads(requested: int | None = None) -> int | None:
+    """The thread count to use: `requested`, else `NLPREC_THREADS` from the environment, else None
+    (the libraries' own default)."""
+    if requested is not None:
+        return requested
+    value = os.environ.get("NLPREC_THREADS")
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"NLPREC_THREADS={value!r} is not a positive integer")
+    return int(value)
 
 
 def set_threads(threads: int | None) -> None:

@@ -10,7 +10,6 @@ goes through a file lock: two invocations at once wait for each other instead of
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+from nlprec.core.hashing import files_under, hash_files
 from nlprec.core.paths import nlprec_home
 
 _MLFLOW_PARAM_LIMIT = 6000
@@ -34,6 +34,15 @@ _VERSIONED = {"torch", "transformers", "sentence-transformers", "accelerate", "m
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{nlprec_home() / 'mlflow.db'}"
+
+
+def use_tracking_store() -> str:
+    """Point MLflow at `tracking_uri()` (the one place that sets it); returns the URI."""
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return uri
 
 
 def artifact_root() -> Path:
@@ -142,21 +151,11 @@ def environment_tags() -> dict[str, str]:
 
 
 def content_digest(path: Path, limit_bytes: int = 512 * 2**20) -> str:
-    """sha256 of a file's or folder's content (names + bytes); past `limit_bytes`, of names, sizes, mtimes."""
-    path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    total = sum(f.stat().st_size for f in files)
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(str(file.relative_to(path.parent if path.is_file() else path)).encode())
-        if total <= limit_bytes:
-            with open(file, "rb") as handle:
-                for block in iter(lambda h=handle: h.read(1 << 20), b""):
-                    digest.update(block)
-        else:
-            stat = file.stat()
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
+    """Fingerprint of a file's or folder's content (names + bytes); past `limit_bytes`, of names,
+    sizes and modification times (`nlprec.core.hashing`)."""
+    files = files_under(path)
+    total = sum(file.stat().st_size for _, file in files)
+    return hash_files(files, length=16, stat_only=total > limit_bytes)
 
 
 class Tracker:
@@ -166,8 +165,7 @@ class Tracker:
         import mlflow
 
         self.mlflow = mlflow
-        self.uri = tracking_uri()
-        mlflow.set_tracking_uri(self.uri)
+        self.uri = use_tracking_store()
         local = self.uri.startswith("sqlite:///")
         lock_path = self.uri.removeprefix("sqlite:///") + ".lock" if local else None
         self._lock = FileLock(lock_path, timeout=600) if lock_path else contextlib.nullcontext()

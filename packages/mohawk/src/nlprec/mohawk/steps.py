@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -11,6 +10,7 @@ from nlprec.core.data import data_root
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.launch import run_distributed
 from nlprec.core.step import StepContext
+from nlprec.core.threads import limited_threads
 from nlprec.mohawk.stages import DistillConfig, stage3_distillation
 from nlprec.mohawk.student import StudentConfig, load_student, save_student
 from nlprec.mohawk.teacher import TeacherConfig, load_teacher
@@ -31,20 +31,6 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerFast
 
 TOKENS_FILE = "tokens.safetensors"
-
-
-@contextmanager
-def torch_threads(threads: int | None):
-    """Run with ``threads`` torch CPU threads (None: leave them), restored afterwards. On a busy
-    2-core machine two threads spin against other processes: one thread did a demo-sized
-    training step with 15x less CPU time (measured 2026-11-28, load ≈ 6.5)."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _tokens(corpus_out: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +113,7 @@ class TeacherStepConfig(BaseModel):
 
 
 def teacher(ctx: StepContext, cfg: TeacherStepConfig) -> dict:
-    with torch_threads(cfg.threads):
+    with limited_threads(cfg.threads):
         return _teacher(ctx, cfg)
 
 
@@ -234,7 +220,7 @@ def stage3_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, out:
 
 def distill(ctx: StepContext, cfg: DistillStepConfig) -> dict:
     """MOHAWK: initialise from the teacher, run the configured stages, evaluate, save."""
-    with torch_threads(cfg.threads):
+    with limited_threads(cfg.threads):
         return _distill(ctx, cfg)
 
 
@@ -293,7 +279,7 @@ class ScratchStepConfig(BaseModel):
 
 def scratch(ctx: StepContext, cfg: ScratchStepConfig) -> dict:
     """The same-size SSM trained from random weights on the same budget as the student."""
-    with torch_threads(cfg.threads):
+    with limited_threads(cfg.threads):
         return _scratch(ctx, cfg)
 
 

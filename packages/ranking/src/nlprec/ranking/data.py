@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from nlprec.core.io import atomic_write_text
 
 Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
@@ -137,16 +137,6 @@ def load_beir(folder: str | Path) -> BeirDataset:
     return BeirDataset(
         folder, read_corpus(corpus_path), read_queries(folder / "queries.jsonl"), qrels
     )
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write through a temporary file in the same folder, then rename: no half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def write_trec_run(run: Run, path: str | Path, tag: str = "nlprec") -> None:

@@ -7,15 +7,17 @@ remove) and every other kind filter deleted documents the same way.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Literal
 
 import faiss
 import numpy as np
+from nlprec.core.hashing import hash_file
+from nlprec.core.io import atomic_write_text
+from nlprec.core.threads import set_threads
 from nlprec.ranking import encoder as enc
-from nlprec.ranking.data import DataError, atomic_write_text, document_text, normalise_document
+from nlprec.ranking.data import DataError, document_text, normalise_document
 from nlprec.ranking.faiss_index import FaissConfig, build_index, set_search_params, supports_remove
 from nlprec.ranking.passages import Aggregation, aggregate_passage_scores, split_passages
 from pydantic import BaseModel, Field
@@ -54,18 +56,10 @@ class DenseConfig(BaseModel):
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class DenseRetriever:
     def __init__(self, config: DenseConfig | None = None) -> None:
         self.config = config or DenseConfig()
-        enc.set_threads(self.config.threads)
+        set_threads(self.config.threads)
         self.model_dir = enc.resolve_model_dir(self.config.model)
         self.fingerprint = enc.model_fingerprint(self.model_dir)
         self._encoder = None
@@ -222,7 +216,7 @@ class DenseRetriever:
             "dim": int(self.index.d),
             "kind": self.kind,
             "ntotal": int(self.index.ntotal),
-            "index_sha256": _sha256(directory / "index.faiss"),
+            "index_sha256": hash_file(directory / "index.faiss"),
             "tombstones": sorted(self.tombstones),
             "truncated": self.truncated,
         }
@@ -241,7 +235,7 @@ class DenseRetriever:
                 f"{directory}: dense index metadata missing or corrupt ({err})"
             ) from err
         index_path = directory / "index.faiss"
-        if not index_path.exists() or _sha256(index_path) != meta["index_sha256"]:
+        if not index_path.exists() or hash_file(index_path) != meta["index_sha256"]:
             raise IndexMismatchError(
                 f"{index_path}: missing, truncated or modified (checksum differs)"
             )

@@ -1,15 +1,15 @@
 """Loading the bi-encoder and encoding texts into unit-length vectors.
 
 The encoder is ``SentenceTransformer``; this module adds model resolution through nlprec.core,
-a content fingerprint (so an index can refuse vectors from another model) and thread settings.
+a content fingerprint (so an index can refuse vectors from another model).
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
+from nlprec.core.hashing import hash_files
 
 FINGERPRINT_BYTES = (
     4 << 20
@@ -27,25 +27,9 @@ def resolve_model_dir(name_or_path: str) -> Path:
 
 
 def model_fingerprint(model_dir: str | Path) -> str:
-    """sha256 over the size and first bytes of every weight file: changes when the weights do."""
-    digest = hashlib.sha256()
+    """Fingerprint of the size and first bytes of every weight file: changes when the weights do."""
     weights = sorted(Path(model_dir).glob("*.safetensors")) + sorted(Path(model_dir).glob("*.bin"))
-    for path in weights:
-        digest.update(f"{path.name}:{path.stat().st_size}".encode())
-        with path.open("rb") as handle:
-            digest.update(handle.read(FINGERPRINT_BYTES))
-    return digest.hexdigest()[:16]
-
-
-def set_threads(threads: int | None) -> None:
-    """Explicit CPU threads for torch and FAISS (None leaves the libraries' defaults)."""
-    if threads is None:
-        return
-    import faiss
-    import torch
-
-    torch.set_num_threads(threads)
-    faiss.omp_set_num_threads(threads)
+    return hash_files([(p.name, p) for p in weights], length=16, head_bytes=FINGERPRINT_BYTES)
 
 
 def quantize_int8(model):

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from nlprec.core.io import atomic_directory
 from nlprec.ranking.bm25 import BM25Retriever
 from nlprec.ranking.data import DataError, check_unique_ids, normalise_document
 from nlprec.ranking.dense import DenseRetriever
@@ -183,21 +183,8 @@ class SearchEngine:
     def save(self, directory: str | Path) -> Path:
         """Write to a temporary sibling folder, then swap it into place (atomic for readers)."""
         target = Path(directory).resolve()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-        try:
-            self._write(tmp)
-            if target.exists():
-                old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-                old.rmdir()
-                target.rename(old)
-                tmp.rename(target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with atomic_directory(target) as staging:
+            self._write(staging)
         return target
 
     def _write(self, folder: Path) -> None:

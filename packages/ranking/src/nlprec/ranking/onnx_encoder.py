@@ -20,14 +20,13 @@ and written atomically (a temporary folder renamed into place).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+from nlprec.core.hashing import hash_files
+from nlprec.core.io import atomic_directory
 
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -72,19 +71,13 @@ def saved_prompts(model_dir: Path) -> dict[str, str]:
 
 
 def weights_digest(model_dir: Path) -> str:
-    """sha256 of every weight file in full: the export cache must never serve another model's
+    """Fingerprint of every weight file in full: the export cache must never serve another model's
     graph (the index fingerprint hashes only the first MiB, where fine-tuning changes little)."""
-    digest = hashlib.sha256()
     transformer = _transformer_dir(model_dir)
     weights = sorted(transformer.glob("*.safetensors")) + sorted(transformer.glob("*.bin"))
     if not weights:
         raise OnnxExportError(f"{transformer}: no *.safetensors or *.bin weights to export")
-    for path in weights:
-        digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()[:20]
+    return hash_files([(p.name, p) for p in weights], length=20)
 
 
 def _export_float(source: Path, target: Path) -> None:
@@ -167,22 +160,16 @@ def export_onnx(
     if (folder / "model.onnx").exists():
         return folder / "model.onnx"
     float_model = export_onnx(model_dir, False, root, gelu) if int8 else None  # int8 starts from it
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
     try:
-        if float_model is not None:
-            _quantise(float_model, work / "model.onnx")
-        else:
-            transformer = _transformer_dir(model_dir)
-            _export_float(transformer, work / "raw.onnx")
-            _optimise(work / "raw.onnx", work / "model.onnx", transformer, gelu)
-            (work / "raw.onnx").unlink()
-        try:
-            work.rename(folder)
-        except OSError:  # another process finished the same export first: keep theirs
-            shutil.rmtree(work, ignore_errors=True)
+        with atomic_directory(folder, replace=False) as work:  # another process may finish first
+            if float_model is not None:
+                _quantise(float_model, work / "model.onnx")
+            else:
+                transformer = _transformer_dir(model_dir)
+                _export_float(transformer, work / "raw.onnx")
+                _optimise(work / "raw.onnx", work / "model.onnx", transformer, gelu)
+                (work / "raw.onnx").unlink()
     except Exception as err:
-        shutil.rmtree(work, ignore_errors=True)
         raise OnnxExportError(f"exporting {model_dir} to ONNX failed: {err}") from err
     return folder / "model.onnx"
 

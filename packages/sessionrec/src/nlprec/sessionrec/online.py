@@ -16,16 +16,14 @@ Directory layout (written atomically: a temporary sibling directory renamed into
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time as wallclock
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from nlprec.core.hashing import hash_value
+from nlprec.core.io import atomic_directory
 from nlprec.sessionrec.actr import base_level_matrix, softmax
 from nlprec.sessionrec.data import SessionData
 
@@ -110,10 +108,8 @@ class OnlineRecommender:
         )
 
     def _fingerprint(self) -> str:
-        digest = hashlib.sha1(
-            json.dumps([len(self.items), self.items[:50], self.popularity[:50].tolist()]).encode()
-        )
-        return f"sessionrec-{digest.hexdigest()[:12]}"
+        sample = [len(self.items), self.items[:50], self.popularity[:50].tolist()]
+        return f"sessionrec-{hash_value(sample, length=12)}"
 
     # -- queries ---------------------------------------------------------------------------
     def known_user(self, user_id: str) -> bool:
@@ -220,9 +216,7 @@ class OnlineRecommender:
     def save(self, directory: str | Path) -> Path:
         """Write the whole state to ``directory`` atomically (temp dir + rename)."""
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        with atomic_directory(directory) as tmp:
             meta = {
                 "format": FORMAT_VERSION,
                 "model_version": self.model_version,
@@ -239,10 +233,6 @@ class OnlineRecommender:
             (tmp / "event_ids.json").write_text(json.dumps(sorted(self.event_ids)))
             if self.pisa is not None:
                 self.pisa.save(tmp / "pisa")
-            _replace_directory(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod
@@ -276,14 +266,3 @@ class OnlineRecommender:
             model_version=meta["model_version"],
             pisa=pisa,
         )
-
-
-def _replace_directory(new: Path, target: Path) -> None:
-    """Rename ``new`` onto ``target``; an existing target is moved aside first, then removed."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}-{wallclock.time_ns()}")
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)

@@ -18,12 +18,12 @@ import asyncio
 import contextlib
 import functools
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from nlprec.core.threads import set_threads
 from nlprec.service.concurrency import ModelRunner
 from nlprec.service.problems import ProblemError
 
@@ -32,27 +32,8 @@ SMOOTHING = 0.2  # weight of the newest call in the running mean of seconds per 
 MAX_RETRY_AFTER_S = 60
 
 
-def limit_threads(threads: int | None) -> None:
-    """Cap torch's intra-op and FAISS's OpenMP threads for the calling thread and the threads it
-    starts later, for the libraries the model packages brought in (never imported here).
-
-    Called in each lane's thread as it starts: torch keeps a thread's own setting once the thread
-    has used it, so a cap set elsewhere does not reach a lane. On a small, shared CPU, more than
-    one thread per call mostly spins and contends (measured: 4x the CPU time per query encoding
-    with 2 threads on the loaded 2-core machine).
-    """
-    if threads is None:
-        return
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(threads)
-    faiss = sys.modules.get("faiss")
-    if faiss is not None:
-        faiss.omp_set_num_threads(threads)
-
-
 def _with_threads(threads: int | None, fn: Callable[..., T], *args: Any) -> T:
-    limit_threads(threads)
+    set_threads(threads)
     return fn(*args)
 
 
@@ -85,8 +66,11 @@ class Lane:
         self.name, self.max_pending = name, max_pending
         self.threads, self.wide = threads, wide
         self.pending = 0  # items admitted and not finished (running or waiting)
+        # torch keeps a thread's own setting once the thread has used it, so each lane's thread
+        # sets its cap as it starts (one thread per call: 4x less CPU per query encoding than two
+        # on the loaded 2-core machine)
         self.executor = ThreadPoolExecutor(
-            1, thread_name_prefix=f"nlprec-{name}", initializer=limit_threads, initargs=(threads,)
+            1, thread_name_prefix=f"nlprec-{name}", initializer=set_threads, initargs=(threads,)
         )
         self.seconds_per_item = 0.0  # running mean over recent calls
         self._turn: asyncio.Lock | None = None  # created on the event loop at first use

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from nlprec.core.paths import nlprec_home
+from nlprec.core.threads import set_threads
 from nlprec.service.concurrency import ModelRunner
 from nlprec.service.config import ServiceConfig
-from nlprec.service.lanes import limit_threads
 from nlprec.service.metrics import ServiceMetrics
 from nlprec.service.problems import ProblemError
 from nlprec.service.recommend_backend import RecommendBackend, Recommender, load_with_log
@@ -132,7 +132,7 @@ class ServedModels:
         loop = asyncio.get_running_loop()
         try:
             loaders = self._loaders or await loop.run_in_executor(self.executor, default_loaders)
-            limit_threads(self.config.torch_threads)
+            set_threads(self.config.torch_threads)
         except Exception as error:  # the packages themselves cannot be imported
             logger.exception("cannot import the model packages")
             for status in self.status.values():

@@ -15,7 +15,6 @@ which the log is emptied; a crash at any point leaves a snapshot plus a log that
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,12 +23,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from nlprec.core.hashing import hash_text
+from nlprec.core.io import atomic_write_text
+
 logger = logging.getLogger("nlprec.service")
 
 
 def source_key(resolved_source: str | Path) -> str:
     """A short stable name for a model source (its resolved local folder)."""
-    return hashlib.sha256(str(Path(resolved_source).resolve()).encode()).hexdigest()[:12]
+    return hash_text(str(Path(resolved_source).resolve()), length=12)
 
 
 def model_state_folder(state_dir: Path, model: str, resolved_source: str | Path) -> Path:
@@ -37,15 +39,6 @@ def model_state_folder(state_dir: Path, model: str, resolved_source: str | Path)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "source.txt").write_text(f"{resolved_source}\n")
     return folder
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with temporary.open("w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 class EventLog:
