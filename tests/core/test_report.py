@@ -54,6 +54,10 @@ def test_declared_table_rows_are_systems_with_intervals_and_p_values():
 
 
 def test_derived_keys_are_not_metrics_but_a_real_n_is():
+    dotted = {"ablation.s3.ppl": 30.0, "mohawk.ppl": 20.0, "mohawk.ppl.p_vs_ablation.s3": 0.01}
+    assert base_metrics(dotted) == {"ablation.s3.ppl": 30.0, "mohawk.ppl": 20.0}
+    [table] = system_tables(dotted, {"metrics": ["ppl"], "reference": "ablation.s3"})
+    assert [s for s, _ in table.rows] == ["ablation.s3", "mohawk"] and dict(table.rows)["mohawk"]["ppl"].p == 0.01
     bases = base_metrics(STUDY_METRICS)
     assert "pisa.ndcg@10.p_vs_knn" not in bases and "pisa.ndcg@10.ci95" not in bases
     assert "data.n" in bases  # `data` is no metric, so `data.n` is not derived from one

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DERIVED = re.compile(r"^(?P<base>.+)\.(?P<kind>std|ci95|n|delta_vs_[^.]+|p_vs_[^.]+)$")
+DERIVED = re.compile(r"^(?P<base>.+?)\.(?P<kind>std|ci95|n|delta_vs_.+|p_vs_.+)$")  # references may hold dots
 REFERENCE_MARK = "(reference)"
 
 
