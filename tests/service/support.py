@@ -80,9 +80,9 @@ def fake_loaders() -> ModelLoaders:
 
 async def wait_ready(client: httpx.AsyncClient, timeout_s: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
-    while (await client.get("/ready")).status_code != 200:
+    while (await client.get("/ready", headers=auth())).status_code != 200:
         if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError((await client.get("/ready")).text)
+            raise TimeoutError((await client.get("/ready", headers=auth())).text)
         await asyncio.sleep(0.01)
 
 

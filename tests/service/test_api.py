@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from service_support import TOKEN, auth, running
 
@@ -23,7 +25,7 @@ def assert_problem(response, status: int, words: str) -> dict:
 
 async def test_health_ready_and_metrics(client):
     assert (await client.get("/health")).json() == {"status": "ok"}
-    ready = (await client.get("/ready")).json()
+    ready = (await client.get("/ready", headers=auth())).json()
     assert ready["ready"] is True
     assert ready["models"]["ranking"]["versions"]["encoder"] == "fake-hash-64"
     await client.post("/v1/search", json={"query": "vitamin", "mode": "dense"})
@@ -63,7 +65,7 @@ async def test_ready_is_503_until_models_load(make_config):
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://s"
         ) as client:
-            response = await client.get("/ready")
+            response = await client.get("/ready", headers=auth())
             assert response.status_code == 503 and response.json()["ready"] is False
             assert (await client.get("/health")).status_code == 200
             assert_problem(
@@ -71,7 +73,7 @@ async def test_ready_is_503_until_models_load(make_config):
             )
             gate.set()
             for _ in range(500):
-                if (await client.get("/ready")).status_code == 200:
+                if (await client.get("/ready", headers=auth())).status_code == 200:
                     break
                 await asyncio.sleep(0.01)
             assert (await client.post("/v1/search", json={"query": "vitamin"})).status_code == 200
@@ -91,16 +93,15 @@ async def test_ready_reports_a_model_that_failed_to_load(make_config, tmp_path):
             import asyncio
 
             for _ in range(200):
-                ready = (await client.get("/ready")).json()
-                if ready["models"]["ranking"]["error"] and ready["models"]["sessionrec"]["ready"]:
+                ready = (await client.get("/ready", headers=auth())).json()
+                failed = ready["models"]["ranking"]["state"] == "failed"
+                if failed and ready["models"]["sessionrec"]["ready"]:
                     break
                 await asyncio.sleep(0.01)
-            assert (
-                ready["ready"] is False
-                and "FileNotFoundError" in ready["models"]["ranking"]["error"]
-            )
+            assert ready["ready"] is False and ready["models"]["ranking"]["state"] == "failed"
+            assert str(tmp_path) not in json.dumps(ready)  # names and versions, no server paths
             assert_problem(
-                await client.post("/v1/search", json={"query": "x"}), 503, "failed to load"
+                await client.post("/v1/search", json={"query": "x"}), 503, "FileNotFoundError"
             )
             # the other model still serves
             assert (await client.post("/v1/recommend", json={"user_id": "u1"})).status_code == 200
@@ -110,6 +111,8 @@ async def test_page_is_served(client):
     response = await client.get("/")
     assert response.status_code == 200 and "text/html" in response.headers["content-type"]
     assert 'id="search-form"' in response.text and 'id="recommend-form"' in response.text
+    assert 'id="document-form"' in response.text  # adds a document with the token
+    assert 'm.state === "failed"' in response.text and "m.version" in response.text
 
 
 # ---------------------------------------------------------------- search

@@ -51,7 +51,7 @@ def wait_until_ready(
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
+            if httpx.get(f"{base_url}/ready", headers=auth(), timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass

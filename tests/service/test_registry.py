@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from nlprec.service.config import ServiceConfig
 from nlprec.service.models import ModelLoaders
-from service_support import DOCUMENTS, EVENTS, fake_loaders, fakes, running
+from service_support import DOCUMENTS, EVENTS, auth, fake_loaders, fakes, running
 
 pytestmark = pytest.mark.anyio
 
@@ -40,8 +40,9 @@ async def test_default_config_serves_the_registered_demo_models(nlprec_env: Path
         ServiceConfig()
     )  # the defaults: the demo models' registry URIs, state under NLPREC_HOME
     async with running(config, loaders) as client:
-        ready = (await client.get("/ready")).json()
-        assert ready["models"]["ranking"]["source"] == "models:/ranking-demo@champion"
+        ready = (await client.get("/ready", headers=auth())).json()
+        assert ready["models"]["ranking"]["name"] == "ranking-demo@champion"
+        assert ready["models"]["ranking"]["version"] == "1"
         results = (
             await client.post("/v1/search", json={"query": "statins", "mode": "bm25"})
         ).json()["results"]
@@ -69,10 +70,12 @@ async def test_unregistered_demo_models_say_how_to_get_them(nlprec_env: Path):
             transport=httpx.ASGITransport(app=app), base_url="http://s"
         ) as client:
             for _ in range(3000):
-                ready = (await client.get("/ready")).json()
-                if all(m["error"] for m in ready["models"].values()):
+                ready = (await client.get("/ready", headers=auth())).json()
+                if all(m["state"] == "failed" for m in ready["models"].values()):
                     break
                 await asyncio.sleep(0.01)
             assert ready["ready"] is False
-            assert "run `make demo`" in ready["models"]["ranking"]["error"]
-            assert "configure sessionrec_model" in ready["models"]["sessionrec"]["error"]
+            search = await client.post("/v1/search", json={"query": "x"})
+            assert "run `make demo`" in search.json()["detail"]
+            recommend = await client.post("/v1/recommend", json={"user_id": "u1"})
+            assert "configure sessionrec_model" in recommend.json()["detail"]

@@ -43,8 +43,8 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 def models_loaded():
     with asgi.get_client(APP) as client:
         deadline = time.monotonic() + 30
-        while client.get("/ready").status_code != 200:
-            assert time.monotonic() < deadline, client.get("/ready").text
+        while client.get("/ready", headers=auth()).status_code != 200:
+            assert time.monotonic() < deadline, client.get("/ready", headers=auth()).text
             time.sleep(0.02)
     yield
     asgi.shutdown_lifespans()

@@ -76,7 +76,7 @@ async def test_state_survives_a_crash_without_shutdown(make_config, model_dirs):
     await lifespan.__aenter__()
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s")
     client.app = app
-    while (await client.get("/ready")).status_code != 200:
+    while (await client.get("/ready", headers=auth())).status_code != 200:
         await asyncio.sleep(0.01)
     for n in range(5):  # 5 events: one snapshot after 3, then 2 only in the log
         assert (

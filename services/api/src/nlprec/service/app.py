@@ -14,8 +14,9 @@ import os
 from collections.abc import AsyncIterator
 from importlib.resources import files
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from nlprec.service.auth import require_any_token
 from nlprec.service.body_limit import BodyLimitMiddleware
 from nlprec.service.config import ServiceConfig, load_config
 from nlprec.service.metrics import MetricsMiddleware, ServiceMetrics
@@ -41,9 +42,16 @@ def create_app(config: ServiceConfig | None = None, loaders: ModelLoaders | None
         served = ServedModels(config, metrics, loaders)
         app.state.models = served
         loading = asyncio.create_task(served.load(), name="load-models")
+        watching = None
+        if config.watch_registry_s and served.watches_registry:
+            watching = asyncio.create_task(served.watch(config.watch_registry_s), name="watch")
         try:
             yield
         finally:
+            if watching is not None:
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
             await loading  # a shutdown during loading waits for the load to end
             await served.close()
 
@@ -70,10 +78,15 @@ def create_app(config: ServiceConfig | None = None, loaders: ModelLoaders | None
         "/ready",
         tags=["operations"],
         response_model=Readiness,
-        responses={503: {"model": Readiness, "description": "some model is not loaded (yet)"}},
+        dependencies=[Depends(require_any_token)],
+        responses={
+            503: {"model": Readiness, "description": "some model is not loaded (yet)"},
+            401: {"description": "a token is configured and none valid was sent"},
+        },
     )
     async def ready(request: Request) -> JSONResponse:
-        """Readiness: 200 once every configured model is loaded, 503 before (or if one failed)."""
+        """Readiness: 200 once every configured model is loaded, 503 before (or if one failed).
+        Names and versions only; with a token configured it needs one (read or write)."""
         return readiness_response(request.app.state.models)
 
     @app.get(

@@ -43,8 +43,13 @@ def check_write(config: ServiceConfig, credentials: HTTPAuthorizationCredentials
 
 def check_read(config: ServiceConfig, credentials: HTTPAuthorizationCredentials | None) -> None:
     """Reads are open unless `read_token` is set; then either token is accepted."""
-    if config.read_token is None:
-        return
+    if config.read_token is not None:
+        _check_either_token(config, credentials)
+
+
+def _check_either_token(
+    config: ServiceConfig, credentials: HTTPAuthorizationCredentials | None
+) -> None:
     presented = _presented_token(credentials)
     if not (_matches(presented, config.read_token) or _matches(presented, config.token)):
         raise ProblemError(401, "unauthorized", "the bearer token is not valid", _CHALLENGE)
@@ -60,3 +65,15 @@ async def require_read(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)
 ) -> None:
     check_read(request.app.state.config, credentials)
+
+
+def check_any(config: ServiceConfig, credentials: HTTPAuthorizationCredentials | None) -> None:
+    """Operations pages (/ready): open when no token is configured, else either token."""
+    if config.read_token is not None or config.token is not None:
+        _check_either_token(config, credentials)
+
+
+async def require_any_token(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)
+) -> None:
+    check_any(request.app.state.config, credentials)

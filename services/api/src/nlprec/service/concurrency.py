@@ -90,3 +90,16 @@ class ModelRunner:
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.shield(asyncio.ensure_future(self._write(fn, *args)))
+
+
+class InFlight:
+    """Counts calls in progress (`with in_flight:`); a replaced backend is stopped at zero."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __enter__(self) -> None:
+        self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.count -= 1

@@ -105,6 +105,12 @@ class ServiceConfig(BaseModel):
         "(a large batch keeps both cores busy); null: always torch_threads",
     )
     wide_batch_items: int = Field(8, ge=2, description="see wide_batch_threads")
+    watch_registry_s: float | None = Field(
+        30.0,
+        gt=0,
+        description="poll the registry this often and swap in a model whose alias moved "
+        "(models:/ sources only); null: only POST /v1/admin/reload swaps",
+    )
     snapshot_every_events: int = Field(
         10_000, ge=1, description="snapshot the recommender after this many logged events"
     )

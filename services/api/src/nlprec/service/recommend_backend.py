@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from nlprec.service.concurrency import ModelRunner
+from nlprec.service.concurrency import InFlight, ModelRunner
 from nlprec.service.lanes import Lane
 from nlprec.service.problems import ProblemError
 from nlprec.service.state import EventLog, Snapshots
@@ -89,6 +89,7 @@ class RecommendBackend:
         self.snapshots = Snapshots(folder)
         self.snapshot_every_events = snapshot_every_events
         self._logged_since_snapshot = len(self.log)
+        self.in_flight = InFlight()  # calls in progress (a replaced backend waits for none)
 
     @property
     def model_version(self) -> str:
@@ -133,7 +134,7 @@ class RecommendBackend:
         self, user_id: str | None, history: Any, k: int, exclude_seen: bool
     ) -> tuple[Recommended, float]:
         start = time.perf_counter()
-        with self.lane.admit():
+        with self.in_flight, self.lane.admit():
             found = await self.lane.run(
                 self.runner, self._recommend, user_id, history, k, exclude_seen
             )
@@ -141,7 +142,8 @@ class RecommendBackend:
 
     async def add_events(self, events: list[dict[str, Any]]) -> int:
         """Log and apply the events; returns how many were new (not seen by event_id before)."""
-        return await self.runner.write(self._add_events, events)
+        with self.in_flight:
+            return await self.runner.write(self._add_events, events)
 
     async def close(self) -> None:
         """At shutdown: snapshot if anything was logged since the last snapshot, end the lane."""

@@ -19,6 +19,7 @@ from nlprec.service.schemas import (
     Readiness,
     RecommendedItem,
     RecommendResponse,
+    ReloadResponse,
     RequestModels,
     RerankResponse,
     SearchResponse,
@@ -138,6 +139,13 @@ def api_router(models: RequestModels, reads_need_token: bool) -> APIRouter:
         documents = [document.model_dump() for document in body.documents]
         await backend.add_documents(documents)
         return DocumentsResponse(added=len(documents), ids=[d["id"] for d in documents])
+
+    @router.post("/admin/reload", tags=["operations"], **writes)
+    async def reload(request: Request) -> ReloadResponse:
+        """Resolve every model source again and swap in the models whose alias moved."""
+        served = _served(request)
+        changed = await served.reload()
+        return ReloadResponse(swapped=changed, models=served.status)
 
     @router.delete("/documents/{doc_id}", tags=["documents"], **writes)
     async def delete_document(doc_id: str, request: Request) -> DeletedResponse:

@@ -97,14 +97,22 @@ class Health(BaseModel):
 
 
 class ModelStatus(BaseModel):
-    source: str
+    name: str = Field(description="registered name@alias, or the model folder's name")
+    version: str | None = Field(None, description="registry version being served")
+    state: Literal["loading", "ready", "failed"]
     ready: bool
-    versions: dict[str, str] = Field(default_factory=dict)
-    error: str | None = None
+    versions: dict[str, str] = Field(
+        default_factory=dict, description="component versions (encoder fingerprint, ...)"
+    )
 
 
 class Readiness(BaseModel):
     ready: bool
+    models: dict[str, ModelStatus]
+
+
+class ReloadResponse(BaseModel):
+    swapped: dict[str, bool] = Field(description="per model: whether a new version was swapped in")
     models: dict[str, ModelStatus]
 
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 from nlprec.ranking.rerank import rerank_at_depth
 from nlprec.service.batching import MicroBatcher
-from nlprec.service.concurrency import ModelRunner
+from nlprec.service.concurrency import InFlight, ModelRunner
 from nlprec.service.config import AdmissionConfig, BatchingConfig
 from nlprec.service.lanes import Lane
 from nlprec.service.problems import ProblemError
@@ -84,6 +84,7 @@ class SearchBackend:
         wide: tuple[int, int] | None = None,
     ):
         self.engine, self.runner, self.save_dir = engine, runner, save_dir
+        self.in_flight = InFlight()  # calls in progress (a replaced backend waits for none)
         self.search_lane = Lane("search", admission.search_queue, threads, wide)
         self.rerank_lane = Lane("rerank", admission.rerank_queue, threads)
         processes = {
@@ -196,6 +197,12 @@ class SearchBackend:
         self, queries: list[str], k: int, mode: str, rerank: bool
     ) -> tuple[list[list[ScoredDocument]], float]:
         """Results per query and the milliseconds spent waiting for and in model calls."""
+        with self.in_flight:
+            return await self._search_many(queries, k, mode, rerank)
+
+    async def _search_many(
+        self, queries: list[str], k: int, mode: str, rerank: bool
+    ) -> tuple[list[list[ScoredDocument]], float]:
         start = time.perf_counter()
         if not rerank:
             with self.search_lane.admit(len(queries)):
@@ -214,7 +221,7 @@ class SearchBackend:
     async def rerank(self, query: str, documents: list[str]) -> tuple[list[float], float]:
         self._require_reranker()
         start = time.perf_counter()
-        with self.rerank_lane.admit():
+        with self.in_flight, self.rerank_lane.admit():
             scores = await self.rerank_lane.run(self.runner, self.engine.rerank, query, documents)
         return [float(s) for s in scores], (time.perf_counter() - start) * 1000
 
@@ -236,9 +243,16 @@ class SearchBackend:
         return True
 
     async def add_documents(self, documents: list[dict[str, str]]) -> None:
-        await self.runner.write(self._update_and_save, lambda: self._add_new_documents(documents))
+        with self.in_flight:
+            await self.runner.write(
+                self._update_and_save, lambda: self._add_new_documents(documents)
+            )
 
     async def delete_document(self, doc_id: str) -> None:
+        with self.in_flight:
+            await self._delete_document(doc_id)
+
+    async def _delete_document(self, doc_id: str) -> None:
         try:
             await self.runner.write(
                 self._update_and_save, lambda: self.engine.delete_document(doc_id)
