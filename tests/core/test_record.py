@@ -5,6 +5,7 @@ nesting of runs, params, metric points (with their steps), tags, dataset inputs,
 """
 
 import importlib.metadata
+import inspect
 import json
 import os
 import subprocess
@@ -75,6 +76,17 @@ def test_record_tracker_nests_runs_and_stores_mlflow_keys(tmp_path):
     assert {"git.commit", "nlprec.machine", "nlprec.command", "version.python"} <= set(tags)
     with pytest.raises(Exception, match="already holds a run record"):
         RecordTracker(tmp_path / "rec")
+
+
+def test_record_tracker_has_the_trackers_methods():
+    """The runner and steps call the tracker without knowing which one they have."""
+    from nlprec.core.tracking import Tracker
+
+    for name, method in inspect.getmembers(Tracker, inspect.isfunction):
+        if not name.startswith("_"):
+            assert hasattr(RecordTracker, name), f"RecordTracker lacks {name}"
+            expected = list(inspect.signature(method).parameters)
+            assert list(inspect.signature(getattr(RecordTracker, name)).parameters) == expected, name
 
 
 def test_export_runs_where_mlflow_cannot_be_imported(tmp_path):
