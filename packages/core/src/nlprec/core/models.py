@@ -13,6 +13,7 @@ A reference is one of
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -91,11 +92,21 @@ def _model_dir_in(logged: Path) -> Path:
         return logged / data if data else logged
     if "transformers" in flavors:
         candidate = logged / "model"
+        _copy_missing(logged / "components" / "tokenizer", candidate)  # one folder loads it all
         return candidate if candidate.exists() else logged
     artifacts = flavors.get("python_function", {}).get("artifacts", {})
     if "model_dir" in artifacts:
         return logged / artifacts["model_dir"]["path"]
     return logged
+
+
+def _copy_missing(source: Path, target: Path) -> None:
+    """Copy `source`'s files into `target` where `target` has none of that name yet."""
+    if not (source.is_dir() and target.is_dir()):
+        return
+    for file in source.iterdir():
+        if file.is_file() and not (target / file.name).exists():
+            shutil.copy2(file, target / file.name)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
