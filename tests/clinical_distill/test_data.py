@@ -2,7 +2,9 @@
 
 import csv
 
+import pytest
 from nlprec.clinical_distill import data
+from nlprec.core.errors import UserError
 
 
 def test_task_sizes(shared_data):
@@ -42,3 +44,25 @@ def test_corpus_holds_no_evaluation_text(shared_data):
                 line.strip() for v in report.values() if isinstance(v, list) for line in v
             )
             assert text not in corpus
+
+
+def test_user_ner_folder_for_the_harness(tmp_path):
+    """A user's IOB2 folder: devel.tsv is its dev split; without one, 10 % of train is carved off."""
+    sentence = "Colon\tB-Disease\ncancer\tI-Disease\nrecurs\tO\n\n"
+    for name in ("train", "devel", "test"):
+        (tmp_path / f"{name}.tsv").write_text(sentence * 10)
+    splits, carved = data.load_user_task(tmp_path, "ner")
+    assert not carved and [len(splits[s]) for s in ("train", "dev", "test")] == [10, 10, 10]
+    assert splits["dev"][0] == {
+        "tokens": ["Colon", "cancer", "recurs"],
+        "tags": ["B-Disease", "I-Disease", "O"],
+    }
+    (tmp_path / "devel.tsv").unlink()
+    splits, carved = data.load_user_task(tmp_path, "ner")
+    assert carved and [len(splits[s]) for s in ("train", "dev", "test")] == [9, 1, 10]
+
+
+def test_user_text_folder_needs_a_test_split(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"text": "pain", "label": "a"}\n')
+    with pytest.raises(UserError, match="no test split"):
+        data.load_user_task(tmp_path, "section")

@@ -60,7 +60,8 @@ def test_demo_pipeline_and_batch_inference(nlprec_env, tmp_path, tiny_teacher):
     assert {name: step["status"] for name, step in summary["steps"].items()} == {
         name: "finished" for name in summary["steps"]
     }
-    assert len(summary["steps"]) == 11
+    assert len(summary["steps"]) == 12
+    assert summary["metrics"]["tasks.ner.n_dev"] == 4  # generated: a dev split for selection
     metrics = summary["metrics"]
     for model in MODELS:
         for metric in ("ner_f1", "section_acc", "nli_acc", "params", "cpu_ms"):
@@ -70,6 +71,7 @@ def test_demo_pipeline_and_batch_inference(nlprec_env, tmp_path, tiny_teacher):
         assert metrics[f"{student}.params"] < metrics["teacher.params"]
         assert metrics[f"{student}.onnx_max_abs_diff"] < 1e-3
     assert "continual.replay_0.25.forgetting" in metrics
+    assert 0.0 <= metrics["student_fact.section_acc.p_vs_teacher"] <= 1.0  # the paired test
 
     finetuned = next(nlprec_env.rglob("finetuned/student_small-ner"))
     source = tmp_path / "in.jsonl"
@@ -92,7 +94,8 @@ def _repo():
 
 def test_clinical_pipeline_compares_distillation_and_mlm_at_equal_steps():
     """distill-clinical.yaml: student_fact and its MLM-only twin train the same steps at the same lr,
-    and NER (differences ~0.01) is fine-tuned over more seeds than the classification tasks."""
+    NER (differences ~0.01) is fine-tuned over more seeds than the classification tasks, and the
+    whole pipeline (distillation included) runs over 3 seeds."""
     from nlprec.core.spec import load_pipeline
 
     steps = {
@@ -102,4 +105,6 @@ def test_clinical_pipeline_compares_distillation_and_mlm_at_equal_steps():
     distilled, mlm = steps["student_fact"].distill, steps["mlm_only_fact"].mlm
     assert (distilled.steps, distilled.lr) == (mlm.steps, mlm.lr)
     evaluate = steps["evaluate"]
-    assert len(evaluate.task_seeds["ner"]) == 5 and len(evaluate.seeds) == 3
+    assert len(evaluate.task_seeds["ner"]) == 5 and evaluate.seeds is None  # None: the run's seed
+    pipeline = load_pipeline(_repo() / "pipelines/distill-clinical.yaml")
+    assert pipeline.spec.run_seeds == [0, 1, 2]

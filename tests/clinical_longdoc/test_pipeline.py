@@ -86,3 +86,36 @@ def test_real_data_pipelines_validate(job, shared_data, monkeypatch):
     monkeypatch.setenv("NLPREC_DATA", str(shared_data))
     pipeline = load_pipeline(ROOT / "pipelines" / f"longdoc-{job}.yaml")
     assert len(pipeline.steps) >= 3
+
+
+def _first_sentences(source: Path, target: Path, n: int) -> None:
+    """The first ``n`` blank-line-separated sentences of an IOB2 file."""
+    blocks = source.read_text(encoding="utf-8").split("\n\n")[:n]
+    target.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_ner_pipeline_on_a_user_iob2_folder(nlprec_env, tmp_path, tiny_source, shared_data):
+    """A user's IOB2 folder (train / devel / test .tsv) goes in with one --set params.data=...;
+    the rest of the overrides only make the run tiny."""
+    folder = tmp_path / "my-ner"
+    folder.mkdir()
+    ncbi = shared_data / "clinical" / "ncbi_disease"
+    for name, n in (("train", 24), ("devel", 8), ("test", 8)):
+        _first_sentences(ncbi / f"{name}.tsv", folder / f"{name}.tsv", n)
+    summary_path = tmp_path / "summary.json"
+    settings = {"source": tiny_source, "epochs": 1, "max_tokens": 1024}
+    overrides = [a for k, v in settings.items() for a in ("--set", f"params.{k}={v}")]
+    pipeline = str(ROOT / "pipelines" / "longdoc-ner.yaml")
+    args = ["run", pipeline, "--set", f"params.data={folder}", *overrides, "--set", "seeds=[0]"]
+    assert cli.main([*args, "--summary", str(summary_path)]) in (0, None)
+    summary = json.loads(summary_path.read_text())
+    for system in ("long", "short"):
+        assert 0.0 <= summary["metrics"][f"{system}.f1"] <= 1.0
+        assert len(summary["steps"][system]["trials"]) == 3  # the learning rates, scored on dev
+    assert "long.sentence_f1.p_vs_short" in summary["metrics"]
+    tested = [
+        json.loads(path.read_text())
+        for path in nlprec_env.rglob("unit_scores/short.sentence_f1.json")
+    ]
+    assert {(t["split"], len(t["scores"])) for t in tested} == {("validation", 8), ("test", 8)}

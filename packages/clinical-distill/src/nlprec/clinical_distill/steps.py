@@ -10,7 +10,7 @@ import torch
 from nlprec.core.data import dataset_path
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.launch import run_distributed
-from nlprec.core.step import StepContext
+from nlprec.core.step import StepContext, across_seeds
 from nlprec.core.threads import quiet_libraries
 from pydantic import BaseModel, Field
 
@@ -21,7 +21,14 @@ from .distill import DistillConfig, copied_layer_maps, distill
 from .efficiency import measure_cpu
 from .export import export_hf, export_onnx, onnx_max_difference
 from .factorised import token_counts
-from .harness import DEFAULT_SETTINGS, TaskName, TaskSettings, aggregate, run_harness
+from .harness import (
+    DEFAULT_SETTINGS,
+    TaskName,
+    TaskSettings,
+    aggregate,
+    run_harness,
+    unit_scores,
+)
 from .mlm import MLMConfig, evaluate_mlm, train_mlm
 from .models import load_masked_lm, load_tokenizer
 from .report import results_table, summary_metrics
@@ -82,28 +89,47 @@ class TasksConfig(BaseModel):
     clinical: str = "clinical"
     n_generated_train: int = Field(96, ge=4)
     n_generated_test: int = Field(48, ge=4)
+    # the user's own data in place of a task's: an IOB2 folder (train/dev/test .tsv, devel.tsv
+    # accepted) or a datasets folder for NER; JSONL text/label files or a datasets folder for section
+    ner: str | None = None
+    section: str | None = None
 
 
+@across_seeds
 def load_eval_tasks(ctx: StepContext, cfg: TasksConfig) -> dict:
-    """The three evaluation tasks as one JSON file {task: {split: [examples]}}."""
+    """The evaluation tasks as one JSON file {task: {split: [examples]}}; every task has a dev
+    split for selection (the user's data without one: 10 % of train, logged as `tasks.<t>.dev_carved`)."""
     if cfg.source == "generated":
         makers = {
             "ner": generated.ner_examples,
             "section": generated.section_examples,
             "nli": generated.nli_examples,
         }
+        # (size, generator seed) per split: train and test as before dev existed
+        sizes = {
+            "train": (cfg.n_generated_train, 0),
+            "dev": (max(4, cfg.n_generated_test // 2), 2),
+            "test": (cfg.n_generated_test, 1),
+        }
         tasks = {
-            name: {"train": make(cfg.n_generated_train, 0), "test": make(cfg.n_generated_test, 1)}
+            name: {split: make(n, seed) for split, (n, seed) in sizes.items()}
             for name, make in makers.items()
         }
     else:
         root = dataset_path(cfg.clinical, must_contain=("ncbi_disease", "mts_dialog", "nli4ct"))
         tasks = real_data.load_tasks(root)
         ctx.log_input(name="clinical-tasks", source=root, context="evaluation")
+    carved = {}
+    for task, folder in (("ner", cfg.ner), ("section", cfg.section)):
+        if folder:
+            path = dataset_path(folder)
+            tasks[task], carved[task] = real_data.load_user_task(path, task)
+            ctx.log_input(name=f"{task}-{path.name}", source=path, context="evaluation")
     path = ctx.output_dir / "tasks.json"
     path.write_text(json.dumps(tasks))
     ctx.log_metrics(
         {f"tasks.{t}.n_{s}": len(v) for t, splits in tasks.items() for s, v in splits.items()}
+        | {f"tasks.{t}.dev_carved": float(c) for t, c in carved.items()}
     )
     return {"tasks": str(path)}
 
@@ -293,7 +319,8 @@ def continual(ctx: StepContext, cfg: ContinualStepConfig) -> dict:
 class EvaluateConfig(BaseModel):
     model_config = {"extra": "forbid"}
     models: dict[str, str]  # table name -> upstream step whose model_dir to evaluate
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    # fine-tuning seeds; None: the run's seed (the pipeline's `seeds:` repeat distillation and all)
+    seeds: list[int] | None = Field(None, min_length=1)
     task_seeds: dict[TaskName, list[int]] = Field(
         default_factory=dict
     )  # per-task override of `seeds`
@@ -318,13 +345,16 @@ def evaluate_models(ctx: StepContext, cfg: EvaluateConfig) -> dict:
     rows = run_harness(
         model_dirs,
         tasks,
-        cfg.seeds,
+        cfg.seeds or [ctx.seed],
         ctx.device,
         settings,
         cfg.workers,
         save_root=str(ctx.output_dir / "finetuned"),
         task_seeds=cfg.task_seeds,
+        split="dev" if ctx.split == "validation" else "test",
     )
+    for (model, metric), scores in unit_scores(rows).items():
+        ctx.log_unit_scores(model, metric, scores)
     speed = (
         {name: measure_cpu(path) for name, path in model_dirs.items()} if cfg.measure_speed else {}
     )

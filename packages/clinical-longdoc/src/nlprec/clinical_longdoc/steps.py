@@ -1,9 +1,10 @@
 """Pipeline steps (see pipelines/longdoc-*.yaml).
 
-Data steps load a task's splits (or generate the embedded default) and record what they read;
-model steps fine-tune one variant (``long`` or a short baseline) over one or more seeds and log
-``<variant>.<metric>`` as the mean over seeds (``<variant>.<metric>_std`` beside it); ``compare``
-gathers the variants into one table and figure.
+Data steps load a task's splits (generated, the shared clinical data, or the user's own in any
+format `nlprec.core.datasets_io` reads; the test part under ``test``) and record what they read.
+Model steps fine-tune one variant (``long`` or a short baseline) with the run's seed, keep the
+epoch with the best dev score, and log ``<variant>.<metric>`` on ``ctx.split`` (dev in a search
+trial, test otherwise) with per-example unit scores for `nlprec.core.study:compare`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from nlprec.clinical_longdoc.training import TrainSettings
 from nlprec.clinical_longdoc.variants import build_encoder, get_variant
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.launch import run_distributed
-from nlprec.core.step import StepContext
+from nlprec.core.step import StepContext, across_seeds
 from pydantic import BaseModel, Field
 
 logger = logging.getLogger(__name__)
@@ -49,21 +50,19 @@ def _tokenizer(source: str):
     return AutoTokenizer.from_pretrained(str(resolve(source)))
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    clean = [v for v in values if v == v]  # drop NaN (empty subsets)
-    if not clean:
-        return float("nan"), float("nan")
-    return statistics.fmean(clean), (statistics.stdev(clean) if len(clean) > 1 else 0.0)
-
-
 def _log_seed_summary(
     ctx: StepContext, variant: str, per_seed: list[dict], keys: list[str]
 ) -> dict:
+    """Mean of each metric over the step's own seeds (one, unless ``seeds`` is set in-step; the
+    pipeline's ``seeds:`` give the spread across runs); NaN (an empty subset) is left out."""
     summary = {}
     for key in keys:
-        mean, std = _mean_std([s.get(key, float("nan")) for s in per_seed])
-        summary[key], summary[f"{key}_std"] = mean, std
-    ctx.log_metrics({f"{variant}.{k}": v for k, v in summary.items() if v == v})
+        values = [s[key] for s in per_seed if s.get(key, float("nan")) == s.get(key)]
+        if values:
+            summary[key] = statistics.fmean(values)
+        if len(values) > 1:
+            summary[f"{key}_std"] = statistics.stdev(values)
+    ctx.log_metrics({f"{variant}.{k}": v for k, v in summary.items()})
     return summary
 
 
@@ -73,82 +72,101 @@ def _log_seed_summary(
 class ClassificationDataConfig(BaseModel):
     model_config = {"extra": "forbid"}
     data: str = Field(
-        GENERATED, description="'generated' or a data root holding clinical/mtsamples"
+        GENERATED,
+        description="'generated'; an MTSamples folder (split.json) or a data root holding "
+        "clinical/mtsamples; or the user's JSONL text/label files or datasets folder",
     )
     n_train: int | None = Field(None, ge=4, description="cap on training documents (None: all)")
     n_dev: int | None = Field(None, ge=2)
     n_test: int | None = Field(None, ge=2)
 
 
-def load_documents(ctx: StepContext, cfg: ClassificationDataConfig) -> dict:
-    """MTSamples (split.json protocol) or generated notes; writes train/dev/test json."""
+def _document_splits(
+    cfg: ClassificationDataConfig, seed: int, ctx: StepContext
+) -> tuple[dict, str]:
     if cfg.data == GENERATED:
-        splits = datasets.generated_splits(cfg.n_train or 64, cfg.n_test or 32, seed=ctx.seed)
-    else:
-        root = _data_path(cfg.data)
-        splits = datasets.load_mtsamples(root)
-        ctx.log_input(
-            name="mtsamples", source=root / datasets.MTSAMPLES_DIR / "split.json", context="train"
-        )
+        return datasets.generated_splits(cfg.n_train or 64, cfg.n_test or 32, seed=seed), GENERATED
+    root = _data_path(cfg.data)
+    for folder in (root, root / datasets.MTSAMPLES_DIR):
+        if (folder / "split.json").exists():
+            ctx.log_input(name="mtsamples", source=folder / "split.json", context="train")
+            return datasets.load_mtsamples(folder), "MTSamples split.json"
+    ctx.log_input(name=root.name, source=root, context="train")
+    return datasets.load_text_classification(root, seed)
+
+
+@across_seeds
+def load_documents(ctx: StepContext, cfg: ClassificationDataConfig) -> dict:
+    """Generated notes, MTSamples (split.json protocol) or the user's text/label data; writes
+    train/dev/test json (the test part under ``test``)."""
+    splits, how = _document_splits(cfg, ctx.seed, ctx)
     caps = {"train": cfg.n_train, "dev": cfg.n_dev, "test": cfg.n_test}
-    out = {}
-    for name, docs in splits.items():
-        docs = docs.take(caps[name]) if cfg.data != GENERATED else docs
-        out[name] = _dump(
+    if cfg.data != GENERATED:
+        splits = {name: docs.take(caps[name]) for name, docs in splits.items()}
+    out = {
+        name: _dump(
             {"texts": docs.texts, "labels": docs.labels, "ids": docs.ids},
             ctx.output_dir / f"{name}.json",
         )
-    counts = {
-        f"rows_{name}": len(docs.take(caps[name]) if cfg.data != GENERATED else docs)
         for name, docs in splits.items()
     }
-    ctx.log_params(counts)
+    counts = {f"rows_{name}": len(docs) for name, docs in splits.items()}
+    ctx.log_params({**counts, "splits": how})
     return {**out, **counts, "labels": sorted(set(splits["train"].labels))}
 
 
 class QADataConfig(BaseModel):
     model_config = {"extra": "forbid"}
-    data: str = Field(description="a data root holding clinical/covid_qa")
+    data: str = Field(
+        description="a SQuAD json file (split by article 70/10/20), a folder of "
+        "train/dev/test json, or a datasets folder"
+    )
     n_train: int | None = Field(None, ge=1)
     n_dev: int | None = Field(None, ge=1)
     n_test: int | None = Field(None, ge=1)
 
 
-def load_covid_qa(ctx: StepContext, cfg: QADataConfig) -> dict:
-    root = _data_path(cfg.data)
-    splits = datasets.load_covid_qa(root, seed=0)
-    ctx.log_input(name="covid_qa", source=root / datasets.COVID_QA_FILE, context="train")
+@across_seeds
+def load_qa(ctx: StepContext, cfg: QADataConfig) -> dict:
+    """Extractive QA splits (COVID-QA or the user's SQuAD data); writes train/dev/test json."""
+    path = _data_path(cfg.data)
+    splits, how = datasets.load_qa(path, seed=0)
+    ctx.log_input(name=path.stem, source=path, context="train")
     caps = {"train": cfg.n_train, "dev": cfg.n_dev, "test": cfg.n_test}
-    out = {}
-    for name, examples in splits.items():
-        examples = examples[: caps[name]] if caps[name] else examples
-        out[name] = _dump([e.__dict__ for e in examples], ctx.output_dir / f"{name}.json")
-        out[f"rows_{name}"] = len(examples)
-    ctx.log_params({k: v for k, v in out.items() if k.startswith("rows_")})
-    return out
+    return _write_splits(ctx, splits, caps, how)
 
 
 class NERDataConfig(BaseModel):
     model_config = {"extra": "forbid"}
-    data: str = Field(description="a data root holding clinical/ncbi_disease")
+    data: str = Field(
+        description="an IOB2 folder (train/dev/test .tsv, devel.tsv accepted) or a datasets folder"
+    )
     n_train: int | None = Field(None, ge=1)
     n_dev: int | None = Field(None, ge=1)
     n_test: int | None = Field(None, ge=1)
 
 
-def load_ncbi(ctx: StepContext, cfg: NERDataConfig) -> dict:
-    root = _data_path(cfg.data)
-    splits = datasets.load_ncbi(root)
-    ctx.log_input(
-        name="ncbi_disease", source=root / datasets.NCBI_DIR / "train.tsv", context="train"
-    )
+@across_seeds
+def load_ner(ctx: StepContext, cfg: NERDataConfig) -> dict:
+    """IOB2 sentences (NCBI-disease or the user's folder); writes train/dev/test json and the tags."""
+    path = _data_path(cfg.data)
+    splits, how = datasets.load_ner(path, seed=0)
+    ctx.log_input(name=path.name, source=path, context="train")
     caps = {"train": cfg.n_train, "dev": cfg.n_dev, "test": cfg.n_test}
-    out = {}
-    for name, sentences in splits.items():
-        sentences = sentences[: caps[name]] if caps[name] else sentences
-        out[name] = _dump([s.__dict__ for s in sentences], ctx.output_dir / f"{name}.json")
-        out[f"rows_{name}"] = len(sentences)
+    out = _write_splits(ctx, splits, caps, how)
     out["tags"] = sorted({t for s in splits["train"] for t in s.tags})
+    return out
+
+
+def _write_splits(ctx: StepContext, splits: dict, caps: dict, how: str) -> dict:
+    if how != "the folder's own splits":
+        logger.warning("%s: %s", ctx.name, how)
+    out = {}
+    for name, items in splits.items():
+        items = items[: caps[name]] if caps[name] else items
+        out[name] = _dump([item.__dict__ for item in items], ctx.output_dir / f"{name}.json")
+        out[f"rows_{name}"] = len(items)
+    ctx.log_params({**{k: v for k, v in out.items() if k.startswith("rows_")}, "splits": how})
     return out
 
 
@@ -177,7 +195,9 @@ class FineTuneConfig(BaseModel):
     head_lr: float = Field(1e-3, gt=0)
     max_tokens: int = Field(8192, ge=64)
     max_batch: int = Field(16, ge=1)
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[int] | None = Field(
+        None, description="None: the run's seed (the pipeline's `seeds:` repeat the step)"
+    )
     gradient_checkpointing: bool = False
     time_budget_s: float | None = None
     pooling: Literal["cls", "mean"] = Field(
@@ -208,8 +228,13 @@ class FineTuneConfig(BaseModel):
 
 
 def _settings(
-    cfg: FineTuneConfig, device: str, seed: int, dist_ctx: DistributedContext | None = None
+    cfg: FineTuneConfig,
+    device: str,
+    seed: int,
+    dist_ctx: DistributedContext | None = None,
+    time_left: float | None = None,
 ) -> TrainSettings:
+    budgets = [b for b in (cfg.time_budget_s, time_left) if b is not None]
     return TrainSettings(
         epochs=cfg.epochs,
         lr=cfg.lr,
@@ -219,7 +244,7 @@ def _settings(
         gradient_checkpointing=cfg.gradient_checkpointing,
         device=device,
         seed=seed,
-        time_budget_s=cfg.time_budget_s,
+        time_budget_s=min(budgets) if budgets else None,
         progress=dist_ctx is None or dist_ctx.is_main,
         dist_ctx=dist_ctx,
     )
@@ -251,8 +276,10 @@ def _cuda_peak_gib(device: str) -> float | None:
 
 
 def load_task_splits(task: str, upstream: dict) -> dict:
-    """train/dev/test objects from the json files a data step wrote (its output dict)."""
-    rows = {n: json.loads(Path(upstream[n]).read_text()) for n in ("train", "dev", "test")}
+    """train/dev(/test) objects from the json files a data step wrote (its output dict; a search
+    trial's inputs hold no test part)."""
+    names = [n for n in ("train", "dev", "test") if n in upstream]
+    rows = {n: json.loads(Path(upstream[n]).read_text()) for n in names}
     if task == "classify":
         return {n: datasets.DocumentSet(r["texts"], r["labels"], r["ids"]) for n, r in rows.items()}
     if task == "qa":
@@ -263,11 +290,18 @@ def load_task_splits(task: str, upstream: dict) -> dict:
 
 
 def train_one_seed(
-    task: str, cfg: FineTuneConfig, upstream: dict, splits: dict, settings: TrainSettings
+    task: str,
+    cfg: FineTuneConfig,
+    upstream: dict,
+    splits: dict,
+    settings: TrainSettings,
+    evaluate_on: str = "test",
 ):
-    """Fine-tune ``cfg.variant`` for ``task`` with ``settings`` (its seed, device, DDP context).
+    """Fine-tune ``cfg.variant`` for ``task`` with ``settings`` (its seed, device, DDP context),
+    keeping the epoch with the best dev score.
 
-    Returns the model and its test scores; under DDP only rank 0 scores the test set ({} elsewhere).
+    Returns the model and its scores on ``evaluate_on`` ("dev" in a search trial); under DDP only
+    rank 0 scores ({} elsewhere).
     """
     tokenizer = _tokenizer(cfg.source)
     variant, encoder, length = _encoder(cfg)
@@ -291,7 +325,7 @@ def train_one_seed(
         )
         history = model.fit(splits["train"], splits["dev"], settings)
     main = settings.dist_ctx is None or settings.dist_ctx.is_main
-    scores = model.evaluate(splits["test"], settings) if main else {}
+    scores = model.evaluate(splits[evaluate_on], settings) if main else {}
     scores["best_epoch"] = history["best_epoch"]
     scores["losses"] = history["loss"]
     return model, scores
@@ -306,17 +340,23 @@ SUMMARY_KEYS = {
 }
 
 
+def _evaluation_split(ctx: StepContext) -> str:
+    """Search trials score the dev split; every other run the test split."""
+    return "dev" if ctx.split == "validation" else "test"
+
+
 def _run_seeds(ctx: StepContext, cfg: FineTuneConfig, task: str) -> tuple[list[dict], object]:
     """Train one model per seed; returns per-seed scores (with seconds, peak memory) and the last model."""
     upstream = next(iter(ctx.inputs.values()))
     splits = load_task_splits(task, upstream)
     per_seed, model = [], None
-    for seed in ctx.progress(cfg.seeds, desc=f"{cfg.variant} seeds"):
+    for seed in ctx.progress(cfg.seeds or [ctx.seed], desc=f"{cfg.variant} seeds"):
         torch.manual_seed(seed)
         _cuda_peak_reset(ctx.device)
         started = time.perf_counter()
+        settings = _settings(cfg, ctx.device, seed, time_left=ctx.time_left())
         model, scores = train_one_seed(
-            task, cfg, upstream, splits, _settings(cfg, ctx.device, seed)
+            task, cfg, upstream, splits, settings, _evaluation_split(ctx)
         )
         scores["train_seconds"] = time.perf_counter() - started
         scores["peak_gib"] = _cuda_peak_gib(ctx.device)
@@ -328,8 +368,8 @@ def _run_seeds(ctx: StepContext, cfg: FineTuneConfig, task: str) -> tuple[list[d
 def _run_seeds_torchrun(ctx: StepContext, cfg: FineTuneConfig, task: str) -> list[dict]:
     """The same seeds in ``cfg.nproc_per_node`` processes (:func:`fine_tune_worker`); rank 0
     writes the model (into this step's output folder)."""
-    fine_tune = cfg.model_copy(update={"seeds": cfg.seeds}).model_dump(mode="json")
-    settings = {"task": task, "fine_tune": fine_tune}
+    fine_tune = cfg.model_copy(update={"seeds": cfg.seeds or [ctx.seed]}).model_dump(mode="json")
+    settings = {"task": task, "fine_tune": fine_tune, "evaluate_on": _evaluation_split(ctx)}
     upstream = next(iter(ctx.inputs.values()))
     result = run_distributed("nlprec.clinical_longdoc.steps:fine_tune_worker", settings, upstream,
                              ctx.output_dir / "torchrun", cfg.nproc_per_node, threads=cfg.threads)  # fmt: skip
@@ -347,7 +387,9 @@ def fine_tune_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, o
         torch.manual_seed(seed)
         started = time.perf_counter()
         settings = _settings(cfg, dist_ctx.device, seed, dist_ctx)
-        model, scores = train_one_seed(task, cfg, inputs, splits, settings)
+        model, scores = train_one_seed(
+            task, cfg, inputs, splits, settings, config.get("evaluate_on", "test")
+        )
         per_seed.append({**scores, "seed": seed, "train_seconds": time.perf_counter() - started})
     if cfg.save_model and model is not None and dist_ctx.is_main:
         model.save(out / "model")
@@ -362,8 +404,21 @@ def _fine_tune(ctx: StepContext, cfg: FineTuneConfig, task: str) -> dict:
     else:
         per_seed, model = _run_seeds(ctx, cfg, task)
         model_dir = None
+    _log_unit_scores(ctx, cfg.prefix, per_seed)
     summary = _log_seed_summary(ctx, cfg.prefix, per_seed, SUMMARY_KEYS[task] + ["train_seconds"])
     return _write_result(ctx, cfg, per_seed, summary, model, model_dir)
+
+
+def _log_unit_scores(ctx: StepContext, system: str, per_seed: list[dict]) -> None:
+    """Per-example scores for the paired tests of the compare step (averaged over in-step seeds)."""
+    for metric in per_seed[0].get("units", {}):
+        runs = [s["units"][metric] for s in per_seed]
+        if runs[0]:
+            ctx.log_unit_scores(
+                system, metric, {u: statistics.fmean(r[u] for r in runs) for u in runs[0]}
+            )
+    for scores in per_seed:
+        scores.pop("units", None)
 
 
 def _write_result(
@@ -407,51 +462,3 @@ def fine_tune_qa(ctx: StepContext, cfg: FineTuneConfig) -> dict:
 def fine_tune_tagger(ctx: StepContext, cfg: FineTuneConfig) -> dict:
     """Fine-tune NER (first-subword labels); logs strict IOB2 entity F1."""
     return _fine_tune(ctx, cfg, "ner")
-
-
-# ------------------------------------------------------------------ comparison
-
-
-class CompareConfig(BaseModel):
-    model_config = {"extra": "forbid"}
-    metric: str = Field("macro_f1", description="the metric to rank variants by")
-    task: Literal["classification", "qa", "ner"] = "classification"
-
-
-def compare(ctx: StepContext, cfg: CompareConfig) -> dict:
-    """One table (mean ± std over seeds, seconds) and a bar figure across the upstream variants."""
-    rows = []
-    for upstream in ctx.inputs.values():
-        if "result" not in upstream:
-            continue
-        summary = json.loads(Path(upstream["result"]).read_text())["summary"]
-        row = {"variant": upstream["variant"]}
-        for key, value in summary.items():
-            row[key] = value
-        rows.append(row)
-    if not rows:
-        return {"skipped": "no upstream results"}
-    rows.sort(key=lambda r: -(r.get(cfg.metric) if r.get(cfg.metric) == r.get(cfg.metric) else -1))
-    table = ctx.output_dir / "comparison.json"
-    table.write_text(json.dumps(rows, indent=2))
-    ctx.log_dict(rows, "comparison.json")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 3))
-    means = [r.get(cfg.metric, 0.0) for r in rows]
-    stds = [r.get(f"{cfg.metric}_std", 0.0) for r in rows]
-    axis.bar([r["variant"] for r in rows], means, yerr=stds)
-    axis.set_ylabel(cfg.metric)
-    axis.set_title(f"{ctx.params.get('task_name', cfg.task)}: {cfg.metric} (mean ± std over seeds)")
-    figure.tight_layout()
-    ctx.log_figure(figure, "comparison.png")
-    figure.savefig(ctx.output_dir / "comparison.png")
-    plt.close(figure)
-    return {
-        "table": str(table),
-        "figure": str(ctx.output_dir / "comparison.png"),
-        "best": rows[0]["variant"],
-    }
