@@ -153,7 +153,9 @@ def distill_run(
 
     torch.backends.cuda.matmul.allow_tf32 = True
     started = time.time()
-    tokenizer, train_ids, heldout_ids = prepare_corpus(sizes["corpus"], data, sizes["vocab"], None)
+    tokenizer, train_ids, _validation_ids, heldout_ids = prepare_corpus(
+        sizes["corpus"], data, sizes["vocab"], None
+    )
     seq, batch = sizes["seq_len"], sizes["batch"]
     evaluation = EvalConfig(seq_len=seq, max_windows=128, batch_size=32, probe_batch=4)
     windows = eval_windows(heldout_ids, evaluation)

@@ -31,10 +31,14 @@ def test_demo_pipeline_runs_and_reports_every_key(nlprec_env):
         "teacher.ppl", "student.ppl", "hybrid.ppl", "scratch.ppl",
         "stage1.matrix_dist", "stage2.hidden_dist",
         "ablation.s3.ppl", "ablation.s23.ppl", "ablation.s123.ppl", "student.kl",
+        "student.init.matrix_rel", "student.stage1.matrix_rel", "student.stage2.hidden_rel",
+        "corpus.validation_tokens", "corpus.test_tokens",
     ):  # fmt: skip
         assert key in metrics, key
         assert metrics[key] > 0
     assert metrics["ablation.s123.ppl"] == metrics["student.ppl"]
+    # row-normalised mixers: Stage 1 leaves the matrices within 1.0 of attention, relative
+    assert metrics["student.stage1.matrix_rel"] < 1.0
     # distillation from the teacher starts far ahead of random weights at equal tokens
     assert metrics["student.ppl"] < metrics["scratch.ppl"]
 

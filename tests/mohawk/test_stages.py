@@ -12,7 +12,7 @@ from nlprec.mohawk.stages import (
 from nlprec.mohawk.teacher import TeacherConfig, build_phi_teacher, prepare_teacher
 from nlprec.mohawk.training import OptimConfig
 from nlprec.mohawk.transfer import init_student_from_teacher, student_config_for
-from nlprec.mohawk.workflow import train_teacher
+from nlprec.mohawk.workflow import per_layer_table, train_teacher
 
 
 def test_budgets_are_equal_across_the_ablation():
@@ -99,3 +99,18 @@ def test_stage1_brings_the_matrices_below_one_relative(trained_tiny_teacher, nor
         assert after[layer] < (0.1 if not normalized else 0.9) * before[layer], (before, after)
     if not normalized:
         assert min(before.values()) > 3.0  # the scale mismatch the plain student starts from
+
+
+def test_per_layer_table_has_a_row_per_ssd_layer_and_a_column_per_stage():
+    report = {"matrix_rel": {0: 0.8, 2: 0.9}, "hidden_rel": {0: 0.3, 2: 0.2}}
+    later = {"matrix_rel": {0: 0.5, 2: 0.6}, "hidden_rel": {0: 0.1, 2: 0.15}}
+    history = {
+        "budgets": {1: 10, 3: 90},
+        "init": report,
+        "stage1": {"losses": [], "alignment": later},
+        "stage3": {"losses": [], "alignment": report},
+    }
+    lines = per_layer_table(history).splitlines()
+    assert lines[0].count("matrix_rel") == 3 and "stage2" not in lines[0]
+    assert lines[2].startswith("| 0 | 0.800 | 0.500 | 0.800 | 0.300 | 0.100 |")
+    assert lines[3].startswith("| 2 |") and len(lines) == 4

@@ -26,6 +26,20 @@ def perplexity(logits_fn: LogitsFn, windows: torch.Tensor, batch_size: int, devi
 
 
 @torch.no_grad()
+def window_nll(
+    logits_fn: LogitsFn, windows: torch.Tensor, batch_size: int, device: str
+) -> list[float]:
+    """Mean next-token cross-entropy of each window (the per-unit scores of paired tests)."""
+    scores: list[float] = []
+    for start in range(0, windows.size(0), batch_size):
+        batch = windows[start : start + batch_size].to(device)
+        logits = logits_fn(batch)[:, :-1].float()
+        nll = F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
+        scores += nll.mean(-1).tolist()
+    return scores
+
+
+@torch.no_grad()
 def mean_kl(
     teacher_fn: LogitsFn, student_fn: LogitsFn, windows: torch.Tensor, batch_size: int, device: str
 ) -> float:

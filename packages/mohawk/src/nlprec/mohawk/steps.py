@@ -9,7 +9,7 @@ import torch
 from nlprec.core.data import data_root
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.launch import run_distributed
-from nlprec.core.step import StepContext
+from nlprec.core.step import StepContext, across_seeds
 from nlprec.core.threads import limited_threads
 from nlprec.mohawk.stages import DistillConfig, stage3_distillation
 from nlprec.mohawk.student import StudentConfig, load_student, save_student
@@ -21,21 +21,38 @@ from nlprec.mohawk.workflow import (
     distill_student,
     eval_windows,
     evaluate_against_teacher,
+    per_layer_table,
     prepare_corpus,
     stage_summary,
     train_from_scratch,
     train_teacher,
+    window_scores,
 )
 from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerFast
 
-TOKENS_FILE = "tokens.safetensors"
+TOKENS_FILE = "tokens.safetensors"  # train and validation streams
+TEST_TOKENS_FILE = "test_tokens.safetensors"
 
 
-def _tokens(corpus_out: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def _tokens(ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training tokens, evaluation tokens of ``ctx.split``): the validation stream in search
+    trials, the test stream otherwise (a trial's inputs hold no ``test_tokens``)."""
+    corpus_out = ctx.inputs["corpus"]
     tensors = load_file(corpus_out["tokens"])
-    return tensors["train"], tensors["heldout"]
+    if ctx.split == "validation":
+        return tensors["train"], tensors["validation"]
+    return tensors["train"], load_file(corpus_out["test_tokens"])["test"]
+
+
+def _log_window_nll(
+    ctx: StepContext, system: str, teacher, model, windows, cfg: EvalConfig
+) -> float:
+    """Log the per-window NLL of ``model`` (the teacher when None) as unit scores; their mean."""
+    scores = window_scores(teacher, model, windows, cfg, ctx.device)
+    ctx.log_unit_scores(system, "nll", scores)
+    return sum(scores.values()) / len(scores)
 
 
 def _loss_figure(curves: dict[str, list[float]], title: str):
@@ -74,23 +91,30 @@ class CorpusConfig(BaseModel):
     )
 
 
+@across_seeds
 def corpus(ctx: StepContext, cfg: CorpusConfig) -> dict:
     """Fit the tokenizer (or load the given one) and tokenize the training and held-out text."""
     root = None if cfg.corpus == "stdlib" else data_root()
-    tokenizer, train_ids, heldout_ids = prepare_corpus(
+    tokenizer, train_ids, validation_ids, test_ids = prepare_corpus(
         cfg.corpus, root, cfg.vocab_size, cfg.max_chars, cfg.tokenizer
     )
     tokenizer.save_pretrained(ctx.output_dir / "tokenizer")
-    save_file({"train": train_ids, "heldout": heldout_ids}, ctx.output_dir / TOKENS_FILE)
+    save_file({"train": train_ids, "validation": validation_ids}, ctx.output_dir / TOKENS_FILE)
+    save_file({"test": test_ids}, ctx.output_dir / TEST_TOKENS_FILE)
     if root is not None:
         ctx.log_input(cfg.corpus, root / "text" / cfg.corpus, context="train")
     ctx.log_params(cfg.model_dump())
     ctx.log_metrics(
-        {"corpus.train_tokens": train_ids.numel(), "corpus.heldout_tokens": heldout_ids.numel()}
+        {
+            "corpus.train_tokens": train_ids.numel(),
+            "corpus.validation_tokens": validation_ids.numel(),
+            "corpus.test_tokens": test_ids.numel(),
+        }
     )
     return {
         "tokenizer_dir": str(ctx.output_dir / "tokenizer"),
         "tokens": str(ctx.output_dir / TOKENS_FILE),
+        "test_tokens": str(ctx.output_dir / TEST_TOKENS_FILE),
         "vocab_size": len(tokenizer),
         "train_tokens": train_ids.numel(),
     }
@@ -112,13 +136,15 @@ class TeacherStepConfig(BaseModel):
     )
 
 
+@across_seeds
 def teacher(ctx: StepContext, cfg: TeacherStepConfig) -> dict:
+    """Train (or load) the teacher once per pipeline run: the seeds vary the students."""
     with limited_threads(cfg.threads):
         return _teacher(ctx, cfg)
 
 
 def _teacher(ctx: StepContext, cfg: TeacherStepConfig) -> dict:
-    train_ids, heldout_ids = _tokens(ctx.inputs["corpus"])
+    train_ids, eval_ids = _tokens(ctx)
     vocab_size = ctx.inputs["corpus"]["vocab_size"]
     trained_tokens = 0
     if cfg.path:
@@ -134,11 +160,13 @@ def _teacher(ctx: StepContext, cfg: TeacherStepConfig) -> dict:
             f"teacher vocabulary {model.config.vocab_size} is smaller than the corpus tokenizer's "
             f"{vocab_size}; give the corpus step the teacher's tokenizer (with.tokenizer)"
         )
-    metrics = evaluate_against_teacher(
-        model, None, eval_windows(heldout_ids, cfg.eval), cfg.eval, ctx.device
-    )
+    windows = eval_windows(eval_ids, cfg.eval)
+    metrics = evaluate_against_teacher(model, None, windows, cfg.eval, ctx.device)
+    nll = _log_window_nll(ctx, "teacher", model, None, windows, cfg.eval)
     ctx.log_params({"teacher": cfg.model_dump()})
-    ctx.log_metrics({"teacher.ppl": metrics["ppl"], "teacher.train_tokens": trained_tokens})
+    ctx.log_metrics(
+        {"teacher.ppl": metrics["ppl"], "teacher.nll": nll, "teacher.train_tokens": trained_tokens}
+    )
     model.save_pretrained(ctx.output_dir / "teacher")
     return {
         "teacher_dir": str(ctx.output_dir / "teacher"),
@@ -156,6 +184,9 @@ class DistillStepConfig(BaseModel):
     name: str = Field("student", description="metric prefix: student, hybrid, ablation.s3, ...")
     attention_layers: list[int] = []
     from_attention: bool = True
+    normalized_mixer: bool = Field(
+        False, description="row-normalised SSD mixers (positive B, C; rows sum to one: mixer.py)"
+    )
     chunk_size: int = Field(64, ge=1)
     distill: DistillConfig
     eval: EvalConfig = EvalConfig()
@@ -167,7 +198,7 @@ class DistillStepConfig(BaseModel):
     )
     register_as: str | None = None
     nproc_per_node: int = Field(
-        1, ge=1, description="> 1: Stage 3 runs under torchrun with DDP (nlprec.mohawk.ddp)"
+        1, ge=1, description="> 1: Stage 3 runs under torchrun with DDP (stage3_worker)"
     )
     threads: int | None = Field(
         None, ge=1, description="torch CPU threads for this step and each torchrun process"
@@ -225,22 +256,25 @@ def distill(ctx: StepContext, cfg: DistillStepConfig) -> dict:
 
 
 def _distill(ctx: StepContext, cfg: DistillStepConfig) -> dict:
-    train_ids, heldout_ids = _tokens(ctx.inputs["corpus"])
+    train_ids, eval_ids = _tokens(ctx)
     teacher_out = ctx.inputs["teacher"]
     model = load_teacher(teacher_out["teacher_dir"], ctx.device)
-    windows = eval_windows(heldout_ids, cfg.eval)
+    windows = eval_windows(eval_ids, cfg.eval)
+    teacher_ppl = evaluate_against_teacher(model, None, windows, cfg.eval, ctx.device)["ppl"]
     student, history = distill_student(
         model,
         train_ids,
         windows[: cfg.eval.probe_batch],
-        cfg.distill,
+        cfg.distill.model_copy(update={"seed": ctx.seed}),
         cfg.attention_layers,
         cfg.from_attention,
         cfg.chunk_size,
         stage3_runner=torchrun_stage3(ctx, cfg) if cfg.nproc_per_node > 1 else None,
+        normalized_mixer=cfg.normalized_mixer,
     )
     metrics = evaluate_against_teacher(model, student, windows, cfg.eval, ctx.device)
-    metrics["ppl_ratio"] = metrics["ppl"] / teacher_out["ppl"]
+    metrics["ppl_ratio"] = metrics["ppl"] / teacher_ppl
+    metrics["nll"] = _log_window_nll(ctx, cfg.name, model, student, windows, cfg.eval)
     stages = stage_summary(history)
     logged = {f"{cfg.name}.{k}": v for k, v in {**metrics, **stages}.items()}
     logged.update({f"{prefix}.ppl": metrics["ppl"] for prefix in cfg.also_log_as})
@@ -255,6 +289,9 @@ def _distill(ctx: StepContext, cfg: DistillStepConfig) -> dict:
     ctx.log_dict(
         {"budgets": history["budgets"], "alignment": per_layer}, f"{cfg.name}_alignment.json"
     )
+    table = per_layer_table(history)
+    (ctx.output_dir / "per_layer.md").write_text(table)
+    ctx.log_text(table, f"{cfg.name}_per_layer.md")
     curves = {f"stage {s[-1]}": history[s]["losses"] for s in history if s.startswith("stage")}
     ctx.log_figure(_loss_figure(curves, f"{cfg.name}: MOHAWK stages"), f"{cfg.name}_stages.png")
     tokenizer = PreTrainedTokenizerFast.from_pretrained(ctx.inputs["corpus"]["tokenizer_dir"])
@@ -270,6 +307,7 @@ class ScratchStepConfig(BaseModel):
 
     name: str = "scratch"
     total_tokens: int = Field(ge=1)
+    normalized_mixer: bool = Field(False, description="the same mixer as the student's")
     optim: OptimConfig = OptimConfig(lr=2e-3, decay_fraction=0.3)
     eval: EvalConfig = EvalConfig()
     threads: int | None = Field(
@@ -284,15 +322,15 @@ def scratch(ctx: StepContext, cfg: ScratchStepConfig) -> dict:
 
 
 def _scratch(ctx: StepContext, cfg: ScratchStepConfig) -> dict:
-    train_ids, heldout_ids = _tokens(ctx.inputs["corpus"])
+    train_ids, eval_ids = _tokens(ctx)
     model = load_teacher(ctx.inputs["teacher"]["teacher_dir"], ctx.device)
-    config: StudentConfig = student_config_for(model.config)
+    config: StudentConfig = student_config_for(model.config, normalized_mixer=cfg.normalized_mixer)
     ssm, losses = train_from_scratch(
         config, train_ids, cfg.optim, cfg.total_tokens, ctx.seed, ctx.device
     )
-    metrics = evaluate_against_teacher(
-        model, ssm, eval_windows(heldout_ids, cfg.eval), cfg.eval, ctx.device
-    )
+    windows = eval_windows(eval_ids, cfg.eval)
+    metrics = evaluate_against_teacher(model, ssm, windows, cfg.eval, ctx.device)
+    metrics["nll"] = _log_window_nll(ctx, cfg.name, model, ssm, windows, cfg.eval)
     ctx.log_metrics({f"{cfg.name}.{k}": v for k, v in metrics.items()})
     ctx.log_figure(_loss_figure({cfg.name: losses}, "SSM from scratch"), f"{cfg.name}_loss.png")
     return metrics

@@ -15,7 +15,7 @@ from nlprec.mohawk.data import (
     load_tokenizer,
     train_tokenizer,
 )
-from nlprec.mohawk.evaluate import hf_logits, mean_kl, perplexity
+from nlprec.mohawk.evaluate import hf_logits, mean_kl, perplexity, window_nll
 from nlprec.mohawk.stages import DistillConfig, run_mohawk, train_causal_lm
 from nlprec.mohawk.student import StudentConfig, StudentLM
 from nlprec.mohawk.teacher import TeacherConfig, build_teacher, prepare_teacher
@@ -25,6 +25,8 @@ from pydantic import BaseModel, Field
 from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
+
+VALIDATION_FRACTION = 0.1
 
 
 class EvalConfig(BaseModel):
@@ -40,13 +42,18 @@ def prepare_corpus(
     corpus: str, data_root, vocab_size: int, max_chars: int | None, tokenizer_path=None
 ):
     """Tokenizer fitted on the training text (or loaded from ``tokenizer_path``); token streams
-    (1-D) for train and held-out text."""
-    train_text, heldout_text = load_corpus(corpus, data_root, max_chars)
+    (1-D) for train, validation and test. The validation text is carved from the end of the
+    training text (``VALIDATION_FRACTION``; none of the corpora has its own): settings are chosen
+    on it, and the held-out text is the test, scored only for the chosen setting."""
+    fit_text, heldout_text = load_corpus(corpus, data_root, max_chars)
+    cut = int(len(fit_text) * (1 - VALIDATION_FRACTION))
+    train_text, validation_text = fit_text[:cut], fit_text[cut:]
     if tokenizer_path is None:
         tokenizer = train_tokenizer(train_text, vocab_size)
     else:
         tokenizer = load_tokenizer(tokenizer_path)
-    return tokenizer, encode(tokenizer, train_text), encode(tokenizer, heldout_text)
+    streams = (encode(tokenizer, text) for text in (train_text, validation_text, heldout_text))
+    return tokenizer, *streams
 
 
 def train_teacher(
@@ -131,8 +138,39 @@ def evaluate_against_teacher(
     }
 
 
+def window_scores(
+    teacher: PreTrainedModel,
+    model: StudentLM | None,
+    windows: torch.Tensor,
+    cfg: EvalConfig,
+    device: str,
+) -> dict[str, float]:
+    """Per evaluation window (the unit of paired tests): mean next-token NLL of ``model``, or of
+    the teacher when model is None. Keys name the window's position in the evaluation stream."""
+    logits_fn = hf_logits(teacher) if model is None else model
+    scores = window_nll(logits_fn, windows, cfg.batch_size, device)
+    return {f"window{i:05d}": score for i, score in enumerate(scores)}
+
+
 def eval_windows(heldout_ids: torch.Tensor, cfg: EvalConfig) -> torch.Tensor:
     return heldout_windows(heldout_ids, cfg.seq_len, cfg.max_windows)
+
+
+def per_layer_table(history: dict) -> str:
+    """Markdown: per SSD layer, the relative matrix distance ‖M − A‖_F / ‖A‖_F and the relative
+    block-output error at initialisation and after each stage that ran (as the paper tabulates)."""
+    points = ["init"] + [f"stage{s}" for s in sorted(history["budgets"])]
+    alignments = {p: history[p] if p == "init" else history[p]["alignment"] for p in points}
+    header = " | ".join(f"{kind} {p}" for kind in ("matrix_rel", "hidden_rel") for p in points)
+    lines = [f"| layer | {header} |", "|---" * (1 + 2 * len(points)) + "|"]
+    for layer in alignments["init"]["matrix_rel"]:
+        cells = [
+            f"{alignments[p][kind][layer]:.3f}"
+            for kind in ("matrix_rel", "hidden_rel")
+            for p in points
+        ]
+        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def stage_summary(history: dict) -> dict[str, float]:
