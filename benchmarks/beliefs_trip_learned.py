@@ -107,9 +107,11 @@ def score(args: argparse.Namespace) -> None:
     rows = {}
     for states, tables in (("breakpoint", test_pred), ("gold", test_gold)):
         for name, scorer in (("rule", rule_scorer), ("learned", detector.matrix)):
-            rows[f"{states} states, {name}"] = belief_tiers(test, tables, scorer=scorer)
+            rows[f"{states} states, {name}"] = belief_tiers(
+                test, tables, restrict=True, scorer=scorer
+            )
         rows[f"{states} states, rule picks the story, learned the pair"] = belief_tiers(
-            test, tables, scorer=rule_scorer, pair_scorer=detector.matrix
+            test, tables, restrict=True, scorer=rule_scorer, pair_scorer=detector.matrix
         )
     localisation = {
         f"{states} states, {name}": float(np.mean(localised(test, tables, scorer)))
@@ -117,7 +119,7 @@ def score(args: argparse.Namespace) -> None:
         for name, scorer in (("rule", rule_scorer), ("learned", detector.matrix))
     }
     rows["train part (in-sample), learned"] = belief_tiers(
-        train, train_tables, scorer=detector.matrix
+        train, train_tables, restrict=True, scorer=detector.matrix
     )
     results = {
         "rows": rows,

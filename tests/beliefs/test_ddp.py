@@ -50,7 +50,7 @@ def test_two_gloo_processes_train_what_one_process_trains(no_dropout_encoder, tm
     ctx = StepContext(
         name="breakpoint",
         output_dir=tmp_path / "step",
-        inputs={"load": {"train": str(train), "eval": str(train)}},
+        inputs={"load": {"train": str(train), "test": str(train)}},
         params={},
         seed=0,
         device="cpu",

@@ -214,11 +214,10 @@ def test_trip_pipeline_on_a_tiny_slice(nlprec_env, shared_data, tiny_encoder, tm
     sets = {
         "params.data": str(shared_data / "beliefs" / "trip"),
         "params.encoder": tiny_encoder,
-        "params.train_limit": 4,
+        "params.train_limit": 6,
         "params.eval_limit": 4,
         "params.epochs": 1,
         "params.flat_pairs": 32,
-        "params.flat_eval_stories": 2,
         "params.trip_detector": "learned",
     }
     args = [x for k, v in sets.items() for x in ("--set", f"{k}={v}")]
@@ -240,6 +239,7 @@ def test_trip_pipeline_on_a_tiny_slice(nlprec_env, shared_data, tiny_encoder, tm
         assert all(0.0 <= v <= 1.0 for v in tiers)
         assert tiers[0] >= tiers[1] >= tiers[2]
     assert metrics["majority.trip_verifiability"] == 0.0
+    assert 0.0 <= metrics["breakpoint.cloze.trip_consistency"] <= 1.0  # the named variant
     for prefix in ("learned", "learned_pair"):  # params.trip_detector: learned
         tiers = [metrics[f"breakpoint.{prefix}.trip_{t}"] for t in ("plausibility", "consistency")]
         assert 1.0 >= tiers[0] >= tiers[1] >= 0.0
@@ -317,3 +317,56 @@ def test_learned_detector_rejects_training_without_conflicts():
         LearnedConflictDetector().fit(plausible, [label_probs(s) for s in plausible])
     with pytest.raises(ValueError, match="negatives"):
         LearnedConflictDetector(negatives="some").fit(plausible, [])
+
+
+# ---------------------------------------------------------------------------------------- hooks
+def test_generic_metrics_know_nothing_of_trip_and_the_hooks_add_the_tiers():
+    from nlprec.beliefs.metrics import evaluate
+    from nlprec.beliefs.sources import TASK_HOOKS
+    from nlprec.beliefs.tasks import hooks_for
+
+    pairs = [make_pair("7-C0", 0), make_pair("8-C0", 1)]
+    stories = [s for p in pairs for s in pair_stories(p)]
+    tables = [_onehot(s) for s in stories]
+    tables[2] = np.full_like(tables[2], 1 / 3)  # example 8: story 0 undecided
+    assert not any("trip" in key for key in evaluate(stories, tables))
+    hooks = hooks_for(TASK_HOOKS["trip"])
+    metrics = evaluate(stories, tables, hooks)
+    assert {k: v for k, v in metrics.items() if k.startswith("trip_")} == belief_tiers(
+        stories, tables, restrict=False
+    )
+    cloze = belief_tiers(stories, tables, restrict=True)
+    assert {
+        k.removeprefix("cloze."): v for k, v in metrics.items() if k.startswith("cloze.")
+    } == cloze
+    units = hooks.unit_scores(stories, tables)
+    assert set(units["trip_consistency"]) == {"7-C0", "8-C0"}
+    for metric, scores in units.items():
+        assert np.mean(list(scores.values())) == pytest.approx(metrics[metric])
+    assert hooks.eval_subset([1], stories) == [0, 1]  # the pair partner joins
+
+
+def test_hooks_reject_bad_paths_and_options():
+    from nlprec.beliefs.tasks import TaskHooks, hooks_for
+
+    assert type(hooks_for(None)) is TaskHooks
+    with pytest.raises(ValueError, match="cannot be imported"):
+        hooks_for("nlprec.beliefs.no_such_module:Hooks")
+    with pytest.raises(ValueError, match="not a TaskHooks"):
+        hooks_for("nlprec.beliefs.records:Story")
+    with pytest.raises(ValueError, match="detector"):
+        hooks_for("nlprec.beliefs.trip_task:TripHooks", detector="oracle")
+
+
+def test_validation_carve_keeps_groups_whole():
+    from nlprec.beliefs.sources import carve_validation
+
+    pairs = [make_pair(f"{n}-C{k}", k % 2) for n in range(10) for k in range(2)]
+    stories = [s for p in pairs for s in pair_stories(p)]
+    for story in stories:
+        story.meta["group"] = story.meta["trip_pair"].split("-")[0]
+    train, validation = carve_validation(stories, 0.3, seed=0)
+    held = {s.meta["group"] for s in validation}
+    assert len(held) == 3 and not held & {s.meta["group"] for s in train}
+    assert len(train) + len(validation) == len(stories)
+    assert carve_validation(stories, 0.0, seed=0) == (stories, [])

@@ -102,7 +102,9 @@ def load_babi_file(path: Path, max_sentences: int = 60, limit: int | None = None
         windows = _windows(items, max_sentences)
         for k, window in enumerate(windows):
             story_id = f"qa{task}/{split}/{n}" + (f".w{k}" if len(windows) > 1 else "")
-            stories.append(build_story(story_id, window, {"task": task, "split": split}))
+            # windows of one story stay together in a validation carve (sources.py)
+            meta = {"task": task, "split": split, "group": f"qa{task}/{split}/{n}"}
+            stories.append(build_story(story_id, window, meta))
     return stories
 
 

@@ -6,8 +6,9 @@ Predictions are one array of probabilities [T, P, 3] per story (a hard predictio
 - constraint_violation: among (breakpoint, constraint) pairs whose antecedents are all predicted
   true, the fraction whose consequent is not predicted with the required label
 - qa_acc: questions answered from the beliefs at the breakpoint before them (qa.BeliefReader)
-- trip_plausibility / trip_consistency / trip_verifiability: TRIP's tiers (trip_tiers.py), over
-  the example pairs whose two stories are both evaluated
+- whatever a dataset's ``tasks.TaskHooks`` adds (TRIP's tiers: trip_task.py)
+
+``unit_scores`` gives the per-story scores of paired tests (the unit is the story).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections import defaultdict
 import numpy as np
 from nlprec.beliefs.qa import BeliefReader, answers_match, question_kind
 from nlprec.beliefs.records import TRUE, Story
+from nlprec.beliefs.tasks import TaskHooks
 from sklearn.metrics import f1_score
 
 
@@ -73,8 +75,11 @@ def qa_accuracy(stories: list[Story], predictions: list[np.ndarray]) -> tuple[fl
     return (right / total if total else None), total
 
 
-def evaluate(stories: list[Story], predictions: list[np.ndarray]) -> dict[str, float]:
-    """Flat metrics; per bAbI task also ``qa<N>.prop_acc`` and ``qa<N>.qa_acc``."""
+def evaluate(
+    stories: list[Story], predictions: list[np.ndarray], hooks: TaskHooks | None = None
+) -> dict[str, float]:
+    """Flat metrics, the task hooks' metrics; per bAbI task also ``qa<N>.prop_acc`` and
+    ``qa<N>.qa_acc``."""
     metrics: dict[str, float] = dict(proposition_metrics(stories, predictions))
     metrics["all_correct"] = all_correct_rate(stories, predictions)
     violation = constraint_violation_rate(stories, predictions)
@@ -83,10 +88,8 @@ def evaluate(stories: list[Story], predictions: list[np.ndarray]) -> dict[str, f
     qa, n_questions = qa_accuracy(stories, predictions)
     if qa is not None:
         metrics["qa_acc"] = qa
-    if any("trip_pair" in story.meta for story in stories):
-        from nlprec.beliefs.trip_tiers import belief_tiers
-
-        metrics.update(belief_tiers(stories, predictions))
+    if hooks is not None:
+        metrics.update(hooks.metrics(stories, predictions))
     by_task: dict[int, list[int]] = defaultdict(list)
     for i, story in enumerate(stories):
         if isinstance(story.meta.get("task"), int):
@@ -99,6 +102,20 @@ def evaluate(stories: list[Story], predictions: list[np.ndarray]) -> dict[str, f
             if task_qa is not None:
                 metrics[f"qa{task}.qa_acc"] = task_qa
     return metrics
+
+
+def unit_scores(stories: list[Story], predictions: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per story (keyed by its id): ``prop_acc`` over its scored pairs and, where it has
+    answerable questions, ``qa_acc``; stories with nothing scored are left out."""
+    scores: dict[str, dict[str, float]] = defaultdict(dict)
+    for story, probs in zip(stories, predictions):
+        result = proposition_metrics([story], [probs])
+        if result:
+            scores["prop_acc"][story.story_id] = result["prop_acc"]
+        qa, _ = qa_accuracy([story], [probs])
+        if qa is not None:
+            scores["qa_acc"][story.story_id] = qa
+    return dict(scores)
 
 
 def accuracy_by(stories: list[Story], predictions: list[np.ndarray], key: str) -> dict[str, float]:

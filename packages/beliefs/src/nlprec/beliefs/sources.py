@@ -5,6 +5,11 @@ or CSV file, a TRIP trip_eval folder or file, or a JSONL file of story records. 
 folder or file to evaluate on; when empty, the test split found in ``data`` is used, or a held-out
 part of the training stories when there is none (for TRIP, which has one file of dev pairs: the
 pairs of a ``heldout_fraction`` of the story groups, see ``trip.split_pairs``).
+
+``validation_fraction`` > 0 carves a validation set out of the training stories (none of the
+datasets has one that settings could be chosen on): whole groups (``meta["group"]`` where a loader
+sets one, e.g. TRIP's story groups, else the story) go to it, so no group straddles the two.
+``task_hooks_path`` names the evaluation hooks of the dataset's task (tasks.py).
 """
 
 from __future__ import annotations
@@ -36,7 +41,38 @@ class SourceConfig(BaseModel):
     trip_unknown_keep: float = Field(
         1.0, gt=0, le=1, description="TRIP: score this fraction of the unknown training labels"
     )
+    validation_fraction: float = Field(
+        0.0, ge=0, lt=1, description="carve this fraction of the training groups as validation"
+    )
     seed: int = 0
+
+
+# The evaluation hooks of each dataset format whose task needs its own (tasks.TaskHooks).
+TASK_HOOKS = {"trip": "nlprec.beliefs.trip_task:TripHooks"}
+
+
+def task_hooks_path(cfg: SourceConfig) -> str | None:
+    """The task hooks ("module:Class") for ``cfg.data``; None: the generic metrics only."""
+    if cfg.data == "generated":
+        return None
+    from nlprec.core.data import dataset_path
+
+    return TASK_HOOKS.get(detect_format(dataset_path(cfg.data)))
+
+
+def carve_validation(
+    stories: list[Story], fraction: float, seed: int
+) -> tuple[list[Story], list[Story]]:
+    """(train, validation): a ``fraction`` of the story groups, drawn with ``seed``; at least
+    one group stays on each side (no carve with fewer than two groups)."""
+    groups = sorted({str(s.meta.get("group", s.story_id)) for s in stories})
+    if fraction <= 0 or len(groups) < 2:
+        return stories, []
+    random.Random(seed).shuffle(groups)
+    n_held = min(len(groups) - 1, max(1, int(round(fraction * len(groups)))))
+    held = set(groups[:n_held])
+    validation = [s for s in stories if str(s.meta.get("group", s.story_id)) in held]
+    return [s for s in stories if str(s.meta.get("group", s.story_id)) not in held], validation
 
 
 def detect_format(path: Path) -> str:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,16 +15,21 @@ from nlprec.beliefs.baselines import (
     predict_last_mention,
     train_flat,
 )
-from nlprec.beliefs.metrics import accuracy_by, evaluate
+from nlprec.beliefs.metrics import accuracy_by, evaluate, unit_scores
 from nlprec.beliefs.model import BreakpointConfig, BreakpointModel
 from nlprec.beliefs.records import Story
-from nlprec.beliefs.sources import SourceConfig, load_sources
+from nlprec.beliefs.sources import (
+    SourceConfig,
+    carve_validation,
+    load_sources,
+    task_hooks_path,
+)
+from nlprec.beliefs.tasks import TaskHooks, hooks_for
 from nlprec.beliefs.training import TrainConfig, predict_breakpoint, train_breakpoint
-from nlprec.beliefs.trip import with_pair_partners
 from nlprec.core.data import read_jsonl, write_jsonl_atomic
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.launch import run_distributed
-from nlprec.core.step import StepContext
+from nlprec.core.step import StepContext, across_seeds
 from nlprec.core.threads import cpu_threads, set_threads
 from pydantic import BaseModel, Field
 
@@ -35,10 +39,24 @@ def _stories(path: str) -> list[Story]:
 
 
 def _inputs(ctx: StepContext) -> tuple[list[Story], list[Story]]:
-    """(train, eval) stories written by the upstream ``load`` step; sets the CPU threads (NLPREC_THREADS)."""
+    """(train, eval) stories written by the upstream ``load`` step, eval being the validation
+    stories in search trials (``ctx.split``) and the test stories otherwise; sets the CPU threads (NLPREC_THREADS)."""
     set_threads(cpu_threads())
     data = ctx.inputs["load"]
-    return _stories(data["train"]), _stories(data["eval"])
+    if ctx.split == "validation":
+        if "validation" not in data:
+            raise ValueError("a search needs validation stories: set validation_fraction in load")
+        return _stories(data["train"]), _stories(data["validation"])
+    return _stories(data["train"]), _stories(data["test"])
+
+
+def _hooks(ctx: StepContext, **options) -> TaskHooks:
+    """The task hooks the load step named (TRIP's tiers, ...); with ``options`` (a learned rule)
+    fitted on the train stories."""
+    hooks = hooks_for(ctx.inputs["load"].get("task_hooks"), **options)
+    if options:
+        hooks.fit(_stories(ctx.inputs["load"]["train"]))
+    return hooks
 
 
 def _save_predictions(
@@ -66,32 +84,59 @@ def evenly_spaced(n_items: int, n_wanted: int | None) -> list[int]:
 
 
 def _report(
-    ctx: StepContext, name: str, stories: list[Story], predictions: list[np.ndarray]
+    ctx: StepContext,
+    name: str,
+    stories: list[Story],
+    predictions: list[np.ndarray],
+    units: bool = True,
 ) -> dict:
-    metrics = evaluate(stories, predictions)
+    """Log ``<name>.<metric>``; with ``units``, also the per-unit scores of paired tests (per
+    story, and the task's own units such as TRIP example pairs)."""
+    hooks = _hooks(ctx)
+    metrics = evaluate(stories, predictions, hooks)
     ctx.log_metrics({f"{name}.{k}": v for k, v in metrics.items()})
+    if units:
+        per_unit = unit_scores(stories, predictions) | hooks.unit_scores(stories, predictions)
+        for metric, scores in per_unit.items():
+            if scores:
+                ctx.log_unit_scores(name, metric, scores)
     return metrics
 
 
 # ---------------------------------------------------------------------------------------- data
+@across_seeds
 def load(ctx: StepContext, cfg: SourceConfig) -> dict[str, Any]:
     """Read (or generate) the stories; write train.jsonl and eval.jsonl."""
     train, evaluation, described = load_sources(cfg)
+    train, validation = carve_validation(train, cfg.validation_fraction, cfg.seed)
     out = ctx.output_dir
     write_jsonl_atomic(out / "train.jsonl", (s.to_dict() for s in train))
-    write_jsonl_atomic(out / "eval.jsonl", (s.to_dict() for s in evaluation))
+    write_jsonl_atomic(out / "test.jsonl", (s.to_dict() for s in evaluation))
+    if validation:
+        write_jsonl_atomic(out / "validation.jsonl", (s.to_dict() for s in validation))
     if cfg.data != "generated":
         ctx.log_input(name=Path(cfg.data).name, source=cfg.data, context="train")
     ctx.log_params(
-        {"data": cfg.data, "eval_set": described, "n_train": len(train), "n_eval": len(evaluation)}
+        {
+            "data": cfg.data,
+            "eval_set": described,
+            "n_train": len(train),
+            "n_validation": len(validation),
+            "n_eval": len(evaluation),
+        }
     )
-    return {
+    result = {
         "train": str(out / "train.jsonl"),
-        "eval": str(out / "eval.jsonl"),
+        "test": str(out / "test.jsonl"),
         "n_train": len(train),
-        "n_eval": len(evaluation),
+        "n_validation": len(validation),
+        "test_stories": len(evaluation),
         "eval_set": described,
+        "task_hooks": task_hooks_path(cfg),
     }
+    if validation:
+        result["validation"] = str(out / "validation.jsonl")
+    return result
 
 
 # ---------------------------------------------------------------------------------------- models
@@ -143,9 +188,11 @@ def breakpoint_model(ctx: StepContext, cfg: BreakpointStepConfig) -> dict[str, A
     if not train_stories:
         return {"skipped": "no training stories"}
     ctx.log_params({"model": cfg.model.model_dump(), "train": cfg.train.model_dump()})
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": ctx.seed})})
     if cfg.nproc_per_node > 1:
         model, stats = _train_with_torchrun(ctx, cfg)
     else:
+        torch.manual_seed(ctx.seed)
         model = BreakpointModel(cfg.model)
         stats = train_breakpoint(model, train_stories, cfg.train, ctx.device)
     predictions, infer_rate = predict_breakpoint(
@@ -186,12 +233,16 @@ def flat(ctx: StepContext, cfg: FlatStepConfig) -> dict[str, Any]:
     if not train_stories:
         return {"skipped": "no training stories"}
     ctx.log_params(cfg.model_dump())
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": ctx.seed})})
+    torch.manual_seed(ctx.seed)
     model = FlatPairModel(cfg.encoder, cfg.encoder_layers, cfg.hypothesis_only)
     stats = train_flat(model, train_stories, cfg.train, ctx.device, cfg.pairs_per_epoch)
-    subset = with_pair_partners(evenly_spaced(len(eval_stories), cfg.eval_stories), eval_stories)
+    every = len(eval_stories)
+    subset = _hooks(ctx).eval_subset(evenly_spaced(every, cfg.eval_stories), eval_stories)
     eval_stories = [eval_stories[i] for i in subset]
     predictions, infer_rate = predict_flat(model, eval_stories, ctx.device, cfg.eval_batch_size)
-    _report(ctx, cfg.name, eval_stories, predictions)
+    # paired tests need the same units as every other model: only when all stories were scored
+    _report(ctx, cfg.name, eval_stories, predictions, units=len(subset) == every)
     efficiency = {**stats, "infer_pairs_per_s": infer_rate, "device": ctx.device}
     ctx.log_dict(efficiency, f"{cfg.name}_efficiency.json")
     return {
@@ -222,40 +273,11 @@ def rule_baselines(ctx: StepContext, cfg: RuleBaselinesConfig) -> dict[str, Any]
 class CompareConfig(BaseModel):
     model_config = {"extra": "forbid"}
     group_by: str = Field("length", description="story meta field for the accuracy breakdown")
-    trip_detector: Literal["rule", "learned"] = Field(
-        "rule",
-        description="TRIP only: 'learned' also fits trip_detector.LearnedConflictDetector on the "
-        "train stories' annotated states and logs <model>.learned.trip_* (it decides story and "
-        "conflict) and <model>.learned_pair.trip_* (the rule picks the story, it the pair)",
+    task_options: dict[str, Any] = Field(
+        {},
+        description="options of the dataset's task hooks (tasks.py), e.g. TRIP's "
+        "{detector: learned} (trip_task.TripHooks)",
     )
-    trip_detector_c: float = Field(0.01, gt=0, description="its L2 penalty C")
-
-
-def _learned_trip_metrics(
-    ctx: StepContext, cfg: CompareConfig
-) -> Callable[[list[Story], list[np.ndarray]], dict[str, float]] | None:
-    """Tiers of the learned conflict detector, fitted on the train stories' annotated states
-    (smoothed 0.1; implausible stories' pairs only, see ``trip_detector.training_pairs``)."""
-    if cfg.trip_detector == "rule":
-        return None
-    from nlprec.beliefs.trip_detector import LearnedConflictDetector, label_probs
-    from nlprec.beliefs.trip_tiers import belief_tiers, rule_scorer
-
-    train = _stories(ctx.inputs["load"]["train"])
-    if not any("trip_pair" in s.meta for s in train):
-        raise ValueError("trip_detector 'learned' needs TRIP train stories (none were loaded)")
-    detector = LearnedConflictDetector(cfg.trip_detector_c, negatives="implausible")
-    detector.fit(train, [label_probs(s, 0.1) for s in train])
-
-    def metrics(stories: list[Story], predictions: list[np.ndarray]) -> dict[str, float]:
-        learned = belief_tiers(stories, predictions, scorer=detector.matrix)
-        pair = belief_tiers(stories, predictions, scorer=rule_scorer, pair_scorer=detector.matrix)
-        return {
-            **{f"learned.{k}": v for k, v in learned.items()},
-            **{f"learned_pair.{k}": v for k, v in pair.items()},
-        }
-
-    return metrics
 
 
 def _collect_predictions(ctx: StepContext) -> dict[str, str]:
@@ -271,17 +293,17 @@ def _collect_predictions(ctx: StepContext) -> dict[str, str]:
 
 def compare(ctx: StepContext, cfg: CompareConfig) -> dict[str, Any]:
     """One table of every model's metrics and a figure of accuracy by ``group_by``."""
-    eval_stories = _stories(ctx.inputs["load"]["eval"])
-    learned_metrics = _learned_trip_metrics(ctx, cfg)
+    _, eval_stories = _inputs(ctx)
+    hooks = _hooks(ctx, **cfg.task_options)
     rows, breakdown = [], {}
     for name, path in _collect_predictions(ctx).items():
         predictions, indices = _load_predictions(path)
         scored = [eval_stories[i] for i in indices]  # flat models may score a subset
-        rows.append({"model": name, "stories": len(scored), **evaluate(scored, predictions)})
-        if learned_metrics is not None:
-            extra = learned_metrics(scored, predictions)
-            ctx.log_metrics({f"{name}.{k}": v for k, v in extra.items()})
-            rows[-1].update(extra)
+        metrics = evaluate(scored, predictions, hooks)
+        if cfg.task_options:  # what the options add to what the model's own step logged
+            logged = evaluate(scored, predictions, _hooks(ctx))
+            ctx.log_metrics({f"{name}.{k}": v for k, v in metrics.items() if k not in logged})
+        rows.append({"model": name, "stories": len(scored), **metrics})
         breakdown[name] = accuracy_by(scored, predictions, cfg.group_by)
     columns = [
         "model",

@@ -343,8 +343,12 @@ def load_trip(
 ) -> list[Story]:
     """Stories (two per example, pair members adjacent) of the ``split`` part of a TRIP file;
     ``unknown_keep`` < 1 thins the unknown labels of the train part (``thin_unknowns``)."""
-    pairs = split_pairs(read_pairs(path), split, test_fraction, seed)[:limit]
+    all_pairs = read_pairs(path)
+    group_of = dict(zip((str(p["example_id"]) for p in all_pairs), example_groups(all_pairs)))
+    pairs = split_pairs(all_pairs, split, test_fraction, seed)[:limit]
     stories = [story for record in pairs for story in pair_stories(record, str(path))]
+    for story in stories:  # a validation carve keeps story groups whole (sources.py)
+        story.meta["group"] = group_of[story.meta["trip_pair"]]
     if split == "train":
         thin_unknowns(stories, unknown_keep, seed)
     return stories

@@ -12,9 +12,9 @@ For each example pair:
 From belief tables the story and the pair come from the states themselves: ``conflict_matrix``
 scores every sentence pair i < j by how strongly sentence i's predicted effects contradict what
 sentence j states (a true/false clash on one (entity, attribute), or an entity gone after i and
-used in j). Only pairs through a sentence where the two stories differ count (the pair is given
-together, as in TRIP's cloze task); the story with the larger peak score is the implausible one (a
-tie calls story 0 plausible) and its argmax (i, j) is the predicted conflict.
+used in j). The story with the larger peak score is the implausible one (a tie calls story 0
+plausible) and its argmax (i, j) is the predicted conflict. The cloze-restricted variant
+(``restrict=True``) counts only pairs through a sentence where the two stories differ.
 
 Verifiability is reported twice: ``trip_verifiability`` checks every decoded nontrivial state of
 the two sentences (all the model's predictions, as TRIP's code does for its models);
@@ -249,12 +249,15 @@ def rule_scorer(story: Story, probs: np.ndarray, differ: list[int]) -> np.ndarra
 def pair_outcome(
     stories: tuple[Story, Story],
     predictions: tuple[np.ndarray, np.ndarray],
-    restrict: bool = True,
+    restrict: bool = False,
     scorer: PairScorer = rule_scorer,
     pair_scorer: PairScorer | None = None,
 ) -> PairOutcome:
-    """Plausible story and conflict predicted from the two belief tables of one example;
-    ``restrict=False`` scores every sentence pair (each story judged on its own). ``scorer`` maps
+    """Plausible story and conflict predicted from the two belief tables of one example. By
+    default every sentence pair of each story is scored (each story judged on its own, as the
+    compared RoBERTa system was); ``restrict=True`` is the cloze-restricted rule, which scores only
+    pairs through a sentence where the two stories differ (information the compared systems'
+    predictions did not use: reported as a named variant, never as the headline). ``scorer`` maps
     (story, belief table, differing sentences) to a [T, T] conflict score (i < j), e.g. the rule
     or ``trip_detector.LearnedConflictDetector.matrix``; the story with the larger peak is the
     implausible one. ``pair_scorer`` (default ``scorer``) then picks the conflict in that story."""
@@ -302,16 +305,16 @@ def pair_members(stories: list[Story]) -> list[tuple[int, int]]:
     return [(m[0], m[1]) for m in by_pair.values() if set(m) == {0, 1}]
 
 
-def belief_tiers(
+def pair_outcomes(
     stories: list[Story],
     predictions: list[np.ndarray],
-    restrict: bool = True,
+    restrict: bool = False,
     scorer: PairScorer = rule_scorer,
     pair_scorer: PairScorer | None = None,
-) -> dict[str, float]:
-    """Tiers over every example whose two stories are both in ``stories``; {} when none is."""
-    outcomes = [
-        pair_outcome(
+) -> dict[str, PairOutcome]:
+    """Example id -> outcome, for every example whose two stories are both in ``stories``."""
+    return {
+        stories[a].meta["trip_pair"]: pair_outcome(
             (stories[a], stories[b]),
             (predictions[a], predictions[b]),
             restrict,
@@ -319,8 +322,19 @@ def belief_tiers(
             pair_scorer,
         )
         for a, b in pair_members(stories)
-    ]
-    return tiers(outcomes)
+    }
+
+
+def belief_tiers(
+    stories: list[Story],
+    predictions: list[np.ndarray],
+    restrict: bool = False,
+    scorer: PairScorer = rule_scorer,
+    pair_scorer: PairScorer | None = None,
+) -> dict[str, float]:
+    """Tiers over every example whose two stories are both in ``stories``; {} when none is.
+    ``restrict=True`` is the cloze-restricted rule (``pair_outcome``)."""
+    return tiers(list(pair_outcomes(stories, predictions, restrict, scorer, pair_scorer).values()))
 
 
 # ---------------------------------------------------------------------------------------- RoBERTa
