@@ -18,9 +18,11 @@ import torch
 from nlprec.core.distributed import (
     DistributedContext,
     all_reduce_mean,
+    global_sum,
     per_rank_batch_size,
     wrap_model,
 )
+from nlprec.core.training import autocast
 from pydantic import Field
 from torch import nn
 from transformers import PreTrainedModel
@@ -29,7 +31,7 @@ from . import losses
 from .mlm import MLMConfig, collate, mixed_batches, mlm_collator, tokenize_chunks
 from .models import num_layers
 from .students import StudentError, check_student_fits
-from .training import apply_update, autocast, make_optimizer, progress
+from .training import apply_update, make_optimizer, progress
 
 LayerMap = list[tuple[int, int]]
 
@@ -123,10 +125,8 @@ class DistillationObjective(nn.Module):
         cfg = self.cfg
         terms = self._loss_terms(student_out, teacher_out, batch)  # part -> [(sum, count)]
         counts = torch.stack([count for part in terms.values() for _, count in part]).float()
-        world = 1
-        if dist_ctx is not None and dist_ctx.is_distributed:
-            torch.distributed.all_reduce(counts)
-            world = dist_ctx.world_size
+        dist_ctx = dist_ctx or DistributedContext()
+        counts, world = global_sum(counts, dist_ctx), dist_ctx.world_size
         parts: dict[str, torch.Tensor] = {}
         index = 0
         for name, part in terms.items():  # a part over several layers is the mean of their losses
@@ -279,7 +279,7 @@ def distill(
     Every shape and index check (vocabulary, size, layer maps, attention outputs) runs before the
     first step, so bad settings fail before any compute is spent.
 
-    With a distributed `dist_ctx` (torchrun, see ddp.py) every rank draws and masks the same global
+    With a distributed `dist_ctx` (torchrun, see steps.distill_worker) every rank draws and masks the same global
     batch of `cfg.batch_size` chunks (same seeds), trains on its block of rows under DDP, and the
     returned losses are global-batch means (the same on every rank).
     """

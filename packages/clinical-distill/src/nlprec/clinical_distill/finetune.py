@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
+from nlprec.core.training import autocast
 from pydantic import Field
 from transformers import (
     AutoModelForSequenceClassification,
@@ -23,7 +24,7 @@ from transformers import (
 )
 
 from .models import check_checkpoint
-from .training import OptimConfig, apply_update, autocast, make_optimizer, progress, set_seed
+from .training import OptimConfig, apply_update, make_optimizer, progress, set_seed
 
 IGNORE = -100
 

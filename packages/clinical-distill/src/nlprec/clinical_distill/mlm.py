@@ -5,17 +5,11 @@ from __future__ import annotations
 import random
 
 import torch
+from nlprec.core.training import autocast
 from pydantic import Field
 from transformers import DataCollatorForLanguageModeling, PreTrainedModel
 
-from .training import (
-    OptimConfig,
-    apply_update,
-    autocast,
-    make_optimizer,
-    progress,
-    shuffled_batches,
-)
+from .training import OptimConfig, apply_update, make_optimizer, progress, shuffled_batches
 
 
 class MLMConfig(OptimConfig):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 from collections.abc import Iterator, Sequence
 
@@ -37,13 +36,6 @@ def apply_update(loss: torch.Tensor, params, optimizer, schedule) -> None:
     optimizer.step()
     schedule.step()
     optimizer.zero_grad(set_to_none=True)
-
-
-def autocast(device: str):
-    """bfloat16 autocast on CUDA; full precision on CPU (CPU bf16 matmuls are slow on most hosts)."""
-    if str(device).startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def progress(iterable, desc: str, total: int | None = None, enabled: bool = True):

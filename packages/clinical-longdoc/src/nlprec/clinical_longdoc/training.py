@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from nlprec.core.distributed import loss_weight
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -82,7 +83,7 @@ def rank_batches(
         if not local or total == 0:
             shards.append(Shard(collate(list(group[:1])), 0.0))
             continue
-        shards.append(Shard(collate(local), world * units(local) / total))
+        shards.append(Shard(collate(local), loss_weight(units(local), total, settings.dist_ctx)))
     return shards
 
 

@@ -11,7 +11,7 @@ Only mixer parameters move (norms and MLPs are the teacher's).
 
 Stage 3, end-to-end distillation: soft cross-entropy on the teacher's logits with a
 temperature; every parameter trains. It also runs data-parallel under torchrun
-(``nlprec.mohawk.ddp``): every process draws the same global batches and takes its own rows.
+(``nlprec.mohawk.steps.stage3_worker`` under ``nlprec.core.launch``): every process draws the same global batches and takes its own rows.
 """
 
 from __future__ import annotations
