@@ -68,6 +68,9 @@ def test_long_babi_stories_are_cut_into_windows(shared_data):
     stories = load_babi(root, "test", [3], max_sentences=20, limit_per_task=5)
     assert any(".w1" in s.story_id for s in stories)
     assert max(s.n_breakpoints for s in stories) <= 20
+    # the windows of one story form one group, so a validation carve never splits them
+    windowed = [s for s in stories if ".w" in s.story_id]
+    assert all(s.meta["group"] == s.story_id.split(".w")[0] for s in windowed)
 
 
 def test_bad_records_are_errors_naming_the_record():
