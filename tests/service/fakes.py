@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from nlprec.service.models import WARM_UP_QUERY
 
 DIM = 64
 
@@ -116,6 +117,8 @@ class FakeEngine:
         }
 
     def encode_queries(self, queries: list[str]) -> np.ndarray:
+        if queries == [WARM_UP_QUERY]:  # the service's load-time warm-up is not a request
+            return np.stack([_vector(q) for q in queries])
         self.encode_calls.append(len(queries))
         if self.delay_s:
             time.sleep(self.delay_s)

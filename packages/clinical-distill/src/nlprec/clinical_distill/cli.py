@@ -1,7 +1,8 @@
 """`nlprec-distill`: batch inference with any saved student, and export of a student to HF + ONNX.
 
-nlprec-distill tag      --model DIR in.jsonl out.jsonl [--engine local|ray] [--batch-size 64]
-nlprec-distill classify --model DIR in.jsonl out.jsonl [--engine local|ray]
+nlprec-distill tag      --model DIR|models:/... --input in.jsonl --output out.jsonl [--engine local|ray]
+                        [--concurrency N] [--num-gpus G] [--batch-size 64] [--max-len 128]
+nlprec-distill classify --model DIR|models:/... --input in.jsonl --output out.jsonl [...]
 nlprec-distill export   --model DIR OUT_DIR
 """
 
@@ -11,26 +12,28 @@ import argparse
 import sys
 from pathlib import Path
 
+from nlprec.core.batch import (
+    add_model_io_arguments,
+    add_version_argument,
+    batch_options,
+    command_main,
+)
+
+PROG = "nlprec-distill"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="nlprec-distill",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_version_argument(parser, "nlprec-clinical-distill")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, what in (
         ("tag", "tag words (column `tokens` or `text`) with a token classifier"),
         ("classify", "label `text` (and `text_pair`) with a sequence classifier"),
     ):
         sub = commands.add_parser(name, help=what)
-        sub.add_argument(
-            "--model", required=True, help="saved fine-tuned student (directory or models:/...)"
-        )
-        sub.add_argument("input")
-        sub.add_argument("output")
-        sub.add_argument("--engine", choices=["local", "ray"], default="local")
-        sub.add_argument("--batch-size", type=int, default=64)
+        add_model_io_arguments(sub, "saved fine-tuned student (directory or models:/...)")
         sub.add_argument("--max-len", type=int, default=None)
     export = commands.add_parser(
         "export", help="write a masked-LM student as HF directory + ONNX encoder"
@@ -40,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "export":
         from .export import export_hf, export_onnx, onnx_max_difference  # noqa: PLC0415
@@ -58,10 +61,12 @@ def main(argv: list[str] | None = None) -> int:
 
     predictor = TokenTagger if args.command == "tag" else TextClassifier
     kwargs = {"model": args.model, **({"max_len": args.max_len} if args.max_len else {})}
-    run_batch(
-        predictor, kwargs, args.input, args.output, engine=args.engine, batch_size=args.batch_size
-    )
+    run_batch(predictor, kwargs, args.input, args.output, **batch_options(args).model_dump())
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command_main(PROG, _run, argv)
 
 
 if __name__ == "__main__":

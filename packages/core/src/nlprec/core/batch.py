@@ -504,3 +504,46 @@ def batch_options(args: argparse.Namespace) -> BatchOptions:
         num_gpus=args.num_gpus,
         rows_per_part=args.rows_per_part,
     )
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+def add_model_io_arguments(
+    parser: argparse.ArgumentParser, model_help: str = "a model directory or models:/NAME@ALIAS"
+) -> argparse.ArgumentParser:
+    """The surface every `nlprec-<package> <verb>` shares: `--model --input --output` and the
+    engine arguments (`add_batch_arguments`)."""
+    parser.add_argument("--model", required=True, help=model_help)
+    parser.add_argument("--input", type=Path, required=True, help="rows in: JSONL or Parquet")
+    parser.add_argument(
+        "--output", type=Path, required=True, help="rows out: JSONL, or Parquet by its suffix"
+    )
+    return add_batch_arguments(parser)
+
+
+def add_version_argument(parser: argparse.ArgumentParser, distribution: str) -> None:
+    """`--version`: the installed version of `distribution` (read without importing it)."""
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
+
+
+def command_main(prog: str, run: Any, argv: list[str] | None = None) -> int:
+    """Run `run(argv)` for a console script: a bad input, model or argument is one line on stderr
+    (`prog: error: in.jsonl:7: not valid JSON ...`) and exit status 2, not a traceback."""
+    import sys
+
+    try:
+        return int(run(argv) or 0)
+    except (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, KeyError, ValueError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (finished parts are kept; run again to resume)", file=sys.stderr)
+        return 130

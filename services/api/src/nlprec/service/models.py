@@ -35,6 +35,7 @@ from nlprec.service.search_backend import Engine, SearchBackend
 from nlprec.service.state import model_state_folder
 
 logger = logging.getLogger("nlprec.service")
+WARM_UP_QUERY = "warm-up"
 DEMO_HINT = " (run `make demo` to train and register the demo models, or configure {0}_model)"
 
 
@@ -123,8 +124,10 @@ class ServedModels:
         logger.info("ranking: loaded %s", saved if saved.exists() else source_dir)
         if self.config.query_encoder != "torch":
             engine.dense.use_query_backend(self.config.query_encoder, self.config.torch_threads)
-            engine.encode_queries(["warm-up"])  # export/load now, before /ready says yes
             logger.info("ranking: queries encoded with %s", self.config.query_encoder)
+        # Load the query encoder now (export it, for onnx), before /ready says yes or a swap puts
+        # this model in front of requests: the first search must not pay for it.
+        engine.encode_queries([WARM_UP_QUERY])
         return SearchBackend(
             engine,
             ModelRunner(self.executor),
