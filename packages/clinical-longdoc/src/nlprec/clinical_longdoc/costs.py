@@ -24,6 +24,7 @@ import torch
 from nlprec.clinical_longdoc.encoder import LongEncoder
 from nlprec.clinical_longdoc.longify import load_source_encoder, longify
 from nlprec.clinical_longdoc.training import autocast_for
+from nlprec.core.threads import set_threads
 
 COST_VARIANTS = ("full_eager", "full_sdpa", "local", "longformer", "bigbird")
 LENGTHS = (512, 1024, 2048, 4096)
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--source", default=None)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     result = step_cost(args.variant, args.length, args.batch_size, "cpu", args.repeats, args.source)
     sys.stdout.write(json.dumps(result) + "\n")
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
-import os
 import shutil
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from nlprec.core.errors import UserError
+from nlprec.core.io import atomic_write_json
 from nlprec.core.tracking import (
     content_digest,
     environment_tags,
@@ -45,12 +45,6 @@ RECORD_RUN_ID_TAG = "nlprec.record_run_id"
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(temporary, path)
 
 
 def _source_tags() -> dict[str, str]:
@@ -201,11 +195,11 @@ class RecordTracker:
         return root / artifact_path if artifact_path else root
 
     def _save(self, run_id: str) -> None:
-        _write_json(self._run_dir(run_id) / "run.json", self._runs[run_id])
+        atomic_write_json(self._run_dir(run_id) / "run.json", self._runs[run_id], indent=1)
 
     def _save_index(self) -> None:
         index = {"format": RECORD_FORMAT, "experiment": self.experiment, "root": self.run_ids[0], "runs": self.run_ids}
-        _write_json(self.folder / "record.json", index)
+        atomic_write_json(self.folder / "record.json", index, indent=1)
 
 
 # ---------------------------------------------------------------------- reading

@@ -20,7 +20,6 @@ promote` moves the alias by hand.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from nlprec.core.hashing import hash_text
 from nlprec.core.tracking import mlflow_key
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -278,7 +278,7 @@ class Decision:
 
 def evaluation_id(metric: str, evaluation: str) -> str:
     """A short name for "this metric on this evaluation data", stored on the version."""
-    return hashlib.sha256(json.dumps([metric, evaluation]).encode()).hexdigest()[:16]
+    return hash_text(json.dumps([metric, evaluation]), length=16)
 
 
 def metric_tag(metric: str) -> str:

@@ -17,7 +17,6 @@ Studies (docs/studies.md) add three things around that:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -29,6 +28,7 @@ from typing import Any
 
 from nlprec.core.cache import StepCache, package_versions, step_key
 from nlprec.core.errors import UserError
+from nlprec.core.hashing import hash_text
 from nlprec.core.io import atomic_write_json
 from nlprec.core.paths import cache_root
 from nlprec.core.spec import Pipeline, ResolvedStep, SearchSpec
@@ -152,7 +152,7 @@ class _Unit:
         key = step_key(self.step.function, self.config, self.upstream_keys, self.seed)
         if self.split == TEST:  # the usual key: a plain run of the same config shares its cache entry
             return key
-        return hashlib.sha256(f"{key}:{self.split}".encode()).hexdigest()[:32]
+        return hash_text(f"{key}:{self.split}", length=32)
 
 
 def seed_everything(seed: int) -> None:
