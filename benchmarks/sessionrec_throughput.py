@@ -1,78 +1,59 @@
 """PISA training throughput and scoring latency on the CPU, one process (1 and 2 torch threads)
-and two gloo DDP processes under torchrun; the GPU rows are read from the device runs' JSON
-(benchmarks/sessionrec_gpu.py, benchmarks/sessionrec_tuned.py; same settings: max_sessions 10,
-batch 256).
+and two gloo DDP processes under torchrun (the pipeline's train worker through nlprec.core.launch).
 
     NLPREC_DATA=../shared/data flock /tmp/nlprec-bench.lock nice -n 5 python \
-        benchmarks/sessionrec_throughput.py --gpu-json sessionrec_tafeng.json sessionrec_completejourney.json
+        benchmarks/sessionrec_throughput.py
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from nlprec.core.bench import record_section
 from nlprec.core.data import data_root
-from nlprec.core.distributed import launch_torchrun
+from nlprec.core.launch import run_distributed
 from nlprec.sessionrec.data import SessionData
 from nlprec.sessionrec.loaders import read_reality_check
 from nlprec.sessionrec.pisa import PISAConfig, PISARecommender
 from nlprec.sessionrec.split import temporal_split
 from nlprec.sessionrec.steps import TrainConfig
-from sessionrec_gpu import scoring_latency
 
 N_USERS = 2000
 MODEL = dict(epochs=2, max_sessions=10, batch_size=256)
-DATA_LABELS = {
-    "tafeng": "all 13,858 TaFeng users, 12k items",
-    "completejourney": "Complete Journey, 68k items",
-}
+
+
+def scoring_latency(model: PISARecommender, split, n_users: int = 50) -> float:
+    """Median ms to score one user from scratch (ACT-R features + forward + full catalogue)."""
+    times = []
+    for case in split.test_cases[:n_users]:
+        model.features["cases"].pop((case.user, case.position), None)
+        start = time.perf_counter()
+        model.score(split.data, [case])
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
 
 
 def ddp_speed(data: SessionData, folder: Path, nproc: int = 2) -> float:
     """Median train sessions/s of ``nproc`` gloo processes (1 torch thread each) on ``data``."""
     data.save(folder / "sessions.json")
     cfg = TrainConfig(variant="pisa", seeds=[0], model=dict(MODEL, max_val_cases=0))
-    (folder / "train.json").write_text(cfg.model_dump_json())
-    args = ["-m", "nlprec.sessionrec.ddp", "--sessions", folder / "sessions.json"]
-    args += ["--config", folder / "train.json", "--out", folder / "out", "--backend", "gloo"]
-    launch_torchrun(args, nproc, env={"OMP_NUM_THREADS": "1"})
-    history = json.loads((folder / "out" / "result.json").read_text())["history"]
-    return float(np.median([row["sessions_per_s"] for row in history[0]["epochs"]]))
-
-
-def gpu_rows(paths: list[str]) -> list[str]:
-    """Rows from sessionrec_gpu.py (TaFeng pisa) and sessionrec_tuned.py (timing) result files."""
-    rows = []
-    for path in paths:
-        report = json.loads(Path(path).read_text())
-        tafeng = report.get("runs", {}).get("tafeng", {}).get("pisa")
-        if tafeng:
-            speed = np.median([r["train_sessions_per_s"] for r in tafeng])
-            rows.append(
-                f"| {report['card']}, all 13,858 TaFeng users (sessionrec_gpu.py) | {speed:,.0f} | "
-                f"{tafeng[0]['latency_ms_per_user']:.1f} |"
-            )
-        if report.get("timing"):
-            t = report["timing"]
-            data = DATA_LABELS[report.get("dataset", "completejourney")]
-            rows.append(
-                f"| {t['card']}, {data} (sessionrec_tuned.py) | "
-                f"{t['train_sessions_per_s']:,.0f} | {t['latency_ms_per_user']:.1f} |"
-            )
-    return rows
+    result = run_distributed(
+        "nlprec.sessionrec.steps:train_worker",
+        {"train": cfg.model_dump(mode="json"), "phase": "test"},
+        {"test": str(folder / "sessions.json"), "ndcg_ideal": "all"},
+        folder / "out",
+        nproc,
+        backend="gloo",
+    )
+    return float(np.median([row["sessions_per_s"] for row in result["history"][0]["epochs"]]))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gpu-json", nargs="*", default=[], help="device result files")
-    args = parser.parse_args()
     load_before = os.getloadavg()[0]
     full = read_reality_check(data_root() / "baskets" / "tafeng")
     data = SessionData(full.items, full.users[:N_USERS], full.name, full.notes, full.time_scale)
@@ -104,7 +85,6 @@ def main() -> None:
             "| where | train sessions/s | ms/user |",
             "|---|---|---|",
             *rows,
-            *gpu_rows(args.gpu_json),
         ]
     )
     record_section("sessionrec: PISA throughput and latency", text)

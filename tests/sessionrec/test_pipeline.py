@@ -16,6 +16,7 @@ MODELS = (
     "pisa_bl",
     "pisa_bl_spr",
     "pisa",
+    "pisa_repeat",
 )
 
 
@@ -58,9 +59,8 @@ def test_listening_pipeline_on_a_csv_with_custom_columns(nlprec_env):
     frame = generate_listening_log(
         SyntheticConfig(n_users=12, n_items=80, sessions_per_user=(5, 7), seed=4)
     ).frame
-    frame = frame.rename(columns={"user": "uid", "time": "ts", "item": "track"})
     path = nlprec_env / "log.csv"
-    frame.to_csv(path, index=False)
+    frame.rename(columns={"user": "uid", "time": "ts", "item": "track"}).to_csv(path, index=False)
     with path.open("a") as handle:
         handle.write("u_bad,not-a-time,x\n")  # reported with its line number, not fatal
     pipeline = Path(__file__).resolve().parents[2] / "pipelines" / "sessionrec-listening.yaml"
@@ -71,16 +71,30 @@ def test_listening_pipeline_on_a_csv_with_custom_columns(nlprec_env):
         "params.columns.user=uid",
         "params.columns.time=ts",
         "params.columns.item=track",
+        "params.columns.session=null",
+        "params.session_gap_minutes=20",
         "params.epochs=1",
-        "params.seeds=[0]",
+        "params.sasrec_epochs=1",
+        "seeds=[0]",
+        # the baselines' grids are long; PISA's search (validation, then test) stays
+        "steps.actr_bl.search=null",
+        "steps.up_cf.search=null",
+        "steps.tifu_knn.search=null",
+        "steps.sasrec.search=null",
         # the session clock through the pipeline (ACT-R BL and PISA)
-        "steps.baselines.with.actr_clock=sessions",
-        "steps.baselines.with.actr_decay=0.3",
-        "steps.pisa.with.model.clock=sessions",
+        "steps.actr_bl.with.params.actr_bl.clock=sessions",
+        "steps.pisa_bl.with.model.clock=sessions",
     ]
     args = ["run", str(pipeline), "--summary", str(summary)]
     for s in sets:
         args += ["--set", s]
     assert main(args) in (0, None)
-    metrics = json.loads(summary.read_text())["metrics"]
-    assert 0 <= metrics["pisa.ndcg@10"] <= 1 and 0 <= metrics["tifu_knn.recall@10"] <= 1
+    result = json.loads(summary.read_text())
+    metrics = result["metrics"]
+    for system in ("pisa", "pisa_bl", "pisa_repeat", "sasrec", "tifu_knn", "actr_bl", "up_cf"):
+        assert 0 <= metrics[f"{system}.ndcg@10"] <= 1, system
+    units = list(nlprec_env.rglob("unit_scores/pisa.ndcg@10.json"))
+    assert units
+    per_user = json.loads(units[0].read_text())["scores"]  # one test score per user id
+    assert len(per_user) >= 2 and all(0 <= v <= 1 for v in per_user.values())
+    assert set(per_user) <= set(frame["user"]) | {"u_bad"}

@@ -125,7 +125,7 @@ def test_events_to_sessions_rules():
 def test_frequency_term_and_scalar_learning_rate(split):
     """β_freq·ln n_v is added to each favourite's score (only with ``repeat_frequency``);
     ``scalar_lr`` puts the scalar mixing parameters in their own optimiser group."""
-    cfg = PISAConfig(**TINY, repeat_frequency=True, scalar_lr=0.05, decay=0.2)
+    cfg = PISAConfig(**TINY, repeat_term=True, repeat_frequency=True, scalar_lr=0.05, decay=0.2)
     model = PISARecommender(cfg).fit(split)
     case = split.test_cases[:2]
     before = model.score(split.data, case)

@@ -201,6 +201,17 @@ def user_item_matrix(data: SessionData) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(data.users), data.n_items))
 
 
+def tifu_groups(n: int, group_size: int) -> list[np.ndarray]:
+    """Consecutive basket groups as the TIFU-KNN authors build them: with fewer than m
+    (``group_size``) baskets each basket is its own group; otherwise m groups, the larger
+    (one basket more) ones LAST."""
+    if n < group_size:
+        return [np.array([b]) for b in range(n)]
+    small, extra = divmod(n, group_size)
+    sizes = [small] * (group_size - extra) + [small + 1] * extra
+    return np.split(np.arange(n), np.cumsum(sizes)[:-1])
+
+
 def tifu_user_vector(
     sessions: list[np.ndarray],
     n_items: int,
@@ -208,19 +219,20 @@ def tifu_user_vector(
     group_decay: float,
     group_size: int,
 ) -> np.ndarray:
-    """TIFU user vector: basket b (0-based, of N) weighted r_b^(N-1-b); baskets split into
-    ``group_size`` nearly equal consecutive groups (earliest first), each averaged; group g of G
-    weighted r_g^(G-1-g); the sum divided by G."""
+    """TIFU user vector (Hu et al. 2020, as in the authors' code): basket b (0-based, of N)
+    weighted r_b^(N-1-b); baskets in the groups of :func:`tifu_groups`, each averaged; group g
+    weighted r_g^(m-1-g) with m = ``group_size`` (also when there are fewer groups); the sum
+    divided by the number of groups."""
     n = len(sessions)
     vec = np.zeros(n_items)
     if n == 0:
         return vec
-    groups = np.array_split(np.arange(n), min(group_size, n))
+    groups = tifu_groups(n, group_size)
     for g, members in enumerate(groups):
         group_vec = np.zeros(n_items)
         for b in members:
             group_vec[sessions[b]] += within_decay ** (n - 1 - b)
-        vec += group_vec / len(members) * group_decay ** (len(groups) - 1 - g)
+        vec += group_vec / len(members) * group_decay ** (group_size - 1 - g)
     return vec / len(groups)
 
 

@@ -1,7 +1,8 @@
 """Batch inference: recommendations for every user of an event file (JSONL/Parquet out).
 
-    python -m nlprec.sessionrec batch --model models:/sessionrec-demo@champion \\
-        --events logs.csv --columns user=user,time=time,item=item --output recs.jsonl [--engine ray]
+    nlprec-sessionrec recommend --model models:/sessionrec-listening@champion \\
+        --input logs.csv --columns user=user,time=time,item=item --output recs.jsonl \\
+        [--engine local|ray] [--concurrency N] [--num-gpus G]
 
 The event file is read with the usual loader (bad lines reported with their numbers), grouped
 into one row per user ``{"user_id", "history": [items, oldest first], "now": last event time}``
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from nlprec.sessionrec.loaders import ColumnMapping, read_event_logs
-from nlprec.sessionrec.online import OnlineRecommender
+from nlprec.core.batch import add_batch_arguments, add_version_argument, batch_options, command_main
+
+PROG = "nlprec-sessionrec"
 
 
 class SessionRecPredictor:
@@ -25,6 +28,7 @@ class SessionRecPredictor:
 
     def __init__(self, model: str, k: int = 10, exclude_seen: bool = False):
         from nlprec.core.models import resolve
+        from nlprec.sessionrec.online import OnlineRecommender
 
         self.state = OnlineRecommender.load(resolve(model))
         self.k, self.exclude_seen = k, exclude_seen
@@ -46,8 +50,10 @@ class SessionRecPredictor:
         return out
 
 
-def write_user_rows(events_path: str, columns: ColumnMapping, rows_path: Path) -> int:
+def write_user_rows(events_path: str, columns, rows_path: Path) -> int:
     """One JSONL row per user of the event file; returns the number of users."""
+    from nlprec.sessionrec.loaders import read_event_logs
+
     log = read_event_logs(events_path, columns)
     frame = log.frame.sort_values(["user", "time"], kind="stable")
     tmp = rows_path.with_suffix(".tmp")
@@ -69,21 +75,29 @@ def write_user_rows(events_path: str, columns: ColumnMapping, rows_path: Path) -
     return count
 
 
-def parse_columns(text: str) -> ColumnMapping:
+def parse_columns(text: str):
+    """`user=uid,time=ts,item=track[,session=sid]` -> ColumnMapping (digits: column positions)."""
+    from nlprec.sessionrec.loaders import ColumnMapping
+
     pairs = dict(part.split("=", 1) for part in text.split(",") if part)
     return ColumnMapping(**{k: (int(v) if v.isdigit() else v) for k, v in pairs.items()})
 
 
-def main(argv: list[str] | None = None) -> int:
-    from nlprec.core.batch import run_batch
-
-    parser = argparse.ArgumentParser(
-        prog="python -m nlprec.sessionrec", description="sessionrec commands"
-    )
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="sessionrec batch recommendations")
+    add_version_argument(parser, "nlprec-sessionrec")
     sub = parser.add_subparsers(dest="command", required=True)
-    batch = sub.add_parser("batch", help="recommendations for every user of an event file")
+    batch = sub.add_parser(
+        "recommend", aliases=["batch"], help="recommendations for every user of an event file"
+    )
     batch.add_argument("--model", required=True, help="OnlineRecommender dir or models:/name@alias")
-    batch.add_argument("--events", required=True, help="CSV/TSV event file or folder")
+    batch.add_argument(
+        "--input",
+        "--events",
+        dest="input",
+        required=True,
+        help="CSV/TSV/Parquet event file or folder",
+    )
     batch.add_argument(
         "--columns",
         default="user=user,time=time,item=item",
@@ -92,19 +106,31 @@ def main(argv: list[str] | None = None) -> int:
     batch.add_argument("--output", required=True, help=".jsonl or .parquet")
     batch.add_argument("--k", type=int, default=10)
     batch.add_argument("--exclude-seen", action="store_true")
-    batch.add_argument("--engine", choices=["local", "ray"], default="local")
-    batch.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args(argv)
+    add_batch_arguments(batch)
+    return parser
+
+
+def _run(argv: list[str] | None) -> int:
+    from nlprec.core.batch import run_batch
+
+    args = _parser().parse_args(argv)
     output = Path(args.output)
     rows = output.with_name(output.name + ".input.jsonl")
-    n_users = write_user_rows(args.events, parse_columns(args.columns), rows)
+    n_users = write_user_rows(args.input, parse_columns(args.columns), rows)
     run_batch(
         SessionRecPredictor,
         {"model": args.model, "k": args.k, "exclude_seen": args.exclude_seen},
         rows,
         output,
-        engine=args.engine,
-        batch_size=args.batch_size,
+        **batch_options(args).model_dump(),
     )
     print(f"{n_users} users → {output}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command_main(PROG, _run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -101,7 +101,11 @@ class SessionData:
             for u in payload["users"]
         ]
         return cls(
-            items=payload["items"], users=users, name=payload["name"], notes=payload["notes"]
+            items=payload["items"],
+            users=users,
+            name=payload["name"],
+            notes=payload["notes"],
+            time_scale=payload.get("time_scale", 3600.0),
         )
 
 
@@ -122,7 +126,7 @@ def dedupe_keep_first(items: np.ndarray) -> np.ndarray:
 
 def sessionize(
     log: EventLog,
-    gap_minutes: float = DEFAULT_GAP_MINUTES,
+    gap_minutes: float | None = DEFAULT_GAP_MINUTES,
     max_session_len: int = DEFAULT_MAX_SESSION_LEN,
     min_sessions: int = 2,
     items: list[str] | None = None,
@@ -130,14 +134,14 @@ def sessionize(
     """Cut each user's events into sessions.
 
     A new session starts when the user's ``session`` id changes (if the log has one) or after
-    more than ``gap_minutes`` of inactivity. Events are sorted by time first (a stable sort,
+    more than ``gap_minutes`` of inactivity (``None``: the session ids alone cut sessions). Events are sorted by time first (a stable sort,
     so equal timestamps keep file order); exact duplicate events (same user, time, item) are
     dropped. Users with fewer than ``min_sessions`` sessions are dropped.
     ``items`` fixes the vocabulary (unknown items are then an error); by default it is built
     from the log in order of first appearance.
     """
-    if gap_minutes <= 0:
-        raise ValueError(f"gap_minutes must be > 0, got {gap_minutes}")
+    if gap_minutes is not None and gap_minutes <= 0:
+        raise ValueError(f"gap_minutes must be > 0 or None, got {gap_minutes}")
     if max_session_len < 1:
         raise ValueError(f"max_session_len must be >= 1, got {max_session_len}")
     frame = log.frame
@@ -146,6 +150,8 @@ def sessionize(
         raise ValueError(f"{log.source}: event log lacks column(s) {sorted(missing)}")
     if frame.empty:
         raise ValueError(f"{log.source}: the event log is empty")
+    if gap_minutes is None and "session" not in frame.columns:
+        raise ValueError(f"{log.source}: no session column, so a session gap is needed")
     keys = ["user", "time", "item"] + (["session"] if "session" in frame.columns else [])
     frame = frame.drop_duplicates(subset=keys)
     frame = frame.sort_values(["user", "time"], kind="stable").reset_index(drop=True)
@@ -164,8 +170,9 @@ def sessionize(
 
     # A session boundary: new user, gap exceeded, or explicit session id change.
     new_user = np.r_[True, user_col[1:] != user_col[:-1]]
-    gap = np.r_[np.inf, np.diff(times)] > gap_minutes * 60.0
-    boundary = new_user | gap
+    boundary = new_user.copy()
+    if gap_minutes is not None:
+        boundary |= np.r_[np.inf, np.diff(times)] > gap_minutes * 60.0
     if "session" in frame.columns:
         sess = frame["session"].astype(str).to_numpy()
         boundary |= np.r_[True, sess[1:] != sess[:-1]]

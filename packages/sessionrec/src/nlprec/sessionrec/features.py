@@ -10,7 +10,8 @@ and t_ref(i) = i + 1 (the next session, online too) whatever the timestamps. Per
 - ``items``  [T, L]  the session's items (pad = n_items);
 - ``bl``     [T, L]  base-level activation B_v(t_ref(i)) of each of those items;
 - ``spr``    [T, L]  spreading activation from the previous session (the session itself,
-  minus the item, for a user's first session);
+  minus the item, for a user's first session), or with ``same_session_spreading`` (the
+  reference implementation's choice) always from the session's own other items;
 - ``ctx``    [T, L]  the context session's items (partial matching is computed in the model,
   from the learned embeddings);
 - ``fav`` / ``fav_bl`` [T, B]  the user's top-B items by B_v(t_ref(i)) and their activations;
@@ -39,6 +40,7 @@ class WindowShape:
     time_scale: float  # seconds per ACT-R time unit
     decay: float = ACTR_DECAY  # d of the base-level activation
     session_clock: bool = False  # ACT-R time = session index (ages counted in sessions)
+    same_session_spreading: bool = False  # spreading from the session's own other items
 
 
 def empty_window(shape: WindowShape) -> dict[str, np.ndarray]:
@@ -98,7 +100,8 @@ def window_features(
         context = sessions[i - 1][:L] if i > 0 else items
         out["ctx"][p, : len(context)] = context
         if window_cooc is not None:
-            rows = np.searchsorted(window_items, context)
+            spread_from = items if shape.same_session_spreading else context
+            rows = np.searchsorted(window_items, spread_from)
             local = np.searchsorted(window_items, items)
             out["spr"][p, : len(items)] = window_cooc[np.ix_(rows, local)].sum(axis=0)
         if B:

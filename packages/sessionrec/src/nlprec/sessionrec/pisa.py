@@ -10,11 +10,13 @@ Forward pass for one user window (shapes: T sessions, L items, B favourites, d d
 2. h_i = CausalTransformer(x_1 … x_i) (+ learned position embeddings);
 3. long-term vector  m_i = Σ_b softmax_b(B_{f_ib}) e_{f_ib} over the user's top-B items at t_ref(i);
 4. fusion  z_i = norm(σ(g)·norm(h_i) + (1 − σ(g))·norm(m_i) + norm(x_i));
-5. scores  s_v = τ·⟨z_i, e_v⟩ + 1[v ∈ top-B]·(β_in + β_act·B·softmax(B)_v + β_log·log softmax(B)_v
-   + β_freq·ln n_v)  (the repeat-aware term; β starts at the ACT-R base-level ranking;
-   n_v = number of earlier uses of v, i.e. exp of the base level with d = 0; the β_freq term
-   is on with ``repeat_frequency``, so the scorer can trade the decay d's recency for
-   frequency per dataset).
+5. scores  s_v = τ·⟨z_i, e_v⟩, as in the paper. Our extension (``repeat_term``, the variant
+   ``pisa_repeat``; not in the paper) adds 1[v ∈ top-B]·(β_in + β_act·B·softmax(B)_v
+   + β_log·log softmax(B)_v + β_freq·ln n_v), β starting at the ACT-R base-level ranking;
+   n_v = number of earlier uses of v (the base level with d = 0), on with ``repeat_frequency``.
+
+Spreading (``spreading``) takes its context from the previous session (default) or, as the
+reference implementation does, from the same session (the other items of session i).
 
 The base-level decay d (``decay``, ACT-R's 0.5 by default) and its clock (``clock``: "time" =
 the timestamps in ``time_scale`` units, "sessions" = the session index, so that an age is the
@@ -52,12 +54,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 COMPONENTS = ("bl", "spr", "pm")
-# the full model, its ablations and SASRec over sessions (no ACT-R anywhere): PISAConfig overrides
+# the paper's model, its ablations, and our extension: PISAConfig overrides
 VARIANTS = {
     "pisa": {"components": ("bl", "spr", "pm")},
     "pisa_bl_spr": {"components": ("bl", "spr")},
     "pisa_bl": {"components": ("bl",)},
-    "sasrec": {"components": (), "long_term": False, "repeat_term": False},
+    # ours, not in the paper: the repeat-scoring term (step 5 of the module docstring)
+    "pisa_repeat": {"components": ("bl", "spr", "pm"), "repeat_term": True},
 }
 REPEAT_INIT = 1.0
 TEMPERATURE_INIT = 1.0  # small: the ACT-R repeat prior dominates until embeddings are trained
@@ -65,9 +68,11 @@ TEMPERATURE_INIT = 1.0  # small: the ACT-R repeat prior dominates until embeddin
 
 class PISAConfig(BaseModel):
     model_config = {"extra": "forbid"}
-    components: tuple[str, ...] = COMPONENTS  # () = mean pooling (SASRec over sessions)
+    components: tuple[str, ...] = COMPONENTS  # () = mean pooling of the session's items
     long_term: bool = True
-    repeat_term: bool = True
+    repeat_term: bool = False  # our extension (variant pisa_repeat), not in the paper
+    # spreading context: the previous session, or (the reference code's) the same session
+    spreading: Literal["previous", "session"] = "previous"
     dim: int = Field(32, ge=4)
     heads: int = Field(2, ge=1)
     layers: int = Field(2, ge=1)
@@ -278,6 +283,7 @@ class PISARecommender:
             self.time_scale,
             self.cfg.decay,
             self.cfg.clock == "sessions",
+            self.cfg.spreading == "session",
         )
 
     # -- training --------------------------------------------------------------------------
@@ -320,7 +326,8 @@ class PISARecommender:
         rng = np.random.default_rng(self.cfg.seed)
         windows = self.prepare(split, progress, features)["train"]
         self.net = PISANet(self.n_items, self.cfg).to(self.device)
-        # sasrec leaves the ACT-R and repeat parameters out of the loss: DDP must be told
+        # without ACT-R components, long-term vector or repeat term some parameters stay out of
+        # the loss: DDP must be told
         every_parameter_used = (
             bool(self.cfg.components) and self.cfg.long_term and self.cfg.repeat_term
         )

