@@ -53,6 +53,13 @@ def test_declared_table_rows_are_systems_with_intervals_and_p_values():
     assert table.seeds == 3 and table.reference == "knn"
 
 
+def test_a_metric_only_the_comparison_logged_shows_its_delta():
+    metrics = {"ref.f1": 0.5, "long.f1": 0.9, "long.accuracy.delta_vs_ref": 0.31, "long.accuracy.p_vs_ref": 0.17}
+    [table] = system_tables(metrics, {"metrics": ["f1", "accuracy"], "reference": "ref"})
+    cells = dict(table.rows)
+    assert format_cell(cells["long"]["accuracy"]) == "Δ +0.3100 (p=0.170)" and "accuracy" not in cells["ref"]
+
+
 def test_derived_keys_are_not_metrics_but_a_real_n_is():
     dotted = {"ablation.s3.ppl": 30.0, "mohawk.ppl": 20.0, "mohawk.ppl.p_vs_ablation.s3": 0.01}
     assert base_metrics(dotted) == {"ablation.s3.ppl": 30.0, "mohawk.ppl": 20.0}

@@ -26,10 +26,11 @@ REFERENCE_MARK = "(reference)"
 
 @dataclass
 class Cell:
-    mean: float
+    mean: float | None  # None where only the comparison's delta was logged
     ci95: float | None = None
     n: int | None = None
     p: float | None = None
+    delta: float | None = None
 
 
 @dataclass
@@ -55,7 +56,8 @@ def base_metrics(metrics: dict[str, float]) -> dict[str, float]:
 def _cell(metrics: dict[str, float], key: str, reference: str | None) -> Cell:
     n = metrics.get(f"{key}.n")
     p = metrics.get(f"{key}.p_vs_{reference}") if reference else None
-    return Cell(metrics[key], metrics.get(f"{key}.ci95"), int(n) if n is not None else None, p)
+    delta = metrics.get(f"{key}.delta_vs_{reference}") if reference else None
+    return Cell(metrics.get(key), metrics.get(f"{key}.ci95"), int(n) if n is not None else None, p, delta)
 
 
 def system_tables(metrics: dict[str, float], report: dict[str, Any] | None = None) -> list[SystemTable]:
@@ -68,7 +70,10 @@ def system_tables(metrics: dict[str, float], report: dict[str, Any] | None = Non
 
 def _declared_table(metrics: dict[str, float], bases: dict[str, float], columns: list[str], reference: str | None) -> SystemTable:
     systems: list[str] = []
-    for key in bases:
+    keys = list(bases)
+    if reference:  # a system the comparison covered, even where its step logged no such metric
+        keys += [k.removesuffix(f".delta_vs_{reference}") for k in metrics if k.endswith(f".delta_vs_{reference}")]
+    for key in keys:
         for metric in columns:
             if key.endswith(f".{metric}") and (system := key[: -len(metric) - 1]) not in systems:
                 systems.append(system)
@@ -77,7 +82,8 @@ def _declared_table(metrics: dict[str, float], bases: dict[str, float], columns:
         systems.insert(0, reference)
     table = SystemTable(columns, reference=reference)
     for system in systems:
-        cells = {m: _cell(metrics, f"{system}.{m}", reference) for m in columns if f"{system}.{m}" in bases}
+        cells = {m: _cell(metrics, f"{system}.{m}", reference) for m in columns
+                 if f"{system}.{m}" in bases or f"{system}.{m}.delta_vs_{reference}" in metrics}
         table.rows.append((system, cells))
     return table
 
@@ -120,6 +126,10 @@ def format_p(p: float) -> str:
 def format_cell(cell: Cell | None) -> str:
     if cell is None:
         return "–"
+    if cell.mean is None:  # the comparison logged a difference to the reference, the step no value
+        sign = "+" if cell.delta is not None and cell.delta >= 0 else ""
+        text = f"Δ {sign}{format_number(cell.delta)}" if cell.delta is not None else "–"
+        return text + (f" ({format_p(cell.p)})" if cell.p is not None else "")
     text = format_number(cell.mean)
     if cell.ci95 is not None and cell.ci95 == cell.ci95:
         text += f" ± {format_number(cell.ci95)}"
