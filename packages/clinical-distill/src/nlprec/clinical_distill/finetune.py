@@ -6,14 +6,13 @@ a word's prediction is read from its first sub-word too. Words cut off by trunca
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 from collections.abc import Callable
 from typing import Literal
 
 import torch
-from nlprec.core.training import autocast
+from nlprec.core.training import BestState, Schedule, Trainer, autocast
 from pydantic import Field
 from transformers import (
     AutoModelForSequenceClassification,
@@ -24,7 +23,7 @@ from transformers import (
 )
 
 from .models import check_checkpoint
-from .training import OptimConfig, apply_update, make_optimizer, progress, set_seed
+from .training import MAX_GRAD_NORM, OptimConfig, set_seed
 
 IGNORE = -100
 
@@ -120,7 +119,8 @@ def train_classifier(
     desc: str = "finetune",
     dev_score: Callable[[PreTrainedModel], float] | None = None,
 ) -> dict:
-    """Fine-tune in place: shuffled epochs, AdamW with linear schedule, bf16 autocast on CUDA.
+    """Fine-tune in place on `nlprec.core.training`: shuffled epochs, AdamW with linear warm-up and
+    decay, clipping, bf16 autocast on CUDA.
 
     With ``dev_score(model)`` the model is scored after every epoch and the weights of the best
     epoch are kept (selection on dev, never on test). Returns {"dev": per-epoch scores,
@@ -131,30 +131,32 @@ def train_classifier(
     collator = _collator(tokenizer, cfg.kind)
     inputs = _model_inputs(features)
     steps_per_epoch = math.ceil(len(inputs) / cfg.batch_size)
-    model.to(device).train()
-    optimizer, schedule = make_optimizer(model.parameters(), cfg, steps_per_epoch * cfg.epochs)
-    bar = progress(range(steps_per_epoch * cfg.epochs), desc=desc, enabled=show_progress)
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trainer = Trainer(
+        optimizer,
+        steps_per_epoch * cfg.epochs,
+        schedule=Schedule(warmup_fraction=cfg.warmup_ratio),
+        max_grad_norm=MAX_GRAD_NORM,
+        device=device,
+        progress=show_progress,
+    )
+    best = BestState(model)
+    history: dict = {"dev": []}
     order = list(range(len(inputs)))
-    history: dict = {"dev": [], "best_epoch": cfg.epochs}
-    best_state = None
-    for step in bar:
-        if step % steps_per_epoch == 0:
-            rng.shuffle(order)
-        start = (step % steps_per_epoch) * cfg.batch_size
-        batch = collator([inputs[i] for i in order[start : start + cfg.batch_size]])
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast(device):
-            loss = model(**batch).loss
-        apply_update(loss, model.parameters(), optimizer, schedule)
-        if dev_score is not None and (step + 1) % steps_per_epoch == 0:
-            score = dev_score(model)
-            model.train()
-            history["dev"].append(score)
-            if score >= max(history["dev"]):  # ties: the later epoch
-                history["best_epoch"] = len(history["dev"])
-                best_state = copy.deepcopy(model.state_dict())
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        rng.shuffle(order)
+        batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        for rows in trainer.iterate(batches, desc=f"{desc} epoch {epoch}"):
+            batch = {k: v.to(device) for k, v in collator([inputs[i] for i in rows]).items()}
+            with trainer.autocast():
+                loss = model(**batch).loss
+            trainer.step(loss)
+        if dev_score is not None:
+            history["dev"].append(dev_score(model))
+            best.update(epoch, history["dev"][-1])
+    history["best_epoch"] = best.restore() or cfg.epochs
     model.eval()
     return history
 

@@ -1,4 +1,5 @@
-"""The fine-tuning loop shared by every head: AdamW, linear warm-up/decay, bf16 autocast on GPU,
+"""The fine-tuning loop shared by every head, on `nlprec.core.training` (AdamW, linear warm-up and
+decay, clipping, bf16 autocast on GPU, time budget) with what is particular to long documents:
 token-budget batches, optional gradient checkpointing, best-epoch selection on a dev score.
 
 Under ``torchrun`` (``TrainSettings.dist_ctx`` from `nlprec.core.distributed.init_distributed`) the
@@ -15,21 +16,17 @@ weights, so identical best-epoch choices); the callers let rank 0 alone write an
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
 import random
-import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from nlprec.core.distributed import loss_weight
+from nlprec.core.training import BestState, Schedule, Trainer
+from nlprec.core.training import autocast as core_autocast
 from torch import nn
-from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 logger = logging.getLogger(__name__)
 
@@ -118,9 +115,7 @@ def group_by_tokens(
 
 def autocast_for(device: str):
     """bf16 autocast on CUDA; plain fp32 on CPU (bf16 matmuls are slow on most CPUs)."""
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+    return core_autocast(device)
 
 
 def _param_groups(model: nn.Module, settings: TrainSettings) -> list[dict]:
@@ -150,7 +145,8 @@ def fit(
     desc: str = "train",
     score_start: bool = False,
 ) -> dict:
-    """Train ``model`` in place; keep the weights of the epoch with the best dev score.
+    """Train ``model`` in place on `nlprec.core.training` (AdamW groups, linear warm-up/decay,
+    clipping, autocast, time budget); keep the weights of the epoch with the best dev score.
 
     epoch_batches(rng) -> the batches of one epoch; loss_fn(model, batch) -> scalar loss.
     ``score_start``: the untrained state competes too (best epoch -1; e.g. after a linear probe).
@@ -170,47 +166,37 @@ def fit(
         encoder_model.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False}
         )
-    n_steps = settings.epochs * len(epoch_batches(random.Random(settings.seed)))
-    optimizer = torch.optim.AdamW(_param_groups(model, settings))
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, math.ceil(settings.warmup_ratio * n_steps), max(n_steps, 1)
+    steps_per_epoch = len(epoch_batches(random.Random(settings.seed)))
+    trainer = Trainer(
+        torch.optim.AdamW(_param_groups(model, settings)),
+        settings.epochs * steps_per_epoch,
+        schedule=Schedule(warmup_fraction=settings.warmup_ratio),
+        max_seconds=settings.time_budget_s,
+        device=settings.device,
+        progress=settings.progress,
     )
     history: dict = {"loss": [], "dev": [], "best_epoch": None, "stopped_early": False}
-    best_score, best_state = -math.inf, None
-    started = time.perf_counter()
+    best = BestState(model)
     if score_start and dev_score is not None:
         model.eval()
-        best_score, best_state = dev_score(model), copy.deepcopy(model.state_dict())
-        history["start_dev"], history["best_epoch"] = best_score, -1
+        history["start_dev"] = dev_score(model)
+        best.update(-1, history["start_dev"])
     for epoch in range(settings.epochs):
         model.train()
-        batches = epoch_batches(rng)
-        total = 0.0
-        bar = tqdm(
-            batches, desc=f"{desc} epoch {epoch + 1}", disable=not settings.progress, leave=False
-        )
-        for batch in bar:
-            with autocast_for(settings.device):
+        losses = []
+        for batch in trainer.iterate(epoch_batches(rng), desc=f"{desc} epoch {epoch + 1}"):
+            with trainer.autocast():
                 if isinstance(batch, Shard):
                     loss = loss_fn(network, batch.batch) * batch.weight
                 else:
                     loss = loss_fn(network, batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = _global_loss(loss, settings)
-            total += step_loss
-            bar.set_postfix(loss=f"{step_loss:.3f}")
-        history["loss"].append(total / max(len(batches), 1))
+            trainer.step(loss)
+            losses.append(_global_loss(loss, settings))
+        history["loss"].append(sum(losses) / max(len(losses), 1))
         if dev_score is not None:
             model.eval()
-            score = dev_score(model)
-            history["dev"].append(score)
-            if score > best_score:
-                best_score, best_state = score, copy.deepcopy(model.state_dict())
-                history["best_epoch"] = epoch
+            history["dev"].append(dev_score(model))
+            best.update(epoch, history["dev"][-1])
         logger.info(
             "%s epoch %d: loss %.4f dev %s",
             desc,
@@ -218,21 +204,20 @@ def fit(
             history["loss"][-1],
             history["dev"][-1:],
         )
-        if settings.time_budget_s and time.perf_counter() - started > settings.time_budget_s:
+        if trainer.out_of_time():
             logger.warning(
-                "%s: time budget of %.0fs reached after epoch %d",
+                "%s: time budget of %.0fs reached in epoch %d",
                 desc,
                 settings.time_budget_s,
                 epoch + 1,
             )
             history["stopped_early"] = True
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    history["best_epoch"] = best.restore()
     if settings.gradient_checkpointing and encoder_model is not None:
         encoder_model.gradient_checkpointing_disable()
     model.eval()
-    history["seconds"] = time.perf_counter() - started
+    history["seconds"] = trainer.elapsed()
     return history
 
 
