@@ -37,7 +37,7 @@ def compute(ctx, cfg: Config) -> dict:
     (out / "value.json").write_text(json.dumps({"value": scale(cfg.value)}))
     ctx.log_metrics({"toy.value": float(scale(cfg.value))})
     if cfg.publish:
-        ctx.log_model(out, name="cachetoy-model", flavor="dir", alias="champion")
+        ctx.log_model(out, name="cachetoy-model", flavor="dir")
     return {"model": str(out)}
 '''
 
@@ -115,4 +115,4 @@ def test_a_cache_hit_registers_the_model_it_produced(toy, tmp_path):
     assert len(versions) == 2
     challenger = client.get_model_version_by_alias("cachetoy-model", "challenger")
     assert int(challenger.version) == max(int(v.version) for v in versions)
-    assert client.get_model_version_by_alias("cachetoy-model", "champion").version == "1"
+    assert int(client.get_model_version_by_alias("cachetoy-model", "champion").version) == 1  # no evidence, no move
