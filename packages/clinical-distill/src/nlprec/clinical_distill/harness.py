@@ -13,6 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Literal
 
+from nlprec.core.stats import seed_statistics
 from pydantic import BaseModel, Field
 
 from .finetune import (
@@ -225,10 +226,8 @@ def aggregate(rows: list[dict]) -> dict[str, dict[str, tuple[float, float, int]]
         for key, value in row.items():
             if key not in ("model", "task", "seed", "seconds", "units"):  # seconds span every task
                 values.setdefault(row["model"], {}).setdefault(key, []).append(value)
+    stats = {m: {k: seed_statistics(v) for k, v in metrics.items()} for m, metrics in values.items()}
     return {
-        model: {
-            k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
-            for k, v in metrics.items()
-        }
-        for model, metrics in values.items()
+        model: {k: (s["mean"], s.get("std", 0.0), s["n"]) for k, s in metrics.items()}
+        for model, metrics in stats.items()
     }

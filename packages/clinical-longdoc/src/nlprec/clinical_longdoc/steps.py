@@ -25,6 +25,7 @@ from nlprec.clinical_longdoc.training import TrainSettings
 from nlprec.clinical_longdoc.variants import build_encoder, get_variant
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.launch import run_distributed
+from nlprec.core.stats import seed_statistics
 from nlprec.core.step import StepContext, across_seeds
 from pydantic import BaseModel, Field
 
@@ -59,9 +60,10 @@ def _log_seed_summary(
     for key in keys:
         values = [s[key] for s in per_seed if s.get(key, float("nan")) == s.get(key)]
         if values:
-            summary[key] = statistics.fmean(values)
-        if len(values) > 1:
-            summary[f"{key}_std"] = statistics.stdev(values)
+            stats = seed_statistics(values)  # sample std
+            summary[key] = stats["mean"]
+            if "std" in stats:
+                summary[f"{key}_std"] = stats["std"]
     ctx.log_metrics({f"{variant}.{k}": v for k, v in summary.items()})
     return summary
 
