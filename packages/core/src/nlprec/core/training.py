@@ -98,11 +98,11 @@ class Trainer:
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16" and str(device).startswith("cuda"))
         frozen = frozen_until or {}
+        self.started = time.monotonic()  # before the scheduler: LambdaLR evaluates step 0 at once
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
             [lambda s, i=i: self._multiplier(s, frozen.get(i, 0.0)) for i in range(len(optimizer.param_groups))],
         )
-        self.started = time.monotonic()
         self.steps, self.losses = 0, []
 
     def _multiplier(self, step: int, frozen_fraction: float) -> float:
