@@ -78,6 +78,14 @@ def test_frozen_encoder_fraction_trains_the_heads_only(tiny_encoder, stories):
     assert not all(torch.equal(a, b) for a, b in zip(heads_before, model.reader.parameters()))
 
 
+def test_a_time_budget_with_a_frozen_encoder_trains(tiny_encoder, stories):
+    """The bAbI recipe: heads alone for a share of a time budget (max_seconds), then everything."""
+    model = make_model(tiny_encoder, reader="attention")
+    cfg = TrainConfig(epochs=1, batch_size=3, frozen_encoder_fraction=0.15, max_seconds=30)
+    stats = train_breakpoint(model, stories, cfg, "cpu")
+    assert stats["train_steps"] >= 1
+
+
 def test_mask_matches_a_loop_reference():
     groups = torch.tensor([[0, 1, 1, 2, 2, 3, 1 << 30]])
     mask = attention_mask_4d(groups, "prefix", torch.float32)[0, 0] == 0
