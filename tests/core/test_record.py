@@ -213,3 +213,14 @@ def test_exported_then_imported_run_matches_a_tracked_run(nlprec_env, tmp_path_f
     again = subprocess.run([sys.executable, "-m", "nlprec.core.cli", "import", str(node / "rec")], cwd=nlprec_env,
                            env={**os.environ, "NLPREC_HOME": str(nlprec_env)}, capture_output=True, text=True)
     assert again.returncode == 2 and "already imported" in again.stderr
+
+
+def test_wheelhouse_set_for_a_node_without_our_dependencies():
+    from nlprec.core.wheelhouse import wheel_set
+
+    core = set(wheel_set())
+    assert {"pydantic", "pydantic-core", "annotated-types", "typing-inspection", "pyyaml", "rich", "filelock",
+            "safetensors"} <= core
+    assert not {"mlflow", "mlflow-skinny", "torch", "transformers"} & core
+    with_package = set(wheel_set(["sessionrec"]))
+    assert core < with_package and "mlflow" not in with_package  # the package declares mlflow for serving

@@ -27,6 +27,7 @@ from nlprec.core.errors import UserError
 
 RUNNER_NEEDS = ("pydantic", "pyyaml", "rich", "filelock", "safetensors", "tqdm")
 ON_THE_NODE = ("torch", "transformers", "sentence-transformers", "accelerate")
+TRACKING_ONLY = ("mlflow", "mlflow-skinny")  # a package may declare them (model serving); --no-track never imports them
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 TARGET = {"python_version": "3.12", "python_full_version": "3.12.0", "sys_platform": "linux",
           "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
@@ -90,7 +91,7 @@ def wheel_set(packages: list[str] = ()) -> list[str]:
             importlib.metadata.distribution(dist)
         except importlib.metadata.PackageNotFoundError:
             raise UserError(f"no installed package {dist!r} (expected one of packages/*)") from None
-        extra += [r for r in requirements_of(dist) if not r.startswith("nlprec-")]
+        extra += [r for r in requirements_of(dist) if not r.startswith("nlprec-") and r not in TRACKING_ONLY]
     beyond_the_node = closure(extra) - closure(ON_THE_NODE) if extra else set()
     return sorted(closure(RUNNER_NEEDS) | beyond_the_node)
 
