@@ -174,3 +174,11 @@ def test_committed_tables_match_their_records():
 def test_markers_must_start_their_lines():
     text = "```\n    <!-- nlprec-report: x -->\n    <!-- /nlprec-report -->\n```\n<!-- nlprec-report: y -->\nold\n<!-- /nlprec-report -->\n"
     assert [(s.spec, s.body) for s in report_sections.sections(text)] == [("y", "old\n")]
+
+
+def test_report_without_a_selection_is_a_user_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert nlprec_main(["report"]) == 2
+    assert "nothing to report" in capsys.readouterr().err
+    assert nlprec_main(["report", "--records", "nothing-here"]) == 2
+    assert "no run records for 'nothing-here'" in capsys.readouterr().err
