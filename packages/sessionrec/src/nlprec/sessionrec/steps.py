@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.launch import run_distributed
 from nlprec.core.step import StepContext, across_seeds
+from nlprec.core.threads import set_threads
 from nlprec.sessionrec import baselines as bl
 from nlprec.sessionrec.data import DEFAULT_GAP_MINUTES, SessionData, UserSessions, sessionize
 from nlprec.sessionrec.loaders import (
@@ -301,7 +301,7 @@ def train_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, out: 
 
 def train(ctx: StepContext, cfg: TrainConfig) -> dict:
     """Train one PISA variant per seed; log mean (± std) metrics on ``ctx.split``."""
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     cfg = cfg.model_copy(update={"seeds": cfg.seeds or [ctx.seed]})
     phase = ctx.split
     name = cfg.name or cfg.variant
@@ -346,7 +346,7 @@ class SASRecStepConfig(BaseModel):
 def train_sasrec(ctx: StepContext, cfg: SASRecStepConfig) -> dict:
     """Item-level SASRec per seed (epoch chosen on the validation cases), evaluated on
     ``ctx.split``."""
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     phase = ctx.split
     split, cases = phase_split(ctx.inputs["load"], phase)
     runs, units, history = [], [], []
