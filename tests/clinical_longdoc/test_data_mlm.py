@@ -78,3 +78,27 @@ def test_continued_mlm_runs_with_local_attention_and_checkpointing(tiny_bert, to
     )
     assert result["steps"] == 2
     assert not torch.equal(before, encoder.encoder.layer[0].attention.self.query.weight)
+
+
+def test_continued_long_mlm_step_feeds_a_fine_tune_step(
+    shared_data, tmp_path, tiny_bert, tokenizer
+):
+    """continue_long_mlm saves a long encoder; a fine-tune step names it as its source."""
+    from nlprec.clinical_longdoc.steps import (
+        FineTuneConfig,
+        LongMLMConfig,
+        _resolved,
+        continue_long_mlm,
+    )
+    from nlprec.core.step import StepContext
+    from transformers import AutoModel
+
+    tiny_bert.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    ctx = StepContext("mlm", tmp_path / "out", {}, {}, seed=0, device="cpu")
+    cfg = LongMLMConfig(data=str(shared_data), source=str(tmp_path / "tiny"), max_length=128)
+    out = continue_long_mlm(ctx, cfg.model_copy(update={"steps": 2, "max_texts": 20}))
+    assert AutoModel.from_pretrained(out["model_dir"]).config.max_position_embeddings >= 128
+    assert ctx.metrics["mlm.steps"] == 2.0
+    later = StepContext("long_mlm", tmp_path / "ft", {"notes": {"train": "x"}, "mlm": out}, {}, 0)
+    assert _resolved(FineTuneConfig(source="mlm"), later).source == out["model_dir"]

@@ -182,7 +182,9 @@ class FineTuneConfig(BaseModel):
         description="long | long_full | long_local | long_longformer | long_bigbird | head | head_tail | chunk_mean | chunk_max",
     )
     source: str = Field(
-        "minilm", description="short encoder to longify / fine-tune (name or directory)"
+        "minilm",
+        description="encoder to longify / fine-tune: a name, a directory, or an upstream step "
+        "with a model_dir (e.g. continue_long_mlm)",
     )
     max_length: int = Field(
         4096, ge=64, description="long variants: positions; short ones ignore it"
@@ -342,6 +344,18 @@ SUMMARY_KEYS = {
 }
 
 
+def _data_input(ctx: StepContext) -> dict:
+    """The upstream data step's output (the one with a train split)."""
+    return next(v for v in ctx.inputs.values() if "train" in v)
+
+
+def _resolved(cfg: FineTuneConfig, ctx: StepContext) -> FineTuneConfig:
+    """``source`` naming an upstream step (e.g. ``long_mlm``) means that step's model."""
+    if cfg.source in ctx.inputs:
+        return cfg.model_copy(update={"source": ctx.inputs[cfg.source]["model_dir"]})
+    return cfg
+
+
 def _evaluation_split(ctx: StepContext) -> str:
     """Search trials score the dev split; every other run the test split."""
     return "dev" if ctx.split == "validation" else "test"
@@ -349,7 +363,7 @@ def _evaluation_split(ctx: StepContext) -> str:
 
 def _run_seeds(ctx: StepContext, cfg: FineTuneConfig, task: str) -> tuple[list[dict], object]:
     """Train one model per seed; returns per-seed scores (with seconds, peak memory) and the last model."""
-    upstream = next(iter(ctx.inputs.values()))
+    upstream = _data_input(ctx)
     splits = load_task_splits(task, upstream)
     per_seed, model = [], None
     for seed in ctx.progress(cfg.seeds or [ctx.seed], desc=f"{cfg.variant} seeds"):
@@ -372,7 +386,7 @@ def _run_seeds_torchrun(ctx: StepContext, cfg: FineTuneConfig, task: str) -> lis
     writes the model (into this step's output folder)."""
     fine_tune = cfg.model_copy(update={"seeds": cfg.seeds or [ctx.seed]}).model_dump(mode="json")
     settings = {"task": task, "fine_tune": fine_tune, "evaluate_on": _evaluation_split(ctx)}
-    upstream = next(iter(ctx.inputs.values()))
+    upstream = _data_input(ctx)
     result = run_distributed("nlprec.clinical_longdoc.steps:fine_tune_worker", settings, upstream,
                              ctx.output_dir / "torchrun", cfg.nproc_per_node, threads=cfg.threads)  # fmt: skip
     return result["per_seed"]
@@ -399,6 +413,7 @@ def fine_tune_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, o
 
 
 def _fine_tune(ctx: StepContext, cfg: FineTuneConfig, task: str) -> dict:
+    cfg = _resolved(cfg, ctx)
     if cfg.nproc_per_node > 1:
         per_seed = _run_seeds_torchrun(ctx, cfg, task)
         model_dir = ctx.output_dir / "torchrun" / "model"
@@ -464,3 +479,43 @@ def fine_tune_qa(ctx: StepContext, cfg: FineTuneConfig) -> dict:
 def fine_tune_tagger(ctx: StepContext, cfg: FineTuneConfig) -> dict:
     """Fine-tune NER (first-subword labels); logs strict IOB2 entity F1."""
     return _fine_tune(ctx, cfg, "ner")
+
+
+# ------------------------------------------------------------------ continued long MLM
+
+
+class LongMLMConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    data: str = Field(
+        description="a data root holding clinical/ (the corpus of mlm.build_clinical_corpus)"
+    )
+    source: str = "minilm"
+    max_length: int = Field(4096, ge=64)
+    attention: Literal["full", "local"] = "full"
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(2, ge=1)
+    lr: float = Field(3e-5, gt=0)
+    max_texts: int | None = Field(None, ge=1, description="cap on corpus texts (tiny runs)")
+
+
+def continue_long_mlm(ctx: StepContext, cfg: LongMLMConfig) -> dict:
+    """Longify ``source`` and continue MLM pretraining at ``max_length`` on clinical text with no
+    evaluation text in it (Li et al.'s recipe); a fine-tune step takes it as ``source: <this step>``."""
+    from nlprec.clinical_longdoc.longify import longify
+    from nlprec.clinical_longdoc.mlm import build_clinical_corpus, continue_mlm
+
+    root = _data_path(cfg.data)
+    texts = [t for source in build_clinical_corpus(root).values() for t in source][: cfg.max_texts]
+    ctx.log_input(name="clinical-mlm-corpus", source=root / "clinical", context="pretraining")
+    encoder = longify(cfg.source, max_length=cfg.max_length, attention=cfg.attention)
+    tokenizer = _tokenizer(cfg.source)
+    stats = continue_mlm(
+        encoder, tokenizer, texts, cfg.max_length, cfg.steps, cfg.batch_size, cfg.lr,
+        device=ctx.device, seed=ctx.seed, time_budget_s=ctx.time_left(),
+    )  # fmt: skip
+    out = ctx.output_dir / "encoder"
+    encoder.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    keys = ("steps", "n_blocks", "first_loss", "last_loss", "seconds")
+    ctx.log_metrics({f"{ctx.name}.{k}": float(stats[k]) for k in keys})
+    return {"model_dir": str(out)}
