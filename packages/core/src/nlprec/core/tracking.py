@@ -82,11 +82,13 @@ def _git(*args: str) -> subprocess.CompletedProcess:
 
 
 def git_commit() -> str:
+    """HEAD of the checkout; where the code was copied without its .git (a GPU node), `NLPREC_GIT_COMMIT`."""
     try:
         out = _git("rev-parse", "HEAD")
     except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
+        out = None
+    commit = out.stdout.strip() if out is not None and out.returncode == 0 else ""
+    return commit or os.environ.get("NLPREC_GIT_COMMIT") or "unknown"
 
 
 def nlprec_versions() -> dict[str, str]:
@@ -98,13 +100,16 @@ def nlprec_versions() -> dict[str, str]:
     return dict(sorted(versions.items()))
 
 
-def git_dirty() -> bool:
-    """Whether tracked files differ from the commit (the figures may not come from `git.commit` alone)."""
+def git_dirty() -> str:
+    """"true" where tracked files differ from the commit (the figures may not come from `git.commit`
+    alone), "false" where they do not, "unknown" without git (`NLPREC_GIT_DIRTY` where the copy knows)."""
     try:
         out = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and bool(out.stdout.strip())
+        out = None
+    if out is None or out.returncode != 0:
+        return os.environ.get("NLPREC_GIT_DIRTY", "unknown")
+    return "true" if out.stdout.strip() else "false"
 
 
 def cpu_model() -> str:
@@ -142,7 +147,7 @@ def environment_tags() -> dict[str, str]:
     """Where and how a run ran: commit, machine, command line, package versions."""
     return {
         "git.commit": git_commit(),
-        "git.dirty": str(git_dirty()).lower(),
+        "git.dirty": git_dirty(),
         "nlprec.machine": machine_description(),
         "nlprec.command": command_line(),
         "version.python": platform.python_version(),
