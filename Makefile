@@ -43,7 +43,7 @@ DEMOS := $(filter %-demo,$(PIPELINES))
 DEMO_OUT := out/demo
 ARGS ?=
 
-.PHONY: help setup lock browser test lint demo serve bench ui clean $(addprefix pipeline-,$(PIPELINES))
+.PHONY: help setup lock browser test lint demo serve bench wheelhouse ui clean $(addprefix pipeline-,$(PIPELINES))
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -115,6 +115,9 @@ bench: setup ## every CPU benchmark with its default arguments; each writes its 
 	  case "$$directive" in skip*) echo "skip $$script: $${directive#skip }"; continue;; esac; \
 	  echo "== $$script $$directive"; $(BIN)/python $$script $$directive $(ARGS); \
 	done
+
+wheelhouse: setup ## wheels (from the lock) a GPU node needs for `nlprec run --no-track --export` (docs/records.md)
+	$(BIN)/python -m nlprec.core.wheelhouse wheelhouse $(ARGS)
 
 ui: setup ## the MLflow UI on the local store
 	$(BIN)/nlprec ui
