@@ -272,12 +272,17 @@ class TIFUKNN:
             [self._vector(history_of(data, c)[0], data.n_items) for c in cases]
         )  # [B, n]
         _, neighbours = self.index.kneighbors(sp.csr_matrix(own))  # [B, k+1]
-        scores = np.empty_like(own)
+        rows, cols, weights = [], [], []
         for row, case in enumerate(cases):
             others = [v for v in neighbours[row] if v != case.user][: self.k]
-            if not others:  # a single-user log: no neighbours
-                scores[row] = own[row]
-                continue
-            mean = np.asarray(self.vectors[others].mean(axis=0)).ravel()
-            scores[row] = self.alpha * own[row] + (1 - self.alpha) * mean
+            rows += [row] * len(others)
+            cols += others
+            weights += [1.0 / len(others)] * len(others)
+        averaging = sp.csr_matrix(
+            (weights, (rows, cols)), shape=(len(cases), self.vectors.shape[0])
+        )
+        mean = (averaging @ self.vectors).toarray()  # [B, n] mean of the k neighbours' vectors
+        lonely = np.asarray(averaging.sum(axis=1)).ravel() == 0  # a single-user log
+        scores = self.alpha * own + (1 - self.alpha) * mean
+        scores[lonely] = own[lonely]
         return scores
