@@ -271,3 +271,62 @@ def test_gzipped_jsonl_input(tmp_path):
     run_batch(ToyScorer, {}, tmp_path / "in.jsonl.gz", tmp_path / "from_gz.jsonl", progress=False)
     run_batch(ToyScorer, {}, source, tmp_path / "plain.jsonl", progress=False)
     assert (tmp_path / "from_gz.jsonl").read_text() == (tmp_path / "plain.jsonl").read_text()
+
+
+# ---------------------------------------------------------------- one surface for every package
+
+BATCH_COMMANDS = {  # console script -> (module run by `python -m`, a batch verb)
+    "nlprec-ranking": ("nlprec.ranking.cli", "search"),
+    "nlprec-sessionrec": ("nlprec.sessionrec.batch", "recommend"),
+    "nlprec-distill": ("nlprec.clinical_distill.cli", "tag"),
+    "nlprec-longdoc": ("nlprec.clinical_longdoc.cli", "classify"),
+    "nlprec-beliefs": ("nlprec.beliefs.__main__", "predict"),
+}
+SURFACE = ("--model", "--input", "--output", "--engine", "--concurrency", "--num-gpus")
+
+
+@pytest.mark.parametrize("script", sorted(BATCH_COMMANDS))
+def test_every_batch_command_has_the_shared_surface_and_a_version(script):
+    import subprocess
+
+    module, verb = BATCH_COMMANDS[script]
+    help_text = subprocess.run(
+        [sys.executable, "-m", module, verb, "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert help_text.returncode == 0, help_text.stderr
+    assert all(flag in help_text.stdout for flag in SURFACE), help_text.stdout
+    version = subprocess.run(
+        [str(Path(sys.executable).with_name(script)), "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert version.returncode == 0 and version.stdout.startswith(f"{script} "), version.stderr
+
+
+@pytest.mark.parametrize("module", sorted({m for m, _ in BATCH_COMMANDS.values()} | {"nlprec.mohawk.cli"}))
+def test_help_does_not_import_torch(module):
+    """`--help` answers without loading torch (under a second on an idle machine)."""
+    import subprocess
+
+    probe = (
+        "import runpy, sys; sys.argv = ['x', '--help']\n"
+        f"try:\n    runpy.run_module({module!r}, run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert "NO-TORCH" in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script", ["nlprec-distill", "nlprec-sessionrec"])
+def test_bad_input_is_one_line_naming_file_and_line(script, tmp_path):
+    import subprocess
+
+    bad = tmp_path / "in.jsonl"
+    bad.write_text('{"text": "fine", "user_id": "u"}\n{not json\n')
+    module, verb = BATCH_COMMANDS[script]
+    args = ["--model", str(tmp_path / "no-model"), "--input", str(bad), "--output", str(tmp_path / "o.jsonl")]
+    done = subprocess.run(
+        [sys.executable, "-m", module, verb, *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{script}: error: ") and "Traceback" not in done.stderr, done.stderr[-2000:]

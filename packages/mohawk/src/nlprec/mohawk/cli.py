@@ -1,4 +1,7 @@
-"""`nlprec-mohawk generate`: sample text from a saved student with its recurrent state."""
+"""`nlprec-mohawk generate`: sample text from a saved student with its recurrent state.
+
+    nlprec-mohawk generate --model DIR|models:/NAME@ALIAS --prompt "Once upon" [--max-new-tokens 100]
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,18 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-from nlprec.mohawk.student import generate, load_student
-from transformers import PreTrainedTokenizerFast
+from nlprec.core.batch import add_version_argument, command_main
+
+PROG = "nlprec-mohawk"
 
 
 def _generate(args: argparse.Namespace) -> int:
-    model_dir = Path(args.model)
+    import torch
+    from nlprec.core.models import resolve
+    from nlprec.mohawk.student import generate, load_student
+    from transformers import PreTrainedTokenizerFast
+
+    model_dir = Path(resolve(args.model))
     if not (model_dir / "tokenizer.json").is_file():
         print(
             f"error: {model_dir} has no tokenizer.json (was the student saved with one?)",
@@ -35,11 +43,16 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nlprec-mohawk", description=__doc__)
+def _run(argv: list[str] | None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_version_argument(parser, "nlprec-mohawk")
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="sample a continuation of a prompt")
-    gen.add_argument("--model", required=True, help="directory written by save_student")
+    gen.add_argument(
+        "--model", required=True, help="directory written by save_student, or models:/NAME@ALIAS"
+    )
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--max-new-tokens", type=int, default=100)
     gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
@@ -48,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     return _generate(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command_main(PROG, _run, argv)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """``nlprec-ranking``: batch indexing and batch search.
 
-    nlprec-ranking index  --corpus corpus.jsonl --out DIR [--model minilm] [--index auto]
-                          [--backend torch|onnx] [--int8]
-    nlprec-ranking search --index DIR --queries queries.jsonl --out run.trec [--k 1000]
-                          [--mode hybrid] [--rerank MODEL] [--engine local|ray]
+    nlprec-ranking index  --input corpus.jsonl --output DIR [--model minilm] [--index auto]
+                          [--backend torch|onnx] [--int8] [--engine local|ray]
+    nlprec-ranking search --model models:/ranking-beir@champion|DIR --input queries.jsonl
+                          --output run.trec [--k 1000] [--mode hybrid] [--rerank MODEL]
+                          [--engine local|ray] [--concurrency N] [--num-gpus G]
+
+(`--corpus`, `--queries`, `--out` and `search --index` are accepted as the older names.)
 
 Encoding goes through ``nlprec.core.batch.run_batch`` in parts of ``--chunk-size`` documents, each
 written when done: an interrupted ``index`` started again re-encodes only the unfinished parts.
@@ -17,8 +20,9 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-from nlprec.ranking.data import DataError, read_corpus, read_queries, write_trec_run
+from nlprec.core.batch import add_batch_arguments, add_version_argument, batch_options, command_main
+
+PROG = "nlprec-ranking"
 
 
 class DocumentEncoder:
@@ -52,10 +56,11 @@ class QuerySearcher:
     """Batch predictor: queries in, ranked ``{"doc_id", "score"}`` records out (Arrow needs one type a field)."""
 
     def __init__(self, index: str, k: int = 1000, mode: str = "hybrid", rerank: str | None = None):
+        from nlprec.core.models import resolve
         from nlprec.ranking.engine import SearchEngine
         from nlprec.ranking.rerank import CrossEncoderReranker, RerankerConfig
 
-        self.engine = SearchEngine.load(index)
+        self.engine = SearchEngine.load(resolve(index))
         if rerank is not None:
             self.engine.reranker = CrossEncoderReranker(RerankerConfig(model=rerank))
         self.k, self.mode, self.rerank = k, mode, rerank is not None or False
@@ -72,7 +77,9 @@ class QuerySearcher:
 
 
 def index_command(args: argparse.Namespace) -> None:
+    import numpy as np
     from nlprec.core.batch import run_batch
+    from nlprec.ranking.data import DataError, read_corpus
     from nlprec.ranking.dense import DenseConfig, DenseRetriever
     from nlprec.ranking.engine import SearchEngine
     from nlprec.ranking.faiss_index import FaissConfig
@@ -96,6 +103,8 @@ def index_command(args: argparse.Namespace) -> None:
         engine=args.engine,
         batch_size=args.chunk_size,
         rows_per_part=args.chunk_size,
+        concurrency=args.concurrency,
+        num_gpus=args.num_gpus,
     )
     rows = [json.loads(line) for line in vectors_path.read_text().splitlines() if line]
     if [r["id"] for r in rows] != [d["id"] for d in docs]:
@@ -113,19 +122,13 @@ def index_command(args: argparse.Namespace) -> None:
 
 def search_command(args: argparse.Namespace) -> None:
     from nlprec.core.batch import run_batch
+    from nlprec.ranking.data import read_queries, write_trec_run
 
     queries = read_queries(args.queries)
     out = Path(args.out)
     hits_path = out.parent / f".{out.name}.hits.jsonl"
     kwargs = {"index": args.index, "k": args.k, "mode": args.mode, "rerank": args.rerank}
-    run_batch(
-        QuerySearcher,
-        kwargs,
-        args.queries,
-        hits_path,
-        engine=args.engine,
-        batch_size=args.batch_size,
-    )
+    run_batch(QuerySearcher, kwargs, args.queries, hits_path, **batch_options(args).model_dump())
     run = {}
     for line in hits_path.read_text().splitlines():
         row = json.loads(line)
@@ -136,13 +139,15 @@ def search_command(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nlprec-ranking", description="Batch indexing and search")
+    parser = argparse.ArgumentParser(prog=PROG, description="Batch indexing and search")
+    add_version_argument(parser, "nlprec-ranking")
     commands = parser.add_subparsers(dest="command", required=True)
     index = commands.add_parser("index", help="encode a corpus and write a SearchEngine folder")
     index.add_argument(
-        "--corpus", required=True, help="BEIR corpus.jsonl(.gz) or JSONL with id/title/text"
-    )
-    index.add_argument("--out", required=True)
+        "--input", "--corpus", dest="corpus", required=True,
+        help="BEIR corpus.jsonl(.gz) or JSONL with id/title/text",
+    )  # fmt: skip
+    index.add_argument("--output", "--out", dest="out", required=True, help="SearchEngine folder")
     index.add_argument("--model", default="minilm")
     index.add_argument(
         "--index", default="auto", choices=["auto", "flat", "hnsw", "ivf", "ivfpq", "ivfsq8"]
@@ -157,30 +162,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8", action="store_true", help="dynamic int8 quantisation of the encoder (CPU)"
     )
     index.add_argument("--engine", default="local", choices=["local", "ray"])
+    index.add_argument("--concurrency", type=int, default=1, help="ray: encoder actors")
+    index.add_argument("--num-gpus", type=float, default=0.0, help="ray: GPUs per actor")
     index.set_defaults(func=index_command)
     search = commands.add_parser("search", help="search a queries file and write a TREC run")
     search.add_argument(
-        "--index", required=True, help="SearchEngine folder (from `index` or a pipeline)"
-    )
-    search.add_argument("--queries", required=True)
-    search.add_argument("--out", required=True)
+        "--model", "--index", dest="index", required=True,
+        help="models:/NAME@ALIAS or a SearchEngine folder (from `index` or a pipeline)",
+    )  # fmt: skip
+    search.add_argument("--input", "--queries", dest="queries", required=True, help="queries JSONL")
+    search.add_argument("--output", "--out", dest="out", required=True, help="TREC run file")
     search.add_argument("--k", type=int, default=1000)
     search.add_argument("--mode", default="hybrid", choices=["bm25", "dense", "hybrid"])
     search.add_argument("--rerank", default=None, help="cross-encoder directory or models:/ URI")
-    search.add_argument("--batch-size", type=int, default=64)
-    search.add_argument("--engine", default="local", choices=["local", "ray"])
+    add_batch_arguments(search)
     search.set_defaults(func=search_command)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except (DataError, FileNotFoundError) as err:
-        print(f"nlprec-ranking: {err}", file=sys.stderr)
-        return 2
+    args.func(args)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command_main(PROG, _run, argv)
 
 
 if __name__ == "__main__":
