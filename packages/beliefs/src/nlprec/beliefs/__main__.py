@@ -9,19 +9,19 @@ from nlprec.beliefs.records import StoryError
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nlprec.beliefs.predict import BeliefPredictor
-    from nlprec.core.batch import add_batch_arguments, batch_options, run_batch
-    from nlprec.core.errors import UserError
+    from nlprec.core.batch import add_model_io_arguments, add_version_argument
 
     parser = argparse.ArgumentParser(prog="nlprec-beliefs", description=__doc__)
+    add_version_argument(parser, "nlprec-beliefs")
     sub = parser.add_subparsers(dest="command", required=True)
     predict = sub.add_parser("predict", help="belief table per story for a JSONL of stories")
-    predict.add_argument("--model", required=True, help="model directory or models:/name@alias")
-    predict.add_argument("--input", required=True)
-    predict.add_argument("--output", required=True)
+    add_model_io_arguments(predict, "model directory or models:/name@alias")
     predict.add_argument("--device", default=None)
-    add_batch_arguments(predict)
     args = parser.parse_args(argv)
+    from nlprec.beliefs.predict import BeliefPredictor
+    from nlprec.core.batch import batch_options, run_batch
+    from nlprec.core.errors import UserError
+
     try:
         result = run_batch(
             BeliefPredictor,
