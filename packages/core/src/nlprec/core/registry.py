@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nlprec.core.hashing import hash_text
+from nlprec.core.step import StepSkipped
 from nlprec.core.tracking import mlflow_key
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -340,7 +341,7 @@ def promote(ctx: Any, cfg: PromoteConfig) -> dict:
     when it gains at least `min_gain` on the same evaluation (never in a smoke run)."""
     tracker = ctx.tracker
     if tracker is None or not hasattr(tracker, "mlflow"):
-        return {"skipped": "no MLflow registry in this run (untracked or exported)"}
+        raise StepSkipped("no MLflow registry in this run (untracked or exported)")
     mlflow = tracker.mlflow
     client = mlflow.MlflowClient()
     with tracker.locked():

@@ -13,6 +13,11 @@ Studies (docs/studies.md) add three things around that:
   (`ctx.split == "validation"`, upstream `test`/`test_*` outputs removed), each as a nested run under
   a `<step> search` run; the best by the named metric (mean over seeds) then runs on test;
 - budget: `max_seconds` reaches the step as `ctx.max_seconds` / `ctx.time_left()`.
+
+Outputs (docs/steps.md): a step returns a `StepOutput` model (stored as JSON, handed downstream as
+the validated model) or a dict; `${steps.<step>.<field>}` references in `with:` are resolved here,
+per seed and split. A step that raises `StepSkipped` is reported as skipped and is absent for the
+steps after it: a reference falls back to its next alternative, or skips the referring step.
 """
 
 from __future__ import annotations
@@ -31,9 +36,9 @@ from nlprec.core.errors import UserError
 from nlprec.core.hashing import hash_text
 from nlprec.core.io import atomic_write_json
 from nlprec.core.paths import cache_root
-from nlprec.core.spec import Pipeline, ResolvedStep, SearchSpec
+from nlprec.core.spec import Pipeline, Reference, ResolvedStep, SearchSpec
 from nlprec.core.stats import metrics_over_seeds
-from nlprec.core.step import StepContext
+from nlprec.core.step import StepContext, StepOutput, StepSkipped, output_class_of
 from nlprec.core.tracking import Tracker, git_commit, nlprec_versions
 from pydantic import BaseModel
 from rich.console import Console
@@ -62,13 +67,14 @@ class StepReport:
     seconds: float = 0.0
     key: str = ""
     run_id: str = ""
-    result: dict[str, Any] = field(default_factory=dict)
+    result: Any = field(default_factory=dict)  # a StepOutput model or a dict
     output_dir: str = ""
     over_budget: bool = False
     seeds: dict[int, StepReport] = field(default_factory=dict)
     search: dict[str, Any] | None = None  # {"metric", "direction", "method"}
     selected: dict[str, Any] | None = None
     trials: list[dict[str, Any]] | None = None
+    skipped: str | None = None  # the reason a step raised StepSkipped
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -79,8 +85,8 @@ class StepReport:
             "key": self.key,
             "run_id": self.run_id,
         }
-        if "skipped" in self.result:
-            data["skipped"] = self.result["skipped"]
+        if self.skipped is not None:
+            data["skipped"] = self.skipped
         if self.over_budget:
             data["over_budget"] = True
         if self.seeds:
@@ -138,7 +144,7 @@ class _Unit:
     config: BaseModel
     seed: int
     split: str
-    inputs: dict[str, dict[str, Any]]
+    inputs: dict[str, Any]
     upstream_keys: dict[str, str]
     upstream_dirs: dict[str, dict[int, Path]] = field(default_factory=dict)
     inputs_by_seed: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -146,9 +152,12 @@ class _Unit:
     tags: dict[str, str] = field(default_factory=dict)
     trial: bool = False
     values: dict[str, Any] = field(default_factory=dict)  # a search trial's values
+    skipped: str | None = None  # a hard reference to a skipped step: the unit does not run
 
     @property
     def key(self) -> str:
+        if self.skipped is not None:
+            return hash_text(f"skipped:{self.step.spec.name}:{self.skipped}", length=32)
         key = step_key(self.step.function, self.config, self.upstream_keys, self.seed)
         if self.split == TEST:  # the usual key: a plain run of the same config shares its cache entry
             return key
@@ -178,8 +187,68 @@ def is_test_key(key: str) -> bool:
     return key == TEST or key.startswith(f"{TEST}_")
 
 
-def without_test(inputs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {name: {k: v for k, v in result.items() if not is_test_key(k)} for name, result in inputs.items()}
+def without_test(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Upstream outputs with test data removed (dict keys) or set to None (StepOutput fields)."""
+    return {name: _without_test(result) for name, result in inputs.items()}
+
+
+def _without_test(result: Any) -> Any:
+    if isinstance(result, StepOutput):
+        return result.model_copy(update={k: None for k in type(result).model_fields if is_test_key(k)})
+    return {k: v for k, v in result.items() if not is_test_key(k)}
+
+
+def _field_json(output: Any, name: str, reference: Reference) -> Any:
+    """One field of an upstream output, as JSON (the config being validated converts it back)."""
+    if isinstance(output, StepOutput):
+        return output.model_dump(mode="json", include={name})[name]
+    if name not in output:
+        if is_test_key(name):  # hidden from a search trial
+            return None
+        raise UserError(f"{reference.text}: the output has no {name!r} (outputs: {', '.join(output) or 'none'})")
+    return output[name]
+
+
+def resolve(reference: Reference, upstream: dict[str, StepReport], inputs: dict[str, Any]) -> Any:
+    """The value of the first target whose step was not skipped; StepSkipped when every one was."""
+    reasons = []
+    for target in reference.targets:
+        if target.step is None:  # `?? null`
+            return None
+        report = upstream[target.step]
+        if report.skipped is not None:
+            reasons.append(f"{target.step} skipped: {report.skipped}")
+            continue
+        output = inputs[target.step]
+        if target.field is None:
+            return output.model_dump(mode="json") if isinstance(output, StepOutput) else output
+        return _field_json(output, target.field, reference)
+    raise StepSkipped(f"{reference.text}: " + "; ".join(reasons))
+
+
+def stored_outputs(name: str, result: Any, output_class: type[StepOutput] | None) -> dict[str, Any]:
+    """What a step returned, as the JSON the cache keeps (a declared output model is validated)."""
+    if result is None and output_class is None:
+        return {}
+    if isinstance(result, dict) and "skipped" in result:
+        raise TypeError(f"step {name!r} returned a 'skipped' key: raise nlprec.core.step.StepSkipped(reason)")
+    if output_class is not None:
+        if isinstance(result, StepOutput) and not isinstance(result, output_class):
+            raise TypeError(f"step {name!r} returned {type(result).__name__}, declared {output_class.__name__}")
+        if not isinstance(result, StepOutput | dict):
+            raise TypeError(f"step {name!r} returned {type(result).__name__}, expected {output_class.__name__}")
+        return output_class.model_validate(result).model_dump(mode="json")
+    if isinstance(result, StepOutput):
+        return result.model_dump(mode="json")
+    if not isinstance(result, dict):
+        raise TypeError(f"step {name!r} returned {type(result).__name__}, expected a StepOutput or a dict")
+    json.dumps(result, default=str)
+    return result
+
+
+def loaded_outputs(outputs: dict[str, Any], output_class: type[StepOutput] | None) -> Any:
+    """Stored JSON back as the step's output model (or the dict a dict step returned)."""
+    return output_class.model_validate(outputs) if output_class is not None else outputs
 
 
 def _qualified(metrics: dict[str, float], step_name: str) -> dict[str, float]:
@@ -276,25 +345,26 @@ class Runner:
             for seed in seeds:
                 self._done[(name, seed)] = report
             return report
-        config, search = step.config, None
+        selected, search = {}, None
         if step.spec.search is not None:
             search = self._search(pipeline, step)
-            config = step.config_with(search["selected"])
+            selected = search["selected"]
         per_seed = {}
         for seed in seeds:
-            unit = self._seed_unit(pipeline, step, config, seed, TEST)
+            unit = self._seed_unit(pipeline, step, selected, seed, TEST)
             per_seed[seed] = self._done[(name, seed)] = self._run_unit(unit)
         report = self._combine(name, per_seed, several=pipeline.spec.seeds is not None)
         if search is not None:
             report.search, report.selected, report.trials = search["search"], search["selected"], search["trials"]
         return report
 
-    def _seed_unit(self, pipeline: Pipeline, step: ResolvedStep, config: BaseModel, seed: int, split: str,
+    def _seed_unit(self, pipeline: Pipeline, step: ResolvedStep, overrides: dict[str, Any], seed: int, split: str,
                    trial: str = "", values: dict[str, Any] | None = None) -> _Unit:
         name = step.spec.name
         upstream = {u: self._done[(u, seed)] for u in step.spec.needs}
-        inputs = {u: report.result for u, report in upstream.items()}
+        inputs = {u: report.result for u, report in upstream.items() if report.skipped is None}
         trial_run = split != TEST
+        config, skipped = self._config(step, overrides, upstream, without_test(inputs) if trial_run else inputs)
         several = pipeline.spec.seeds is not None
         run_name = f"{name} {trial}".strip() + (f" seed={seed}" if several else "")
         tags = {"nlprec.seed": str(seed), "nlprec.split": split}
@@ -304,14 +374,30 @@ class Runner:
             step=step, config=config, seed=seed, split=split,
             inputs=without_test(inputs) if trial_run else inputs,
             upstream_keys={u: report.key for u, report in upstream.items()},
-            upstream_dirs={} if trial_run else {u: {seed: Path(r.output_dir)} for u, r in upstream.items()},
-            run_name=run_name, tags=tags, trial=trial_run, values=values or {},
+            upstream_dirs={} if trial_run else {
+                u: {seed: Path(r.output_dir)} for u, r in upstream.items() if r.skipped is None
+            },
+            run_name=run_name, tags=tags, trial=trial_run, values=values or {}, skipped=skipped,
         )
+
+    @staticmethod
+    def _config(step: ResolvedStep, overrides: dict[str, Any], upstream: dict[str, StepReport],
+                inputs: dict[str, Any]) -> tuple[BaseModel, str | None]:
+        """The unit's config with references resolved, or (the unresolved config, why it is skipped)."""
+        try:
+            return step.config_with(overrides, lambda reference: resolve(reference, upstream, inputs)), None
+        except StepSkipped as skip:
+            return step.config, skip.reason
 
     def _across_seeds_unit(self, pipeline: Pipeline, step: ResolvedStep) -> _Unit:
         """A step that runs once: it sees every seed's upstream results; its key covers them all."""
         seeds, spec_seed = pipeline.spec.run_seeds, pipeline.spec.seed
-        inputs_by_seed = {s: {u: self._done[(u, s)].result for u in step.spec.needs} for s in seeds}
+        inputs_by_seed = {
+            s: {u: self._done[(u, s)].result for u in step.spec.needs if self._done[(u, s)].skipped is None}
+            for s in seeds
+        }
+        first_upstream = {u: self._done[(u, seeds[0])] for u in step.spec.needs}
+        config, skipped = self._config(step, {}, first_upstream, inputs_by_seed[seeds[0]])
         upstream_keys: dict[str, str] = {}
         for u in step.spec.needs:
             keys = {s: self._done[(u, s)].key for s in seeds}
@@ -320,10 +406,13 @@ class Runner:
             else:
                 upstream_keys.update({f"{u}@{s}": key for s, key in keys.items()})
         return _Unit(
-            step=step, config=step.config, seed=spec_seed, split=TEST,
+            step=step, config=config, seed=spec_seed, split=TEST, skipped=skipped,
             inputs=inputs_by_seed[seeds[0]], inputs_by_seed=inputs_by_seed,
             upstream_keys=upstream_keys,
-            upstream_dirs={u: {s: Path(self._done[(u, s)].output_dir) for s in seeds} for u in step.spec.needs},
+            upstream_dirs={
+                u: {s: Path(self._done[(u, s)].output_dir) for s in seeds if self._done[(u, s)].skipped is None}
+                for u in step.spec.needs if any(self._done[(u, s)].skipped is None for s in seeds)
+            },
             run_name=step.spec.name, tags={"nlprec.seed": "all" if pipeline.spec.seeds else str(spec_seed)},
         )
 
@@ -334,13 +423,14 @@ class Runner:
             return first
         reports = list(per_seed.values())
         statuses = {r.status for r in reports}
+        skipped = next((r.skipped for r in reports if r.skipped is not None), None)
         return StepReport(
-            status="skipped" if "skipped" in statuses else ("cached" if statuses == {"cached"} else "finished"),
+            status="skipped" if skipped is not None else ("cached" if statuses == {"cached"} else "finished"),
             cached=all(r.cached for r in reports),
             metrics=metrics_over_seeds([_qualified(r.metrics, name) for r in reports]),
             seconds=sum(r.seconds for r in reports),
             key=first.key, run_id=first.run_id, result=first.result, output_dir=first.output_dir,
-            over_budget=any(r.over_budget for r in reports), seeds=per_seed,
+            over_budget=any(r.over_budget for r in reports), seeds=per_seed, skipped=skipped,
         )
 
     # ------------------------------------------------------------------ search
@@ -359,7 +449,7 @@ class Runner:
             for index, values in enumerate(candidates):
                 by_seed = {}
                 for seed in seeds:
-                    unit = self._seed_unit(pipeline, step, step.config_with(values), seed, VALIDATION,
+                    unit = self._seed_unit(pipeline, step, values, seed, VALIDATION,
                                            trial=f"trial {index + 1}/{len(candidates)}", values=values)
                     report = self._run_unit(unit)
                     by_seed[seed] = self._trial_metric(name, search.metric, report, values)
@@ -403,6 +493,9 @@ class Runner:
     def _run_unit(self, unit: _Unit) -> StepReport:
         name = unit.step.spec.name
         key = unit.key
+        if unit.skipped is not None:  # nothing to run, nothing to cache
+            self._print_done(unit, f"skipped: {unit.skipped}", {}, skipped=True)
+            return StepReport("skipped", key=key, skipped=unit.skipped)
         tags = {"nlprec.step": name, "nlprec.step_key": key, "nlprec.uses": unit.step.spec.uses, **unit.tags}
         tags.update({f"version.{k}": v for k, v in package_versions(unit.step.function.__module__).items()})
         entry = self.cache.lookup(name, key) if self._use_cache else None
@@ -420,9 +513,12 @@ class Runner:
             for request in stored.get("model_requests", []):  # a hit registers what it produced
                 self.tracker.log_model(**request)
             self.tracker.end_run("FINISHED")
-        self._print_done(unit, f"[dim](cached {key[:8]})[/dim]", stored.get("metrics", {}))
-        return StepReport("cached", True, stored.get("metrics", {}), 0.0, key, child_id, stored["outputs"],
-                          output_dir=str(entry.outputs))
+        skipped = stored.get("skipped")
+        detail = f"[dim](cached {key[:8]})[/dim]" + (f" skipped: {skipped}" if skipped is not None else "")
+        self._print_done(unit, detail, stored.get("metrics", {}), skipped=skipped is not None)
+        outputs = loaded_outputs(stored["outputs"], output_class_of(unit.step.function)) if skipped is None else {}
+        return StepReport("skipped" if skipped is not None else "cached", True, stored.get("metrics", {}), 0.0, key,
+                          child_id, outputs, output_dir=str(entry.outputs), skipped=skipped)
 
     def _execute(self, unit: _Unit, key: str, child_id: str) -> StepReport:
         step, name = unit.step, unit.step.spec.name
@@ -446,13 +542,11 @@ class Runner:
         seed_everything(unit.seed)
         started = time.perf_counter()
         context.started_at = time.monotonic()
+        output_class, skipped = output_class_of(step.function), None
         try:
-            result = step.function(context, unit.config)
-            if result is None:
-                result = {}
-            if not isinstance(result, dict):
-                raise TypeError(f"step {name!r} returned {type(result).__name__}, expected a dict")
-            json.dumps(result, default=str)
+            outputs = stored_outputs(name, step.function(context, unit.config), output_class)
+        except StepSkipped as skip:
+            outputs, skipped = {}, skip.reason
         except KeyboardInterrupt:
             self.cache.discard(staging)
             if self.tracker:
@@ -470,7 +564,8 @@ class Runner:
         seconds = time.perf_counter() - started
         over_budget = step.spec.max_seconds is not None and seconds > step.spec.max_seconds
         stored = {
-            "outputs": result,
+            "outputs": outputs,
+            **({"skipped": skipped} if skipped is not None else {}),
             "metrics": context.metrics,
             "models": context.models,
             "model_requests": context.model_requests,
@@ -482,13 +577,14 @@ class Runner:
             if over_budget:
                 self.tracker.set_tags({"nlprec.over_budget": "true"})
             self.tracker.end_run("FINISHED")
-        status = "skipped" if "skipped" in result else "finished"
-        extra = f" skipped: {result['skipped']}" if status == "skipped" else ""
+        status = "skipped" if skipped is not None else "finished"
+        extra = f" skipped: {skipped}" if skipped is not None else ""
         if over_budget:
             extra += f" [yellow]over its budget of {step.spec.max_seconds:g}s[/yellow]"
         self._print_done(unit, f"[dim]{seconds:.1f}s[/dim]{extra}", context.metrics, skipped=status == "skipped")
-        return StepReport(status, False, context.metrics, seconds, key, child_id, entry.result["outputs"],
-                          output_dir=str(entry.outputs), over_budget=over_budget)
+        result = loaded_outputs(entry.result["outputs"], output_class) if skipped is None else {}
+        return StepReport(status, False, context.metrics, seconds, key, child_id, result,
+                          output_dir=str(entry.outputs), over_budget=over_budget, skipped=skipped)
 
     def _print_done(self, unit: _Unit, detail: str, metrics: dict[str, float], skipped: bool = False) -> None:
         label = unit.run_name or unit.step.spec.name

@@ -1,7 +1,9 @@
 """Pipeline files: YAML -> validated `Pipeline`, with interpolation, overrides and step resolution.
 
 Everything here runs before any step does, so a malformed pipeline fails in well under a second with
-one message that names the file, the offending key and what was expected.
+one message that names the file, the offending key and what was expected. That includes references
+to upstream outputs (`${steps.<step>.<field>}`, docs/steps.md): each must name an earlier step and,
+where that step declares a `StepOutput`, one of its fields; a reference adds its steps to `needs`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,73 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 _NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]*$"
 _REFERENCE = re.compile(r"\$\{([^}]+)\}")
+_STEP_TARGET = re.compile(r"^steps\.([A-Za-z][A-Za-z0-9_\-]*)(?:\.([A-Za-z_]\w*))?$")
+_REFERENCE_FORM = "${steps.<step>.<field>}, ${steps.<step>.<field> ?? steps.<other>.<field>} or ... ?? null"
+
+
+class Target(BaseModel):
+    """One alternative of a reference: a step's whole output (field None), one of its fields, or
+    `null` (step None: the value None, as the last alternative)."""
+
+    model_config = ConfigDict(frozen=True)
+    step: str | None
+    field: str | None = None
+
+
+class Reference(BaseModel):
+    """`${steps.a.x ?? steps.b.x ?? null}`: the first alternative whose step was not skipped."""
+
+    model_config = ConfigDict(frozen=True)
+    text: str
+    targets: tuple[Target, ...]
+
+    @classmethod
+    def parse(cls, text: str, file: str, key: str) -> Reference | None:
+        """The reference a whole `with:` value spells, or None for any other value."""
+        whole = _REFERENCE.fullmatch(text.strip())
+        if not whole or not whole.group(1).strip().startswith("steps."):
+            if any(m.group(1).strip().startswith("steps.") for m in _REFERENCE.finditer(text)):
+                raise PipelineError(file, key, f"a step reference must be the whole value ({_REFERENCE_FORM})")
+            return None
+        targets = []
+        parts = whole.group(1).split("??")
+        for index, part in enumerate(parts):
+            if part.strip() == "null" and index == len(parts) - 1 and index > 0:
+                targets.append(Target(step=None))
+                continue
+            match = _STEP_TARGET.match(part.strip())
+            if not match:
+                raise PipelineError(file, key, f"{part.strip()!r} is not a step reference ({_REFERENCE_FORM})")
+            targets.append(Target(step=match.group(1), field=match.group(2)))
+        return cls(text=text.strip(), targets=tuple(targets))
+
+
+def find_references(value: Any, file: str, key: str, path: tuple = ()) -> dict[tuple, Reference]:
+    """Every step reference in a `with:` mapping, by its location (keys and list indices)."""
+    found: dict[tuple, Reference] = {}
+    if isinstance(value, str):
+        reference = Reference.parse(value, file, key)
+        if reference is not None:
+            found[path] = reference
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            found.update(find_references(v, file, f"{key}.{k}", (*path, k)))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found.update(find_references(v, file, f"{key}[{i}]", (*path, i)))
+    return found
+
+
+def resolve_references(value: Any, lookup: Callable[[Reference], Any], file: str = "", key: str = "") -> Any:
+    """`value` with every step reference replaced by `lookup(reference)`."""
+    if isinstance(value, str):
+        reference = Reference.parse(value, file, key)
+        return value if reference is None else lookup(reference)
+    if isinstance(value, dict):
+        return {k: resolve_references(v, lookup, file, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_references(v, lookup, file, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
 
 
 class SearchSpec(BaseModel):
@@ -126,10 +195,16 @@ class ResolvedStep(BaseModel):
     function: Callable[..., dict]
     config: BaseModel
     values: dict[str, Any] = Field(default_factory=dict, description="the interpolated `with:` mapping")
+    references: dict[tuple, Reference] = Field(default_factory=dict, description="location -> reference")
 
-    def config_with(self, overrides: dict[str, Any]) -> BaseModel:
-        """The config with search values put in (dotted keys reach into nested mappings)."""
-        return type(self.config).model_validate(with_values(self.values, overrides))
+    def config_with(self, overrides: dict[str, Any], lookup: Callable[[Reference], Any] | None = None) -> BaseModel:
+        """The config with search values put in (dotted keys reach into nested mappings) and each
+        step reference replaced by `lookup(reference)`; without `lookup` (before the run) references
+        stay as written and only the other values are checked."""
+        values = with_values(self.values, overrides)
+        if lookup is not None:
+            return type(self.config).model_validate(resolve_references(values, lookup))
+        return validate_config(type(self.config), values, self.references)
 
     @property
     def across_seeds(self) -> bool:
@@ -236,8 +311,11 @@ def _lookup(expr: str, params: dict, file: str, key: str) -> Any:
 
 
 def interpolate(value: Any, params: dict, file: str, key: str) -> Any:
-    """Replace `${params.x}` and `${ENV}` / `${ENV:-default}`. A whole-string reference keeps its type."""
+    """Replace `${params.x}` and `${ENV}` / `${ENV:-default}`. A whole-string reference keeps its type.
+    Step references (`${steps...}`) are left for the runner."""
     if isinstance(value, str):
+        if Reference.parse(value, file, key) is not None:
+            return value
         whole = _REFERENCE.fullmatch(value)
         if whole:
             return interpolate(_lookup(whole.group(1), params, file, key), params, file, key)
@@ -254,7 +332,10 @@ def interpolate(value: Any, params: dict, file: str, key: str) -> Any:
 
 def _describe_validation(exc: ValidationError, prefix: str) -> tuple[str, str]:
     """The first pydantic error as (dotted key, readable message)."""
-    first = exc.errors()[0]
+    return _describe_error(exc.errors()[0], prefix)
+
+
+def _describe_error(first: Any, prefix: str) -> tuple[str, str]:
     location = ".".join(str(p) for p in first["loc"] if p != "with_")
     location = location.replace("with_", "with")
     key = f"{prefix}.{location}" if prefix and location else (prefix or location or "<top level>")
@@ -269,6 +350,21 @@ def _describe_validation(exc: ValidationError, prefix: str) -> tuple[str, str]:
     got = first.get("input")
     shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
     return key, f"{expected} (got {shown})"
+
+
+def validate_config(config_class: type[BaseModel], values: dict, references: dict[tuple, Reference],
+                    file: str = "", key: str = "") -> BaseModel:
+    """The config of `values`; errors at the locations of step references (resolved only at run time)
+    are set aside, and the config then holds the references as written."""
+    try:
+        return config_class.model_validate(values)
+    except ValidationError as exc:
+        errors = [e for e in exc.errors() if not any(tuple(e["loc"][: len(p)]) == p for p in references)]
+        if errors:
+            if not file:
+                raise
+            raise PipelineError(file, *_describe_error(errors[0], key)) from None
+        return config_class.model_construct(**values)
 
 
 def import_step_function(uses: str, file: str, key: str) -> Callable[..., dict]:
@@ -295,12 +391,51 @@ def config_class_of(function: Callable, file: str, key: str) -> type[BaseModel]:
     return config_class
 
 
-def _order_steps(spec: PipelineSpec, file: str) -> list[StepSpec]:
-    by_name: dict[str, StepSpec] = {}
+def _reject_duplicate_names(spec: PipelineSpec, file: str) -> None:
+    seen: set[str] = set()
     for index, step in enumerate(spec.steps):
-        if step.name in by_name:
+        if step.name in seen:
             raise PipelineError(file, f"steps[{index}].name", f"duplicate step name {step.name!r}")
-        by_name[step.name] = step
+        seen.add(step.name)
+
+
+def _location(key: str, path: tuple) -> str:
+    return key + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+
+
+def _add_referenced_needs(spec: PipelineSpec, functions: dict[str, Callable], references: dict[str, dict],
+                          file: str) -> PipelineSpec:
+    """Check every reference (an earlier step; a field its output model has) and add its steps to
+    the referring step's `needs`."""
+    from nlprec.core.step import output_class_of
+
+    order = [step.name for step in spec.steps]
+    steps = []
+    for position, step in enumerate(spec.steps):
+        needs = list(step.needs)
+        for path, reference in references[step.name].items():
+            key = _location(f"steps.{step.name}.with", path)
+            for target in reference.targets:
+                if target.step is None:
+                    continue
+                if target.step not in order:
+                    raise PipelineError(file, key, f"no step {target.step!r} (steps: {', '.join(order)})")
+                if order.index(target.step) >= position:
+                    raise PipelineError(file, key, f"step {target.step!r} is not above {step.name!r} "
+                                                   "(a reference names an earlier step)")
+                output_class = output_class_of(functions[target.step])
+                if target.field is not None and output_class is not None and target.field not in output_class.model_fields:
+                    fields = ", ".join(output_class.model_fields)
+                    raise PipelineError(file, key, f"step {target.step!r} has no output {target.field!r} "
+                                                   f"({output_class.__name__}: {fields})")
+                if target.step not in needs:
+                    needs.append(target.step)
+        steps.append(step.model_copy(update={"needs": needs}))
+    return spec.model_copy(update={"steps": steps})
+
+
+def _order_steps(spec: PipelineSpec, file: str) -> list[StepSpec]:
+    by_name = {step.name: step for step in spec.steps}
     graph = {}
     for step in spec.steps:
         for upstream in step.needs:
@@ -352,19 +487,24 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
         raise PipelineError(file, key, message) from None
     params = interpolate(spec.params, spec.params, file, "params")
     spec = spec.model_copy(update={"params": params})
+    _reject_duplicate_names(spec, file)
+    functions, values, references = {}, {}, {}
+    for step in spec.steps:
+        key = f"steps.{step.name}"
+        functions[step.name] = import_step_function(step.uses, file, f"{key}.uses")
+        values[step.name] = interpolate(step.with_, params, file, f"{key}.with")
+        references[step.name] = find_references(values[step.name], file, f"{key}.with")
+    spec = _add_referenced_needs(spec, functions, references, file)
     resolved = []
     for step in _order_steps(spec, file):
         key = f"steps.{step.name}"
-        function = import_step_function(step.uses, file, f"{key}.uses")
+        function = functions[step.name]
         config_class = config_class_of(function, file, f"{key}.uses")
-        config_values = interpolate(step.with_, params, file, f"{key}.with")
+        config_values = values[step.name]
         _reject_unknown_keys(config_class, config_values, file, f"{key}.with")
-        try:
-            config = config_class.model_validate(config_values)
-        except ValidationError as exc:
-            sub_key, message = _describe_validation(exc, f"{key}.with")
-            raise PipelineError(file, sub_key, message) from None
-        resolved_step = ResolvedStep(spec=step, function=function, config=config, values=config_values)
+        config = validate_config(config_class, config_values, references[step.name], file, f"{key}.with")
+        resolved_step = ResolvedStep(spec=step, function=function, config=config, values=config_values,
+                                     references=references[step.name])
         if step.search is not None:
             resolved_step = _check_search(resolved_step, params, file, f"{key}.search")
         resolved.append(resolved_step)

@@ -1,8 +1,10 @@
 """`StepContext`: everything a step function gets besides its config.
 
-Steps are plain functions `fn(ctx: StepContext, cfg: SomeConfig) -> dict`. They read upstream results
-from `ctx.inputs`, write files under `ctx.output_dir`, and log through the `ctx.log_*` methods; they
-never import MLflow. Metrics a step logs are also kept for the run summary and the cache, so a cached
+Steps are plain functions `fn(ctx: StepContext, cfg: SomeConfig) -> SomeOutput` (a `StepOutput`
+model, or a dict). They get upstream results through `${steps.<step>.<field>}` references in their
+config or from `ctx.inputs`, write files under `ctx.output_dir`, and log through the `ctx.log_*`
+methods; they never import MLflow. A step that cannot run raises `StepSkipped(reason)`
+(docs/steps.md). Metrics a step logs are also kept for the run summary and the cache, so a cached
 step reports the same figures as the run that produced it.
 
 In a study (docs/studies.md) the runner also sets `ctx.split` ("validation" in search trials, "test"
@@ -22,12 +24,46 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from nlprec.core.tracking import Tracker
+from pydantic import BaseModel, ConfigDict
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable)
 
 UNIT_SCORES_DIR = "unit_scores"
 _ACROSS_SEEDS = "_nlprec_across_seeds"
+
+
+class StepOutput(BaseModel):
+    """Base of a step's typed output: declare it as the step function's return annotation.
+
+    The runner stores it in the cache as JSON and hands downstream steps the validated model, so
+    `${steps.<step>.<field>}` references to it are checked against its fields before anything runs.
+    Fields named `test` or `test_*` hold test data: give them a default of None, since a search
+    trial sees them as None.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StepSkipped(Exception):
+    """Raised by a step that cannot run (no train split, no registry, ...): the summary shows the step
+    as skipped with `reason`, and downstream steps see it as absent (docs/steps.md)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+def output_class_of(function: Callable) -> type[StepOutput] | None:
+    """The `StepOutput` model a step declares as its return annotation, or None (a dict step)."""
+    import inspect
+
+    target = inspect.unwrap(function)
+    try:
+        returned = inspect.get_annotations(target, eval_str=True).get("return")
+    except NameError:
+        return None
+    return returned if inspect.isclass(returned) and issubclass(returned, StepOutput) else None
 
 
 def across_seeds(function: F) -> F:
@@ -61,7 +97,7 @@ class StepContext:
 
     name: str
     output_dir: Path
-    inputs: dict[str, dict[str, Any]]
+    inputs: dict[str, Any]  # upstream step -> its output (a StepOutput model or a dict); skipped steps absent
     params: dict[str, Any]
     seed: int
     tracker: Tracker | None = None

@@ -6,7 +6,8 @@ and alpha are chosen on it) and ``test`` (the dataset's evaluation split, return
 step under its ``test`` key, so search trials never see it). Every retrieval step writes TREC
 runs of each query set, logs ``<system>.<metric>`` and per-query scores on ``ctx.split``
 (validation during search trials, test otherwise) and its peak resident memory
-(``<step>.peak_rss_mb``). A step whose input is missing returns ``{"skipped": reason}``.
+(``<step>.peak_rss_mb``). Upstream outputs arrive through ``${steps.<step>}`` references in the
+config (docs/steps.md); a step whose input is missing raises ``StepSkipped``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from nlprec.core.data import dataset_path
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.io import atomic_write_text
 from nlprec.core.launch import run_distributed
-from nlprec.core.step import StepContext
+from nlprec.core.step import StepContext, StepSkipped
 from nlprec.ranking import data as beir
 from nlprec.ranking.bm25 import BM25Config, BM25Retriever
 from nlprec.ranking.data import Run, read_trec_run, write_trec_run
@@ -267,8 +268,8 @@ class DenseStepConfig(BaseModel):
     model_config = {"extra": "forbid"}
     system: str = "dense"
     model: str = "minilm"
-    encoder_from: str | None = Field(
-        None, description="upstream step whose model_dir is the encoder"
+    encoder: str | None = Field(
+        None, description="a fine-tuned encoder folder (${steps.<finetune>.model_dir}); null: model"
     )
     faiss: FaissConfig = FaissConfig()
     batch_size: int = Field(64, ge=1)
@@ -303,12 +304,7 @@ def _choose_aggregation(ctx, corpus: Corpus, retriever: DenseRetriever, cfg: Den
 
 @measured
 def dense_retrieve(ctx: StepContext, cfg: DenseStepConfig) -> dict:
-    model = cfg.model
-    if cfg.encoder_from is not None:
-        upstream = ctx.inputs[cfg.encoder_from]
-        if "skipped" in upstream:
-            return {"skipped": f"no fine-tuned encoder ({cfg.encoder_from}: {upstream['skipped']})"}
-        model = upstream["model_dir"]
+    model = cfg.encoder or cfg.model
     corpus = Corpus(_data_input(ctx))
     dense_cfg = DenseConfig(
         model=model, faiss=cfg.faiss, batch_size=cfg.batch_size, max_seq_length=cfg.max_seq_length,
@@ -338,27 +334,18 @@ def dense_retrieve(ctx: StepContext, cfg: DenseStepConfig) -> dict:
 class FuseConfig(BaseModel):
     model_config = {"extra": "forbid"}
     system: str = "hybrid"
-    systems: list[str] = Field(description="upstream steps; 'a|b' takes b when a was skipped")
+    systems: list[dict] = Field(min_length=2, description="first stages: ${steps.<step>} (?? for a fallback)")
     method: Literal["rrf", "linear", "auto"] = "auto"
     grid_step: float = Field(0.05, gt=0, le=0.5)
     k: int = Field(1000, ge=1)
 
 
-def _pick(ctx: StepContext, choice: str) -> tuple[str, dict] | None:
-    for name in choice.split("|"):
-        if "skipped" not in ctx.inputs[name]:
-            return name, ctx.inputs[name]
-    return None
-
-
 @measured
 def fuse_runs(ctx: StepContext, cfg: FuseConfig) -> dict:
     """Fuse first stages with weights (and method, for ``auto``) chosen on the validation queries."""
-    picked = [p for p in (_pick(ctx, c) for c in cfg.systems) if p is not None]
-    if len(picked) < 2:
-        return {"skipped": f"fewer than two first stages available among {cfg.systems}"}
+    sources = [out["system"] for out in cfg.systems]
     corpus = Corpus(_data_input(ctx))
-    runs = [_load_runs(out) for _, out in picked]
+    runs = [_load_runs(out) for out in cfg.systems]
     methods = ["rrf", "linear"] if cfg.method == "auto" else [cfg.method]
     if corpus.query_ids["validation"]:
         trials = {m: tune_fusion_weights([r["validation"] for r in runs], corpus.qrels["validation"], m, ndcg10,
@@ -369,12 +356,12 @@ def fuse_runs(ctx: StepContext, cfg: FuseConfig) -> dict:
         method, weights = methods[0], tuple([1.0 / len(runs)] * len(runs))
         tuned_on = "none (equal weights)"
     fused = {split: fuse([r[split] for r in runs], method, weights, cfg.k) for split in runs[0]}
-    ctx.log_params({"fused_systems": [name for name, _ in picked], "chosen_method": method,
+    ctx.log_params({"fused_systems": sources, "chosen_method": method,
                     "chosen_weights": list(weights), "tuned_on": tuned_on})  # fmt: skip
     _log_system(ctx, corpus, cfg.system, fused)
     return {
         "system": cfg.system,
-        "sources": [name for name, _ in picked],
+        "sources": sources,
         "method": method,
         "weights": list(weights),
         "tuned_on": tuned_on,
@@ -386,7 +373,7 @@ def fuse_runs(ctx: StepContext, cfg: FuseConfig) -> dict:
 class FinetuneBiencoderConfig(BaseModel):
     model_config = {"extra": "forbid"}
     model: str = "minilm"
-    negatives_from: str = "bm25"
+    negatives: dict = Field(description="the first stage whose train run gives hard negatives: ${steps.<step>}")
     n_negatives: int = Field(1, ge=1)
     skip_top: int = Field(0, ge=0)
     train: BiEncoderTrainConfig = BiEncoderTrainConfig()
@@ -469,14 +456,11 @@ def _train(
     return trainer(model, examples, train, ctx.output_dir, ctx.device, ctx.seed, ctx.logger.info)
 
 
-def _training_examples(ctx, corpus: Corpus, choice: str, n_negatives: int, skip_top: int,
-                       sample_from: int | None = None) -> list[TrainingExample] | None:  # fmt: skip
-    """Examples of the train query set (never validation or test), negatives from ``choice``."""
-    upstream = _pick(ctx, choice)
-    if upstream is None:
-        return None
+def _training_examples(ctx, corpus: Corpus, first_stage: dict, n_negatives: int, skip_top: int,
+                       sample_from: int | None = None) -> list[TrainingExample]:  # fmt: skip
+    """Examples of the train query set (never validation or test), negatives from ``first_stage``."""
     queries = {q: corpus.queries[q] for q in corpus.query_ids["train"]}
-    return mine_hard_negatives(queries, corpus.qrels["train"], _load_runs(upstream[1])["train"],
+    return mine_hard_negatives(queries, corpus.qrels["train"], _load_runs(first_stage)["train"],
                                corpus.documents, n_negatives, skip_top, ctx.seed, sample_from)  # fmt: skip
 
 
@@ -485,10 +469,8 @@ def finetune_biencoder(ctx: StepContext, cfg: FinetuneBiencoderConfig) -> dict:
     data = _data_input(ctx)
     corpus = Corpus(data)
     if not corpus.query_ids["train"]:
-        return {"skipped": "the dataset has no train split"}
-    examples = _training_examples(ctx, corpus, cfg.negatives_from, cfg.n_negatives, cfg.skip_top)
-    if examples is None:
-        return {"skipped": f"no first stage to mine negatives from ({cfg.negatives_from})"}
+        raise StepSkipped("the dataset has no train split")
+    examples = _training_examples(ctx, corpus, cfg.negatives, cfg.n_negatives, cfg.skip_top)
     ctx.log_params({"n_examples": len(examples), "nproc_per_node": cfg.nproc_per_node,
                     **cfg.train.model_dump()})  # fmt: skip
     model_dir = _train(ctx, cfg.model, examples, "biencoder", cfg.train, cfg.nproc_per_node)
@@ -501,7 +483,9 @@ class TrainRerankerConfig(BaseModel):
     pretrained: str | None = Field(
         None, description="a trained cross-encoder to use as is (no training)"
     )
-    negatives_from: str = "hybrid"
+    negatives: dict | None = Field(
+        None, description="the first stage whose train run gives hard negatives: ${steps.<step>}"
+    )
     n_negatives: int = Field(7, ge=1)
     sample_from: int | None = Field(
         30, ge=1, description="draw negatives from this many top candidates"
@@ -522,11 +506,11 @@ def train_reranker(ctx: StepContext, cfg: TrainRerankerConfig) -> dict:
         return {"model_dir": str(resolve_model_dir(cfg.pretrained)), "trained": False}
     corpus = Corpus(_data_input(ctx))
     if not corpus.query_ids["train"]:
-        return {"skipped": "the dataset has no train split and no pretrained reranker was given"}
-    examples = _training_examples(ctx, corpus, cfg.negatives_from, cfg.n_negatives, cfg.skip_top,
+        raise StepSkipped("the dataset has no train split and no pretrained reranker was given")
+    if cfg.negatives is None:
+        raise ValueError(f"step {ctx.name}: set negatives: ${{steps.<first stage>}} or pretrained")
+    examples = _training_examples(ctx, corpus, cfg.negatives, cfg.n_negatives, cfg.skip_top,
                                   cfg.sample_from)  # fmt: skip
-    if examples is None:
-        return {"skipped": f"no first stage to mine negatives from ({cfg.negatives_from})"}
     ctx.log_params({"n_examples": len(examples), "nproc_per_node": cfg.nproc_per_node,
                     **cfg.train.model_dump()})  # fmt: skip
     model_dir = _train(ctx, cfg.model, examples, "cross_encoder", cfg.train, cfg.nproc_per_node)
@@ -537,8 +521,8 @@ def train_reranker(ctx: StepContext, cfg: TrainRerankerConfig) -> dict:
 class RerankStepConfig(BaseModel):
     model_config = {"extra": "forbid"}
     system: str = "rerank"
-    first_stage: str = Field("hybrid", description="upstream step(s), 'a|b' as in fusion")
-    reranker_from: str = "train_reranker"
+    first_stage: dict = Field(description="the run to rerank: ${steps.<step>} (?? for a fallback)")
+    reranker_dir: str = Field(description="the trained cross-encoder: ${steps.<train step>.model_dir}")
     depths: list[int] = Field([20, 50, 100], min_length=1)
     alphas: list[float] = Field([0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], min_length=1)
     aggregations: list[Aggregation] = Field(
@@ -573,14 +557,11 @@ def _choose_rerank(ctx, cfg: RerankStepConfig, corpus: Corpus, reranker, first: 
 def rerank_step(ctx: StepContext, cfg: RerankStepConfig) -> dict:
     """Rerank the first stage; depth, interpolation weight and passage aggregation chosen on the
     validation queries (held out of both trainings)."""
-    model_info = ctx.inputs[cfg.reranker_from]
-    picked = _pick(ctx, cfg.first_stage)
-    if "skipped" in model_info or picked is None:
-        return {"skipped": model_info.get("skipped", f"no first stage among {cfg.first_stage}")}
+    first_name = cfg.first_stage["system"]
     corpus = Corpus(_data_input(ctx))
-    first = _load_runs(picked[1])
+    first = _load_runs(cfg.first_stage)
     reranker = CrossEncoderReranker(
-        cfg.reranker.model_copy(update={"model": model_info["model_dir"]}), device=ctx.device
+        cfg.reranker.model_copy(update={"model": cfg.reranker_dir}), device=ctx.device
     )
     depth, alpha, how, tuned_on = _choose_rerank(ctx, cfg, corpus, reranker, first)
     split = _eval_split(ctx, corpus)
@@ -588,19 +569,19 @@ def rerank_step(ctx: StepContext, cfg: RerankStepConfig) -> dict:
     ce = aggregate_run(scored, how)
     final = {split: rerank_at_depth(ce, first[split], depth, alpha)}
     pure = {split: rerank_at_depth(ce, first[split], depth, 1.0)}
-    ctx.log_params({"chosen_first_stage": picked[0], "chosen_depth": depth, "chosen_alpha": alpha,
+    ctx.log_params({"chosen_first_stage": first_name, "chosen_depth": depth, "chosen_alpha": alpha,
                     "chosen_aggregation": how, "tuned_on": tuned_on})  # fmt: skip
     _log_system(ctx, corpus, cfg.system, final)
     _log_system(ctx, corpus, f"{cfg.system}_pure", pure)
-    _log_versus_first_stage(ctx, corpus, cfg.system, picked[0], final[split], first[split], split)
+    _log_versus_first_stage(ctx, corpus, cfg.system, first_name, final[split], first[split], split)
     return {
         "system": cfg.system,
-        "first_stage": picked[0],
+        "first_stage": first_name,
         "depth": depth,
         "alpha": alpha,
         "aggregation": how,
         "tuned_on": tuned_on,
-        "model_dir": model_info["model_dir"],
+        "model_dir": cfg.reranker_dir,
         "reranker": reranker.config.model_copy(update={"aggregation": how}).model_dump(),
         **_write_runs(ctx, cfg.system, final),
         "pure": _write_runs(ctx, f"{cfg.system}_pure", pure),
@@ -621,26 +602,25 @@ def _log_versus_first_stage(ctx, corpus, system: str, first_name: str, run: Run,
 class PackageEngineConfig(BaseModel):
     model_config = {"extra": "forbid"}
     name: str = Field(description="registered model name, e.g. ranking-demo")
-    bm25_from: str = "bm25"
-    dense_from: str = Field("dense", description="'a|b' as in fusion")
-    fusion_from: str | None = "hybrid"
-    rerank_from: str | None = "rerank"
+    bm25: dict = Field(description="${steps.<bm25 step>}")
+    dense: dict = Field(description="${steps.<dense step>} (?? for a fallback)")
+    fusion: dict | None = Field(None, description="its tuned weights: ${steps.<fusion step> ?? null}")
+    rerank: dict | None = Field(None, description="its reranker and depth: ${steps.<rerank step> ?? null}")
 
 
 @measured
 def package_engine(ctx: StepContext, cfg: PackageEngineConfig) -> dict:
     """Assemble the SearchEngine folder from the steps' outputs and register it (@champion)."""
-    picked_dense = _pick(ctx, cfg.dense_from)
     corpus = Corpus(_data_input(ctx))
-    dense = DenseRetriever.load(picked_dense[1]["index_dir"], model=picked_dense[1]["model_dir"])
-    bm25 = BM25Retriever.load(ctx.inputs[cfg.bm25_from]["index_dir"])
+    dense = DenseRetriever.load(cfg.dense["index_dir"], model=cfg.dense["model_dir"])
+    bm25 = BM25Retriever.load(cfg.bm25["index_dir"])
     settings = EngineSettings()
-    fusion = ctx.inputs.get(cfg.fusion_from) if cfg.fusion_from else None
-    if fusion and "skipped" not in fusion and fusion["sources"][0] == cfg.bm25_from:
+    fusion = cfg.fusion
+    if fusion and fusion["sources"][0] == cfg.bm25["system"]:
         settings.fusion_method, settings.fusion_weights = fusion["method"], tuple(fusion["weights"])
     reranker = None
-    rerank = ctx.inputs.get(cfg.rerank_from) if cfg.rerank_from else None
-    if rerank and "skipped" not in rerank:
+    rerank = cfg.rerank
+    if rerank:
         reranker = CrossEncoderReranker(RerankerConfig(**rerank["reranker"]), device="cpu")
         settings.rerank_depth, settings.rerank_alpha = rerank["depth"], rerank["alpha"]
     engine = SearchEngine(corpus.corpus, bm25, dense, reranker, settings)
@@ -663,9 +643,9 @@ def report(ctx: StepContext, cfg: ReportConfig) -> dict:
     split = _eval_split(ctx, corpus)
     results, per_query = {}, {}
     for name in cfg.systems:
-        out = ctx.inputs[name]
-        if "skipped" in out:
+        if name not in ctx.inputs:  # skipped
             continue
+        out = ctx.inputs[name]
         system = out["system"]
         run = _load_runs(out)[split]
         per_query[system] = per_query_scores(corpus.qrels[split], run)["ndcg@10"]
