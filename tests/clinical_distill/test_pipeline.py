@@ -78,7 +78,15 @@ def test_demo_pipeline_and_batch_inference(nlprec_env, tmp_path, tiny_teacher):
     source.write_text(json.dumps({"text": "Patients with asthma were treated ."}) + "\n")
     assert (
         distill_cli.main(
-            ["tag", "--model", str(finetuned), str(source), str(tmp_path / "out.jsonl")]
+            [
+                "tag",
+                "--model",
+                str(finetuned),
+                "--input",
+                str(source),
+                "--output",
+                str(tmp_path / "out.jsonl"),
+            ]
         )
         == 0
     )
