@@ -83,11 +83,10 @@ def test_continued_mlm_runs_with_local_attention_and_checkpointing(tiny_bert, to
 def test_continued_long_mlm_step_feeds_a_fine_tune_step(
     shared_data, tmp_path, tiny_bert, tokenizer
 ):
-    """continue_long_mlm saves a long encoder; a fine-tune step names it as its source."""
+    """continue_long_mlm saves a long encoder; a fine-tune step references it as its source."""
     from nlprec.clinical_longdoc.steps import (
         FineTuneConfig,
         LongMLMConfig,
-        _resolved,
         continue_long_mlm,
     )
     from nlprec.core.step import StepContext
@@ -100,5 +99,11 @@ def test_continued_long_mlm_step_feeds_a_fine_tune_step(
     out = continue_long_mlm(ctx, cfg.model_copy(update={"steps": 2, "max_texts": 20}))
     assert AutoModel.from_pretrained(out["model_dir"]).config.max_position_embeddings >= 128
     assert ctx.metrics["mlm.steps"] == 2.0
-    later = StepContext("long_mlm", tmp_path / "ft", {"notes": {"train": "x"}, "mlm": out}, {}, 0)
-    assert _resolved(FineTuneConfig(source="mlm"), later).source == out["model_dir"]
+    from nlprec.core.runner import StepReport, resolve
+    from nlprec.core.spec import load_pipeline
+
+    pipeline = load_pipeline(__file__.rsplit("/tests/", 1)[0] + "/pipelines/longdoc-mtsamples.yaml")
+    long_mlm = next(step for step in pipeline.steps if step.spec.name == "long_mlm")
+    assert "mlm" in long_mlm.spec.needs
+    cfg = long_mlm.config_with({}, lambda ref: resolve(ref, {"mlm": StepReport("finished")}, {"mlm": out}))
+    assert isinstance(cfg, FineTuneConfig) and cfg.source == out["model_dir"]

@@ -29,7 +29,7 @@ from nlprec.beliefs.training import TrainConfig, predict_breakpoint, train_break
 from nlprec.core.data import read_jsonl, write_jsonl_atomic
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.launch import run_distributed
-from nlprec.core.step import StepContext, across_seeds
+from nlprec.core.step import StepContext, StepSkipped, across_seeds
 from nlprec.core.threads import cpu_threads, set_threads
 from pydantic import BaseModel, Field
 
@@ -186,7 +186,7 @@ def breakpoint_model(ctx: StepContext, cfg: BreakpointStepConfig) -> dict[str, A
     """Train the breakpoint transformer, evaluate it, save and register it."""
     train_stories, eval_stories = _inputs(ctx)
     if not train_stories:
-        return {"skipped": "no training stories"}
+        raise StepSkipped("no training stories")
     ctx.log_params({"model": cfg.model.model_dump(), "train": cfg.train.model_dump()})
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": ctx.seed})})
     if cfg.nproc_per_node > 1:
@@ -231,7 +231,7 @@ def flat(ctx: StepContext, cfg: FlatStepConfig) -> dict[str, Any]:
     """The flat pairwise cross-encoder (or its hypothesis-only variant)."""
     train_stories, eval_stories = _inputs(ctx)
     if not train_stories:
-        return {"skipped": "no training stories"}
+        raise StepSkipped("no training stories")
     ctx.log_params(cfg.model_dump())
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": ctx.seed})})
     torch.manual_seed(ctx.seed)

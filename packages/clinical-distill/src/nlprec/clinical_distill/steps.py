@@ -284,13 +284,13 @@ def train_mlm_student(ctx: StepContext, cfg: MLMStudentConfig) -> dict:
 
 class ContinualStepConfig(ContinualConfig):
     name: str = "continual"
-    model: str = "minilm"  # any masked-LM encoder; an upstream step name takes its model_dir
+    model: str = "minilm"  # any masked-LM encoder, or an upstream one: ${steps.<step>.model_dir}
 
 
 def continual(ctx: StepContext, cfg: ContinualStepConfig) -> dict:
     """Continued MLM of a compact model on clinical text with and without replay; forgetting measured."""
     quiet_libraries()
-    model_ref = ctx.inputs[cfg.model]["model_dir"] if cfg.model in ctx.inputs else cfg.model
+    model_ref = cfg.model
     corpus = ctx.inputs["corpus"]
     tokenizer = load_tokenizer(model_ref)
     scores, models = continual_learning(
@@ -318,7 +318,7 @@ def continual(ctx: StepContext, cfg: ContinualStepConfig) -> dict:
 
 class EvaluateConfig(BaseModel):
     model_config = {"extra": "forbid"}
-    models: dict[str, str]  # table name -> upstream step whose model_dir to evaluate
+    models: dict[str, str]  # table name -> model folder to evaluate: ${steps.<step>.model_dir}
     # fine-tuning seeds; None: the run's seed (the pipeline's `seeds:` repeat distillation and all)
     seeds: list[int] | None = Field(None, min_length=1)
     task_seeds: dict[TaskName, list[int]] = Field(
@@ -334,12 +334,7 @@ class EvaluateConfig(BaseModel):
 def evaluate_models(ctx: StepContext, cfg: EvaluateConfig) -> dict:
     """Fine-tune each model on each task over the seeds; log `<model>.<metric>` and the size/speed columns."""
     quiet_libraries()
-    missing = [step for step in cfg.models.values() if step not in ctx.inputs]
-    if missing:
-        raise ValueError(
-            f"evaluate: models {missing} are not upstream steps (add them to `needs:`)"
-        )
-    model_dirs = {name: ctx.inputs[step]["model_dir"] for name, step in cfg.models.items()}
+    model_dirs = dict(cfg.models)
     tasks = json.loads(Path(ctx.inputs["tasks"]["tasks"]).read_text())
     settings = {task: cfg.settings.get(task, DEFAULT_SETTINGS[task]) for task in tasks}
     rows = run_harness(
@@ -374,7 +369,7 @@ def evaluate_models(ctx: StepContext, cfg: EvaluateConfig) -> dict:
 
 class ExportConfig(BaseModel):
     model_config = {"extra": "forbid"}
-    models: list[str]  # upstream steps whose students to export
+    models: dict[str, str]  # student name -> its model folder: ${steps.<step>.model_dir}
     register_models: bool = True
 
 
@@ -383,10 +378,10 @@ def export_students(ctx: StepContext, cfg: ExportConfig) -> dict:
     quiet_libraries()
     probe = ["The patient denies chest pain.", "Metformin 500 mg twice daily for type 2 diabetes."]
     exported = {}
-    for step in cfg.models:
+    for step, model_dir in cfg.models.items():
         hf_dir = ctx.output_dir / step / "hf"
-        tokenizer = load_tokenizer(ctx.inputs[step]["model_dir"])
-        export_hf(load_masked_lm(ctx.inputs[step]["model_dir"]), tokenizer, hf_dir)
+        tokenizer = load_tokenizer(model_dir)
+        export_hf(load_masked_lm(model_dir), tokenizer, hf_dir)
         onnx_path = export_onnx(hf_dir, ctx.output_dir / step / "encoder.onnx")
         ctx.log_metrics(
             {f"{step}.onnx_max_abs_diff": onnx_max_difference(hf_dir, onnx_path, probe)}

@@ -183,8 +183,8 @@ class FineTuneConfig(BaseModel):
     )
     source: str = Field(
         "minilm",
-        description="encoder to longify / fine-tune: a name, a directory, or an upstream step "
-        "with a model_dir (e.g. continue_long_mlm)",
+        description="encoder to longify / fine-tune: a name, a directory, or an upstream model "
+        "(${steps.<continue_long_mlm step>.model_dir})",
     )
     max_length: int = Field(
         4096, ge=64, description="long variants: positions; short ones ignore it"
@@ -349,13 +349,6 @@ def _data_input(ctx: StepContext) -> dict:
     return next(v for v in ctx.inputs.values() if "train" in v)
 
 
-def _resolved(cfg: FineTuneConfig, ctx: StepContext) -> FineTuneConfig:
-    """``source`` naming an upstream step (e.g. ``long_mlm``) means that step's model."""
-    if cfg.source in ctx.inputs:
-        return cfg.model_copy(update={"source": ctx.inputs[cfg.source]["model_dir"]})
-    return cfg
-
-
 def _evaluation_split(ctx: StepContext) -> str:
     """Search trials score the dev split; every other run the test split."""
     return "dev" if ctx.split == "validation" else "test"
@@ -413,7 +406,6 @@ def fine_tune_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, o
 
 
 def _fine_tune(ctx: StepContext, cfg: FineTuneConfig, task: str) -> dict:
-    cfg = _resolved(cfg, ctx)
     if cfg.nproc_per_node > 1:
         per_seed = _run_seeds_torchrun(ctx, cfg, task)
         model_dir = ctx.output_dir / "torchrun" / "model"
