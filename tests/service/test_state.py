@@ -120,3 +120,35 @@ async def test_a_new_model_source_starts_from_fresh_state(make_config, model_dir
         assert "d1" in await index_state(client)  # the deletion belonged to the old source's state
     async with running(make_config()) as client:
         assert "d1" not in await index_state(client)
+
+
+async def test_document_writes_are_logged_then_compacted_in_the_background(make_config):
+    doc = {"title": "New", "text": "a freshly added abstract about sleep"}
+    async with running(make_config(compact_every_documents=2)) as client:
+        backend = client.app.state.models.search
+        added = await client.post(
+            "/v1/documents", json={"documents": [{"id": "n1", **doc}]}, headers=auth()
+        )
+        assert added.status_code == 201
+        assert len(backend.log) == 1 and not backend.save_dir.exists()  # no engine save per write
+        await client.post("/v1/documents", json={"documents": [{"id": "n2", **doc}]}, headers=auth())
+        await backend._compacting
+        assert len(backend.log) == 0 and backend.save_dir.exists()
+
+
+async def test_logged_document_writes_survive_a_crash(make_config):
+    app = create_app(make_config(), fake_loaders())
+    lifespan = app.router.lifespan_context(app)
+    await lifespan.__aenter__()
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s")
+    while (await client.get("/ready", headers=auth())).status_code != 200:
+        await asyncio.sleep(0.01)
+    body = {"documents": [{"id": "n1", "title": "New", "text": "logged only"}]}
+    assert (await client.post("/v1/documents", json=body, headers=auth())).status_code == 201
+    await client.delete("/v1/documents/d1", headers=auth())
+    # No lifespan exit: the process "died" with both writes only in the log.
+    async with running(make_config()) as restarted:
+        engine = restarted.app.state.models.search.engine
+        assert engine.document("n1")["text"] == "logged only"
+        assert (await restarted.delete("/v1/documents/d1", headers=auth())).status_code == 404
+    app.state.models.executor.shutdown(wait=False)

@@ -111,6 +111,11 @@ class ServiceConfig(BaseModel):
         description="poll the registry this often and swap in a model whose alias moved "
         "(models:/ sources only); null: only POST /v1/admin/reload swaps",
     )
+    compact_every_documents: int = Field(
+        1000,
+        ge=1,
+        description="save the index in the background after this many logged document writes",
+    )
     snapshot_every_events: int = Field(
         10_000, ge=1, description="snapshot the recommender after this many logged events"
     )

@@ -31,7 +31,7 @@ from nlprec.service.metrics import ServiceMetrics
 from nlprec.service.problems import ProblemError
 from nlprec.service.recommend_backend import RecommendBackend, Recommender, load_with_log
 from nlprec.service.schemas import ModelStatus
-from nlprec.service.search_backend import Engine, SearchBackend
+from nlprec.service.search_backend import Engine, SearchBackend, replay_documents
 from nlprec.service.state import model_state_folder
 
 logger = logging.getLogger("nlprec.service")
@@ -106,10 +106,15 @@ class ServedModels:
         self.swaps: list[dict[str, Any]] = []  # one entry per swap: model, from, to, seconds
         self._reloading = asyncio.Lock()
         self._retiring: set[asyncio.Task] = set()
-        for name, source in (("ranking", config.ranking_model), ("sessionrec", config.sessionrec_model)):
+        for name, source in (
+            ("ranking", config.ranking_model),
+            ("sessionrec", config.sessionrec_model),
+        ):
             if source is not None:
                 self.sources[name] = source
-                self.status[name] = ModelStatus(name=display_name(source), state="loading", ready=False)
+                self.status[name] = ModelStatus(
+                    name=display_name(source), state="loading", ready=False
+                )
 
     @property
     def ready(self) -> bool:
@@ -121,7 +126,12 @@ class ServedModels:
         folder = model_state_folder(self.state_dir, "ranking", source_dir)
         saved = folder / "index"
         engine = loaders.load_engine(saved if saved.exists() else source_dir)
-        logger.info("ranking: loaded %s", saved if saved.exists() else source_dir)
+        replayed = replay_documents(engine, saved)
+        logger.info(
+            "ranking: loaded %s, replayed %d logged document writes",
+            saved if saved.exists() else source_dir,
+            replayed,
+        )
         if self.config.query_encoder != "torch":
             engine.dense.use_query_backend(self.config.query_encoder, self.config.torch_threads)
             logger.info("ranking: queries encoded with %s", self.config.query_encoder)
@@ -134,6 +144,7 @@ class ServedModels:
             self.config.batching,
             self.config.admission,
             save_dir=saved,
+            compact_every=self.config.compact_every_documents,
             threads=self.config.torch_threads,
             wide=(
                 (self.config.wide_batch_threads, self.config.wide_batch_items)
@@ -193,7 +204,9 @@ class ServedModels:
     async def _load_one(self, name: str, loaders: ModelLoaders) -> bool:
         """Load `name` from where its source resolves now, and swap it in; False if unchanged."""
         loop = asyncio.get_running_loop()
-        source_dir = Path(await loop.run_in_executor(self.executor, loaders.resolve, self.sources[name]))
+        source_dir = Path(
+            await loop.run_in_executor(self.executor, loaders.resolve, self.sources[name])
+        )
         if self.resolved.get(name) == source_dir:
             return False
         load = self._load_ranking if name == "ranking" else self._load_sessionrec
@@ -217,7 +230,14 @@ class ServedModels:
         self.metrics.set_model_versions(name, versions)
         if old is not None:
             seconds = time.perf_counter() - started
-            self.swaps.append({"model": name, "from": previous, "to": self.status[name].version, "seconds": seconds})
+            self.swaps.append(
+                {
+                    "model": name,
+                    "from": previous,
+                    "to": self.status[name].version,
+                    "seconds": seconds,
+                }
+            )
             logger.info("%s: swapped to %s in %.1f s", name, source_dir, seconds)
             self._retiring.add(asyncio.create_task(self._retire(old), name=f"retire-{name}"))
         return True

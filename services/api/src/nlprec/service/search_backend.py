@@ -12,8 +12,12 @@ Which call goes where (lanes: `nlprec.service.lanes`):
   scores as the engine does (`nlprec.ranking.rerank.rerank_at_depth`). The cross-encoder's seconds
   per call therefore never hold up plain searches, and its admitted backlog is small.
 
-Document updates are writes: they wait for running reads, run alone, and save the engine
-(atomically) before answering.
+Document updates are writes: they wait for running reads and run alone. A write costs what it
+writes, not the corpus: the change is applied to the engine in memory (FAISS `add` for the dense
+index) and appended, fsynced, to `documents.jsonl` before the answer; every
+`compact_every_documents` logged documents (and at shutdown) a background compaction saves the
+engine (atomically) and empties the log. On start the saved engine is loaded and the log replayed
+(`replay_documents`), skipping what the saved engine already holds.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from nlprec.service.concurrency import InFlight, ModelRunner
 from nlprec.service.config import AdmissionConfig, BatchingConfig
 from nlprec.service.lanes import Lane
 from nlprec.service.problems import ProblemError
+from nlprec.service.state import EventLog
 
 
 class RerankSettings(Protocol):
@@ -80,10 +85,15 @@ class SearchBackend:
         admission: AdmissionConfig,
         save_dir: Path,
         on_batch: Callable[[str, int], None] | None = None,
+        compact_every: int = 1000,
         threads: int | None = None,
         wide: tuple[int, int] | None = None,
     ):
         self.engine, self.runner, self.save_dir = engine, runner, save_dir
+        self.log = EventLog(document_log_path(save_dir))
+        self.compact_every = compact_every
+        self._logged = len(self.log)
+        self._compacting: asyncio.Task | None = None
         self.in_flight = InFlight()  # calls in progress (a replaced backend waits for none)
         self.search_lane = Lane("search", admission.search_queue, threads, wide)
         self.rerank_lane = Lane("rerank", admission.rerank_queue, threads)
@@ -108,9 +118,13 @@ class SearchBackend:
         return {str(k): str(v) for k, v in self.engine.model_versions.items()}
 
     async def stop(self) -> None:
-        """Finish the queued batches, then end the lanes' threads."""
+        """Finish the queued batches, compact the document log, then end the lanes' threads."""
         for batcher in self.batchers.values():
             await batcher.stop()
+        if self._compacting is not None:
+            await self._compacting
+        if self._logged:
+            await self.runner.read(self._compact)
         for lane in (self.search_lane, self.rerank_lane):
             lane.shutdown()
 
@@ -173,10 +187,24 @@ class SearchBackend:
             results.append([replace(by_id[i], score=float(score)) for i, score in ranked])
         return results
 
-    def _update_and_save(self, change: Callable[[], Any]) -> Any:
-        result = change()
-        self.engine.save(self.save_dir)  # atomic in the ranking package: no half-written index
+    def _update_and_log(self, change: Callable[[], Any], record: dict[str, Any]) -> Any:
+        result = change()  # validates before it changes anything
+        self.log.append([record])  # durable before the answer
+        self._logged += len(record.get("documents", [None]))
         return result
+
+    def _compact(self) -> None:
+        """Save the engine (atomic in the ranking package) and empty the log. Runs as a read:
+        searches go on, writes wait."""
+        self.engine.save(self.save_dir)
+        self.log.clear()
+        self._logged = 0
+
+    def _maybe_compact(self) -> None:
+        if self._logged >= self.compact_every and (
+            self._compacting is None or self._compacting.done()
+        ):
+            self._compacting = asyncio.create_task(self.runner.read(self._compact))
 
     # ------------------------------------------------------------ async API (event loop)
 
@@ -245,8 +273,11 @@ class SearchBackend:
     async def add_documents(self, documents: list[dict[str, str]]) -> None:
         with self.in_flight:
             await self.runner.write(
-                self._update_and_save, lambda: self._add_new_documents(documents)
+                self._update_and_log,
+                lambda: self._add_new_documents(documents),
+                {"op": "add", "documents": documents},
             )
+            self._maybe_compact()
 
     async def delete_document(self, doc_id: str) -> None:
         with self.in_flight:
@@ -255,9 +286,39 @@ class SearchBackend:
     async def _delete_document(self, doc_id: str) -> None:
         try:
             await self.runner.write(
-                self._update_and_save, lambda: self.engine.delete_document(doc_id)
+                self._update_and_log,
+                lambda: self.engine.delete_document(doc_id),
+                {"op": "delete", "id": doc_id},
             )
+            self._maybe_compact()
         except KeyError as missing:
             raise ProblemError(
                 404, "unknown-document", f"no document with id {doc_id!r}"
             ) from missing
+
+
+def document_log_path(save_dir: Path) -> Path:
+    return Path(save_dir).parent / "documents.jsonl"
+
+
+def replay_documents(engine: Engine, save_dir: Path) -> int:
+    """Apply the logged document writes the saved engine does not hold yet; returns how many."""
+    applied = 0
+    for record in EventLog(document_log_path(save_dir)).read():
+        if record.get("op") == "add":
+            new = [d for d in record["documents"] if not _holds(engine, d["id"])]
+            if new:
+                engine.add_documents(new)
+                applied += len(new)
+        elif record.get("op") == "delete" and _holds(engine, record["id"]):
+            engine.delete_document(record["id"])
+            applied += 1
+    return applied
+
+
+def _holds(engine: Engine, doc_id: str) -> bool:
+    try:
+        engine.document(doc_id)
+    except KeyError:
+        return False
+    return True

@@ -2,7 +2,8 @@
 
 Layout under `state_dir`, one folder per served model source (a new champion starts afresh):
 
-    ranking-<key>/index/            the SearchEngine as last saved (its save() is atomic)
+    ranking-<key>/index/            the SearchEngine as last compacted (its save() is atomic)
+    ranking-<key>/documents.jsonl   document writes since then (write-ahead log, replayed at start)
     sessionrec-<key>/snapshots/N/   recommender snapshots; CURRENT names the live one
     sessionrec-<key>/events.jsonl   events accepted since that snapshot (write-ahead log)
 
