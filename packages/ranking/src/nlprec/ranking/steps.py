@@ -22,7 +22,7 @@ from nlprec.core.data import dataset_path
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.io import atomic_write_text
 from nlprec.core.launch import run_distributed
-from nlprec.core.step import StepContext, StepSkipped
+from nlprec.core.step import StepContext, StepOutput, StepSkipped
 from nlprec.ranking import data as beir
 from nlprec.ranking.bm25 import BM25Config, BM25Retriever
 from nlprec.ranking.data import Run, read_trec_run, write_trec_run
@@ -464,8 +464,16 @@ def _training_examples(ctx, corpus: Corpus, first_stage: dict, n_negatives: int,
                                corpus.documents, n_negatives, skip_top, ctx.seed, sample_from)  # fmt: skip
 
 
+class TrainedModel(StepOutput):
+    """A fine-tuned bi-encoder or cross-encoder (``n_examples`` None: used as given, not trained)."""
+
+    model_dir: Path
+    trained: bool = True
+    n_examples: int | None = None
+
+
 @measured
-def finetune_biencoder(ctx: StepContext, cfg: FinetuneBiencoderConfig) -> dict:
+def finetune_biencoder(ctx: StepContext, cfg: FinetuneBiencoderConfig) -> TrainedModel:
     data = _data_input(ctx)
     corpus = Corpus(data)
     if not corpus.query_ids["train"]:
@@ -474,7 +482,7 @@ def finetune_biencoder(ctx: StepContext, cfg: FinetuneBiencoderConfig) -> dict:
     ctx.log_params({"n_examples": len(examples), "nproc_per_node": cfg.nproc_per_node,
                     **cfg.train.model_dump()})  # fmt: skip
     model_dir = _train(ctx, cfg.model, examples, "biencoder", cfg.train, cfg.nproc_per_node)
-    return {"model_dir": str(model_dir), "n_examples": len(examples)}
+    return TrainedModel(model_dir=model_dir, n_examples=len(examples))
 
 
 class TrainRerankerConfig(BaseModel):
@@ -498,12 +506,12 @@ class TrainRerankerConfig(BaseModel):
 
 
 @measured
-def train_reranker(ctx: StepContext, cfg: TrainRerankerConfig) -> dict:
+def train_reranker(ctx: StepContext, cfg: TrainRerankerConfig) -> TrainedModel:
     """Train the cross-encoder on the train queries (validation stays held out for the rerank step)."""
     if cfg.pretrained is not None:
         from nlprec.ranking.encoder import resolve_model_dir
 
-        return {"model_dir": str(resolve_model_dir(cfg.pretrained)), "trained": False}
+        return TrainedModel(model_dir=resolve_model_dir(cfg.pretrained), trained=False)
     corpus = Corpus(_data_input(ctx))
     if not corpus.query_ids["train"]:
         raise StepSkipped("the dataset has no train split and no pretrained reranker was given")
@@ -514,7 +522,7 @@ def train_reranker(ctx: StepContext, cfg: TrainRerankerConfig) -> dict:
     ctx.log_params({"n_examples": len(examples), "nproc_per_node": cfg.nproc_per_node,
                     **cfg.train.model_dump()})  # fmt: skip
     model_dir = _train(ctx, cfg.model, examples, "cross_encoder", cfg.train, cfg.nproc_per_node)
-    return {"model_dir": str(model_dir), "trained": True, "n_examples": len(examples)}
+    return TrainedModel(model_dir=model_dir, n_examples=len(examples))
 
 
 # -- reranking ---------------------------------------------------------------------------------
