@@ -31,6 +31,7 @@ class CorpusConfig(BaseModel):
 class CorpusOutput(StepOutput):
     path: Path
     size: int
+    test: Path | None = None  # hidden from search trials
 
 
 def make_corpus(ctx, cfg: CorpusConfig) -> CorpusOutput:
@@ -38,7 +39,7 @@ def make_corpus(ctx, cfg: CorpusConfig) -> CorpusOutput:
         raise StepSkipped("no corpus today")
     path = ctx.output_dir / "corpus.txt"
     path.write_text(" ".join(["word"] * cfg.words))
-    return CorpusOutput(path=path, size=cfg.words)
+    return CorpusOutput(path=path, size=cfg.words, test=path)
 
 
 class CountConfig(BaseModel):
@@ -197,7 +198,7 @@ def test_the_magic_skipped_key_is_refused(home):
     ("value", "message"),
     [
         ("${steps.corpsu.path}", "no step 'corpsu' (steps: corpus, count)"),
-        ("${steps.corpus.pth}", "step 'corpus' has no output 'pth' (CorpusOutput: path, size)"),
+        ("${steps.corpus.pth}", "step 'corpus' has no output 'pth' (CorpusOutput: path, size, test)"),
         ("${steps.count.words}", "step 'count' is not above 'count'"),
         ("${steps.corpus.path ?? steps.plian.path}", "no step 'plian'"),
         ("${steps.corpus..path}", "'steps.corpus..path' is not a step reference"),
@@ -252,3 +253,27 @@ def test_null_fallback_gives_none_and_a_whole_output_reference_validates_as_the_
 """
     assert run(write(home, body.replace("SKIP", "false"))).steps["maybe"].result == {"words": 7}
     assert run(write(home, body.replace("SKIP", "true"))).steps["maybe"].result == {"words": None}
+
+
+class PeekConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    test: Path | None = None
+    corpus: CorpusOutput
+    knob: int = 0
+
+
+def peek(ctx, cfg: PeekConfig) -> dict:
+    ctx.log_metrics({"peek.saw_test": float(cfg.test is not None), "peek.saw_whole_test": float(cfg.corpus.test is not None)})
+    return {}
+
+
+def test_search_trials_resolve_references_without_test_data(home):
+    path = write(home, CHAIN + """
+  - name: peek
+    uses: test_typed_outputs:peek
+    with: {test: "${steps.corpus.test}", corpus: "${steps.corpus}"}
+    search: {space: {knob: [0, 1]}, metric: peek.saw_test, direction: maximize}
+""")
+    report = run(path).steps["peek"]
+    assert [trial["value"] for trial in report.trials] == [0.0, 0.0]  # trials never see test data
+    assert report.metrics == {"peek.saw_test": 1.0, "peek.saw_whole_test": 1.0}  # the final run does
