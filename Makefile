@@ -103,8 +103,9 @@ $(addprefix pipeline-,$(PIPELINES)): pipeline-%: setup ## run pipelines/<name>.y
 	@mkdir -p out
 	$(BIN)/nlprec run pipelines/$*.yaml --summary out/$*.json $(ARGS)
 
-serve: setup ## the HTTP service (uvicorn); serves what `make demo` trained unless configured
-	$(BIN)/nlprec-serve $(ARGS)
+# RANKING_MODEL / SESSIONREC_MODEL: a folder or models:/<name>@<alias> (e.g. models:/ranking-beir@champion).
+serve: setup ## the HTTP service (uvicorn); RANKING_MODEL=… SESSIONREC_MODEL=… (default: what `make demo` trained)
+	$(BIN)/nlprec-serve $(if $(RANKING_MODEL),--ranking-model $(RANKING_MODEL)) $(if $(SESSIONREC_MODEL),--sessionrec-model $(SESSIONREC_MODEL)) $(ARGS)
 
 # A benchmark states how `make bench` runs it in one line, `# make bench: ARGS` or
 # `# make bench: skip REASON`; one without that line runs with no arguments. *_gpu.py need a GPU.
