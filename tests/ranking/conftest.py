@@ -25,3 +25,21 @@ def doc_vectors(dense_retriever, demo):
         [{"id": d["_id"], "title": d["title"], "text": d["text"]} for d in demo["corpus"]]
     )
     return dense_retriever.encode_documents(texts, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory):
+    """A 2-layer, 32-wide BERT with MiniLM's tokenizer and no dropout (so runs are deterministic)."""
+    import torch
+    from nlprec.ranking.encoder import resolve_model_dir
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_dir("minilm")))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder

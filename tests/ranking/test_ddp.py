@@ -8,27 +8,10 @@ import pytest
 import torch
 from nlprec.core import launch
 from nlprec.ranking import steps
-from nlprec.ranking.encoder import resolve_model_dir
 from nlprec.ranking.training import TrainingExample
 from safetensors.torch import load_file
 
 WORDS = "castle river mill harbour tower bridge forest meadow garden valley".split()
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory):
-    """A 2-layer, 32-wide BERT with MiniLM's tokenizer and no dropout (so runs are deterministic)."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_dir("minilm")))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
 
 
 def _examples() -> list[TrainingExample]:
@@ -72,14 +55,6 @@ def test_two_gloo_processes_train_what_one_process_trains(tmp_path, tiny_encoder
         assert moved > 1e-3, part  # two steps at lr 1e-3 moved the weights past the tolerance
 
 
-def test_rank_share_splits_evenly_and_drops_the_remainder():
-    from nlprec.ranking.training import rank_share
-
-    batch = list(range(7))
-    assert [rank_share(batch, r, 2) for r in range(2)] == [[0, 1, 2], [3, 4, 5]]
-    assert rank_share(batch, 0, 1) == batch
-
-
 def test_examples_file_round_trip_and_errors(tmp_path):
     path = steps.write_examples(_examples()[:3], tmp_path / "ex.jsonl")
     assert steps.read_examples(path) == _examples()[:3]
@@ -111,7 +86,9 @@ def test_pipeline_step_hands_training_to_the_launcher(tmp_path, tiny_encoder, mo
     ctx = SimpleNamespace(output_dir=tmp_path, seed=0)
     train = (BiEncoderTrainConfig(batch_size=8, max_seq_length=32) if which == "biencoder"
              else CrossEncoderTrainConfig(batch_size=8, max_length=48))  # fmt: skip
-    model_dir = steps._train_under_torchrun(ctx, str(tiny_encoder), _examples()[:8], which, train, 2)
+    model_dir = steps._train_under_torchrun(
+        ctx, str(tiny_encoder), _examples()[:8], which, train, 2
+    )
     assert launched == [(["-m", "nlprec.core.launch", "nlprec.ranking.steps:train_worker"], 2)]
     assert model_dir == tmp_path / "ddp" / which / "model"
     assert (model_dir / "model.safetensors").exists()

@@ -50,9 +50,8 @@ from nlprec.ranking.training import (
     BiEncoderTrainConfig,
     CrossEncoderTrainConfig,
     TrainingExample,
+    fine_tune,
     mine_hard_negatives,
-    train_biencoder,
-    train_cross_encoder,
 )
 from pydantic import BaseModel, Field
 
@@ -410,14 +409,10 @@ def train_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, out: 
     its share; rank 0 writes ``out/biencoder/model`` and ``out/cross_encoder/model``."""
     examples = read_examples(inputs["examples"])
     log = print if dist_ctx.is_main else (lambda _: None)
-    trainers = {
-        "biencoder": (BiEncoderTrainConfig, train_biencoder),
-        "cross_encoder": (CrossEncoderTrainConfig, train_cross_encoder),
-    }
-    for which, (config_cls, trainer) in trainers.items():
+    for which, config_cls in (("biencoder", BiEncoderTrainConfig), ("cross_encoder", CrossEncoderTrainConfig)):
         if which in config:
-            trainer(config["model"], examples, config_cls(**config[which]), out / which,
-                    dist_ctx.device, config.get("seed", 0), log, dist_ctx)  # fmt: skip
+            fine_tune(config["model"], examples, config_cls(**config[which]), out / which,
+                      dist_ctx.device, config.get("seed", 0), log, dist_ctx)  # fmt: skip
     return {"n_examples": len(examples)}
 
 
@@ -452,8 +447,8 @@ def _train(
     """Train here, or in ``nproc_per_node`` processes under torchrun; returns the model folder."""
     if nproc_per_node > 1:
         return _train_under_torchrun(ctx, model, examples, which, train, nproc_per_node)
-    trainer = train_biencoder if which == "biencoder" else train_cross_encoder
-    return trainer(model, examples, train, ctx.output_dir, ctx.device, ctx.seed, ctx.logger.info)
+    return fine_tune(model, examples, train, ctx.output_dir, ctx.device, ctx.seed, ctx.logger.info,
+                     log_metrics=ctx.log_metrics, max_seconds=ctx.time_left())  # fmt: skip
 
 
 def _training_examples(ctx, corpus: Corpus, first_stage: dict, n_negatives: int, skip_top: int,
