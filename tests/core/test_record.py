@@ -40,7 +40,7 @@ def _list_imported_modules():
     with open(os.environ["IMPORTED_MODULES_FILE"], "w") as handle:
         handle.write("\\n".join(sorted({name.split(".")[0] for name in sys.modules})))
 '''
-OPTIONAL = ("matplotlib", "charset-normalizer")  # the comparison plot is skipped without it; numpy.f2py tries the other
+OPTIONAL = ("matplotlib", "charset-normalizer", "datasets")  # the comparison plot is skipped without matplotlib; numpy.f2py tries charset-normalizer; sentence-transformers imports datasets only when it is installed
 
 
 def nlprec(*args, home, cwd, pythonpath=(), timeout=600):
