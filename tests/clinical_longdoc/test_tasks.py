@@ -84,6 +84,31 @@ def test_tagger_labels_first_subwords_and_predicts_per_word(tiny_bert, tokenizer
     assert TokenTaggerModel.load(tmp_path / "tagger").predict(sentences, FAST) == predicted
 
 
+def test_tagger_keeps_the_best_dev_epoch(tiny_bert, tokenizer, tmp_path):
+    """transformers.Trainer scores dev each epoch (seqeval F1) and ends on the best epoch's weights."""
+    sentences = [
+        TaggedSentence(["Acute", "asthma", "today"], ["B-Disease", "I-Disease", "O"]),
+        TaggedSentence(["No", "fever", "or", "cough"], ["O", "B-Disease", "O", "B-Disease"]),
+    ] * 4
+    dev = sentences[:2]
+    model = TokenTaggerModel(LongEncoder(tiny_bert), tokenizer, ["B-Disease", "I-Disease", "O"])
+    logged = []
+    settings = TrainSettings(epochs=3, lr=5e-3, head_lr=5e-2, max_batch=4, progress=False,
+                             work_dir=str(tmp_path), seed=1,
+                             log_metrics=lambda m, step=None: logged.append((step, m)))  # fmt: skip
+    history = model.fit(sentences, dev, settings)
+    assert len(history["dev"]) == 3 and len(history["loss"]) == 3
+    assert history["dev"][history["best_epoch"]] == max(history["dev"])
+    assert model.evaluate(dev, settings)["f1"] == pytest.approx(max(history["dev"]))
+    assert list(tmp_path.iterdir()) == []  # checkpoints are removed after training
+    curves = [(step, m["eval_f1"]) for step, m in logged if "eval_f1" in m]
+    assert [f1 for _, f1 in curves] == history["dev"] and [s for s, _ in curves] == [2, 4, 6]
+    # a spent time budget stops after the first step, which is still scored and kept
+    settings.time_budget_s, settings.log_metrics = 0.0, None
+    history = model.fit(sentences, dev, settings)
+    assert history["stopped_early"] and len(history["dev"]) == 1 and history["best_epoch"] == 0
+
+
 def test_entity_f1_is_strict_iob2():
     gold = [["B-Disease", "I-Disease", "O"]]
     assert entity_f1(gold, gold)["f1"] == 1.0

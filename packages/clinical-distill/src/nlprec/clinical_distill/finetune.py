@@ -1,4 +1,5 @@
-"""Fine-tuning any encoder on token or sequence classification, and predicting with the result.
+"""Fine-tuning any encoder on token or sequence classification (`transformers.Trainer` on a
+`datasets.Dataset`), and predicting with the result.
 
 NER labels each word on its first sub-word (the others get -100 and are ignored by the loss);
 a word's prediction is read from its first sub-word too. Words cut off by truncation are tagged O.
@@ -6,24 +7,29 @@ a word's prediction is read from its first sub-word too. Words cut off by trunca
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
-from nlprec.core.training import BestState, Schedule, Trainer, autocast
+from datasets import Dataset
+from nlprec.core.hf_training import ScheduledTrainer, StepCallback, training_arguments
+from nlprec.core.training import Schedule, autocast
 from pydantic import Field
 from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     DataCollatorForTokenClassification,
     DataCollatorWithPadding,
+    EvalPrediction,
     PreTrainedModel,
+    PrinterCallback,
 )
 
+from .metrics import classification_scores, entity_f1
 from .models import check_checkpoint
-from .training import MAX_GRAD_NORM, OptimConfig, set_seed
+from .training import MAX_GRAD_NORM, OptimConfig
 
 IGNORE = -100
 
@@ -104,61 +110,98 @@ def _collator(tokenizer, kind: str):
     )
 
 
-def _model_inputs(features: list[dict]) -> list[dict]:
-    return [{k: v for k, v in f.items() if k != "word_starts"} for f in features]
+class _AnyLabel(dict):
+    """Dev labels: one unseen in training gets id 0 (dev is scored on the label names, see
+    `dev_metrics`; the ids only place NER words and feed the eval loss)."""
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
+
+def _dataset(tokenizer, examples: list[dict], label2id: dict[str, int], kind: str, max_len: int):
+    """Records -> `datasets.Dataset` of model inputs (tokenised with a batched ``map``)."""
+    encode = encode_words if kind == "token" else encode_texts
+
+    def tokenise(columns: dict[str, list]) -> dict[str, list]:
+        rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+        features = encode(tokenizer, rows, label2id, max_len)
+        return {key: [f[key] for f in features] for key in features[0] if key != "word_starts"}
+
+    records = Dataset.from_list(examples)
+    return records.map(tokenise, batched=True, remove_columns=records.column_names)
+
+
+def dev_metrics(kind: str, dev: list[dict], id2label: dict[int, str]) -> Callable:
+    """``compute_metrics`` on the dev examples (in order): NER strict entity F1 (seqeval) on words
+    (a word cut by truncation counts as O), or accuracy and macro-F1 (scikit-learn)."""
+
+    def compute(prediction: EvalPrediction) -> dict[str, float]:
+        best = np.asarray(prediction.predictions).argmax(-1)
+        if kind == "sequence":
+            gold = [e["label"] for e in dev]
+            return classification_scores(gold, [id2label[int(i)] for i in best])
+        predicted = []
+        for example, row, labels in zip(dev, best, prediction.label_ids):
+            tags = [id2label[int(t)] for t, label in zip(row, labels) if label != IGNORE]
+            predicted.append(tags + ["O"] * (len(example["tokens"]) - len(tags)))
+        return {"f1": entity_f1([e["tags"] for e in dev], predicted)}
+
+    return compute
 
 
 def train_classifier(
     model: PreTrainedModel,
     tokenizer,
-    features: list[dict],
+    train: list[dict],
+    dev: list[dict],
     cfg: FinetuneConfig,
-    device: str,
     seed: int,
-    show_progress: bool = False,
-    desc: str = "finetune",
-    dev_score: Callable[[PreTrainedModel], float] | None = None,
+    output_dir: str | Path,
+    metric: str,
+    log_metrics: Callable[..., None] | None = None,
+    time_left: Callable[[], float | None] | None = None,
 ) -> dict:
-    """Fine-tune in place on `nlprec.core.training`: shuffled epochs, AdamW with linear warm-up and
-    decay, clipping, bf16 autocast on CUDA.
+    """Fine-tune in place with `transformers.Trainer` (AdamW, linear warm-up and decay, clipping,
+    bf16 on CUDA), scoring ``dev`` after every epoch and keeping the best epoch on ``metric`` (a key
+    of `dev_metrics`; selection on dev, never on test). Checkpoints go under ``output_dir`` (the
+    caller's to remove).
 
-    With ``dev_score(model)`` the model is scored after every epoch and the weights of the best
-    epoch are kept (selection on dev, never on test). Returns {"dev": per-epoch scores,
-    "best_epoch": 1-based, or the last epoch without dev}.
+    Returns {"dev": per-epoch dev scores, "best_epoch": 1-based, "stopped_early"}.
     """
-    set_seed(seed)
-    rng = random.Random(seed)
-    collator = _collator(tokenizer, cfg.kind)
-    inputs = _model_inputs(features)
-    steps_per_epoch = math.ceil(len(inputs) / cfg.batch_size)
-    model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    trainer = Trainer(
-        optimizer,
-        steps_per_epoch * cfg.epochs,
-        schedule=Schedule(warmup_fraction=cfg.warmup_ratio),
+    label2id = dict(model.config.label2id)
+    args = training_arguments(
+        output_dir,
+        seed=seed,
+        metric=metric,
+        epochs=cfg.epochs,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
         max_grad_norm=MAX_GRAD_NORM,
-        device=device,
-        progress=show_progress,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=64,
+        disable_tqdm=True,
     )
-    best = BestState(model)
-    history: dict = {"dev": []}
-    order = list(range(len(inputs)))
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        rng.shuffle(order)
-        batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        for rows in trainer.iterate(batches, desc=f"{desc} epoch {epoch}"):
-            batch = {k: v.to(device) for k, v in collator([inputs[i] for i in rows]).items()}
-            with trainer.autocast():
-                loss = model(**batch).loss
-            trainer.step(loss)
-        if dev_score is not None:
-            history["dev"].append(dev_score(model))
-            best.update(epoch, history["dev"][-1])
-    history["best_epoch"] = best.restore() or cfg.epochs
+    step_callback = StepCallback(log_metrics, time_left)
+    trainer = ScheduledTrainer(
+        model=model,
+        args=args,
+        train_dataset=_dataset(tokenizer, train, label2id, cfg.kind, cfg.max_len),
+        eval_dataset=_dataset(tokenizer, dev, _AnyLabel(label2id), cfg.kind, cfg.max_len),
+        data_collator=_collator(tokenizer, cfg.kind),
+        compute_metrics=dev_metrics(cfg.kind, dev, model.config.id2label),
+        callbacks=[step_callback],
+        schedule=Schedule(warmup_fraction=cfg.warmup_ratio),
+    )
+    trainer.remove_callback(PrinterCallback)  # the logs go to log_metrics
+    trainer.train()
     model.eval()
-    return history
+    evaluations = [log for log in trainer.state.log_history if f"eval_{metric}" in log]
+    best = max(evaluations, key=lambda log: log[f"eval_{metric}"]) if evaluations else None
+    return {
+        "dev": [log[f"eval_{metric}"] for log in evaluations],
+        "best_epoch": round(best["epoch"]) if best else cfg.epochs,
+        "stopped_early": step_callback.stopped_early,
+    }
 
 
 @torch.no_grad()

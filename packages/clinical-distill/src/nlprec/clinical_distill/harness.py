@@ -9,6 +9,8 @@ the same settings per task; each fine-tuning run keeps the epoch with the best d
 from __future__ import annotations
 
 import statistics
+import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Literal
@@ -18,8 +20,6 @@ from pydantic import BaseModel, Field
 
 from .finetune import (
     FinetuneConfig,
-    encode_texts,
-    encode_words,
     load_for_task,
     predict_text_labels,
     predict_word_tags,
@@ -27,7 +27,7 @@ from .finetune import (
 )
 from .metrics import classification_scores, entity_f1, sentence_entity_f1
 from .models import load_tokenizer
-from .training import progress
+from .training import progress, set_seed
 
 TaskName = Literal["ner", "section", "nli"]
 
@@ -65,10 +65,14 @@ def evaluate_on_task(
     device: str = "cpu",
     save_dir: str | None = None,
     split: Literal["dev", "test"] = "test",
+    work_dir: str | None = None,
+    log_metrics: Callable[..., None] | None = None,
 ) -> dict:
-    """Fine-tune the encoder at `model_path` on data["train"], keep the epoch with the best dev
-    score, and score data[split]; keys `ner_f1`, `section_acc`, ..., `best_epoch`, and `units`
-    (per-example scores, keyed by position in the split, for paired tests)."""
+    """Fine-tune the encoder at `model_path` on data["train"] (`finetune.train_classifier`, its
+    checkpoints in a temporary folder under `work_dir`), keep the epoch with the best dev score,
+    and score data[split] with that model only; keys `ner_f1`, `section_acc`, ..., `best_epoch`,
+    and `units` (per-example scores, keyed by position in the split, for paired tests).
+    `log_metrics(metrics, step=...)` receives the training curves."""
     if not data.get("dev"):
         raise ValueError(
             f"task {task!r} has no dev split: selection needs one (see load_eval_tasks)"
@@ -77,10 +81,7 @@ def evaluate_on_task(
     train = data["train"][: settings.max_train]
     dev, scored = data["dev"][: settings.max_test], data[split][: settings.max_test]
     labels = task_labels(task, train)
-    label2id = {label: i for i, label in enumerate(labels)}
     kind = TASK_KIND[task]
-    encode = encode_words if kind == "token" else encode_texts
-    features = encode(tokenizer, train, label2id, settings.max_len)
     cfg = FinetuneConfig(
         kind=kind,
         epochs=settings.epochs,
@@ -88,32 +89,20 @@ def evaluate_on_task(
         batch_size=settings.batch_size,
         max_len=settings.max_len,
     )
+    set_seed(seed)  # the fresh head's initialisation
     model = load_for_task(model_path, kind, labels)
-
-    def score(examples: list[dict]) -> tuple[dict, dict]:
-        return task_scores(task, model, tokenizer, examples, settings.max_len, device)
-
-    history = train_classifier(
-        model,
-        tokenizer,
-        features,
-        cfg,
-        device,
-        seed,
-        dev_score=lambda _: _headline(task, score(dev)[0]),
-    )
+    with tempfile.TemporaryDirectory(dir=work_dir) as checkpoints:
+        history = train_classifier(
+            model, tokenizer, train, dev, cfg, seed, checkpoints, SELECT_ON[task], log_metrics
+        )
     if save_dir:
         model.save_pretrained(save_dir)
         tokenizer.save_pretrained(save_dir)
-    scores, units = score(scored)
+    scores, units = task_scores(task, model, tokenizer, scored, settings.max_len, device)
     return {**scores, "best_epoch": history["best_epoch"], "units": units}
 
 
-HEADLINE = {"ner": "ner_f1", "section": "section_macro_f1", "nli": "nli_acc"}
-
-
-def _headline(task: str, scores: dict) -> float:
-    return scores[HEADLINE.get(task, f"{task}_acc")]
+SELECT_ON = {"ner": "f1", "section": "macro_f1", "nli": "acc"}  # keys of finetune.dev_metrics
 
 
 def task_scores(task: str, model, tokenizer, examples: list[dict], max_len: int, device: str):
@@ -142,6 +131,8 @@ def _run_job(job: dict) -> dict:
         job["device"],
         job.get("save_dir"),
         job.get("split", "test"),
+        job.get("work_dir"),
+        job.get("log_metrics"),
     )
     return {"model": job["model"], "task": job["task"], "seed": job["seed"], **scores}
 
@@ -157,6 +148,8 @@ def run_harness(
     on_result=None,
     task_seeds: dict[str, list[int]] | None = None,
     split: Literal["dev", "test"] = "test",
+    work_dir: str | None = None,
+    log_metrics: Callable[..., None] | None = None,
 ) -> list[dict]:
     """Every (model, task, seed) fine-tuning run; rows of {"model", "task", "seed", <metric>: value}.
 
@@ -165,7 +158,8 @@ def run_harness(
     saved under save_root/<model>-<task> for batch inference. `on_result(row)` is called as rows
     finish. `task_seeds` gives some tasks their own seeds (e.g. more for NER, whose differences
     between models are small); the others use `seeds`. Every run keeps its best epoch on the dev
-    split and scores `split` ("dev" in a search trial).
+    split and scores `split` ("dev" in a search trial). Checkpoints go under `work_dir`;
+    `log_metrics` (in-process runs only) receives each run's curves under `<model>.<task>.`.
     """
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
     unknown = set(task_seeds or {}) - set(tasks)
@@ -184,6 +178,7 @@ def run_harness(
             "device": device,
             "settings": settings[task].model_dump(),
             "split": split,
+            "work_dir": work_dir,
             "save_dir": f"{save_root}/{name}-{task}"
             if save_root and seed == seeds_of[task][0]
             else None,
@@ -195,7 +190,7 @@ def run_harness(
     rows = []
     if workers <= 1:
         for job in progress(jobs, desc="evaluate"):
-            rows.append(_run_job(job))
+            rows.append(_run_job({**job, "log_metrics": _prefixed(log_metrics, job)}))
             if on_result:
                 on_result(rows[-1])
         return rows
@@ -205,6 +200,17 @@ def run_harness(
             if on_result:
                 on_result(row)
     return rows
+
+
+def _prefixed(log_metrics: Callable[..., None] | None, job: dict) -> Callable[..., None] | None:
+    if log_metrics is None:
+        return None
+    prefix = f"{job['model']}.{job['task']}.seed{job['seed']}."
+
+    def log(metrics: dict, step: int | None = None) -> None:
+        log_metrics({prefix + key: value for key, value in metrics.items()}, step=step)
+
+    return log
 
 
 def unit_scores(rows: list[dict]) -> dict[tuple[str, str], dict[str, float]]:

@@ -347,6 +347,8 @@ def evaluate_models(ctx: StepContext, cfg: EvaluateConfig) -> dict:
         save_root=str(ctx.output_dir / "finetuned"),
         task_seeds=cfg.task_seeds,
         split="dev" if ctx.split == "validation" else "test",
+        work_dir=str(ctx.output_dir),
+        log_metrics=ctx.log_metrics,
     )
     for (model, metric), scores in unit_scores(rows).items():
         ctx.log_unit_scores(model, metric, scores)

@@ -237,6 +237,8 @@ def _settings(
     seed: int,
     dist_ctx: DistributedContext | None = None,
     time_left: float | None = None,
+    work_dir: Path | None = None,
+    log_metrics=None,
 ) -> TrainSettings:
     budgets = [b for b in (cfg.time_budget_s, time_left) if b is not None]
     return TrainSettings(
@@ -251,6 +253,8 @@ def _settings(
         time_budget_s=min(budgets) if budgets else None,
         progress=dist_ctx is None or dist_ctx.is_main,
         dist_ctx=dist_ctx,
+        work_dir=None if work_dir is None else str(work_dir),
+        log_metrics=log_metrics,
     )
 
 
@@ -363,7 +367,8 @@ def _run_seeds(ctx: StepContext, cfg: FineTuneConfig, task: str) -> tuple[list[d
         torch.manual_seed(seed)
         _cuda_peak_reset(ctx.device)
         started = time.perf_counter()
-        settings = _settings(cfg, ctx.device, seed, time_left=ctx.time_left())
+        settings = _settings(cfg, ctx.device, seed, time_left=ctx.time_left(),
+                             work_dir=ctx.output_dir, log_metrics=_curves(ctx, cfg, seed))  # fmt: skip
         model, scores = train_one_seed(
             task, cfg, upstream, splits, settings, _evaluation_split(ctx)
         )
@@ -372,6 +377,15 @@ def _run_seeds(ctx: StepContext, cfg: FineTuneConfig, task: str) -> tuple[list[d
         per_seed.append(scores)
         logger.info("%s seed %d: %s", cfg.variant, seed, scores)
     return per_seed, model
+
+
+def _curves(ctx: StepContext, cfg: FineTuneConfig, seed: int):
+    """ctx.log_metrics for the training curves, as ``<prefix>.seed<seed>.<loss|eval_f1|...>``."""
+
+    def log(metrics: dict, step: int | None = None) -> None:
+        ctx.log_metrics({f"{cfg.prefix}.seed{seed}.{k}": v for k, v in metrics.items()}, step=step)
+
+    return log
 
 
 def _run_seeds_torchrun(ctx: StepContext, cfg: FineTuneConfig, task: str) -> list[dict]:
@@ -395,7 +409,7 @@ def fine_tune_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, o
     for seed in cfg.seeds:
         torch.manual_seed(seed)
         started = time.perf_counter()
-        settings = _settings(cfg, dist_ctx.device, seed, dist_ctx)
+        settings = _settings(cfg, dist_ctx.device, seed, dist_ctx, work_dir=out)
         model, scores = train_one_seed(
             task, cfg, inputs, splits, settings, config.get("evaluate_on", "test")
         )

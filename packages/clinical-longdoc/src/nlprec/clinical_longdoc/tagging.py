@@ -1,4 +1,5 @@
-"""Token classification (NER): labels on first sub-words, word-level entity F1 with seqeval.
+"""Token classification (NER): labels on first sub-words, word-level entity F1 with seqeval;
+trained with `transformers.Trainer` on a `datasets.Dataset`.
 
 A sentence longer than the encoder is truncated; its words past the cut are predicted ``O`` and
 the number of such words is logged (never silent).
@@ -7,11 +8,12 @@ the number of such words is logged (never silent).
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+from datasets import Dataset
 from nlprec.clinical_longdoc.data import TaggedSentence
 from nlprec.clinical_longdoc.encoder import LongEncoder
 from nlprec.clinical_longdoc.heads import IGNORE_INDEX, TokenTagger
@@ -20,13 +22,13 @@ from nlprec.clinical_longdoc.persist import load_task_model, save_task_model
 from nlprec.clinical_longdoc.training import (
     TrainSettings,
     autocast_for,
-    fit,
+    fit_with_trainer,
     group_by_tokens,
     pad_rows,
-    rank_batches,
 )
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import DataCollatorForTokenClassification, EvalPrediction
 
 logger = logging.getLogger(__name__)
 OUTSIDE = "O"
@@ -95,41 +97,65 @@ class TokenTaggerModel:
             ).items()
         }
 
+    def dataset(self, sentences: Sequence[TaggedSentence]) -> Dataset:
+        """Sentences -> a `datasets.Dataset` of input ids, attention mask and first-sub-word labels."""
+
+        def tokenise(columns: dict[str, list]) -> dict[str, list]:
+            rows = [TaggedSentence(**dict(zip(columns, values))) for values in zip(*columns.values())]
+            items = self.encode(rows)
+            return {
+                "input_ids": [it["input_ids"] for it in items],
+                "attention_mask": [[1] * len(it["input_ids"]) for it in items],
+                "labels": [it["labels"] for it in items],
+            }
+
+        records = Dataset.from_list([s.__dict__ for s in sentences])
+        return records.map(tokenise, batched=True, remove_columns=records.column_names)
+
+    def dev_metrics(self, dev: Sequence[TaggedSentence]):
+        """``compute_metrics``: strict entity F1 (seqeval) on the words of ``dev`` (in order), read
+        from first sub-words; words cut by truncation count as O."""
+
+        def compute(prediction: EvalPrediction) -> dict[str, float]:
+            best = np.asarray(prediction.predictions).argmax(-1)
+            predicted = []
+            for sentence, row, labels in zip(dev, best, prediction.label_ids, strict=True):
+                tags = [self.tags[t] for t, label in zip(row, labels) if label != IGNORE_INDEX]
+                predicted.append(tags + [OUTSIDE] * (len(sentence.words) - len(tags)))
+            return entity_f1([s.tags for s in dev], predicted)
+
+        return compute
+
     def fit(
         self,
         train: Sequence[TaggedSentence],
         dev: Sequence[TaggedSentence] | None,
         settings: TrainSettings,
     ) -> dict:
+        """Fine-tune with `transformers.Trainer` (see `training.fit_with_trainer`), keeping the
+        epoch with the best dev entity F1."""
         unknown = sorted({t for s in train for t in s.tags} - set(self.tags))
         if unknown:
             raise ValueError(f"training tags not in the tag list: {unknown}")
         self.device = settings.device
-        items = self.encode(train)
-        widths = [len(it["input_ids"]) for it in items]
+        train_set = self.dataset(train)
 
-        def labelled_tokens(group: list[int]) -> int:  # what the token-mean loss averages over
-            return sum(sum(t != IGNORE_INDEX for t in items[i]["labels"]) for i in group)
-
-        def epoch_batches(rng: random.Random):
-            groups = group_by_tokens(
-                widths, [1] * len(items), settings.max_tokens, settings.max_batch, rng
-            )
-            return rank_batches(
-                groups, lambda g: self._collate([items[i] for i in g]), settings, labelled_tokens
-            )
-
-        def loss_fn(network: nn.Module, batch) -> torch.Tensor:
-            logits = network(batch["input_ids"], batch["attention_mask"])  # (B, L, C)
+        def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # (B, L, C), (B, L)
             return nn.functional.cross_entropy(
-                logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE_INDEX
+                logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX
             )
 
-        def dev_score(network: nn.Module) -> float:
-            return self.evaluate(dev, settings)["f1"]
-
-        return fit(
-            self.network, epoch_batches, loss_fn, settings, dev_score if dev else None, desc="ner"
+        return fit_with_trainer(
+            self.network,
+            train_set,
+            self.dataset(dev) if dev else None,
+            DataCollatorForTokenClassification(self.tokenizer),
+            lambda network, inputs: network(inputs["input_ids"], inputs["attention_mask"]),
+            loss_fn,
+            self.dev_metrics(dev or []),
+            "f1",
+            settings,
+            longest=max(len(ids) for ids in train_set["input_ids"]),
         )
 
     @torch.no_grad()

@@ -1,32 +1,43 @@
-"""The fine-tuning loop shared by every head, on `nlprec.core.training` (AdamW, linear warm-up and
-decay, clipping, bf16 autocast on GPU, time budget) with what is particular to long documents:
-token-budget batches, optional gradient checkpointing, best-epoch selection on a dev score.
+"""Fine-tuning the heads of this package.
 
-Under ``torchrun`` (``TrainSettings.dist_ctx`` from `nlprec.core.distributed.init_distributed`) the
-same loop runs data-parallel: every rank builds the same global batches (same seed), takes its
-share of each with `rank_batches`, and scales its loss so that DDP's gradient average equals the
-gradient one process computes on the whole global batch:
+NER: `fit_with_trainer`, `transformers.Trainer` (AdamW with the head's own
+learning rate, linear warm-up and decay, clipping, bf16 on GPU, dev scored every epoch, the best
+epoch loaded at the end, the time budget) on `datasets.Dataset`s; under ``torchrun`` its
+`accelerate` data loader gives every rank its part of the same global batches.
+
+Classification and QA: `fit`, the loop on `nlprec.core.training` with token-budget batches and best-epoch selection.
+Under ``torchrun`` (``TrainSettings.dist_ctx`` from `nlprec.core.distributed.init_distributed`)
+every rank builds the same global batches (same seed), takes its share of each with
+`rank_batches`, and scales its loss so that DDP's gradient average equals the gradient one process
+computes on the whole global batch:
 
     loss_r = weight_r * mean-loss over rank r's items,   weight_r = world_size * units_r / units
 
-(units: items, or labelled tokens for NER).  A rank whose share is empty runs one item at weight 0,
+(units: items, or labelled tokens).  A rank whose share is empty runs one item at weight 0,
 so every rank joins every gradient all-reduce.  Every rank evaluates the dev set itself (identical
 weights, so identical best-epoch choices); the callers let rank 0 alone write and log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import shutil
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from nlprec.core.distributed import loss_weight
+from nlprec.core.hf_training import ScheduledTrainer, StepCallback, training_arguments
 from nlprec.core.training import BestState, Schedule, Trainer
 from nlprec.core.training import autocast as core_autocast
 from torch import nn
+from transformers import PrinterCallback
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +57,8 @@ class TrainSettings:
     time_budget_s: float | None = None  # stop early (logged) when training exceeds it
     progress: bool = True
     dist_ctx: Any = None  # nlprec.core.distributed.DistributedContext under torchrun, else None
+    work_dir: str | None = None  # transformers.Trainer checkpoints (a temporary folder in it)
+    log_metrics: Callable[..., None] | None = None  # ctx.log_metrics: training curves
 
 
 def _distributed(settings: TrainSettings) -> bool:
@@ -149,7 +162,6 @@ def fit(
     clipping, autocast, time budget); keep the weights of the epoch with the best dev score.
 
     epoch_batches(rng) -> the batches of one epoch; loss_fn(model, batch) -> scalar loss.
-    ``score_start``: the untrained state competes too (best epoch -1; e.g. after a linear probe).
     Returns a history dict (losses, dev scores, best epoch, seconds).
     """
     torch.manual_seed(settings.seed)
@@ -239,3 +251,127 @@ def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
         ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         mask[i, : len(row)] = 1
     return ids, mask
+
+
+class HeadTrainer(ScheduledTrainer):
+    """`transformers.Trainer` for a head of this package (an `nn.Module`): logits are
+    ``forward(model, inputs)``, the loss ``loss_fn(logits, labels)``; the optimiser gives the head
+    its own learning rate."""
+
+    def __init__(self, *args, forward: Callable, loss_fn: Callable, settings: TrainSettings, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.forward, self.loss_fn, self.settings = forward, loss_fn, settings
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            self.optimizer = torch.optim.AdamW(_param_groups(self.model, self.settings))
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        logits = self.forward(model, inputs)
+        loss = self.loss_fn(logits, labels)
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+
+def fit_with_trainer(
+    network: nn.Module,
+    train_dataset,
+    dev_dataset,
+    collator,
+    forward: Callable[[nn.Module, dict], torch.Tensor],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    compute_metrics: Callable,
+    metric: str,
+    settings: TrainSettings,
+    longest: int,
+) -> dict:
+    """Train ``network`` in place with `HeadTrainer` (AdamW groups, linear warm-up/decay,
+    clipping, bf16 on CUDA, evaluation and a checkpoint every epoch), load the epoch with the best
+    dev ``metric`` (a key of ``compute_metrics``) at the end, stop at the time budget.
+
+    Batches: up to ``max_batch`` rows, fewer when ``longest`` (tokens of the longest item) times the
+    rows would exceed ``max_tokens``. Returns a history dict
+    (per-epoch losses and dev scores, best epoch counted from 0, seconds).
+    """
+    started = time.monotonic()
+    with_dev = dev_dataset is not None and len(dev_dataset) > 0
+    world = settings.dist_ctx.world_size if _distributed(settings) else 1
+    rows = max(1, min(settings.max_batch, settings.max_tokens // max(longest, 1)) // world)
+    budget = settings.time_budget_s
+    callback = StepCallback(settings.log_metrics, lambda: budget)
+    with _checkpoint_dir(settings) as checkpoints:
+        args = training_arguments(
+            checkpoints,
+            seed=settings.seed,
+            metric=metric,
+            epochs=settings.epochs,
+            per_device_train_batch_size=rows,
+            per_device_eval_batch_size=rows,
+            label_names=["labels"],
+            remove_unused_columns=False,
+            disable_tqdm=not settings.progress,
+            use_cpu=not settings.device.startswith("cuda"),
+            **({} if with_dev else {"eval_strategy": "no", "save_strategy": "no",
+                                    "load_best_model_at_end": False}),  # fmt: skip
+        )
+        trainer = HeadTrainer(
+            model=network,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=dev_dataset if with_dev else None,
+            data_collator=collator,
+            compute_metrics=compute_metrics,
+            callbacks=[callback],
+            forward=forward,
+            loss_fn=loss_fn,
+            settings=settings,
+            schedule=Schedule(warmup_fraction=settings.warmup_ratio),
+        )
+        trainer.remove_callback(PrinterCallback)  # the logs go to settings.log_metrics
+        with _checkpointing(network, settings.gradient_checkpointing):
+            trainer.train()
+    network.eval()
+    logs = trainer.state.log_history
+    dev = [log[f"eval_{metric}"] for log in logs if f"eval_{metric}" in log]
+    best = max(range(len(dev)), key=dev.__getitem__) if dev else None
+    if callback.stopped_early:
+        logger.warning("time budget of %.0fs reached at step %d", budget, trainer.state.global_step)
+    return {
+        "loss": [log["loss"] for log in logs if "loss" in log],
+        "dev": dev,
+        "best_epoch": best,
+        "stopped_early": callback.stopped_early,
+        "seconds": time.monotonic() - started,
+    }
+
+
+@contextlib.contextmanager
+def _checkpoint_dir(settings: TrainSettings):
+    """Where the trainer's checkpoints live while it trains: a temporary folder, or under DDP one
+    folder in ``work_dir`` that every rank reads the best checkpoint from (rank 0 removes it)."""
+    if settings.work_dir is not None:
+        Path(settings.work_dir).mkdir(parents=True, exist_ok=True)
+    if not _distributed(settings):
+        with tempfile.TemporaryDirectory(dir=settings.work_dir) as folder:
+            yield folder
+        return
+    folder = Path(settings.work_dir or ".") / f"checkpoints-seed{settings.seed}"
+    yield str(folder)
+    torch.distributed.barrier()
+    if settings.dist_ctx.is_main:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _checkpointing(network: nn.Module, enabled: bool):
+    """Gradient checkpointing of the wrapped `transformers` encoder while training."""
+    encoder_model = getattr(getattr(network, "encoder", None), "model", None)
+    enabled = enabled and encoder_model is not None
+    if enabled:
+        encoder_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        yield
+    finally:
+        if enabled:
+            encoder_model.gradient_checkpointing_disable()
