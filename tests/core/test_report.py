@@ -123,6 +123,17 @@ def test_write_then_check_passes_and_a_hand_edit_fails(tmp_path, capsys):
     assert "study-t" in capsys.readouterr().err
 
 
+def test_check_without_files_reads_every_marked_file_of_the_folder(tmp_path, monkeypatch):
+    doc = _document(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(doc.read_text())
+    doc.unlink()  # RESULTS.md at the root is not one of the default places; README.md is
+    monkeypatch.chdir(tmp_path)
+    assert nlprec_main(["report", "--check"]) == 1
+    assert nlprec_main(["report", "--write", "README.md"]) == 0
+    assert nlprec_main(["report", "--check"]) == 0
+
+
 def test_check_fails_when_the_record_changes(tmp_path):
     doc = _document(tmp_path)
     nlprec_main(["report", "--write", str(doc)])
@@ -160,13 +171,8 @@ def test_demo_table_has_systems_as_rows_full_metric_names_and_the_run(tmp_path, 
     assert len(demo_tables(tmp_path)) >= 3
 
 
-def _marked_files() -> list[Path]:
-    candidates = [REPO / "README.md", *REPO.glob("benchmarks/*.md"), *REPO.glob("packages/*/README.md"), *REPO.glob("docs/**/*.md")]
-    return [path for path in candidates if "<!-- nlprec-report:" in path.read_text()]
-
-
 def test_committed_tables_match_their_records():
-    stale = [f"{path.relative_to(REPO)}: {section.spec}" for path in _marked_files()
+    stale = [f"{path.relative_to(REPO)}: {section.spec}" for path in report_sections.marked_files(REPO)
              for section in report_sections.check_sections(path, REPO / "results")]
     assert not stale, f"generated sections differ from results/ (run `nlprec report --write FILE`): {stale}"
 

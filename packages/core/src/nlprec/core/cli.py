@@ -55,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--save-record", metavar="RUN", help="write results/<pipeline>/<run-id>.json.gz for RUN "
                      "(a run id, or a folder from `nlprec run --export`)")
     rep.add_argument("--write", type=Path, metavar="FILE", help="regenerate every nlprec-report section of FILE")
-    rep.add_argument("--check", type=Path, nargs="+", metavar="FILE",
-                     help="exit 1 if a generated section of FILE differs from what its records give")
+    rep.add_argument("--check", type=Path, nargs="*", metavar="FILE",
+                     help="exit 1 if a generated section of FILE differs from what its records give "
+                     "(no FILE: every README.md, benchmarks/*.md, packages/*/README.md and docs/**/*.md here)")
     rep.add_argument("--results", type=Path, default=None,
                      help="the records folder (default: results/ of the repository holding FILE, else ./results)")
 
@@ -121,9 +122,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from nlprec.core import report_sections
     from nlprec.core.results import compact_record, find_records, save_record
 
-    if args.check:
+    if args.check is not None:
         stale = []
-        for file in args.check:
+        for file in args.check or report_sections.marked_files(Path.cwd()):
             for section in report_sections.check_sections(file, args.results):
                 stale.append(f"{file}:{section.line}: section `nlprec-report: {section.spec}` differs from its records")
         for line in stale:

@@ -100,6 +100,15 @@ def write_sections(file: Path, results_root: Path | None = None) -> int:
     return len(list(sections(text)))
 
 
+MARKED_FILE_GLOBS = ("README.md", "benchmarks/*.md", "packages/*/README.md", "docs/**/*.md")
+
+
+def marked_files(repository: Path) -> list[Path]:
+    """The Markdown files of a repository that hold generated sections (what `--check` reads by default)."""
+    candidates = [path for pattern in MARKED_FILE_GLOBS for path in sorted(repository.glob(pattern))]
+    return [path for path in candidates if "<!-- nlprec-report:" in path.read_text()]
+
+
 def check_sections(file: Path, results_root: Path | None = None) -> list[Section]:
     root = results_root or results_root_for(file)
     return stale_sections(file.read_text(), root, file_label(file, root))
