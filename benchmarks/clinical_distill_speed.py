@@ -81,7 +81,7 @@ def main() -> None:
     )
     parser.add_argument("--teacher", default="minilm")
     parser.add_argument(
-        "--json", help="also write the figures here (for clinical_distill_gpu.py record --speed)"
+        "--json", help="also write the figures here (JSON)"
     )
     parser.add_argument(
         "--no-record", action="store_true", help="do not write benchmarks/RESULTS.md"

@@ -4,7 +4,7 @@
 
 The distillation run's sizes (Phi-style, width 256, 4 layers, 4 heads, vocabulary 2048), random
 weights, float32. Batch-1 prefill and decode against context; decode at batch 64 from synthetic
-caches (see nlprec.mohawk.throughput). The GPU figures are in benchmarks/mohawk_gpu.py.
+caches (see nlprec.mohawk.throughput).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ learns its conflict detector, this module learns how to weigh the evidence inste
 - ``matrix`` plugs into ``trip_tiers.belief_tiers(..., scorer=detector.matrix)``: the story with
   the larger peak probability is the implausible one, its argmax pair the predicted conflict.
 
-Which belief tables it is trained on is the caller's choice (``benchmarks/beliefs_trip_learned.py``
-says which, and why).
+Which belief tables it is trained on is the caller's choice: the beliefs-trip pipeline fits it on
+its training stories only (``trip_detector: learned``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ head-wise scalar forget gate): q = C, k = B, v = x, g = ℓ, no 1/√n scale. Tw
 
 mamba-ssm's ``mamba_chunk_scan_combined`` is the third (used when fla is absent).
 ``compare_with_reference`` checks a backend against ``ssd_chunked_scan`` (outputs, final states,
-gradients); benchmarks/mohawk_gpu.py runs it on the device, tests/mohawk/test_kernels.py wherever
+gradients); tests/mohawk/test_kernels.py runs it wherever
 a kernel library and CUDA are present.
 """
 

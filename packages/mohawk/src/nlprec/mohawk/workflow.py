@@ -1,6 +1,5 @@
 """The experiment as plain functions: corpus → teacher → students (MOHAWK, hybrid, ablation,
-from scratch) → evaluation. Pipeline steps (steps.py) and the GPU script
-(benchmarks/mohawk_gpu.py) both call these, so the two cannot drift apart.
+from scratch) → evaluation. The pipeline steps (steps.py) call these.
 """
 
 from __future__ import annotations
