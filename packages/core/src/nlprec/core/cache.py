@@ -83,13 +83,25 @@ def _source_roots(module_name: str) -> list[Path]:
     return roots
 
 
+_FINGERPRINTS: dict[str, tuple[tuple, str]] = {}
+
+
 def source_fingerprint(module_name: str) -> str:
-    """Hash of every Python file under the step's source roots: names and contents, in a fixed order."""
+    """Hash of every Python file under the step's source roots: names and contents, in a fixed order.
+
+    Every step of every trial and seed asks for it, so the contents are read again only when a
+    file's name, size or modification time changed since the last call.
+    """
     files = []
     for root in _source_roots(module_name):
         named = files_under(root, "*.py") if root.is_dir() else [(root.name, root)]
         files += [(str(Path(root.name) / name) if root.is_dir() else name, path) for name, path in named]
-    return hash_files(files)
+    stats = [(name, path.stat()) for name, path in files]
+    stamp = tuple((name, stat.st_mtime_ns, stat.st_size) for name, stat in stats)
+    known = _FINGERPRINTS.get(module_name)
+    if known is None or known[0] != stamp:
+        known = _FINGERPRINTS[module_name] = (stamp, hash_files(files))
+    return known[1]
 
 
 def step_key(function: Callable, config: BaseModel, upstream_keys: dict[str, str], seed: int) -> str:
