@@ -128,7 +128,7 @@ def server(real_models, tmp_path_factory):
     "or set NLPREC_CHROMIUM to a Chromium/Chrome binary",
 )
 def test_page_in_headless_chromium(server, tmp_path):
-    page = f"{server.url}/?q=vitamin+D+bone&mode=dense&user=u1"
+    page = f"{server.url}/?q=vitamin+D+bone&mode=dense&user=u1#token={TOKEN}"  # /ready needs the token
     command = [
         CHROMIUM,
         "--headless",
