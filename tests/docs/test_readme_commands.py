@@ -75,10 +75,6 @@ KNOWN_BROKEN = [  # (file, how the command starts, what is wrong): their owners 
      "core-demo has no step 'train' (generate, bow, bow_first2, compare): --force bow"),
     ("README.md", ".venv/bin/nlprec cache ls | prune",
      "reads as a pipe into a command 'prune': two lines, `cache ls` and `cache prune`"),
-    ("packages/clinical-distill/README.md", "python benchmarks/clinical_distill_gpu.py",
-     "the driver was deleted with the withdrawn figures"),
-    ("packages/clinical-distill/README.md", "nlprec run pipelines/distill-demo.yaml --no-cache --set steps.export",
-     "the export step has no register_models key any more"),
     ("packages/mohawk/README.md", "python benchmarks/mohawk_gpu.py",
      "the driver was deleted with the withdrawn figures"),
     ("benchmarks/RESULTS.md", "python benchmarks/mohawk_gpu.py",
@@ -557,9 +553,26 @@ def check_make(words: list[str], folder: Path) -> None:
         if done.returncode != 0 or "Nothing to be done" in done.stdout + done.stderr:
             raise Broken(f"make -n {' '.join(key)}: {(done.stderr or done.stdout).strip()[-500:]}")
         _make_outputs[key] = done.stdout
-    for line in _make_outputs[key].splitlines():  # what the target runs, checked in turn
-        if re.match(r"^\.venv/bin/nlprec\S*\s", line + " ") and "$" not in line:
-            check_words(shlex.split(line), folder)
+    for words in make_recipe_commands(_make_outputs[key]):  # what the target runs, checked in turn
+        if re.fullmatch(r"(\.venv/bin/)?nlprec(-\w+)?", words[0]):
+            check_words(words, folder)
+
+
+LOOP = re.compile(r"for (\w+) in ([^;]+);\s*do\s+(.*?);\s*done")
+
+
+def unrolled(loop: re.Match) -> str:
+    name, values, body = loop.groups()
+    return "; ".join(body.replace(f"${name}", value) for value in values.split())
+
+
+def make_recipe_commands(printed: str) -> list[list[str]]:
+    """The simple commands `make -n` printed, a shell `for V in A B; do ...; done` loop unrolled."""
+    commands = []
+    for line in printed.replace("\\\n", " ").splitlines():
+        line = LOOP.sub(unrolled, line)
+        commands += [words for words in simple_commands(line) if "$" not in " ".join(words)]
+    return commands
 
 
 def check_words(words: list[str], folder: Path) -> None:
@@ -658,6 +671,7 @@ def test_extraction_joins_continuations_and_reads_placeholders(tmp_path):
         "nlprec run pipelines/core-demo.yaml --set steps.bow.with.epochs=two",  # wrong type
         "nlprec run pipelines/core-demo.yaml --force trian",  # no such step
         "make pipline-core-demo",  # misspelt target
+        'make pipeline-core-demo ARGS="--set params.nn=3"',  # what the target runs is checked
         "nlprec cache ls | prune",  # `a | b` read as a pipe
         "python benchmarks/no_such_benchmark.py",
         "python benchmarks/core_cache.py --no-such-flag",
