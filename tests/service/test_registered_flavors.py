@@ -20,24 +20,13 @@ from service_support import DOCUMENTS
 SERVE_START_SECONDS = 180
 
 
-def register(directory: Path, name: str) -> str:
-    from nlprec.core.tracking import Tracker
-
-    tracker = Tracker()
-    tracker.start_run(tracker.experiment_id("flavor-tests"), f"register-{name}", False, {})
-    try:
-        return tracker.log_model(directory, name=name, flavor="dir", alias=None)
-    finally:
-        tracker.end_run("FINISHED")
-
-
 @pytest.fixture()
-def engine_uri(nlprec_env: Path) -> str:
+def engine_uri(nlprec_env: Path, register_directory) -> str:
     from nlprec.ranking.dense import DenseRetriever
     from nlprec.ranking.engine import SearchEngine
 
     SearchEngine.build(DOCUMENTS, DenseRetriever()).save(nlprec_env / "engine")
-    return register(nlprec_env / "engine", "ranking-flavor")
+    return register_directory(nlprec_env / "engine", "ranking-flavor")
 
 
 def test_engine_pyfunc_searches_with_a_signature(engine_uri):
@@ -52,12 +41,12 @@ def test_engine_pyfunc_searches_with_a_signature(engine_uri):
     assert "nlprec-ranking==" in reqs and "/" not in reqs  # installable from an index, no paths
 
 
-def test_recommender_pyfunc_recommends(nlprec_env: Path):
+def test_recommender_pyfunc_recommends(nlprec_env: Path, register_directory):
     from nlprec.sessionrec.online import OnlineRecommender
 
     events = {"u1": [(1.0, "milk"), (2.0, "bread")], "u2": [(3.0, "eggs")]}
     OnlineRecommender(["milk", "bread", "eggs"], [3.0, 2.0, 1.0], events).save(nlprec_env / "online")
-    uri = register(nlprec_env / "online", "sessionrec-flavor")
+    uri = register_directory(nlprec_env / "online", "sessionrec-flavor")
     model = mlflow.pyfunc.load_model(uri)
     found = model.predict(pd.DataFrame({"user_id": ["u1", "nobody"]}), params={"k": 2})
     assert list(found.columns) == ["user_id", "rank", "item", "score", "repeat"]

@@ -9,6 +9,8 @@ logged with the MLflow flavor its contents call for, so `mlflow.pyfunc.load_mode
   follows the architecture (token / sequence classification, question answering, generation);
 - a `nlprec.ranking` SearchEngine folder: a pyfunc whose `predict` searches;
 - a `nlprec.sessionrec` OnlineRecommender folder: a pyfunc whose `predict` recommends;
+- a `nlprec.mohawk` student folder: a pyfunc whose `predict` generates text;
+- a `nlprec.beliefs` breakpoint-model folder: a pyfunc whose `predict` returns belief tables;
 - anything else: a pyfunc holding the directory (its `predict` returns the local path).
 
 Promotion (`promote_by_evidence`): `@champion` moves to a version only with evidence: its metric on
@@ -44,6 +46,8 @@ _SUBSAMPLE_PARAM = re.compile(
 PYFUNC_MODULES = {
     "search_engine": ("nlprec.ranking.served", "nlprec-ranking"),
     "recommender": ("nlprec.sessionrec.served", "nlprec-sessionrec"),
+    "student_lm": ("nlprec.mohawk.served", "nlprec-mohawk"),
+    "belief_tracker": ("nlprec.beliefs.served", "nlprec-beliefs"),
 }
 TRANSFORMERS_TASKS = (
     ("ForTokenClassification", "token-classification"),
@@ -81,7 +85,11 @@ def detect_flavor(path: Path) -> tuple[str, str | None]:
     meta = path / "meta.json"
     if meta.is_file() and {"items", "popularity"} <= set(_read_json(meta)):
         return "recommender", None
+    if (path / "breakpoint_config.json").is_file() and (path / "heads.safetensors").is_file():
+        return "belief_tracker", None
     config = path / "config.json"
+    if config.is_file() and _is_mohawk_student(_read_json(config)):
+        return "student_lm", None
     if config.is_file():
         architectures = _read_json(config).get("architectures") or []
         for suffix, task in TRANSFORMERS_TASKS:
@@ -96,6 +104,11 @@ def _read_json(path: Path) -> dict:
     except (OSError, json.JSONDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _is_mohawk_student(config: dict) -> bool:
+    """A `nlprec.mohawk` StudentConfig: SSD sizes, and no Hugging Face architecture."""
+    return {"state_size", "attention_layers"} <= set(config) and "architectures" not in config
 
 
 def _has_tokenizer(path: Path) -> bool:
