@@ -87,6 +87,7 @@ def test_continued_long_mlm_step_feeds_a_fine_tune_step(
     from nlprec.clinical_longdoc.steps import (
         FineTuneConfig,
         LongMLMConfig,
+        TaskSplits,
         continue_long_mlm,
     )
     from nlprec.core.step import StepContext
@@ -97,13 +98,17 @@ def test_continued_long_mlm_step_feeds_a_fine_tune_step(
     ctx = StepContext("mlm", tmp_path / "out", {}, {}, seed=0, device="cpu")
     cfg = LongMLMConfig(data=str(shared_data), source=str(tmp_path / "tiny"), max_length=128)
     out = continue_long_mlm(ctx, cfg.model_copy(update={"steps": 2, "max_texts": 20}))
-    assert AutoModel.from_pretrained(out["model_dir"]).config.max_position_embeddings >= 128
+    assert AutoModel.from_pretrained(out.model_dir).config.max_position_embeddings >= 128
     assert ctx.metrics["mlm.steps"] == 2.0
     from nlprec.core.runner import StepReport, resolve
     from nlprec.core.spec import load_pipeline
 
     pipeline = load_pipeline(__file__.rsplit("/tests/", 1)[0] + "/pipelines/longdoc-mtsamples.yaml")
     long_mlm = next(step for step in pipeline.steps if step.spec.name == "long_mlm")
-    assert "mlm" in long_mlm.spec.needs
-    cfg = long_mlm.config_with({}, lambda ref: resolve(ref, {"mlm": StepReport("finished")}, {"mlm": out}))
-    assert isinstance(cfg, FineTuneConfig) and cfg.source == out["model_dir"]
+    assert set(long_mlm.spec.needs) == {"notes", "mlm"}  # both from the step's references
+    notes = TaskSplits(train=tmp_path / "train.json", dev=tmp_path / "dev.json", rows={}, labels=["a"])
+    outputs = {"mlm": out, "notes": notes}
+    reports = {name: StepReport("finished") for name in outputs}
+    cfg = long_mlm.config_with({}, lambda ref: resolve(ref, reports, outputs))
+    assert isinstance(cfg, FineTuneConfig) and cfg.source == str(out.model_dir)
+    assert cfg.data == notes

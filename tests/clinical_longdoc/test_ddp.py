@@ -1,34 +1,15 @@
 """Fine-tuning under torchrun: two gloo processes, started by the shared launcher
-(nlprec.core.launch), train what one process trains on the same global batches (issue #10), and the split of a global batch weighs each rank's mean loss exactly."""
+(nlprec.core.launch), train what one process trains on the same global batches (issue #10):
+`transformers.Trainer`'s data loader gives each rank half of every global batch."""
 
 import json
 
 import pytest
 import torch
 from nlprec.clinical_longdoc import data as datasets
-from nlprec.clinical_longdoc.steps import FineTuneConfig
-from nlprec.clinical_longdoc.training import Shard, TrainSettings, rank_batches
+from nlprec.clinical_longdoc.steps import FineTuneConfig, TaskSplits
 from nlprec.core import launch
-from nlprec.core.distributed import DistributedContext
 from safetensors.torch import load_file
-
-
-def _rank(rank: int, world: int) -> TrainSettings:
-    return TrainSettings(dist_ctx=DistributedContext(rank=rank, world_size=world, backend="gloo"))
-
-
-def test_rank_batches_split_groups_and_weigh_their_losses():
-    groups = [[0, 1, 2], [3]]
-    assert rank_batches(groups, list, TrainSettings()) == [[0, 1, 2], [3]]
-    first = rank_batches(groups, list, _rank(0, 2))
-    second = rank_batches(groups, list, _rank(1, 2))
-    assert first == [Shard([0, 2], 2 * 2 / 3), Shard([3], 2.0)]
-    # rank 1 has nothing of the second group: it runs one item at weight 0 (joins the all-reduce)
-    assert second == [Shard([1], 2 * 1 / 3), Shard([3], 0.0)]
-    # weights by units (e.g. labelled tokens): sum over ranks of weight * local mean = global mean
-    units = {0: 5, 1: 1, 2: 2}
-    weighted = rank_batches([[0, 1, 2]], list, _rank(1, 2), lambda g: sum(units[i] for i in g))
-    assert weighted == [Shard([1], 2 * 1 / 8)]
 
 
 @pytest.mark.parametrize("task", ["classify"])
@@ -37,22 +18,22 @@ def test_two_gloo_processes_fine_tune_what_one_process_does(task, tiny_bert, tok
     tiny_bert.save_pretrained(source)
     tokenizer.save_pretrained(source)
     splits = datasets.generated_splits(12, 6, seed=0)
-    inputs = {}
+    files = {}
     for name, docs in splits.items():
-        path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({"texts": docs.texts, "labels": docs.labels, "ids": docs.ids}))
-        inputs[name] = str(path)
-    inputs["labels"] = sorted(set(splits["train"].labels))
-    (tmp_path / "inputs.json").write_text(json.dumps(inputs))
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps({"texts": docs.texts, "labels": docs.labels, "ids": docs.ids}))
+    labels = sorted(set(splits["train"].labels))
+    (tmp_path / "inputs.json").write_text("{}")
     cfg = FineTuneConfig(
+        data=TaskSplits(**files, rows={n: len(d) for n, d in splits.items()}, labels=labels),
         variant="long",
         source=str(source),
         max_length=128,
         epochs=1,
         lr=1e-3,
         head_lr=1e-2,
-        max_tokens=128 * 5,  # global batches of up to 5 documents: uneven splits over 2 ranks
-        max_batch=5,
+        max_tokens=128 * 4,  # global batches of 4 documents: 2 per rank
+        max_batch=4,
         dropout=0.0,  # dropout masks would differ between one and two processes
         seeds=[0],
     )
@@ -61,7 +42,7 @@ def test_two_gloo_processes_fine_tune_what_one_process_does(task, tiny_bert, tok
     worker = "nlprec.clinical_longdoc.steps:fine_tune_worker"
     launch.main([worker, "--config", str(tmp_path / "config.json"),
                  "--inputs", str(tmp_path / "inputs.json"), "--out", str(tmp_path / "one")])  # fmt: skip
-    launch.run_distributed(worker, settings, inputs, tmp_path / "two", nproc_per_node=2)
+    launch.run_distributed(worker, settings, {}, tmp_path / "two", nproc_per_node=2)
 
     one = load_file(tmp_path / "one" / "model" / "encoder" / "model.safetensors")
     two = load_file(tmp_path / "two" / "model" / "encoder" / "model.safetensors")

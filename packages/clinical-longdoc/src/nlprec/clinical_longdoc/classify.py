@@ -5,16 +5,22 @@ strategy (``long``, ``head``, ``head_tail``, ``chunk_mean``, ``chunk_max``) and 
 (``cls`` or ``mean``); it trains, predicts, scores and saves itself (safetensors + json).
 ``fit(..., linear_probe=True)`` first fits the head as logistic regression on frozen features
 (LP-FT, see `probe`); with ``epochs=0`` that probe is the whole model (the frozen baseline).
+Training runs on `transformers.Trainer` (`training.fit_with_trainer`): a document is one row of a
+`datasets.Dataset` holding its segments, and `SegmentCollator` pads the segments of a batch of
+documents into encoder rows (`DataCollatorWithPadding`) and records each row's document.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+from datasets import Dataset
 from nlprec.clinical_longdoc.data import DocumentSet
 from nlprec.clinical_longdoc.encoder import LongEncoder
 from nlprec.clinical_longdoc.heads import DocumentClassifier
@@ -25,17 +31,34 @@ from nlprec.clinical_longdoc.segments import aggregate_segments, make_segments, 
 from nlprec.clinical_longdoc.training import (
     TrainSettings,
     autocast_for,
-    fit,
+    fit_with_trainer,
     group_by_tokens,
-    pad_rows,
-    rank_batches,
 )
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import DataCollatorWithPadding, EvalPrediction
 
 logger = logging.getLogger(__name__)
 
 LONG_NOTE_TOKENS = 512  # "notes over 512 tokens" counts [CLS] and [SEP]
+
+
+@dataclass
+class SegmentCollator:
+    """Documents ({"segments": [[ids], ...], "labels"?: int}) -> padded encoder rows (input_ids,
+    attention_mask), ``doc_index`` (each row's document in the batch) and the documents' labels."""
+
+    tokenizer: Any
+
+    def __call__(self, documents: list[dict]) -> dict[str, torch.Tensor]:
+        rows = [{"input_ids": segment} for doc in documents for segment in doc["segments"]]
+        batch = dict(DataCollatorWithPadding(self.tokenizer)(rows))
+        batch["doc_index"] = torch.tensor(
+            [d for d, doc in enumerate(documents) for _ in doc["segments"]]
+        )
+        if "labels" in documents[0]:
+            batch["labels"] = torch.tensor([doc["labels"] for doc in documents])
+        return batch
 
 
 class DocumentClassifierModel:
@@ -70,40 +93,32 @@ class DocumentClassifierModel:
         )
 
     def _collate(self, docs: Sequence[list[list[int]]]) -> dict[str, torch.Tensor]:
-        rows, doc_index = [], []
-        for d, segments in enumerate(docs):
-            rows.extend(segments)
-            doc_index.extend([d] * len(segments))
-        input_ids, attention_mask = pad_rows(rows, self.tokenizer.pad_token_id)
-        return {
-            "input_ids": input_ids.to(self.device),
-            "attention_mask": attention_mask.to(self.device),
-            "doc_index": torch.tensor(doc_index, device=self.device),
-            "n_docs": len(docs),
-        }
+        batch = SegmentCollator(self.tokenizer)([{"segments": doc} for doc in docs])
+        return {k: v.to(self.device) for k, v in batch.items()}
 
-    def _batches(self, docs, settings: TrainSettings, rng: random.Random | None) -> list[list[int]]:
+    def _batches(self, docs, settings: TrainSettings) -> list[list[int]]:
         widths = [max(len(s) for s in doc) for doc in docs]
         rows = [len(doc) for doc in docs]
-        return group_by_tokens(widths, rows, settings.max_tokens, settings.max_batch, rng)
+        return group_by_tokens(widths, rows, settings.max_tokens, settings.max_batch)
 
     def document_logits(self, batch: dict, network: nn.Module | None = None) -> torch.Tensor:
         """(n_docs, C); ``network``: the model to run (training passes its DDP wrapper)."""
         network = network or self.network
         logits = network(batch["input_ids"], batch["attention_mask"])  # (S, C)
         how = "max" if self.strategy == "chunk_max" else "mean"
-        return aggregate_segments(logits.float(), batch["doc_index"], batch["n_docs"], how)
+        n_docs = int(batch["doc_index"].max()) + 1
+        return aggregate_segments(logits.float(), batch["doc_index"], n_docs, how)
 
     @torch.no_grad()
     def document_features(self, docs, settings: TrainSettings) -> torch.Tensor:  # (N, H)
         """Frozen pooled features per document (mean over its segments), in input order."""
         self.network.to(self.device).eval()
         features = torch.zeros(len(docs), self.network.encoder.hidden_size)
-        for group in self._batches(docs, settings, rng=None):
+        for group in self._batches(docs, settings):
             batch = self._collate([docs[i] for i in group])
             with autocast_for(self.device):
                 rows = self.network.features(batch["input_ids"], batch["attention_mask"])
-            per_doc = aggregate_segments(rows.float(), batch["doc_index"], batch["n_docs"], "mean")
+            per_doc = aggregate_segments(rows.float(), batch["doc_index"], len(group), "mean")
             features[group] = per_doc.cpu()
         return features
 
@@ -126,6 +141,22 @@ class DocumentClassifierModel:
 
     # ------------------------------------------------------------------ train / predict
 
+    def dataset(self, docs: Sequence[list[list[int]]], labels: Sequence[str]) -> Dataset:
+        """Segmented documents and label ids (a label unseen in training gets id 0: dev is scored
+        on the label names, see `dev_metrics`; the id only feeds the dev loss)."""
+        ids = [self.label_to_id.get(label, 0) for label in labels]
+        return Dataset.from_dict({"segments": list(docs), "labels": ids})
+
+    def dev_metrics(self, dev: DocumentSet):
+        """``compute_metrics``: macro/micro-F1 and accuracy on the label names of ``dev`` (in
+        order); a gold label unseen in training counts as an error."""
+
+        def compute(prediction: EvalPrediction) -> dict[str, float]:
+            best = np.asarray(prediction.predictions).argmax(-1)
+            return classification_scores(dev.labels, [self.labels[int(i)] for i in best])
+
+        return compute
+
     def fit(
         self,
         train: DocumentSet,
@@ -133,7 +164,8 @@ class DocumentClassifierModel:
         settings: TrainSettings,
         linear_probe: bool = False,
     ) -> dict:
-        """Fine-tune on ``train``, keeping the epoch with the best dev macro-F1.
+        """Fine-tune on ``train`` with `transformers.Trainer`, keeping the epoch with the best dev
+        macro-F1.
 
         linear_probe: fit the head on frozen features first (LP-FT); the probed state then competes
         in the dev selection, and ``settings.epochs == 0`` leaves the probe as the final model.
@@ -145,27 +177,18 @@ class DocumentClassifierModel:
         docs = self.segments(train.texts)
         targets = torch.tensor([self.label_to_id[y] for y in train.labels])
         probe = self._probe_head(docs, targets, dev, settings) if linear_probe else None
-
-        def collate(group: list[int]):
-            return self._collate([docs[i] for i in group]), targets[group].to(self.device)
-
-        def epoch_batches(rng):
-            return rank_batches(self._batches(docs, settings, rng), collate, settings)
-
-        def loss_fn(network: nn.Module, batch) -> torch.Tensor:
-            inputs, y = batch
-            return nn.functional.cross_entropy(self.document_logits(inputs, network), y)
-
-        def dev_score(network: nn.Module) -> float:
-            return self.evaluate(dev, settings)["macro_f1"]
-
-        history = fit(
+        with_dev = dev is not None and len(dev) > 0
+        history = fit_with_trainer(
             self.network,
-            epoch_batches,
-            loss_fn,
+            self.dataset(docs, train.labels),
+            self.dataset(self.segments(dev.texts), dev.labels) if with_dev else None,
+            SegmentCollator(self.tokenizer),
+            lambda network, inputs: self.document_logits(inputs, network),
+            nn.functional.cross_entropy,
+            self.dev_metrics(dev) if with_dev else None,
+            "macro_f1",
             settings,
-            dev_score if dev is not None and len(dev) else None,
-            desc=f"classify[{self.strategy}]",
+            longest=max(len(doc) * max(len(s) for s in doc) for doc in docs),
             score_start=linear_probe,
         )
         history["probe"] = probe
@@ -181,7 +204,7 @@ class DocumentClassifierModel:
         self.network.to(self.device).eval()
         docs = self.segments(texts)
         probabilities = torch.zeros(len(docs), len(self.labels))
-        groups = self._batches(docs, settings, rng=None)
+        groups = self._batches(docs, settings)
         for group in tqdm(
             groups, desc=f"predict[{self.strategy}]", disable=not settings.progress, leave=False
         ):

@@ -4,7 +4,9 @@ Clinical-Longformer / Clinical-BigBird (their pretraining code was never release
 Recipe: longify the short encoder, wrap it in the stock `*ForMaskedLM` class of its kind (the MLM
 head's decoder is tied to the word embeddings; a sentence-transformers checkpoint ships no MLM head,
 so the head's transform starts fresh), pack the corpus into ``max_length`` blocks, mask 15% of
-tokens (80/10/10, `DataCollatorForLanguageModeling`), train with gradient checkpointing.
+tokens (80/10/10, `DataCollatorForLanguageModeling`), train with gradient checkpointing on
+`transformers.Trainer` (constant learning rate, AdamW with weight decay 0.01, clipping at 1.0,
+bf16 on CUDA, the step's time budget).
 
 Corpus (`build_clinical_corpus`): MTSamples notes that are *not* in the split.json dev/test sets,
 MTS-Dialog training dialogues and section notes, NLI4CT trial reports referenced only by training
@@ -18,23 +20,24 @@ import gzip
 import json
 import logging
 import math
-import random
+import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
+from datasets import Dataset
 from nlprec.clinical_longdoc.encoder import attention_kind
-from nlprec.clinical_longdoc.training import autocast_for
-from tqdm.auto import tqdm
+from nlprec.core.hf_training import StepCallback, training_arguments
 from transformers import (
     BertForMaskedLM,
     BigBirdForMaskedLM,
     DataCollatorForLanguageModeling,
     LongformerForMaskedLM,
     PreTrainedModel,
+    PrinterCallback,
     RobertaForMaskedLM,
+    Trainer,
 )
 
 logger = logging.getLogger(__name__)
@@ -163,39 +166,52 @@ def continue_mlm(
     time_budget_s: float | None = None,
     progress: bool = True,
 ) -> dict:
-    """Continue MLM pretraining of ``encoder`` in place; returns losses (first/last) and timing.
-
-    The encoder's weights are updated through the MLM model that shares them.
+    """Continue MLM pretraining of ``encoder`` in place for ``steps`` optimiser steps (shuffled
+    passes over the packed blocks); returns the losses (all, and the mean of the first and last
+    few) and timing. The encoder's weights are updated through the MLM model that shares them.
     """
-    torch.manual_seed(seed)
     blocks = pack_blocks(tokenizer, texts, max_length)
     if not blocks:
         raise ValueError("the MLM corpus is empty after tokenisation")
-    mlm = masked_lm_for(encoder).to(device)
-    if gradient_checkpointing:
-        mlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability)
-    optimizer = torch.optim.AdamW(mlm.parameters(), lr=lr, weight_decay=0.01)
-    rng = random.Random(seed)
-    losses, started = [], time.perf_counter()
-    mlm.train()
-    for _step in tqdm(range(steps), desc="mlm", disable=not progress):
-        batch = collator([{"input_ids": rng.choice(blocks)} for _ in range(batch_size)])
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast_for(device):
-            loss = mlm(input_ids=batch["input_ids"], labels=batch["labels"]).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(mlm.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if time_budget_s and time.perf_counter() - started > time_budget_s:
-            logger.warning(
-                "mlm: time budget of %.0fs reached after %d steps", time_budget_s, len(losses)
-            )
-            break
+    mlm = masked_lm_for(encoder)
+    started = time.perf_counter()
+    callback = StepCallback(time_left=lambda: time_budget_s)
+    with tempfile.TemporaryDirectory() as scratch:
+        args = training_arguments(
+            scratch,
+            seed=seed,
+            metric="loss",
+            epochs=1,
+            max_steps=steps,
+            eval_strategy="no",
+            save_strategy="no",
+            load_best_model_at_end=False,
+            logging_strategy="steps",
+            logging_steps=1,
+            learning_rate=lr,
+            lr_scheduler_type="constant",
+            weight_decay=0.01,
+            per_device_train_batch_size=batch_size,
+            gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+            disable_tqdm=not progress,
+            use_cpu=not device.startswith("cuda"),
+        )
+        trainer = Trainer(
+            model=mlm,
+            args=args,
+            train_dataset=Dataset.from_dict({"input_ids": blocks}),
+            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability),
+            callbacks=[callback],
+        )
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    if callback.stopped_early:
+        logger.warning("mlm: time budget of %.0fs reached after %d steps", time_budget_s,
+                       trainer.state.global_step)  # fmt: skip
     mlm.eval()
     encoder.load_state_dict(mlm.base_model.state_dict(), strict=False)
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     window = max(1, min(10, len(losses) // 4))
     return {
         "steps": len(losses),

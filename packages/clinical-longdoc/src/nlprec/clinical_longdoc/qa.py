@@ -8,6 +8,9 @@ articles fit in one or two windows.  The answer is the best-scoring span over al
 
 Question tokens get global attention (Longformer).  Training windows without the answer point at
 [CLS]; only a fraction ``negative_keep`` of them is kept, so the model sees mostly answerable windows.
+Training runs on `transformers.Trainer` (`training.fit_with_trainer`) over a `datasets.Dataset` of
+windows padded by `DataCollatorWithPadding`; dev F1 (best span over each question's windows) is
+its ``compute_metrics``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from datasets import Dataset
 from nlprec.clinical_longdoc.data import QAExample
 from nlprec.clinical_longdoc.encoder import LongEncoder
 from nlprec.clinical_longdoc.heads import SpanExtractor
@@ -27,13 +32,12 @@ from nlprec.clinical_longdoc.persist import load_task_model, save_task_model
 from nlprec.clinical_longdoc.training import (
     TrainSettings,
     autocast_for,
-    fit,
+    fit_with_trainer,
     group_by_tokens,
-    pad_rows,
-    rank_batches,
 )
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import DataCollatorWithPadding, EvalPrediction
 
 logger = logging.getLogger(__name__)
 
@@ -250,19 +254,41 @@ class QAModel:
                 windows.append(window)
         return windows
 
-    def _collate(self, windows: Sequence[Window]) -> dict[str, torch.Tensor]:
-        input_ids, attention_mask = pad_rows(
-            [w.input_ids for w in windows], self.tokenizer.pad_token_id
+    def dataset(self, windows: Sequence[Window]) -> Dataset:
+        """Windows -> input ids, segment ids and labels [answer start, answer end] (0, 0: none)."""
+        return Dataset.from_dict(
+            {
+                "input_ids": [w.input_ids for w in windows],
+                "token_type_ids": [w.token_type_ids for w in windows],
+                "labels": [[w.start, w.end] for w in windows],
+            }
         )
-        token_type_ids, _ = pad_rows([w.token_type_ids for w in windows], 1)
-        batch = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-            "start": torch.tensor([w.start for w in windows]),
-            "end": torch.tensor([w.end for w in windows]),
-        }
-        return {k: v.to(self.device) for k, v in batch.items()}
+
+    @staticmethod
+    def span_logits(network: nn.Module, inputs: dict) -> torch.Tensor:
+        """(B, L, 2): start and end logits of each window."""
+        ids, mask, types = inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"]
+        return torch.stack(network(ids, mask, types), dim=-1)
+
+    @staticmethod
+    def span_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean of the start and end cross-entropies; logits (B, L, 2), labels (B, 2)."""
+        ce = nn.functional.cross_entropy
+        return (ce(logits[..., 0].float(), labels[:, 0]) + ce(logits[..., 1].float(), labels[:, 1])) / 2
+
+    def dev_metrics(self, dev: Sequence[QAExample], windows: Sequence[Window]):
+        """``compute_metrics``: token F1 and EM of the best span over each dev question's windows."""
+
+        def compute(prediction: EvalPrediction) -> dict[str, float]:
+            logits = np.asarray(prediction.predictions)  # (windows, longest, 2), padded past each
+            scores = [torch.from_numpy(logits[i, : len(w.input_ids)]) for i, w in enumerate(windows)]
+            answers = self.best_answers(dev, windows, scores)
+            return {
+                "f1": sum(token_f1(p, e.answer_text) for p, e in zip(answers, dev)) / len(dev),
+                "em": sum(exact_match(p, e.answer_text) for p, e in zip(answers, dev)) / len(dev),
+            }
+
+        return compute
 
     def fit(
         self,
@@ -271,6 +297,7 @@ class QAModel:
         settings: TrainSettings,
         negative_keep: float = 0.1,
     ) -> dict:
+        """Fine-tune with `transformers.Trainer`, keeping the epoch with the best dev F1."""
         self.device = settings.device
         all_windows = self.windows(train, with_answers=True)
         keep_rng = random.Random(settings.seed)
@@ -281,26 +308,18 @@ class QAModel:
             len(all_windows),
             sum(w.start > 0 for w in windows),
         )
-        widths = [len(w.input_ids) for w in windows]
-
-        def epoch_batches(rng: random.Random):
-            groups = group_by_tokens(
-                widths, [1] * len(windows), settings.max_tokens, settings.max_batch, rng
-            )
-            return rank_batches(groups, lambda g: self._collate([windows[i] for i in g]), settings)
-
-        def loss_fn(network: nn.Module, batch) -> torch.Tensor:
-            start, end = network(
-                batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
-            )
-            ce = nn.functional.cross_entropy
-            return (ce(start.float(), batch["start"]) + ce(end.float(), batch["end"])) / 2
-
-        def dev_score(network: nn.Module) -> float:
-            return self.evaluate(dev, settings)["f1"]
-
-        history = fit(
-            self.network, epoch_batches, loss_fn, settings, dev_score if dev else None, desc="qa"
+        dev_windows = self.windows(dev, with_answers=True) if dev else []
+        history = fit_with_trainer(
+            self.network,
+            self.dataset(windows),
+            self.dataset(dev_windows) if dev else None,
+            DataCollatorWithPadding(self.tokenizer),
+            self.span_logits,
+            self.span_loss,
+            self.dev_metrics(dev, dev_windows) if dev else None,
+            "f1",
+            settings,
+            longest=max(len(w.input_ids) for w in windows),
         )
         history["windows"] = {
             "total": len(all_windows),
@@ -308,6 +327,27 @@ class QAModel:
             "with_answer": sum(w.start > 0 for w in windows),
         }
         return history
+
+    def best_answers(
+        self, examples: Sequence[QAExample], windows: Sequence[Window], logits: Sequence[torch.Tensor]
+    ) -> list[str]:
+        """The best-scoring span over each example's windows (``logits[w]``: (len(window), 2)); ""
+        when no window has context."""
+        best: list[tuple[float, int, int, int]] = [(-float("inf"), -1, 0, 0)] * len(examples)
+        for w, (window, scores) in enumerate(zip(windows, logits, strict=True)):
+            context = [i for i, o in enumerate(window.offsets) if o is not None]
+            if not context:
+                continue  # an empty context has no span to offer
+            valid = torch.zeros(scores.shape[0], dtype=torch.bool)
+            valid[context] = True
+            score, i, j = best_span(scores[:, 0], scores[:, 1], valid, self.max_answer_tokens)
+            if score > best[window.example][0]:
+                best[window.example] = (score, w, i, j)
+        answers = []
+        for example, (_, w, i, j) in zip(examples, best):
+            offsets = windows[w].offsets if w >= 0 else None
+            answers.append(example.context[offsets[i][0] : offsets[j][1]] if offsets else "")
+        return answers
 
     @torch.no_grad()
     def predict(
@@ -317,36 +357,21 @@ class QAModel:
         self.device = settings.device
         self.network.to(self.device).eval()
         windows = self.windows(examples, with_answers=False)
-        best: list[tuple[float, int, int, int]] = [(-float("inf"), -1, 0, 0)] * len(examples)
+        collator = DataCollatorWithPadding(self.tokenizer)
+        logits: list[torch.Tensor | None] = [None] * len(windows)
         widths = [len(w.input_ids) for w in windows]
         groups = group_by_tokens(
             widths, [1] * len(windows), settings.max_tokens, settings.max_batch
         )
         for group in tqdm(groups, desc="answer", disable=not settings.progress, leave=False):
-            batch = self._collate([windows[i] for i in group])
+            features = [{"input_ids": windows[w].input_ids,
+                         "token_type_ids": windows[w].token_type_ids} for w in group]  # fmt: skip
+            batch = {k: v.to(self.device) for k, v in collator(features).items()}
             with autocast_for(self.device):
-                start, end = self.network(
-                    batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
-                )
-            start, end = start.float().cpu(), end.float().cpu()
+                scores = self.span_logits(self.network, batch).float().cpu()
             for row, w in enumerate(group):
-                window = windows[w]
-                context = [i for i, o in enumerate(window.offsets) if o is not None]
-                if not context:
-                    continue  # an empty context has no span to offer
-                valid = torch.zeros(start.shape[1], dtype=torch.bool)
-                valid[context] = True
-                score, i, j = best_span(start[row], end[row], valid, self.max_answer_tokens)
-                if score > best[window.example][0]:
-                    best[window.example] = (score, w, i, j)
-        answers = []
-        for example, (_, w, i, j) in zip(examples, best):
-            if w < 0:
-                answers.append("")
-                continue
-            offsets = windows[w].offsets
-            answers.append(example.context[offsets[i][0] : offsets[j][1]])
-        return answers
+                logits[w] = scores[row, : widths[w]]
+        return self.best_answers(examples, windows, logits)
 
     def _answer_position(self, example: QAExample) -> int:
         key = ("position", self.tokenizer.name_or_path, example.qid, example.answer_start)

@@ -1,10 +1,11 @@
 """Pipeline steps (see pipelines/longdoc-*.yaml).
 
 Data steps load a task's splits (generated, the shared clinical data, or the user's own in any
-format `nlprec.core.datasets_io` reads; the test part under ``test``) and record what they read.
-Model steps fine-tune one variant (``long`` or a short baseline) with the run's seed, keep the
-epoch with the best dev score, and log ``<variant>.<metric>`` on ``ctx.split`` (dev in a search
-trial, test otherwise) with per-example unit scores for `nlprec.core.study:compare`.
+format `nlprec.core.datasets_io` reads) and return them as `TaskSplits` (the test part under
+``test``). Model steps take them as ``data: ${steps.<data step>}``, fine-tune one variant (``long``
+or a short baseline) with the run's seed, keep the epoch with the best dev score, log
+``<variant>.<metric>`` on ``ctx.split`` (dev in a search trial, test otherwise) with per-example
+unit scores for `nlprec.core.study:compare`, and return `FineTuned`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from nlprec.clinical_longdoc.variants import build_encoder, get_variant
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.launch import run_distributed
 from nlprec.core.stats import seed_statistics
-from nlprec.core.step import StepContext, across_seeds
+from nlprec.core.step import StepContext, StepOutput, across_seeds
 from pydantic import BaseModel, Field
 
 logger = logging.getLogger(__name__)
@@ -97,8 +98,19 @@ def _document_splits(
     return datasets.load_text_classification(root, seed)
 
 
+class TaskSplits(StepOutput):
+    """A data step's splits as json files, their sizes, and the training labels (class names, or
+    NER tags); ``test`` is None in a search trial."""
+
+    train: Path
+    dev: Path
+    test: Path | None = None
+    rows: dict[str, int]
+    labels: list[str] = []
+
+
 @across_seeds
-def load_documents(ctx: StepContext, cfg: ClassificationDataConfig) -> dict:
+def load_documents(ctx: StepContext, cfg: ClassificationDataConfig) -> TaskSplits:
     """Generated notes, MTSamples (split.json protocol) or the user's text/label data; writes
     train/dev/test json (the test part under ``test``)."""
     splits, how = _document_splits(cfg, ctx.seed, ctx)
@@ -112,9 +124,9 @@ def load_documents(ctx: StepContext, cfg: ClassificationDataConfig) -> dict:
         )
         for name, docs in splits.items()
     }
-    counts = {f"rows_{name}": len(docs) for name, docs in splits.items()}
-    ctx.log_params({**counts, "splits": how})
-    return {**out, **counts, "labels": sorted(set(splits["train"].labels))}
+    rows = {name: len(docs) for name, docs in splits.items()}
+    ctx.log_params({**{f"rows_{name}": n for name, n in rows.items()}, "splits": how})
+    return TaskSplits(**out, rows=rows, labels=sorted(set(splits["train"].labels)))
 
 
 class QADataConfig(BaseModel):
@@ -129,7 +141,7 @@ class QADataConfig(BaseModel):
 
 
 @across_seeds
-def load_qa(ctx: StepContext, cfg: QADataConfig) -> dict:
+def load_qa(ctx: StepContext, cfg: QADataConfig) -> TaskSplits:
     """Extractive QA splits (COVID-QA or the user's SQuAD data); writes train/dev/test json."""
     path = _data_path(cfg.data)
     splits, how = datasets.load_qa(path, seed=0)
@@ -149,27 +161,27 @@ class NERDataConfig(BaseModel):
 
 
 @across_seeds
-def load_ner(ctx: StepContext, cfg: NERDataConfig) -> dict:
+def load_ner(ctx: StepContext, cfg: NERDataConfig) -> TaskSplits:
     """IOB2 sentences (NCBI-disease or the user's folder); writes train/dev/test json and the tags."""
     path = _data_path(cfg.data)
     splits, how = datasets.load_ner(path, seed=0)
     ctx.log_input(name=path.name, source=path, context="train")
     caps = {"train": cfg.n_train, "dev": cfg.n_dev, "test": cfg.n_test}
-    out = _write_splits(ctx, splits, caps, how)
-    out["tags"] = sorted({t for s in splits["train"] for t in s.tags})
-    return out
+    return _write_splits(ctx, splits, caps, how, sorted({t for s in splits["train"] for t in s.tags}))
 
 
-def _write_splits(ctx: StepContext, splits: dict, caps: dict, how: str) -> dict:
+def _write_splits(
+    ctx: StepContext, splits: dict, caps: dict, how: str, labels: list[str] = ()
+) -> TaskSplits:
     if how != "the folder's own splits":
         logger.warning("%s: %s", ctx.name, how)
-    out = {}
+    out, rows = {}, {}
     for name, items in splits.items():
         items = items[: caps[name]] if caps[name] else items
         out[name] = _dump([item.__dict__ for item in items], ctx.output_dir / f"{name}.json")
-        out[f"rows_{name}"] = len(items)
-    ctx.log_params({**{k: v for k, v in out.items() if k.startswith("rows_")}, "splits": how})
-    return out
+        rows[name] = len(items)
+    ctx.log_params({**{f"rows_{name}": n for name, n in rows.items()}, "splits": how})
+    return TaskSplits(**out, rows=rows, labels=list(labels))
 
 
 # ------------------------------------------------------------------ model steps
@@ -177,6 +189,7 @@ def _write_splits(ctx: StepContext, splits: dict, caps: dict, how: str) -> dict:
 
 class FineTuneConfig(BaseModel):
     model_config = {"extra": "forbid"}
+    data: TaskSplits = Field(description="the upstream data step: ${steps.<data step>}")
     variant: str = Field(
         "long",
         description="long | long_full | long_local | long_longformer | long_bigbird | head | head_tail | chunk_mean | chunk_max",
@@ -283,11 +296,11 @@ def _cuda_peak_gib(device: str) -> float | None:
 # Per task: the upstream splits as objects, and one seed's training (the model and its test scores).
 
 
-def load_task_splits(task: str, upstream: dict) -> dict:
-    """train/dev(/test) objects from the json files a data step wrote (its output dict; a search
-    trial's inputs hold no test part)."""
-    names = [n for n in ("train", "dev", "test") if n in upstream]
-    rows = {n: json.loads(Path(upstream[n]).read_text()) for n in names}
+def load_task_splits(task: str, data: TaskSplits) -> dict:
+    """train/dev(/test) objects from the json files a data step wrote (a search trial's data has
+    no test part)."""
+    files = {"train": data.train, "dev": data.dev, "test": data.test}
+    rows = {n: json.loads(Path(path).read_text()) for n, path in files.items() if path is not None}
     if task == "classify":
         return {n: datasets.DocumentSet(r["texts"], r["labels"], r["ids"]) for n, r in rows.items()}
     if task == "qa":
@@ -300,7 +313,6 @@ def load_task_splits(task: str, upstream: dict) -> dict:
 def train_one_seed(
     task: str,
     cfg: FineTuneConfig,
-    upstream: dict,
     splits: dict,
     settings: TrainSettings,
     evaluate_on: str = "test",
@@ -317,7 +329,7 @@ def train_one_seed(
         model = DocumentClassifierModel(
             encoder,
             tokenizer,
-            upstream["labels"],
+            cfg.data.labels,
             variant.strategy,
             length,
             dropout=cfg.dropout,
@@ -329,7 +341,7 @@ def train_one_seed(
         history = model.fit(splits["train"], splits["dev"], settings, cfg.negative_keep)
     else:
         model = TokenTaggerModel(
-            encoder, tokenizer, upstream["tags"], max_length=length, dropout=cfg.dropout
+            encoder, tokenizer, cfg.data.labels, max_length=length, dropout=cfg.dropout
         )
         history = model.fit(splits["train"], splits["dev"], settings)
     main = settings.dist_ctx is None or settings.dist_ctx.is_main
@@ -348,11 +360,6 @@ SUMMARY_KEYS = {
 }
 
 
-def _data_input(ctx: StepContext) -> dict:
-    """The upstream data step's output (the one with a train split)."""
-    return next(v for v in ctx.inputs.values() if "train" in v)
-
-
 def _evaluation_split(ctx: StepContext) -> str:
     """Search trials score the dev split; every other run the test split."""
     return "dev" if ctx.split == "validation" else "test"
@@ -360,8 +367,7 @@ def _evaluation_split(ctx: StepContext) -> str:
 
 def _run_seeds(ctx: StepContext, cfg: FineTuneConfig, task: str) -> tuple[list[dict], object]:
     """Train one model per seed; returns per-seed scores (with seconds, peak memory) and the last model."""
-    upstream = _data_input(ctx)
-    splits = load_task_splits(task, upstream)
+    splits = load_task_splits(task, cfg.data)
     per_seed, model = [], None
     for seed in ctx.progress(cfg.seeds or [ctx.seed], desc=f"{cfg.variant} seeds"):
         torch.manual_seed(seed)
@@ -369,9 +375,7 @@ def _run_seeds(ctx: StepContext, cfg: FineTuneConfig, task: str) -> tuple[list[d
         started = time.perf_counter()
         settings = _settings(cfg, ctx.device, seed, time_left=ctx.time_left(),
                              work_dir=ctx.output_dir, log_metrics=_curves(ctx, cfg, seed))  # fmt: skip
-        model, scores = train_one_seed(
-            task, cfg, upstream, splits, settings, _evaluation_split(ctx)
-        )
+        model, scores = train_one_seed(task, cfg, splits, settings, _evaluation_split(ctx))
         scores["train_seconds"] = time.perf_counter() - started
         scores["peak_gib"] = _cuda_peak_gib(ctx.device)
         per_seed.append(scores)
@@ -393,8 +397,7 @@ def _run_seeds_torchrun(ctx: StepContext, cfg: FineTuneConfig, task: str) -> lis
     writes the model (into this step's output folder)."""
     fine_tune = cfg.model_copy(update={"seeds": cfg.seeds or [ctx.seed]}).model_dump(mode="json")
     settings = {"task": task, "fine_tune": fine_tune, "evaluate_on": _evaluation_split(ctx)}
-    upstream = _data_input(ctx)
-    result = run_distributed("nlprec.clinical_longdoc.steps:fine_tune_worker", settings, upstream,
+    result = run_distributed("nlprec.clinical_longdoc.steps:fine_tune_worker", settings, {},
                              ctx.output_dir / "torchrun", cfg.nproc_per_node, threads=cfg.threads)  # fmt: skip
     return result["per_seed"]
 
@@ -402,24 +405,33 @@ def _run_seeds_torchrun(ctx: StepContext, cfg: FineTuneConfig, task: str) -> lis
 def fine_tune_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, out: Path) -> dict:
     """One torchrun rank of a fine-tune step (``nlprec.core.launch``): every rank builds the same
     global batches and trains on its share (``max_tokens`` / ``max_batch`` bound the global batch);
-    rank 0 scores each seed and, with ``save_model``, writes the last seed's model to ``out/model``."""
+    rank 0 scores each seed and, with ``save_model``, writes the last seed's model to ``out/model``.
+    The data comes in the config (``fine_tune.data``); ``inputs`` is unused."""
     task, cfg = config["task"], FineTuneConfig.model_validate(config["fine_tune"])
-    splits = load_task_splits(task, inputs)
+    splits = load_task_splits(task, cfg.data)
     per_seed, model = [], None
     for seed in cfg.seeds:
         torch.manual_seed(seed)
         started = time.perf_counter()
         settings = _settings(cfg, dist_ctx.device, seed, dist_ctx, work_dir=out)
-        model, scores = train_one_seed(
-            task, cfg, inputs, splits, settings, config.get("evaluate_on", "test")
-        )
+        model, scores = train_one_seed(task, cfg, splits, settings, config.get("evaluate_on", "test"))
         per_seed.append({**scores, "seed": seed, "train_seconds": time.perf_counter() - started})
     if cfg.save_model and model is not None and dist_ctx.is_main:
         model.save(out / "model")
     return {"per_seed": per_seed}
 
 
-def _fine_tune(ctx: StepContext, cfg: FineTuneConfig, task: str) -> dict:
+class FineTuned(StepOutput):
+    """A fine-tuned variant: its result file (per-seed scores, summary), the metric prefix, and
+    the saved model (``save_model``) and its registered URI (``register_as``)."""
+
+    result: Path
+    variant: str
+    model_dir: Path | None = None
+    model_uri: str | None = None
+
+
+def _fine_tune(ctx: StepContext, cfg: FineTuneConfig, task: str) -> FineTuned:
     if cfg.nproc_per_node > 1:
         per_seed = _run_seeds_torchrun(ctx, cfg, task)
         model_dir = ctx.output_dir / "torchrun" / "model"
@@ -446,7 +458,7 @@ def _log_unit_scores(ctx: StepContext, system: str, per_seed: list[dict]) -> Non
 
 def _write_result(
     ctx: StepContext, cfg: FineTuneConfig, per_seed: list[dict], summary: dict, model, model_dir
-) -> dict:
+) -> FineTuned:
     result = {
         "variant": cfg.prefix,
         "per_seed": per_seed,
@@ -457,32 +469,26 @@ def _write_result(
     path = ctx.output_dir / "result.json"
     path.write_text(json.dumps(result, indent=2))
     ctx.log_dict(result, "result.json")
-    out = {
-        "result": str(path),
-        "variant": cfg.prefix,
-        **{k: v for k, v in summary.items() if v == v},
-    }
     if cfg.save_model and model is not None:
         model.save(ctx.output_dir / "model")
         model_dir = ctx.output_dir / "model"
-    if cfg.save_model and model_dir is not None and Path(model_dir).exists():
-        out["model_dir"] = str(model_dir)
-        if cfg.register_as:
-            out["model_uri"] = ctx.log_model(model_dir, name=cfg.register_as, flavor="dir")
-    return out
+    if not (cfg.save_model and model_dir is not None and Path(model_dir).exists()):
+        return FineTuned(result=path, variant=cfg.prefix)
+    uri = ctx.log_model(model_dir, name=cfg.register_as, flavor="dir") if cfg.register_as else None
+    return FineTuned(result=path, variant=cfg.prefix, model_dir=model_dir, model_uri=uri)
 
 
-def fine_tune_classifier(ctx: StepContext, cfg: FineTuneConfig) -> dict:
+def fine_tune_classifier(ctx: StepContext, cfg: FineTuneConfig) -> FineTuned:
     """Fine-tune one variant on the upstream documents; logs macro/micro-F1 (all, and notes > 512)."""
     return _fine_tune(ctx, cfg, "classify")
 
 
-def fine_tune_qa(ctx: StepContext, cfg: FineTuneConfig) -> dict:
+def fine_tune_qa(ctx: StepContext, cfg: FineTuneConfig) -> FineTuned:
     """Fine-tune extractive QA (sliding windows of the variant's length); logs EM/F1 by answer position."""
     return _fine_tune(ctx, cfg, "qa")
 
 
-def fine_tune_tagger(ctx: StepContext, cfg: FineTuneConfig) -> dict:
+def fine_tune_tagger(ctx: StepContext, cfg: FineTuneConfig) -> FineTuned:
     """Fine-tune NER (first-subword labels); logs strict IOB2 entity F1."""
     return _fine_tune(ctx, cfg, "ner")
 
@@ -504,7 +510,13 @@ class LongMLMConfig(BaseModel):
     max_texts: int | None = Field(None, ge=1, description="cap on corpus texts (tiny runs)")
 
 
-def continue_long_mlm(ctx: StepContext, cfg: LongMLMConfig) -> dict:
+class LongEncoderOutput(StepOutput):
+    """A longified encoder after continued MLM (a fine-tune step's ``source``)."""
+
+    model_dir: Path
+
+
+def continue_long_mlm(ctx: StepContext, cfg: LongMLMConfig) -> LongEncoderOutput:
     """Longify ``source`` and continue MLM pretraining at ``max_length`` on clinical text with no
     evaluation text in it (Li et al.'s recipe); a fine-tune step takes it as ``source: <this step>``."""
     from nlprec.clinical_longdoc.longify import longify
@@ -524,4 +536,4 @@ def continue_long_mlm(ctx: StepContext, cfg: LongMLMConfig) -> dict:
     tokenizer.save_pretrained(out)
     keys = ("steps", "n_blocks", "first_loss", "last_loss", "seconds")
     ctx.log_metrics({f"{ctx.name}.{k}": float(stats[k]) for k in keys})
-    return {"model_dir": str(out)}
+    return LongEncoderOutput(model_dir=out)

@@ -24,11 +24,10 @@ from nlprec.clinical_longdoc.training import (
     autocast_for,
     fit_with_trainer,
     group_by_tokens,
-    pad_rows,
 )
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import DataCollatorForTokenClassification, EvalPrediction
+from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding, EvalPrediction
 
 logger = logging.getLogger(__name__)
 OUTSIDE = "O"
@@ -82,20 +81,6 @@ class TokenTaggerModel:
                 self.max_length,
             )
         return items
-
-    def _collate(self, items: Sequence[dict]) -> dict[str, torch.Tensor]:
-        input_ids, attention_mask = pad_rows(
-            [it["input_ids"] for it in items], self.tokenizer.pad_token_id
-        )
-        labels = torch.full_like(input_ids, IGNORE_INDEX)
-        for i, it in enumerate(items):
-            labels[i, : len(it["labels"])] = torch.tensor(it["labels"])
-        return {
-            k: v.to(self.device)
-            for k, v in dict(
-                input_ids=input_ids, attention_mask=attention_mask, labels=labels
-            ).items()
-        }
 
     def dataset(self, sentences: Sequence[TaggedSentence]) -> Dataset:
         """Sentences -> a `datasets.Dataset` of input ids, attention mask and first-sub-word labels."""
@@ -169,14 +154,12 @@ class TokenTaggerModel:
         widths = [len(it["input_ids"]) for it in items]
         predictions: list[list[str]] = [[] for _ in sentences]
         groups = group_by_tokens(widths, [1] * len(items), settings.max_tokens, settings.max_batch)
+        collator = DataCollatorWithPadding(self.tokenizer)
         for group in tqdm(groups, desc="tag", disable=not settings.progress, leave=False):
+            batch = collator([{"input_ids": items[i]["input_ids"]} for i in group])
             with autocast_for(self.device):
                 logits = self.network(
-                    **{
-                        k: v
-                        for k, v in self._collate([items[i] for i in group]).items()
-                        if k != "labels"
-                    }
+                    batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
                 )
             best = logits.argmax(-1).cpu()  # (B, L)
             for row, i in enumerate(group):

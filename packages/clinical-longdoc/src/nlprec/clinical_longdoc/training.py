@@ -1,29 +1,20 @@
-"""Fine-tuning the heads of this package.
+"""Fine-tuning the heads of this package with `transformers.Trainer` on `datasets.Dataset`s.
 
-NER: `fit_with_trainer`, `transformers.Trainer` (AdamW with the head's own
-learning rate, linear warm-up and decay, clipping, bf16 on GPU, dev scored every epoch, the best
-epoch loaded at the end, the time budget) on `datasets.Dataset`s; under ``torchrun`` its
-`accelerate` data loader gives every rank its part of the same global batches.
+`fit_with_trainer` (document classification, NER, extractive QA): AdamW with the head's own
+learning rate (`HeadTrainer`), linear warm-up and decay, clipping, bf16 on CUDA, dev scored every
+epoch by the task's ``compute_metrics``, the weights of the best dev epoch kept in memory
+(`KeepBest`, core's `BestState`: an LP-FT head's start state competes too), the time budget.
+Batches hold up to ``max_batch`` items, fewer when the costliest item (encoder rows x tokens)
+times the items would exceed ``max_tokens``. Under ``torchrun`` the `accelerate` data loader gives
+every rank its part of the same global batches.
 
-Classification and QA: `fit`, the loop on `nlprec.core.training` with token-budget batches and best-epoch selection.
-Under ``torchrun`` (``TrainSettings.dist_ctx`` from `nlprec.core.distributed.init_distributed`)
-every rank builds the same global batches (same seed), takes its share of each with
-`rank_batches`, and scales its loss so that DDP's gradient average equals the gradient one process
-computes on the whole global batch:
-
-    loss_r = weight_r * mean-loss over rank r's items,   weight_r = world_size * units_r / units
-
-(units: items, or labelled tokens).  A rank whose share is empty runs one item at weight 0,
-so every rank joins every gradient all-reduce.  Every rank evaluates the dev set itself (identical
-weights, so identical best-epoch choices); the callers let rank 0 alone write and log.
+`group_by_tokens` batches inputs for prediction (sorted by length: little padding).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import random
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -32,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from nlprec.core.distributed import loss_weight
 from nlprec.core.hf_training import ScheduledTrainer, StepCallback, training_arguments
-from nlprec.core.training import BestState, Schedule, Trainer
+from nlprec.core.training import BestState, Schedule
 from nlprec.core.training import autocast as core_autocast
 from torch import nn
-from transformers import PrinterCallback
+from transformers import PrinterCallback, TrainerCallback
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +47,7 @@ class TrainSettings:
     time_budget_s: float | None = None  # stop early (logged) when training exceeds it
     progress: bool = True
     dist_ctx: Any = None  # nlprec.core.distributed.DistributedContext under torchrun, else None
-    work_dir: str | None = None  # transformers.Trainer checkpoints (a temporary folder in it)
+    work_dir: str | None = None  # transformers.Trainer's scratch folder goes in it (removed after)
     log_metrics: Callable[..., None] | None = None  # ctx.log_metrics: training curves
 
 
@@ -65,52 +55,18 @@ def _distributed(settings: TrainSettings) -> bool:
     return settings.dist_ctx is not None and settings.dist_ctx.is_distributed
 
 
-@dataclass
-class Shard:
-    """This rank's part of a global batch and the weight of its mean loss (see the module doc)."""
-
-    batch: Any
-    weight: float
-
-
-def rank_batches(
-    groups: Sequence[Sequence[int]],
-    collate: Callable[[list[int]], Any],
-    settings: TrainSettings,
-    units: Callable[[list[int]], float] = len,
-) -> list:
-    """Collated batches of ``groups``: all of each group in one process, this rank's share under DDP.
-
-    ``units(items)`` counts what the loss averages over (items, or labelled tokens).
-    """
-    if not _distributed(settings):
-        return [collate(list(group)) for group in groups]
-    rank, world = settings.dist_ctx.rank, settings.dist_ctx.world_size
-    shards = []
-    for group in groups:
-        local = list(group[rank::world])
-        total = units(list(group))
-        if not local or total == 0:
-            shards.append(Shard(collate(list(group[:1])), 0.0))
-            continue
-        shards.append(Shard(collate(local), loss_weight(units(local), total, settings.dist_ctx)))
-    return shards
-
-
 def group_by_tokens(
     widths: Sequence[int],
     rows: Sequence[int],
     max_tokens: int,
     max_batch: int,
-    rng: random.Random | None = None,
 ) -> list[list[int]]:
     """Pack items into batches with sum(rows) * max(width) <= max_tokens (an oversized item goes alone).
 
     widths: padded length an item needs; rows: encoder rows it uses (segments per document).
-    Items are sorted by width (jittered when ``rng`` is given) so padding stays small; the batch
-    order is shuffled by ``rng``.
+    Items are sorted by width so padding stays small.
     """
-    order = sorted(range(len(widths)), key=lambda i: widths[i] + (rng.random() * 8 if rng else 0))
+    order = sorted(range(len(widths)), key=widths.__getitem__)
     batches, current, current_rows, current_width = [], [], 0, 0
     for i in order:
         width, n_rows = max(widths[i], current_width), current_rows + rows[i]
@@ -121,8 +77,6 @@ def group_by_tokens(
         current_rows, current_width = n_rows, width
     if current:
         batches.append(current)
-    if rng:
-        rng.shuffle(batches)
     return batches
 
 
@@ -149,110 +103,6 @@ def _param_groups(model: nn.Module, settings: TrainSettings) -> list[dict]:
     ]
 
 
-def fit(
-    model: nn.Module,
-    epoch_batches: Callable[[random.Random], list],
-    loss_fn: Callable[[nn.Module, object], torch.Tensor],
-    settings: TrainSettings,
-    dev_score: Callable[[nn.Module], float] | None = None,
-    desc: str = "train",
-    score_start: bool = False,
-) -> dict:
-    """Train ``model`` in place on `nlprec.core.training` (AdamW groups, linear warm-up/decay,
-    clipping, autocast, time budget); keep the weights of the epoch with the best dev score.
-
-    epoch_batches(rng) -> the batches of one epoch; loss_fn(model, batch) -> scalar loss.
-    Returns a history dict (losses, dev scores, best epoch, seconds).
-    """
-    torch.manual_seed(settings.seed)
-    rng = random.Random(settings.seed)
-    model.to(settings.device)
-    network = model  # what the loss runs through: DDP around the model under torchrun
-    if _distributed(settings):
-        from nlprec.core.distributed import wrap_model
-
-        # unused: e.g. the encoder's pooler, which no head reads
-        network = wrap_model(model, settings.dist_ctx, find_unused_parameters=True)
-    encoder_model = getattr(getattr(model, "encoder", None), "model", None)
-    if settings.gradient_checkpointing and encoder_model is not None:
-        encoder_model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
-    steps_per_epoch = len(epoch_batches(random.Random(settings.seed)))
-    trainer = Trainer(
-        torch.optim.AdamW(_param_groups(model, settings)),
-        settings.epochs * steps_per_epoch,
-        schedule=Schedule(warmup_fraction=settings.warmup_ratio),
-        max_seconds=settings.time_budget_s,
-        device=settings.device,
-        progress=settings.progress,
-    )
-    history: dict = {"loss": [], "dev": [], "best_epoch": None, "stopped_early": False}
-    best = BestState(model)
-    if score_start and dev_score is not None:
-        model.eval()
-        history["start_dev"] = dev_score(model)
-        best.update(-1, history["start_dev"])
-    for epoch in range(settings.epochs):
-        model.train()
-        losses = []
-        for batch in trainer.iterate(epoch_batches(rng), desc=f"{desc} epoch {epoch + 1}"):
-            with trainer.autocast():
-                if isinstance(batch, Shard):
-                    loss = loss_fn(network, batch.batch) * batch.weight
-                else:
-                    loss = loss_fn(network, batch)
-            trainer.step(loss)
-            losses.append(_global_loss(loss, settings))
-        history["loss"].append(sum(losses) / max(len(losses), 1))
-        if dev_score is not None:
-            model.eval()
-            history["dev"].append(dev_score(model))
-            best.update(epoch, history["dev"][-1])
-        logger.info(
-            "%s epoch %d: loss %.4f dev %s",
-            desc,
-            epoch + 1,
-            history["loss"][-1],
-            history["dev"][-1:],
-        )
-        if trainer.out_of_time():
-            logger.warning(
-                "%s: time budget of %.0fs reached in epoch %d",
-                desc,
-                settings.time_budget_s,
-                epoch + 1,
-            )
-            history["stopped_early"] = True
-            break
-    history["best_epoch"] = best.restore()
-    if settings.gradient_checkpointing and encoder_model is not None:
-        encoder_model.gradient_checkpointing_disable()
-    model.eval()
-    history["seconds"] = trainer.elapsed()
-    return history
-
-
-def _global_loss(loss: torch.Tensor, settings: TrainSettings) -> float:
-    """The global batch's mean loss: the ranks' weighted losses averaged (one process: as it is)."""
-    if not _distributed(settings):
-        return loss.item()
-    from nlprec.core.distributed import all_reduce_mean
-
-    return all_reduce_mean(loss.detach().float(), settings.dist_ctx).item()
-
-
-def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists: returns input_ids (R, W) and attention_mask (R, W)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return ids, mask
-
-
 class HeadTrainer(ScheduledTrainer):
     """`transformers.Trainer` for a head of this package (an `nn.Module`): logits are
     ``forward(model, inputs)``, the loss ``loss_fn(logits, labels)``; the optimiser gives the head
@@ -274,6 +124,18 @@ class HeadTrainer(ScheduledTrainer):
         return (loss, {"logits": logits}) if return_outputs else loss
 
 
+class KeepBest(TrainerCallback):
+    """Keeps the weights of the evaluation with the best ``eval_<metric>`` (`BestState`, in memory:
+    every rank holds its own identical copy under DDP); ``restore()`` loads them back."""
+
+    def __init__(self, model: nn.Module, metric: str) -> None:
+        self.best, self.key, self.scores = BestState(model), f"eval_{metric}", []
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.scores.append(float(metrics[self.key]))
+        self.best.update(len(self.scores) - 1, self.scores[-1])
+
+
 def fit_with_trainer(
     network: nn.Module,
     train_dataset,
@@ -285,14 +147,14 @@ def fit_with_trainer(
     metric: str,
     settings: TrainSettings,
     longest: int,
+    score_start: bool = False,
 ) -> dict:
-    """Train ``network`` in place with `HeadTrainer` (AdamW groups, linear warm-up/decay,
-    clipping, bf16 on CUDA, evaluation and a checkpoint every epoch), load the epoch with the best
-    dev ``metric`` (a key of ``compute_metrics``) at the end, stop at the time budget.
+    """Train ``network`` in place with `HeadTrainer` (see the module doc); dev is scored after every
+    epoch (and, with ``score_start``, before the first) and the best dev ``metric`` (a key of
+    ``compute_metrics``) is kept. ``longest``: the cost (rows x tokens) of the costliest item.
 
-    Batches: up to ``max_batch`` rows, fewer when ``longest`` (tokens of the longest item) times the
-    rows would exceed ``max_tokens``. Returns a history dict
-    (per-epoch losses and dev scores, best epoch counted from 0, seconds).
+    Returns a history dict: per-epoch losses and dev scores, the best epoch counted from 0
+    (-1: the start), the dev score at the start, whether the budget stopped it, seconds.
     """
     started = time.monotonic()
     with_dev = dev_dataset is not None and len(dev_dataset) > 0
@@ -300,20 +162,25 @@ def fit_with_trainer(
     rows = max(1, min(settings.max_batch, settings.max_tokens // max(longest, 1)) // world)
     budget = settings.time_budget_s
     callback = StepCallback(settings.log_metrics, lambda: budget)
-    with _checkpoint_dir(settings) as checkpoints:
+    keep = KeepBest(network, metric)
+    history: dict = {"loss": [], "dev": [], "best_epoch": None, "stopped_early": False}
+    if settings.work_dir is not None:
+        Path(settings.work_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=settings.work_dir) as scratch:
         args = training_arguments(
-            checkpoints,
+            scratch,
             seed=settings.seed,
             metric=metric,
             epochs=settings.epochs,
+            eval_strategy="epoch" if with_dev else "no",
+            save_strategy="no",
+            load_best_model_at_end=False,
             per_device_train_batch_size=rows,
             per_device_eval_batch_size=rows,
             label_names=["labels"],
             remove_unused_columns=False,
             disable_tqdm=not settings.progress,
             use_cpu=not settings.device.startswith("cuda"),
-            **({} if with_dev else {"eval_strategy": "no", "save_strategy": "no",
-                                    "load_best_model_at_end": False}),  # fmt: skip
         )
         trainer = HeadTrainer(
             model=network,
@@ -322,45 +189,29 @@ def fit_with_trainer(
             eval_dataset=dev_dataset if with_dev else None,
             data_collator=collator,
             compute_metrics=compute_metrics,
-            callbacks=[callback],
+            callbacks=[callback, keep],
             forward=forward,
             loss_fn=loss_fn,
             settings=settings,
             schedule=Schedule(warmup_fraction=settings.warmup_ratio),
         )
         trainer.remove_callback(PrinterCallback)  # the logs go to settings.log_metrics
-        with _checkpointing(network, settings.gradient_checkpointing):
-            trainer.train()
-    network.eval()
-    logs = trainer.state.log_history
-    dev = [log[f"eval_{metric}"] for log in logs if f"eval_{metric}" in log]
-    best = max(range(len(dev)), key=dev.__getitem__) if dev else None
+        if score_start and with_dev:
+            history["start_dev"] = trainer.evaluate()[f"eval_{metric}"]
+        if settings.epochs > 0:
+            with _checkpointing(network, settings.gradient_checkpointing):
+                trainer.train()
+    start = 1 if "start_dev" in history else 0
+    history["dev"] = keep.scores[start:]
+    history["loss"] = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    best = keep.best.restore()
+    history["best_epoch"] = None if best is None else best - start
+    history["stopped_early"] = callback.stopped_early
     if callback.stopped_early:
         logger.warning("time budget of %.0fs reached at step %d", budget, trainer.state.global_step)
-    return {
-        "loss": [log["loss"] for log in logs if "loss" in log],
-        "dev": dev,
-        "best_epoch": best,
-        "stopped_early": callback.stopped_early,
-        "seconds": time.monotonic() - started,
-    }
-
-
-@contextlib.contextmanager
-def _checkpoint_dir(settings: TrainSettings):
-    """Where the trainer's checkpoints live while it trains: a temporary folder, or under DDP one
-    folder in ``work_dir`` that every rank reads the best checkpoint from (rank 0 removes it)."""
-    if settings.work_dir is not None:
-        Path(settings.work_dir).mkdir(parents=True, exist_ok=True)
-    if not _distributed(settings):
-        with tempfile.TemporaryDirectory(dir=settings.work_dir) as folder:
-            yield folder
-        return
-    folder = Path(settings.work_dir or ".") / f"checkpoints-seed{settings.seed}"
-    yield str(folder)
-    torch.distributed.barrier()
-    if settings.dist_ctx.is_main:
-        shutil.rmtree(folder, ignore_errors=True)
+    network.eval()
+    history["seconds"] = time.monotonic() - started
+    return history
 
 
 @contextlib.contextmanager
