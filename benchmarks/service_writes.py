@@ -1,24 +1,34 @@
-"""Document write cost at 100k documents: the service's logged write vs. saving the engine per write.
+"""Document write cost at 100k documents: BM25 re-indexed per write vs. a delta compacted in the background.
 
-A SearchEngine over --docs synthetic documents (random words) with a STUB encoder (hashed random
-unit vectors, dim 64, FAISS flat: the encoder's cost is the same per written document on either
-path, so it is left out) and the real BM25. Timed per one-document write, --writes times:
-- apply: `SearchEngine.add_documents` (dense: FAISS add; BM25: the ranking package's add);
-- log: the service's append + fsync of the write to documents.jsonl (what it does before the 201);
-- save: `SearchEngine.save` (what the service did per write before the log; now compaction's job).
+A SearchEngine over --docs documents cut from SciFact abstracts (windows of 20-100 consecutive
+words, so vocabulary and lengths are those of real text) with a STUB encoder (hashed random unit
+vectors, dim 64, FAISS flat: the encoder's cost is the same per written document on either path,
+so it is left out) and the real BM25. One-document writes as the service makes them: the engine's
+`add_documents` (FAISS add, BM25 add) then the fsynced append to documents.jsonl.
 
-    nice python benchmarks/service_writes.py [--docs 100000] [--writes 5]
+- before: the write followed by a full BM25 rebuild (`BM25Retriever.compact()`, the rebuild the
+  previous `add` ran on every write), --baseline-writes times;
+- after: --writes writes at --rate per second into the delta; a compaction starts in the
+  background every --delta-limit documents; latencies split by whether one was running;
+- reads: a thread searches BM25 (one query per call) for --idle-reads-s seconds, then on through
+  one background compaction; latencies split the same way;
+- checkpoint: one `SearchEngine.save` (what the service does every `compact_every` logged writes).
+
+    nice python benchmarks/service_writes.py [--docs 100000] [--writes 3000] [--rate 100]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from nlprec.core.bench import record_section
 
 
 def stub_dense():
@@ -40,41 +50,142 @@ def stub_dense():
     return StubDense(DenseConfig(model="minilm", faiss=FaissConfig(kind="flat")))
 
 
-def median_ms(values: list[float]) -> float:
-    return float(np.median(values) * 1000)
+def window_documents(words: list[str], n: int, rng: random.Random, prefix: str) -> list[dict]:
+    docs = []
+    for i in range(n):
+        length = rng.randint(20, 100)
+        start = rng.randrange(len(words) - length)
+        docs.append(
+            {"id": f"{prefix}{i}", "title": "", "text": " ".join(words[start : start + length])}
+        )
+    return docs
+
+
+def ms(values: list[float], q: float) -> str:
+    return f"{np.percentile(values, q) * 1000:.1f}" if values else "–"
+
+
+def write_row(name: str, timings: list[tuple[float, float]]) -> str:
+    index, total = [t[0] for t in timings], [t[1] for t in timings]
+    return (
+        f"| {name} | {len(timings)} | {ms(index, 50)} | {ms(index, 95)} | {ms(total, 50)} | "
+        f"{ms(total, 95)} | {ms(total, 100)} |"
+    )
+
+
+class Reader(threading.Thread):
+    """Searches BM25 one query at a time until stopped; each latency tagged busy/idle."""
+
+    def __init__(self, engine, queries: list[str]):
+        super().__init__(daemon=True)
+        self.engine, self.queries = engine, queries
+        self.stop = threading.Event()
+        self.latencies: dict[bool, list[float]] = {True: [], False: []}
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            busy = self.engine.bm25.compacting
+            started = time.perf_counter()
+            self.engine.search([self.queries[n % len(self.queries)]], 10, "bm25")
+            self.latencies[busy].append(time.perf_counter() - started)
+            n += 1
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data",
+        default=os.path.join(os.environ.get("NLPREC_DATA", "../shared/data"), "beir/scifact"),
+    )
     parser.add_argument("--docs", type=int, default=100_000)
-    parser.add_argument("--writes", type=int, default=5)
+    parser.add_argument("--baseline-writes", type=int, default=5)
+    parser.add_argument("--writes", type=int, default=3000)
+    parser.add_argument("--rate", type=float, default=100.0, help="writes per second")
+    parser.add_argument("--delta-limit", type=int, default=1000)
+    parser.add_argument("--idle-reads-s", type=float, default=5.0)
     args = parser.parse_args()
+    from nlprec.ranking.data import document_text, read_corpus
     from nlprec.ranking.engine import SearchEngine
     from nlprec.service.state import EventLog
 
-    words = [f"w{i}" for i in range(5000)]
+    words = " ".join(
+        document_text(d) for d in read_corpus(Path(args.data) / "corpus.jsonl")
+    ).split()
     rng = random.Random(0)
-    docs = [{"id": f"d{i}", "title": "", "text": " ".join(rng.choices(words, k=40))} for i in range(args.docs)]
+    docs = window_documents(words, args.docs, rng, "d")
+    new_docs = iter(window_documents(words, args.baseline_writes + args.writes, rng, "new"))
+    queries = [" ".join(rng.sample(words, 4)) for _ in range(200)]
     started = time.perf_counter()
     engine = SearchEngine.build(docs, stub_dense())
+    engine.bm25.delta_limit = args.delta_limit
     built = time.perf_counter() - started
-    apply, log, save = [], [], []
+
     with tempfile.TemporaryDirectory() as tmp:
-        events = EventLog(Path(tmp) / "documents.jsonl")
-        for n in range(args.writes):
-            doc = {"id": f"new{n}", "title": "", "text": " ".join(rng.choices(words, k=40))}
+        log = EventLog(Path(tmp) / "documents.jsonl")
+
+        def write() -> tuple[float, float]:
+            """(engine add, add + log append) seconds."""
+            doc = next(new_docs)
             t0 = time.perf_counter()
             engine.add_documents([doc])
             t1 = time.perf_counter()
-            events.append([{"op": "add", "documents": [doc]}])
-            t2 = time.perf_counter()
-            engine.save(Path(tmp) / "index")
-            t3 = time.perf_counter()
-            apply.append(t1 - t0), log.append(t2 - t1), save.append(t3 - t2)
-    print(
-        f"| {args.docs:,} docs (built in {built:.0f} s) | {median_ms(apply):.0f} ms | "
-        f"{median_ms(log):.1f} ms | {median_ms(save):.0f} ms |"
-    )
+            log.append([{"op": "add", "documents": [doc]}])
+            return t1 - t0, time.perf_counter() - t0
+
+        before = []
+        for _ in range(args.baseline_writes):
+            t0 = time.perf_counter()
+            write()
+            engine.bm25.compact()
+            before.append((time.perf_counter() - t0,) * 2)
+
+        after: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+        builds = engine.bm25.builds
+        t_start = time.perf_counter()
+        for n in range(args.writes):
+            time.sleep(max(0.0, t_start + n / args.rate - time.perf_counter()))
+            after[engine.bm25.compacting].append(write())
+        engine.bm25.wait_for_compaction()
+        compactions = engine.bm25.builds - builds
+
+        reader = Reader(engine, queries)
+        reader.start()
+        time.sleep(args.idle_reads_s)
+        t0 = time.perf_counter()
+        engine.bm25.start_compaction()
+        engine.bm25.wait_for_compaction()
+        compaction_s = time.perf_counter() - t0
+        reader.stop.set()
+        reader.join()
+        t0 = time.perf_counter()
+        engine.save(Path(tmp) / "index")
+        checkpoint = time.perf_counter() - t0
+
+    all_after = after[True] + after[False]
+    reads = reader.latencies
+    table = "\n".join([
+        f"{args.docs:,} documents cut from SciFact abstracts (20-100 words; built in {built:.0f} s), "
+        f"stub encoder, BM25 k1=0.9 b=0.4; one-document writes: index = the engine's add, write = add + fsynced log append.",
+        "",
+        "| write path | writes | index p50 ms | index p95 ms | write p50 ms | write p95 ms | write max ms |",
+        "|---|---|---|---|---|---|---|",
+        write_row("before: add + BM25 re-index", before),
+        write_row("after: add to the delta, all", all_after),
+        write_row("after: while a compaction ran", after[True]),
+        "",
+        "| BM25 search (1 query, k=10) | reads | p50 ms | p95 ms | max ms |",
+        "|---|---|---|---|---|",
+        f"| no compaction running | {len(reads[False])} | {ms(reads[False], 50)} | {ms(reads[False], 95)} | {ms(reads[False], 100)} |",
+        f"| during a compaction | {len(reads[True])} | {ms(reads[True], 50)} | {ms(reads[True], 95)} | {ms(reads[True], 100)} |",
+        "",
+        f"{args.writes} writes at {args.rate:g}/s with a delta limit of {args.delta_limit}: "
+        f"{compactions} background compactions during them. Reads: {args.idle_reads_s:g} s of searches, then "
+        f"a background compaction ({compaction_s:.0f} s) with the searches going on. Checkpoint "
+        f"(`SearchEngine.save`, what the service does every 1000 logged writes): {checkpoint:.2f} s.",
+    ])  # fmt: skip
+    print(table)
+    record_section("service: document write cost", table)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ class DenseRetriever:
         self.kind: str | None = None
         self.entries: list[tuple[str, int]] = []  # faiss id -> (doc_id, passage index)
         self.tombstones: set[int] = set()
+        self._live_units: dict[str, list[int]] = {}  # live doc_id -> its faiss ids
         self.truncated = 0  # texts longer than max_seq_length (tail unseen), counted at indexing
 
     # -- encoding ---------------------------------------------------------------------------
@@ -129,7 +130,7 @@ class DenseRetriever:
             vectors = self.encode_documents(texts, progress)
         self._check_vectors(vectors, expected_rows=len(entries), expected_dim=vectors.shape[1])
         self.index, self.kind = build_index(self.config.faiss, vectors.shape[1], vectors)
-        self.entries, self.tombstones = [], set()
+        self.entries, self.tombstones, self._live_units = [], set(), {}
         self._append(entries, vectors)
         return self
 
@@ -137,28 +138,25 @@ class DenseRetriever:
         ids = np.arange(len(self.entries), len(self.entries) + len(entries), dtype=np.int64)
         self.index.add_with_ids(vectors, ids)
         self.entries += entries
+        for faiss_id, (doc, _) in zip(ids.tolist(), entries, strict=True):
+            self._live_units.setdefault(doc, []).append(faiss_id)
 
     def live_doc_ids(self) -> set[str]:
-        return {doc for i, (doc, _) in enumerate(self.entries) if i not in self.tombstones}
+        return set(self._live_units)
 
     def add(self, docs: list[dict[str, str]]) -> None:
         """Encode and add documents; no rebuild, existing vectors are untouched."""
         docs = [normalise_document(d, where=f"document {i}") for i, d in enumerate(docs)]
-        live = self.live_doc_ids()
-        clash = [d["id"] for d in docs if d["id"] in live]
+        clash = [d["id"] for d in docs if d["id"] in self._live_units]
         if clash:
             raise DataError(f"document ids already indexed: {clash[:5]}")
         entries, texts = self.document_units(docs)
         self._append(entries, self.encode_documents(texts, progress=False))
 
     def delete(self, doc_id: str) -> None:
-        ids = [
-            i
-            for i, (doc, _) in enumerate(self.entries)
-            if doc == doc_id and i not in self.tombstones
-        ]
-        if not ids:
+        if doc_id not in self._live_units:
             raise KeyError(f"document {doc_id!r} is not in the dense index")
+        ids = self._live_units.pop(doc_id)
         if supports_remove(self.index):
             self.index.remove_ids(np.array(ids, dtype=np.int64))
         self.tombstones.update(ids)
@@ -255,5 +253,8 @@ class DenseRetriever:
             )
         retriever.kind, retriever.entries = meta["kind"], entries
         retriever.tombstones, retriever.truncated = set(meta["tombstones"]), meta["truncated"]
+        for faiss_id, (doc, _) in enumerate(entries):
+            if faiss_id not in retriever.tombstones:
+                retriever._live_units.setdefault(doc, []).append(faiss_id)
         set_search_params(retriever.index, config.faiss)
         return retriever
