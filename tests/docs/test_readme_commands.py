@@ -316,7 +316,8 @@ def check_nlprec_namespace(namespace: argparse.Namespace) -> None:
         from nlprec.core.cli import main
 
         with contextlib.chdir(REPO), contextlib.redirect_stdout(io.StringIO()):
-            assert main(["list"]) == 0
+            if main(["list"]) != 0:
+                raise Broken("nlprec list failed")
 
 
 def console_script(name: str) -> Callable[[], object]:
@@ -649,9 +650,11 @@ def test_extraction_joins_continuations_and_reads_placeholders(tmp_path):
     doc = tmp_path / "x.md"
     doc.write_text(
         "```bash\nnlprec-distill tag --model <dir> \\\n  --input a [--engine ray]  # c\n```\n"
+        "```console\n$ nlprec list\ncore-demo  a description\n```\n```python\nprint(1)\n```\n"
     )
     with mock.patch(f"{__name__}.REPO", tmp_path):
-        (command,) = block_commands(doc)
+        command, prompted = block_commands(doc)
+    assert (prompted.line, prompted.text) == (6, "nlprec list")
     assert command.line == 2 and simple_commands(command.text) == [
         ["nlprec-distill", "tag", "--model", PLACEHOLDER, "--input", "a", "--engine", "ray"]
     ]
