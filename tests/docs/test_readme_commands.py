@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib.metadata
 import importlib.util
 import io
@@ -320,6 +321,7 @@ def check_nlprec_namespace(namespace: argparse.Namespace) -> None:
                 raise Broken("nlprec list failed")
 
 
+@functools.cache
 def console_script(name: str) -> Callable[[], object]:
     found = importlib.metadata.entry_points(group="console_scripts", name=name)
     ours = [entry for entry in found if entry.dist and entry.dist.name.startswith("nlprec")]
