@@ -71,17 +71,17 @@ COVERED_BY = {
         "test_mlflow_models_serve_answers_a_search",
     ),
 }
-KNOWN_BROKEN = [  # (file, how the command starts, what is wrong): their owners fix them
+KNOWN_BROKEN = [  # (file, how the command starts, what is wrong and the fix): their owners fix them
     ("README.md", ".venv/bin/nlprec run pipelines/core-demo.yaml --force train",
      "core-demo has no step 'train' (generate, bow, bow_first2, compare): --force bow"),
     ("README.md", ".venv/bin/nlprec cache ls | prune",
-     "reads as a pipe into a command 'prune': two lines, `cache ls` and `cache prune`"),
+     "a pipe into a command 'prune': two lines, `nlprec cache ls`, `nlprec cache prune`"),
     ("packages/mohawk/README.md", "python benchmarks/mohawk_gpu.py",
-     "the driver was deleted with the withdrawn figures"),
+     "the driver was deleted (at effbf3f): name the pipeline's GPU command instead"),
     ("benchmarks/RESULTS.md", "python benchmarks/mohawk_gpu.py",
-     "the driver of this figure was deleted"),
+     "the driver was deleted (at effbf3f): re-measure with benchmarks/mohawk_kernels.py or withdraw"),
     ("benchmarks/RESULTS.md", "python benchmarks/sessionrec_throughput.py --gpu-json",
-     "the script takes no arguments (the GPU rows came from a removed option)"),
+     "the script takes no arguments: its GPU rows name a deleted sessionrec_tuned.py"),
 ]  # fmt: skip
 
 
