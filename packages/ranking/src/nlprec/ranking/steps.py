@@ -22,7 +22,7 @@ from nlprec.core.data import dataset_path
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.io import atomic_write_text
 from nlprec.core.launch import run_distributed
-from nlprec.core.step import StepContext, StepOutput, StepSkipped
+from nlprec.core.step import StepContext, StepOutput, StepSkipped, across_seeds
 from nlprec.ranking import data as beir
 from nlprec.ranking.bm25 import BM25Config, BM25Retriever
 from nlprec.ranking.data import Run, read_trec_run, write_trec_run
@@ -135,6 +135,7 @@ def _describe(ctx: StepContext, folder: Path, cfg: LoadBeirConfig) -> dict:
     }
 
 
+@across_seeds
 @measured
 def load_beir(ctx: StepContext, cfg: LoadBeirConfig) -> dict:
     """Validate a BEIR folder and fix the query sets (the folder itself is read where needed)."""
@@ -329,6 +330,13 @@ def dense_retrieve(ctx: StepContext, cfg: DenseStepConfig) -> dict:
     }
 
 
+@across_seeds
+def dense_pretrained(ctx: StepContext, cfg: DenseStepConfig) -> dict:
+    """:func:`dense_retrieve` with an encoder no seed changes (pretrained): runs once, and every
+    seed's steps read its index and runs (a fine-tuned encoder goes through ``dense_retrieve``)."""
+    return dense_retrieve(ctx, cfg)
+
+
 # -- fusion ------------------------------------------------------------------------------------
 class FuseConfig(BaseModel):
     model_config = {"extra": "forbid"}
@@ -371,6 +379,9 @@ def fuse_runs(ctx: StepContext, cfg: FuseConfig) -> dict:
 # -- fine-tuning -------------------------------------------------------------------------------
 class FinetuneBiencoderConfig(BaseModel):
     model_config = {"extra": "forbid"}
+    enabled: bool = Field(
+        True, description="false: skipped (the dense stages then fall back to the pretrained encoder)"
+    )
     model: str = "minilm"
     negatives: dict = Field(description="the first stage whose train run gives hard negatives: ${steps.<step>}")
     n_negatives: int = Field(1, ge=1)
@@ -469,8 +480,9 @@ class TrainedModel(StepOutput):
 
 @measured
 def finetune_biencoder(ctx: StepContext, cfg: FinetuneBiencoderConfig) -> TrainedModel:
-    data = _data_input(ctx)
-    corpus = Corpus(data)
+    if not cfg.enabled:
+        raise StepSkipped("bi-encoder fine-tuning disabled (enabled: false)")
+    corpus = Corpus(_data_input(ctx))
     if not corpus.query_ids["train"]:
         raise StepSkipped("the dataset has no train split")
     examples = _training_examples(ctx, corpus, cfg.negatives, cfg.n_negatives, cfg.skip_top)
