@@ -45,7 +45,11 @@ def ddp_speed(data: SessionData, folder: Path, nproc: int = 2) -> float:
     result = run_distributed(
         "nlprec.sessionrec.steps:train_worker",
         {"train": cfg.model_dump(mode="json"), "phase": "test"},
-        {"test": str(folder / "sessions.json"), "ndcg_ideal": "all"},
+        {
+            "validation_file": str(folder / "sessions.json"),
+            "test": str(folder / "sessions.json"),
+            "ndcg_ideal": "all",
+        },
         folder / "out",
         nproc,
         backend="gloo",

@@ -13,7 +13,7 @@ from nlprec.core.distributed import DistributedContext, rank_slice
 from nlprec.core.step import StepContext
 from nlprec.sessionrec.data import sessionize
 from nlprec.sessionrec.pisa import PISAConfig, PISANet
-from nlprec.sessionrec.steps import TrainConfig, train
+from nlprec.sessionrec.steps import LoadOutput, TrainConfig, train
 from nlprec.sessionrec.synthetic import SyntheticConfig, generate_listening_log
 from safetensors.torch import load_file
 
@@ -44,14 +44,19 @@ def run_step(tmp_path, sessions_file, nproc: int, variant: str):
     ctx = StepContext(
         name="pisa",
         output_dir=tmp_path / f"{variant}-{nproc}",
-        inputs={"load": {"test": str(sessions_file), "ndcg_ideal": "k"}},
+        inputs={},
         params={},
         seed=0,
         device="cpu",
     )
     ctx.output_dir.mkdir()
     cfg = TrainConfig(
-        variant=variant, seeds=[0], model=MODEL, save_model=True, nproc_per_node=nproc
+        data=LoadOutput(validation_file=sessions_file, test=sessions_file, ndcg_ideal="k"),
+        variant=variant,
+        seeds=[0],
+        model=MODEL,
+        save_model=True,
+        nproc_per_node=nproc,
     )
     threads = torch.get_num_threads()
     try:
@@ -59,7 +64,7 @@ def run_step(tmp_path, sessions_file, nproc: int, variant: str):
     finally:
         torch.set_num_threads(threads)
     history = json.loads((ctx.output_dir / "history.json").read_text())
-    return out, history, load_file(f"{out['model_dir']}/model.safetensors")
+    return out, history, load_file(f"{out.model_dir}/model.safetensors")
 
 
 def test_two_gloo_processes_train_what_one_process_trains(tmp_path, sessions_file):
@@ -81,8 +86,8 @@ def test_two_gloo_processes_train_what_one_process_trains(tmp_path, sessions_fil
     assert [r["val_ndcg@10"] for r in epochs_two] == pytest.approx(
         [r["val_ndcg@10"] for r in epochs_one], abs=1e-9
     )
-    for key, value in one["metrics"].items():
-        assert two["metrics"][key] == pytest.approx(value, abs=1e-6), key
+    for key, value in one.metrics.items():
+        assert two.metrics[key] == pytest.approx(value, abs=1e-6), key
     # rank 0 alone wrote: one result, one model, no per-rank copies
     written = sorted(p.name for p in (tmp_path / f"{variant}-2" / "ddp").iterdir())
     assert written == ["launch_config.json", "launch_inputs.json", "model", "result.json"]

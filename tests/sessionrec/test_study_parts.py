@@ -6,13 +6,26 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from nlprec.sessionrec.baselines import tifu_groups, tifu_user_vector
+import scipy.sparse as sp
+from nlprec.sessionrec.baselines import (
+    SIMILARITY_MEMO,
+    neighbour_similarity,
+    tifu_groups,
+    tifu_user_matrix,
+    tifu_user_vector,
+)
 from nlprec.sessionrec.data import EventLog, SessionData, UserSessions, sessionize
 from nlprec.sessionrec.loaders import ColumnMapping, read_event_logs
 from nlprec.sessionrec.metrics import evaluate, evaluate_units
 from nlprec.sessionrec.sasrec import SASRecConfig, SASRecRecommender
 from nlprec.sessionrec.split import temporal_split
-from nlprec.sessionrec.steps import phase_split, without_last_sessions
+from nlprec.sessionrec.steps import (
+    LoadOutput,
+    TrainConfig,
+    phase_split,
+    pisa_config,
+    without_last_sessions,
+)
 
 
 def test_tifu_groups_put_the_larger_groups_last():
@@ -45,12 +58,48 @@ def users(n_sessions: list[int]) -> SessionData:
     return SessionData([f"i{k}" for k in range(5)], rows)
 
 
+def test_tifu_baskets_are_multi_hot_and_the_matrix_stacks_user_vectors():
+    twice = tifu_user_vector([np.array([0, 0, 1])], 3, 0.9, 0.7, group_size=1)
+    assert np.allclose(twice, [1.0, 1.0, 0.0])  # one basket, one group: weight 1 per item
+    histories = [[np.array([0]), np.array([1, 2])], [], [np.array([2])]]
+    matrix = tifu_user_matrix(histories, 3, 0.5, 0.1, group_size=2).toarray()
+    for row, sessions in zip(matrix, histories):
+        assert np.allclose(row, tifu_user_vector(sessions, 3, 0.5, 0.1, group_size=2))
+
+
+def test_upcf_neighbour_similarity_is_the_asymmetric_cosine_and_is_reused():
+    rng = np.random.default_rng(0)
+    items = sp.csr_matrix((rng.random((9, 12)) < 0.4).astype(float))
+    items[6, 0] = 1.0  # no empty user
+    sizes = np.asarray(items.sum(axis=1)).ravel()
+    overlap = (items @ items.T).toarray()
+    alpha, keep = 0.25, 3
+    expected = overlap / (sizes[:, None] ** alpha * sizes[None, :] ** (1 - alpha))
+    np.fill_diagonal(expected, 0.0)
+    cut = np.sort(expected, axis=1)[:, -keep][:, None]
+    expected = np.where(expected >= cut, expected, 0.0)
+    got = neighbour_similarity(items, alpha, keep, 0.0, batch=4)
+    assert np.allclose(got.toarray(), expected)
+    assert neighbour_similarity(items, alpha, keep, 0.0) is got  # memoised on the content
+    assert neighbour_similarity(items, 0.5, keep, 0.0) is not got
+    assert len(SIMILARITY_MEMO) >= 2
+
+
+def test_ablations_take_the_selected_settings_as_base_under_their_own(tmp_path):
+    data = LoadOutput(validation_file=tmp_path / "v.json")
+    base = {"lr": 0.01, "dim": 64, "spreading": "previous"}
+    cfg = TrainConfig(data=data, variant="pisa_bl", base=base, model={"spreading": "session"})
+    resolved = pisa_config(cfg, seed=3)
+    assert (resolved.lr, resolved.dim, resolved.spreading) == (0.01, 64, "session")
+    assert resolved.components == ("bl",) and resolved.seed == 3
+
+
 def test_validation_phase_never_reads_the_test_sessions(tmp_path):
     data = users([3, 5, 4])
     full = data.save(tmp_path / "full.json")
     view = without_last_sessions(data, 1).save(tmp_path / "view.json")
-    load_out = {"validation_file": str(view), "test": str(full), "ndcg_ideal": "k"}
-    split, cases = phase_split({k: v for k, v in load_out.items() if k != "test"}, "validation")
+    load_out = LoadOutput(validation_file=view, test=full, ndcg_ideal="k")
+    split, cases = phase_split(load_out.model_copy(update={"test": None}), "validation")
     # the target is each user's second-to-last session; training stops before it
     assert [(c.user, c.position) for c in cases] == [(0, 1), (1, 3), (2, 2)]
     assert split.n_train.tolist() == [1, 3, 2] and split.val_cases == cases

@@ -17,6 +17,9 @@ before each case's target.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+
 import numpy as np
 import scipy.sparse as sp
 from nlprec.sessionrec.actr import (
@@ -142,6 +145,10 @@ class UPCF:
     is not harmless here: with q = 10 it makes every neighbour term ~1e-25, below float64
     resolution next to u's own pop_r (≥ 1/r), so u's tied items were ranked by item index instead
     of by their neighbours (TaFeng NDCG@10 0.097 with shrink 1000 vs 0.111 with 0).
+
+    The neighbour similarities of every training user depend on the data, α, ``neighbours`` and
+    ``shrink`` only: they are computed once per such setting (:data:`SIMILARITY_MEMO`), so a
+    search over r and q reuses them.
     """
 
     name = "up_cf"
@@ -160,32 +167,80 @@ class UPCF:
     def fit(self, split: Split) -> UPCF:
         train = split.train_data()
         self.user_items = (user_item_matrix(train) > 0).astype(float)  # [U, n] 0/1
-        self.sizes = np.asarray(self.user_items.sum(axis=1)).ravel()  # [U]
-        self.train_pop = sp.vstack(
-            [sp.csr_matrix(self.recent_popularity(u.sessions, train.n_items)) for u in train.users]
-        ).tocsr()  # [U, n] pop_r of each user's training sessions
+        self.similarity = neighbour_similarity(
+            self.user_items, self.alpha, self.neighbours, self.shrink
+        )  # [U, U] sparse, zero diagonal
+        self.train_pop = recent_popularity_matrix(
+            [u.sessions for u in train.users], train.n_items, self.recency
+        )  # [U, n] pop_r of each user's training sessions
         return self
-
-    def recent_popularity(self, sessions: list[np.ndarray], n_items: int) -> np.ndarray:
-        recent = sessions[-self.recency :]
-        if not recent:
-            return np.zeros(n_items)
-        return np.bincount(np.concatenate(recent), minlength=n_items) / len(recent)
 
     def score(self, data: SessionData, cases: list[Case]) -> np.ndarray:
         users = np.array([c.user for c in cases])
-        overlap = (self.user_items[users] @ self.user_items.T).toarray()  # [B, U]
-        denom = self.sizes[users, None] ** self.alpha * self.sizes[None, :] ** (1 - self.alpha)
-        denom = denom + self.shrink
+        weights = self.similarity[users].power(self.locality)  # [B, U]
+        scores = (weights @ self.train_pop).toarray()  # [B, n]
+        own = recent_popularity_matrix(
+            [history_of(data, c)[0] for c in cases], data.n_items, self.recency
+        )  # sim(u, u)^q = 1 with u's history up to the case
+        return scores + own.toarray()
+
+
+def recent_popularity_matrix(
+    histories: list[list[np.ndarray]], n_items: int, recency: int
+) -> sp.csr_matrix:
+    """[len(histories), n] item frequency over each history's last ``recency`` sessions / their
+    number (a zero row for an empty history)."""
+    rows, cols, weights = [], [], []
+    for row, sessions in enumerate(histories):
+        recent = sessions[-recency:]
+        if not recent:
+            continue
+        flat = np.concatenate(recent)
+        rows.append(np.full(len(flat), row))
+        cols.append(flat)
+        weights.append(np.full(len(flat), 1.0 / len(recent)))
+    if not rows:
+        return sp.csr_matrix((len(histories), n_items))
+    return sp.csr_matrix(
+        (np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(len(histories), n_items),
+    )  # duplicates summed
+
+
+SIMILARITY_MEMO: OrderedDict[tuple, sp.csr_matrix] = OrderedDict()
+SIMILARITY_MEMO_SIZE = 8
+
+
+def neighbour_similarity(
+    user_items: sp.csr_matrix, alpha: float, neighbours: int, shrink: float, batch: int = 512
+) -> sp.csr_matrix:
+    """[U, U] asymmetric cosine of each user to the others, all but the ``neighbours`` largest
+    per row (ties at the cut kept) set to 0, zero diagonal; memoised on the matrix's content."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in (user_items.indptr, user_items.indices):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    key = (digest.hexdigest(), user_items.shape, alpha, neighbours, shrink)
+    if key in SIMILARITY_MEMO:
+        SIMILARITY_MEMO.move_to_end(key)
+        return SIMILARITY_MEMO[key]
+    n_users = user_items.shape[0]
+    sizes = np.asarray(user_items.sum(axis=1)).ravel()
+    blocks = []
+    for start in range(0, n_users, batch):
+        users = np.arange(start, min(start + batch, n_users))
+        overlap = (user_items[users] @ user_items.T).toarray()  # [B, U]
+        denom = sizes[users, None] ** alpha * sizes[None, :] ** (1 - alpha) + shrink
         sim = np.divide(overlap, denom, out=np.zeros_like(overlap), where=denom > 0)
-        sim[np.arange(len(cases)), users] = 0.0  # u itself is added below, with weight 1
-        if self.neighbours < sim.shape[1]:
-            cut = np.partition(sim, -self.neighbours, axis=1)[:, -self.neighbours][:, None]
+        sim[np.arange(len(users)), users] = 0.0  # u itself is added at scoring, with weight 1
+        if neighbours < n_users:
+            cut = np.partition(sim, -neighbours, axis=1)[:, -neighbours][:, None]
             sim = np.where(sim >= cut, sim, 0.0)
-        scores = (sp.csr_matrix(sim**self.locality) @ self.train_pop).toarray()  # [B, n]
-        for row, case in enumerate(cases):  # sim(u, u)^q = 1 with u's history up to the case
-            scores[row] += self.recent_popularity(history_of(data, case)[0], data.n_items)
-        return scores
+        blocks.append(sp.csr_matrix(sim))
+    similarity = sp.vstack(blocks).tocsr() if blocks else sp.csr_matrix((0, 0))
+    SIMILARITY_MEMO[key] = similarity
+    while len(SIMILARITY_MEMO) > SIMILARITY_MEMO_SIZE:
+        SIMILARITY_MEMO.popitem(last=False)
+    return similarity
 
 
 def user_item_matrix(data: SessionData) -> sp.csr_matrix:
@@ -212,6 +267,48 @@ def tifu_groups(n: int, group_size: int) -> list[np.ndarray]:
     return np.split(np.arange(n), np.cumsum(sizes)[:-1])
 
 
+def tifu_basket_weights(
+    n: int, within_decay: float, group_decay: float, group_size: int
+) -> np.ndarray:
+    """[n] weight of each basket in the TIFU user vector (Hu et al. 2020, as in the authors'
+    code): basket b (0-based, of N) weighted r_b^(N-1-b); baskets in the groups of
+    :func:`tifu_groups`, each averaged; group g weighted r_g^(m-1-g) with m = ``group_size``
+    (also when there are fewer groups); the sum divided by the number of groups."""
+    weights = np.zeros(n)
+    groups = tifu_groups(n, group_size)
+    for g, members in enumerate(groups):
+        weights[members] = (
+            within_decay ** (n - 1 - members) / len(members) * group_decay ** (group_size - 1 - g)
+        )
+    return weights / max(len(groups), 1)
+
+
+def tifu_user_matrix(
+    histories: list[list[np.ndarray]],
+    n_items: int,
+    within_decay: float,
+    group_decay: float,
+    group_size: int,
+) -> sp.csr_matrix:
+    """[len(histories), n] TIFU user vectors (:func:`tifu_basket_weights`), sparse."""
+    rows, cols, weights = [], [], []
+    for row, sessions in enumerate(histories):
+        if not sessions:
+            continue
+        basket_weights = tifu_basket_weights(len(sessions), within_decay, group_decay, group_size)
+        baskets = [np.unique(s) for s in sessions]  # multi-hot baskets
+        lengths = [len(s) for s in baskets]
+        rows.append(np.full(sum(lengths), row))
+        cols.append(np.concatenate(baskets))
+        weights.append(np.repeat(basket_weights, lengths))
+    if not rows:
+        return sp.csr_matrix((len(histories), n_items))
+    return sp.csr_matrix(
+        (np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(len(histories), n_items),
+    )
+
+
 def tifu_user_vector(
     sessions: list[np.ndarray],
     n_items: int,
@@ -219,21 +316,12 @@ def tifu_user_vector(
     group_decay: float,
     group_size: int,
 ) -> np.ndarray:
-    """TIFU user vector (Hu et al. 2020, as in the authors' code): basket b (0-based, of N)
-    weighted r_b^(N-1-b); baskets in the groups of :func:`tifu_groups`, each averaged; group g
-    weighted r_g^(m-1-g) with m = ``group_size`` (also when there are fewer groups); the sum
-    divided by the number of groups."""
-    n = len(sessions)
-    vec = np.zeros(n_items)
-    if n == 0:
-        return vec
-    groups = tifu_groups(n, group_size)
-    for g, members in enumerate(groups):
-        group_vec = np.zeros(n_items)
-        for b in members:
-            group_vec[sessions[b]] += within_decay ** (n - 1 - b)
-        vec += group_vec / len(members) * group_decay ** (group_size - 1 - g)
-    return vec / len(groups)
+    """[n] one user's TIFU vector (:func:`tifu_basket_weights`)."""
+    return (
+        tifu_user_matrix([sessions], n_items, within_decay, group_decay, group_size)
+        .toarray()
+        .ravel()
+    )
 
 
 class TIFUKNN:
@@ -250,28 +338,25 @@ class TIFUKNN:
         self.k, self.within_decay, self.group_decay = k, within_decay, group_decay
         self.alpha, self.group_size = alpha, group_size
 
-    def _vector(self, sessions: list[np.ndarray], n_items: int) -> np.ndarray:
-        return tifu_user_vector(
-            sessions, n_items, self.within_decay, self.group_decay, self.group_size
+    def _vectors(self, histories: list[list[np.ndarray]], n_items: int) -> sp.csr_matrix:
+        return tifu_user_matrix(
+            histories, n_items, self.within_decay, self.group_decay, self.group_size
         )
 
     def fit(self, split: Split) -> TIFUKNN:
         from sklearn.neighbors import NearestNeighbors  # slow to import: only where used
 
         train = split.train_data()
-        self.vectors = sp.vstack(
-            [sp.csr_matrix(self._vector(u.sessions, train.n_items)) for u in train.users]
-        ).tocsr()
+        self.vectors = self._vectors([u.sessions for u in train.users], train.n_items)
         self.index = NearestNeighbors(
             n_neighbors=min(self.k + 1, self.vectors.shape[0]), algorithm="brute"
         ).fit(self.vectors)
         return self
 
     def score(self, data: SessionData, cases: list[Case]) -> np.ndarray:
-        own = np.stack(
-            [self._vector(history_of(data, c)[0], data.n_items) for c in cases]
-        )  # [B, n]
-        _, neighbours = self.index.kneighbors(sp.csr_matrix(own))  # [B, k+1]
+        own_sparse = self._vectors([history_of(data, c)[0] for c in cases], data.n_items)
+        _, neighbours = self.index.kneighbors(own_sparse)  # [B, k+1]
+        own = own_sparse.toarray()  # [B, n]
         rows, cols, weights = [], [], []
         for row, case in enumerate(cases):
             others = [v for v in neighbours[row] if v != case.user][: self.k]

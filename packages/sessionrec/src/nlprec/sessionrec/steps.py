@@ -4,13 +4,14 @@ validation in search trials, test otherwise) → compare → online export."""
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.launch import run_distributed
-from nlprec.core.step import StepContext, across_seeds
+from nlprec.core.step import StepContext, StepOutput, across_seeds
 from nlprec.core.threads import set_threads
 from nlprec.sessionrec import baselines as bl
 from nlprec.sessionrec.data import DEFAULT_GAP_MINUTES, SessionData, UserSessions, sessionize
@@ -99,10 +100,27 @@ def without_last_sessions(data: SessionData, n: int) -> SessionData:
     return SessionData(data.items, users, data.name, data.notes, data.time_scale)
 
 
-@across_seeds
-def load(ctx: StepContext, cfg: LoadConfig) -> dict:
+class LoadOutput(StepOutput):
     """Sessions as two files: ``validation_file`` without the test sessions (what search trials
-    see) and ``test`` with every session (only the final, selected runs read it)."""
+    see) and ``test`` with every session (only the final, selected runs read it; None in a
+    trial)."""
+
+    validation_file: Path
+    test: Path | None = None
+    n_test_sessions: int = 1  # (a `test_*` name would be hidden from trials)
+    n_val_sessions: int = 1
+    ndcg_ideal: Literal["k", "all"] = "k"
+    name: str = ""
+    users: int = 0
+    items: int = 0
+    sessions: int = 0
+    mean_session_len: float = 0.0
+    notes: list[str] = []
+
+
+@across_seeds
+def load(ctx: StepContext, cfg: LoadConfig) -> LoadOutput:
+    """Read, sessionize and save the sessions (see :class:`LoadOutput`)."""
     data = load_data(cfg)
     full = data.save(ctx.output_dir / "sessions.json")
     view = without_last_sessions(data, cfg.test_sessions).save(
@@ -116,15 +134,15 @@ def load(ctx: StepContext, cfg: LoadConfig) -> dict:
         ctx.logger.info("%s: %s", data.name, note)
     reality_check = any("Reality-Check" in note for note in data.notes)
     ideal = cfg.ndcg_ideal if cfg.ndcg_ideal != "auto" else ("all" if reality_check else "k")
-    return {
+    return LoadOutput(
         **info,
-        "validation_file": str(view),
-        "test": str(full),
-        "test_sessions": cfg.test_sessions,
-        "val_sessions": cfg.val_sessions,
-        "ndcg_ideal": ideal,
-        "notes": data.notes,
-    }
+        validation_file=view,
+        test=full,
+        n_test_sessions=cfg.test_sessions,
+        n_val_sessions=cfg.val_sessions,
+        ndcg_ideal=ideal,
+        notes=data.notes,
+    )
 
 
 def phase_of(ctx: StepContext) -> str:
@@ -132,19 +150,21 @@ def phase_of(ctx: StepContext) -> str:
     return getattr(ctx, "split", "test")
 
 
-def phase_split(load_out: dict, phase: str) -> tuple[Split, list[Case]]:
+def phase_split(load_out: LoadOutput, phase: str) -> tuple[Split, list[Case]]:
     """(split, cases to evaluate) for a phase.
 
     validation: the data without test sessions; train = all but the validation sessions,
     which are both the evaluated cases and (for trained models) the epoch-selection cases.
     test: every session; train = all but validation and test sessions (validation selects
     the epoch), the test sessions are evaluated, each from every session before it."""
-    val_n, test_n = load_out.get("val_sessions", 1), load_out.get("test_sessions", 1)
+    val_n, test_n = load_out.n_val_sessions, load_out.n_test_sessions
     if phase == "validation":
-        split = temporal_split(SessionData.load(load_out["validation_file"]), val_n, 0)
+        split = temporal_split(SessionData.load(load_out.validation_file), val_n, 0)
         split = Split(split.data, split.n_train, split.test_cases, split.test_cases)
         return split, split.test_cases
-    split = temporal_split(SessionData.load(load_out["test"]), test_n, val_n)
+    if load_out.test is None:
+        raise ValueError("the test phase needs the load step's test sessions (absent in a trial)")
+    split = temporal_split(SessionData.load(load_out.test), test_n, val_n)
     return split, split.test_cases
 
 
@@ -197,17 +217,23 @@ class BaselinesConfig(BaseModel):
     as ``params.tifu_knn.k``)."""
 
     model_config = {"extra": "forbid"}
+    data: LoadOutput  # ${steps.load}
     models: list[Literal[BASELINES]] = list(BASELINES)  # type: ignore[valid-type]
     params: dict[str, dict] = {}
 
 
-def baselines(ctx: StepContext, cfg: BaselinesConfig) -> dict:
+class BaselinesOutput(StepOutput):
+    metrics: dict[str, float]  # ``<model>.<metric>`` on ctx.split
+    models: list[str]
+
+
+def baselines(ctx: StepContext, cfg: BaselinesConfig) -> BaselinesOutput:
     """Fit and evaluate untrained baselines on ``ctx.split``. At test time the validation
     sessions are training data (nothing is selected on them any more)."""
     unknown = set(cfg.params) - set(cfg.models)
     if unknown:
         raise ValueError(f"params for model(s) not in models: {sorted(unknown)}")
-    load_out = ctx.inputs["load"]
+    load_out = cfg.data
     phase = ctx.split
     split, cases = phase_split(load_out, phase)
     if phase == "test":
@@ -216,7 +242,7 @@ def baselines(ctx: StepContext, cfg: BaselinesConfig) -> dict:
     for name in cfg.models:
         params = cfg.params.get(name, {})
         memo_key = json.dumps(
-            [load_out["test" if phase == "test" else "validation_file"], phase, name, params],
+            [load_out.test if phase == "test" else load_out.validation_file, phase, name, params],
             sort_keys=True,
             default=str,
         )
@@ -226,7 +252,7 @@ def baselines(ctx: StepContext, cfg: BaselinesConfig) -> dict:
                 model,
                 split,
                 cases,
-                ideal=load_out["ndcg_ideal"],
+                ideal=load_out.ndcg_ideal,
                 progress=lambda it, desc, n=name: ctx.progress(it, desc=f"{n} {desc}"),
             )
         result, units = BASELINE_MEMO[memo_key]
@@ -234,15 +260,20 @@ def baselines(ctx: StepContext, cfg: BaselinesConfig) -> dict:
         if phase == "test":
             log_units(ctx, name, units)
     ctx.log_params({f"resolved.{m}.{k}": v for m, p in cfg.params.items() for k, v in p.items()})
-    return {"metrics": metrics, "models": list(cfg.models)}
+    return BaselinesOutput(metrics=metrics, models=list(cfg.models))
 
 
 class TrainConfig(BaseModel):
+    """``base``: PISA settings taken from another step (``${steps.pisa.model}``: what its
+    search selected), under ``model``'s."""
+
     model_config = {"extra": "forbid"}
+    data: LoadOutput  # ${steps.load}
     variant: Literal[tuple(VARIANTS)] = "pisa"  # type: ignore[valid-type]
     name: str | None = None  # the system name in metric keys (default: the variant)
     seeds: list[int] | None = None  # None: the run's seed (ctx.seed)
-    model: dict = {}  # PISAConfig overrides (dim, epochs, lr, ...), applied after the variant's
+    base: dict = {}  # PISAConfig overrides from another step, applied after the variant's
+    model: dict = {}  # PISAConfig overrides (dim, epochs, lr, ...), applied after ``base``
     threads: int = Field(1, ge=1)  # CPU threads: 1 is fastest on a shared 2-core machine
     save_model: bool = False
     # > 1: train under `torchrun --nproc-per-node N` with DDP (gloo on CPU, NCCL on GPUs);
@@ -251,7 +282,7 @@ class TrainConfig(BaseModel):
 
 
 def pisa_config(cfg: TrainConfig, seed: int) -> PISAConfig:
-    return PISAConfig(**{**VARIANTS[cfg.variant], **cfg.model, "seed": seed})
+    return PISAConfig(**{**VARIANTS[cfg.variant], **cfg.base, **cfg.model, "seed": seed})
 
 
 def fit_record(seed: int, model) -> dict:
@@ -268,13 +299,16 @@ def train_seeds(
     out_dir: Path,
     progress=None,
     dist_ctx: DistributedContext | None = None,
+    features: dict | None = None,
 ) -> dict:
     """Fit one variant per seed (epoch chosen on ``split.val_cases``) and evaluate on ``cases``.
 
     Under DDP every rank trains; rank 0 alone evaluates, saves the model and returns the runs
-    (the other ranks return empty lists)."""
+    (the other ranks return empty lists). ``features``: PISA's feature dict to share (see
+    :func:`shared_features`)."""
     dist_ctx = dist_ctx or DistributedContext(device=device)
-    runs, units, history, model_dir, features = [], [], [], None, {}
+    runs, units, history, model_dir = [], [], [], None
+    features = {} if features is None else features
     for seed in cfg.seeds:
         model = PISARecommender(pisa_config(cfg, seed), cfg.variant, device)
         model.fit(split, progress=progress, features=features, dist_ctx=dist_ctx)
@@ -289,12 +323,43 @@ def train_seeds(
     return {"runs": runs, "units": units, "history": history, "model_dir": model_dir}
 
 
+# (sessions file, phase, window settings) -> PISA's features (co-occurrence matrix, training and
+# case windows): the seeds, search trials and variants of one pipeline run that share the windows
+# build them once
+FEATURE_MEMO: OrderedDict[str, dict] = OrderedDict()
+FEATURE_MEMO_SIZE = 2  # the validation and the test phase
+WINDOW_SETTINGS = (
+    "max_sessions",
+    "max_items",
+    "n_favourites",
+    "decay",
+    "clock",
+    "spreading",
+    "max_windows_per_user",
+)
+
+
+def shared_features(load_out: LoadOutput, phase: str, cfg: PISAConfig) -> dict:
+    """The feature dict of this split and window shape, kept across steps (:data:`FEATURE_MEMO`)."""
+    sessions = load_out.validation_file if phase == "validation" else load_out.test
+    key = json.dumps(
+        [str(sessions), phase, load_out.n_val_sessions, load_out.n_test_sessions]
+        + [getattr(cfg, name) for name in WINDOW_SETTINGS]
+    )
+    if key not in FEATURE_MEMO:
+        FEATURE_MEMO[key] = {}
+        while len(FEATURE_MEMO) > FEATURE_MEMO_SIZE:
+            FEATURE_MEMO.popitem(last=False)
+    FEATURE_MEMO.move_to_end(key)
+    return FEATURE_MEMO[key]
+
+
 def train_with_torchrun(ctx: StepContext, cfg: TrainConfig, phase: str) -> dict:
     """Run :func:`train_worker` in ``cfg.nproc_per_node`` processes; what rank 0 returned."""
     return run_distributed(
         "nlprec.sessionrec.steps:train_worker",
         {"train": cfg.model_dump(mode="json"), "phase": phase},
-        ctx.inputs["load"],
+        cfg.data.model_dump(mode="json"),
         ctx.output_dir / "ddp",
         cfg.nproc_per_node,
         threads=cfg.threads,
@@ -306,13 +371,24 @@ def train_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, out: 
     """One torchrun rank of :func:`train` (``nlprec.core.launch``): ``model.batch_size`` is the
     global batch; rank 0 evaluates, writes ``out/model`` and returns the runs."""
     cfg = TrainConfig.model_validate(config["train"])
-    split, cases = phase_split(inputs, config["phase"])
+    load_out = LoadOutput.model_validate(inputs)
+    split, cases = phase_split(load_out, config["phase"])
     return train_seeds(
-        split, cases, cfg, dist_ctx.device, inputs["ndcg_ideal"], out, dist_ctx=dist_ctx
+        split, cases, cfg, dist_ctx.device, load_out.ndcg_ideal, out, dist_ctx=dist_ctx
     )
 
 
-def train(ctx: StepContext, cfg: TrainConfig) -> dict:
+class TrainOutput(StepOutput):
+    """``model``: the PISA settings this step used (``base`` and ``model`` merged), which
+    ablations reuse as their ``base``."""
+
+    metrics: dict[str, float]  # ``<name>.<metric>`` on ctx.split
+    history: Path
+    model_dir: Path | None = None
+    model: dict = {}
+
+
+def train(ctx: StepContext, cfg: TrainConfig) -> TrainOutput:
     """Train one PISA variant per seed; log mean (± std) metrics on ``ctx.split``."""
     set_threads(cfg.threads)
     cfg = cfg.model_copy(update={"seeds": cfg.seeds or [ctx.seed]})
@@ -321,9 +397,18 @@ def train(ctx: StepContext, cfg: TrainConfig) -> dict:
     if cfg.nproc_per_node > 1:
         result = train_with_torchrun(ctx, cfg, phase)
     else:
-        split, cases = phase_split(ctx.inputs["load"], phase)
-        ideal = ctx.inputs["load"]["ndcg_ideal"]
-        result = train_seeds(split, cases, cfg, ctx.device, ideal, ctx.output_dir, ctx.progress)
+        split, cases = phase_split(cfg.data, phase)
+        features = shared_features(cfg.data, phase, pisa_config(cfg, 0))
+        result = train_seeds(
+            split,
+            cases,
+            cfg,
+            ctx.device,
+            cfg.data.ndcg_ideal,
+            ctx.output_dir,
+            ctx.progress,
+            features=features,
+        )
     history = result["history"]
     metrics = log_model_metrics(ctx, name, result["runs"])
     if phase == "test":
@@ -341,34 +426,39 @@ def train(ctx: StepContext, cfg: TrainConfig) -> dict:
     )
     (ctx.output_dir / "history.json").write_text(json.dumps(history))
     ctx.log_artifact(ctx.output_dir / "history.json")
-    return {
-        "metrics": metrics,
-        "model_dir": result["model_dir"],
-        "history": str(ctx.output_dir / "history.json"),
-    }
+    return TrainOutput(
+        metrics=metrics,
+        history=ctx.output_dir / "history.json",
+        model_dir=result["model_dir"],
+        model={**cfg.base, **cfg.model},
+    )
 
 
 class SASRecStepConfig(BaseModel):
     model_config = {"extra": "forbid"}
+    data: LoadOutput  # ${steps.load}
     name: str = "sasrec"
     seeds: list[int] | None = None  # None: the run's seed (ctx.seed)
     model: dict = {}  # SASRecConfig overrides
     threads: int = Field(1, ge=1)
 
 
-def train_sasrec(ctx: StepContext, cfg: SASRecStepConfig) -> dict:
+class SASRecOutput(StepOutput):
+    metrics: dict[str, float]  # ``<name>.<metric>`` on ctx.split
+    history: Path
+
+
+def train_sasrec(ctx: StepContext, cfg: SASRecStepConfig) -> SASRecOutput:
     """Item-level SASRec per seed (epoch chosen on the validation cases), evaluated on
     ``ctx.split``."""
     set_threads(cfg.threads)
     phase = ctx.split
-    split, cases = phase_split(ctx.inputs["load"], phase)
+    split, cases = phase_split(cfg.data, phase)
     runs, units, history = [], [], []
     for seed in cfg.seeds or [ctx.seed]:
         model = SASRecRecommender(SASRecConfig(**{**cfg.model, "seed": seed}), ctx.device)
         model.fit(split, progress=ctx.progress)
-        result, per_unit = evaluate_units(
-            model, split, cases, ideal=ctx.inputs["load"]["ndcg_ideal"]
-        )
+        result, per_unit = evaluate_units(model, split, cases, ideal=cfg.data.ndcg_ideal)
         runs.append(result)
         units.append(per_unit)
         history.append(fit_record(seed, model))
@@ -378,7 +468,7 @@ def train_sasrec(ctx: StepContext, cfg: SASRecStepConfig) -> dict:
     ctx.log_params({f"resolved.{k}": v for k, v in SASRecConfig(**cfg.model).model_dump().items()})
     (ctx.output_dir / "history.json").write_text(json.dumps(history))
     ctx.log_artifact(ctx.output_dir / "history.json")
-    return {"metrics": metrics, "history": str(ctx.output_dir / "history.json")}
+    return SASRecOutput(metrics=metrics, history=ctx.output_dir / "history.json")
 
 
 class CompareConfig(BaseModel):
@@ -394,7 +484,7 @@ def merged_metrics(ctx: StepContext) -> dict[str, float]:
     values: dict[str, list[float]] = {}
     for inputs in by_seed.values():
         for out in inputs.values():
-            for key, value in out.get("metrics", {}).items():
+            for key, value in getattr(out, "metrics", {}).items():
                 if not key.endswith("_std"):
                     values.setdefault(key, []).append(value)
     merged = {k: float(np.mean(v)) for k, v in values.items()}
@@ -403,13 +493,18 @@ def merged_metrics(ctx: StepContext) -> dict[str, float]:
             merged[f"{key}_std"] = float(np.std(v, ddof=1))
     if len(by_seed) == 1:
         merged.update(
-            {k: v for out in ctx.inputs.values() for k, v in out.get("metrics", {}).items()}
+            {k: v for out in ctx.inputs.values() for k, v in getattr(out, "metrics", {}).items()}
         )
     return merged
 
 
+class CompareOutput(StepOutput):
+    table: Path
+    figure: Path
+
+
 @across_seeds
-def compare(ctx: StepContext, cfg: CompareConfig) -> dict:
+def compare(ctx: StepContext, cfg: CompareConfig) -> CompareOutput:
     """Table (markdown + JSON) and a grouped bar chart of every upstream model's metrics."""
     import matplotlib
 
@@ -446,28 +541,33 @@ def compare(ctx: StepContext, cfg: CompareConfig) -> dict:
     fig.savefig(ctx.output_dir / "compare.png", dpi=120)
     ctx.log_figure(fig, "compare.png")
     plt.close(fig)
-    return {
-        "table": str(ctx.output_dir / "results.md"),
-        "figure": str(ctx.output_dir / "compare.png"),
-    }
+    return CompareOutput(table=ctx.output_dir / "results.md", figure=ctx.output_dir / "compare.png")
 
 
 class ExportConfig(BaseModel):
     model_config = {"extra": "forbid"}
-    model_step: str = "pisa"
+    data: LoadOutput  # ${steps.load}
+    model_dir: Path | None = None  # ${steps.<train step>.model_dir}; None: popularity only
     register_as: str = "sessionrec-demo"
     alias: str = "champion"
 
 
+class ExportOutput(StepOutput):
+    online_dir: Path
+    model_uri: str | None = None
+    model_version: str
+
+
 @across_seeds
-def export_online(ctx: StepContext, cfg: ExportConfig) -> dict:
+def export_online(ctx: StepContext, cfg: ExportConfig) -> ExportOutput:
     """The OnlineRecommender directory (every user's events + the trained PISA), registered."""
-    data = SessionData.load(ctx.inputs["load"]["test"])
-    model_dir = ctx.inputs[cfg.model_step].get("model_dir")
-    pisa = PISARecommender.load(model_dir) if model_dir else None
+    if cfg.data.test is None:
+        raise ValueError("export_online needs the load step's test sessions (every session)")
+    data = SessionData.load(cfg.data.test)
+    pisa = PISARecommender.load(cfg.model_dir) if cfg.model_dir else None
     state = OnlineRecommender.from_sessions(
         data, popularity=pisa.popularity if pisa else None, pisa=pisa
     )
     out = state.save(ctx.output_dir / "online")
     uri = ctx.log_model(out, name=cfg.register_as, flavor="dir", alias=cfg.alias)
-    return {"online_dir": str(out), "model_uri": uri, "model_version": state.model_version}
+    return ExportOutput(online_dir=out, model_uri=uri, model_version=state.model_version)
