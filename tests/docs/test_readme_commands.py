@@ -21,6 +21,10 @@ benchmarks/RESULTS.md). Each is checked by what it is, without running anything 
 - `pip install NAMES`: every name is pinned in requirements/lock.txt; `export PYTHONPATH=...`: every
   folder exists; the rest is in SKIPPED with the reason.
 
+```yaml blocks are checked too: a whole pipeline is the file of that name (every key shown has the
+file's value), `steps:` entries / `search:` / `report:` validate with the runner's models, and a
+`service.yaml` passes `nlprec-serve --config service.yaml --check`.
+
 Placeholders are given a fixture value: `<student dir>` becomes `placeholder`, an optional
 `[--engine ray]` its content. A wrong command in a file this test's owner does not edit is listed in
 KNOWN_BROKEN (a strict xfail: the test fails once it is fixed, so the entry is removed then).
@@ -165,6 +169,18 @@ def all_commands() -> list[Command]:
         commands += block_commands(path) + figure_commands(path)
     commands += figure_commands(REPO / "benchmarks" / "RESULTS.md")
     return commands
+
+
+def yaml_blocks() -> list[Command]:
+    """The ```yaml blocks of the documents (a pipeline, a part of one, a service configuration)."""
+    blocks = []
+    for path in documentation_files():
+        text = path.read_text()
+        for block in FENCE.finditer(text):
+            if block.group(1) == "yaml":
+                where = str(path.relative_to(REPO))
+                blocks.append(Command(where, _line_of(text, block.start(2)), block.group(2)))
+    return blocks
 
 
 def with_fixture_values(text: str) -> str:
@@ -611,6 +627,72 @@ def check_command(text: str, folder: Path) -> None:
         check_words(words, folder)
 
 
+def shown_in(shown: object, actual: object) -> bool:
+    """Every key a document shows has the file's value (a document may leave keys out)."""
+    if isinstance(shown, dict):
+        return isinstance(actual, dict) and all(
+            key in actual and shown_in(value, actual[key]) for key, value in shown.items()
+        )
+    if isinstance(shown, list):
+        return (
+            isinstance(actual, list)
+            and len(shown) == len(actual)
+            and all(shown_in(a, b) for a, b in zip(shown, actual, strict=True))
+        )
+    return shown == actual
+
+
+def check_pipeline_copy(data: dict) -> None:
+    """A whole pipeline in a document is the file of that name, as it is now."""
+    from nlprec.core.spec import PipelineSpec
+
+    PipelineSpec.model_validate(data)
+    path = REPO / "pipelines" / f"{data['name']}.yaml"
+    if not path.is_file():
+        raise Broken(f"a pipeline named {data['name']!r}, but there is no {path.relative_to(REPO)}")
+    if not shown_in(data, yaml.safe_load(path.read_text())):
+        raise Broken(f"differs from {path.relative_to(REPO)}: copy the file's current text")
+
+
+def check_service_configuration(text: str, folder: Path) -> None:
+    """`nlprec-serve --config service.yaml --check` with the document's file."""
+    from nlprec.service.cli import main
+
+    (folder / "service.yaml").write_text(text)
+    errors = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(errors):
+        status = main(["--config", str(folder / "service.yaml"), "--check"])
+    if status != 0:
+        raise Broken(f"nlprec-serve --config service.yaml --check: {errors.getvalue().strip()}")
+
+
+def check_yaml_block(text: str, folder: Path) -> None:
+    from nlprec.core.spec import ReportSpec, SearchSpec, StepSpec, import_step_function
+    from pydantic import ValidationError
+
+    try:
+        data = yaml.safe_load(text)
+        if isinstance(data, list):  # `steps:` entries
+            for step in map(StepSpec.model_validate, data):
+                import_step_function(step.uses, "document", f"steps.{step.name}.uses")
+        elif isinstance(data, dict) and {"name", "steps"} <= set(data):
+            check_pipeline_copy(data)
+        elif isinstance(data, dict) and "service.yaml" in text.splitlines()[0]:
+            check_service_configuration(text, folder)
+        elif isinstance(data, dict) and set(data) == {"search"}:
+            SearchSpec.model_validate(data["search"])
+        elif isinstance(data, dict) and set(data) == {"report"}:
+            ReportSpec.model_validate(data["report"])
+        else:
+            raise Broken("no check for this YAML block: add one")
+    except (yaml.YAMLError, ValidationError) as error:
+        raise Broken(str(error)) from None
+    except Exception as error:  # the spec's own errors name the key
+        if isinstance(error, Broken):
+            raise
+        raise Broken(f"{type(error).__name__}: {error}") from None
+
+
 # ----------------------------------------------------------------------------------------- tests
 
 COMMANDS = all_commands()
@@ -631,6 +713,30 @@ def test_command_runs_as_written(command: Command, tmp_path: Path, request):
         check_command(command.text, tmp_path)
     except Broken as error:
         raise Broken(f"{command}\n  -> {error}") from None
+
+
+@pytest.mark.parametrize("block", yaml_blocks(), ids=lambda b: f"{b.file}:{b.line}")
+def test_yaml_block_is_valid_as_written(block: Command, tmp_path: Path):
+    try:
+        check_yaml_block(block.text, tmp_path)
+    except Broken as error:
+        raise Broken(f"{block.file}:{block.line}: ```yaml block\n  -> {error}") from None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "name: core-demo\nseed: 0\nsteps:\n  - {name: generate, uses: nlprec.core.demo:generate}\n",
+        "- {name: rerank, uses: nlprec.ranking.steps:no_such_step}\n",
+        "search: {space: {lr: [0.1]}, metric: m, method: random}\n",
+        "report: {metrics: []}\n",
+        "# service.yaml\nworkers: 2\nread_only: false\nno_such_key: 1\n",
+        "something: else\n",
+    ],
+)
+def test_a_wrong_yaml_block_is_caught(text, tmp_path):
+    with pytest.raises(Broken):
+        check_yaml_block(text, tmp_path)
 
 
 def test_the_documents_hold_commands():
