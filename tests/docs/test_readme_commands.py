@@ -723,22 +723,6 @@ def test_yaml_block_is_valid_as_written(block: Command, tmp_path: Path):
         raise Broken(f"{block.file}:{block.line}: ```yaml block\n  -> {error}") from None
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "name: core-demo\nseed: 0\nsteps:\n  - {name: generate, uses: nlprec.core.demo:generate}\n",
-        "- {name: rerank, uses: nlprec.ranking.steps:no_such_step}\n",
-        "search: {space: {lr: [0.1]}, metric: m, method: random}\n",
-        "report: {metrics: []}\n",
-        "# service.yaml\nworkers: 2\nread_only: false\nno_such_key: 1\n",
-        "something: else\n",
-    ],
-)
-def test_a_wrong_yaml_block_is_caught(text, tmp_path):
-    with pytest.raises(Broken):
-        check_yaml_block(text, tmp_path)
-
-
 def test_the_documents_hold_commands():
     """The extraction finds the blocks (a changed fence syntax would silently check nothing)."""
     files = {command.file for command in COMMANDS}
@@ -771,32 +755,44 @@ def test_extraction_joins_continuations_and_reads_placeholders(tmp_path):
     ]  # fmt: skip
 
 
+WRONG_COMMANDS = [
+    "nlprec-ranking search --modle engine/ --input q.jsonl --output run.trec",  # misspelt flag
+    "nlprec-rankng search --model engine/ --input q.jsonl --output run.trec",  # misspelt command
+    "nlprec run pipelines/core-dem.yaml",  # misspelt pipeline
+    "nlprec run pipelines/core-demo.yaml --set params.nn=3",  # unknown parameter
+    "nlprec run pipelines/core-demo.yaml --set steps.bow.with.epochs=two",  # wrong type
+    "nlprec run pipelines/core-demo.yaml --force trian",  # no such step
+    "make pipline-core-demo",  # misspelt target
+    'make pipeline-core-demo ARGS="--set params.nn=3"',  # what the target runs is checked
+    "nlprec cache ls | prune",  # `a | b` read as a pipe
+    "python benchmarks/no_such_benchmark.py",
+    "python benchmarks/core_cache.py --no-such-flag",
+    "python -m nlprec.sessionrec batch --model m --input e.csv --outptu r.jsonl",
+    "torchrun --standalone --nproc-per-node 2 -m nlprec.core.launch nlprec.core.nothing:worker --out o",
+    "mlflow server --hots 127.0.0.1",
+    "nlprec-ranking search --model models:/ranking-scifact@champion --input q --output o",
+    "curl -s localhost:8000/v1/serch -H 'content-type: application/json' -d '{\"query\": \"x\"}'",
+    "curl -s localhost:8000/v1/search -H 'content-type: application/json' -d '{\"qery\": \"x\"}'",
+    "pip install no-such-package-anywhere",
+]
+WRONG_YAML_BLOCKS = [
+    "name: core-demo\nseed: 0\nsteps:\n  - {name: generate, uses: nlprec.core.demo:generate}\n",
+    "- {name: rerank, uses: nlprec.ranking.steps:no_such_step}\n",
+    "search: {space: {lr: [0.1]}, metric: m, method: random}\n",
+    "report: {metrics: []}\n",
+    "# service.yaml\nworkers: 2\nread_only: false\nno_such_key: 1\n",
+    "something: else\n",
+]
+
+
 @pytest.mark.parametrize(
-    "text",
-    [
-        "nlprec-ranking search --modle engine/ --input q.jsonl --output run.trec",  # misspelt flag
-        "nlprec-rankng search --model engine/ --input q.jsonl --output run.trec",  # misspelt command
-        "nlprec run pipelines/core-dem.yaml",  # misspelt pipeline
-        "nlprec run pipelines/core-demo.yaml --set params.nn=3",  # unknown parameter
-        "nlprec run pipelines/core-demo.yaml --set steps.bow.with.epochs=two",  # wrong type
-        "nlprec run pipelines/core-demo.yaml --force trian",  # no such step
-        "make pipline-core-demo",  # misspelt target
-        'make pipeline-core-demo ARGS="--set params.nn=3"',  # what the target runs is checked
-        "nlprec cache ls | prune",  # `a | b` read as a pipe
-        "python benchmarks/no_such_benchmark.py",
-        "python benchmarks/core_cache.py --no-such-flag",
-        "python -m nlprec.sessionrec batch --model m --input e.csv --outptu r.jsonl",
-        "torchrun --standalone --nproc-per-node 2 -m nlprec.core.launch nlprec.core.nothing:worker --out o",
-        "mlflow server --hots 127.0.0.1",
-        "nlprec-ranking search --model models:/ranking-scifact@champion --input q --output o",
-        "curl -s localhost:8000/v1/serch -H 'content-type: application/json' -d '{\"query\": \"x\"}'",
-        "curl -s localhost:8000/v1/search -H 'content-type: application/json' -d '{\"qery\": \"x\"}'",
-        "pip install no-such-package-anywhere",
-    ],
+    ("check", "text"),
+    [(check_command, text) for text in WRONG_COMMANDS]
+    + [(check_yaml_block, text) for text in WRONG_YAML_BLOCKS],
 )
-def test_a_wrong_command_is_caught(text, tmp_path):
+def test_a_wrong_command_or_block_is_caught(check, text, tmp_path):
     with pytest.raises(Broken):
-        check_command(text, tmp_path)
+        check(text, tmp_path)
 
 
 def test_a_slow_help_is_caught():
