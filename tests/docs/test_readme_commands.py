@@ -501,8 +501,10 @@ def send_to_service(request: CurlRequest, folder: Path) -> None:
 
 def check_curl(words: list[str], folder: Path) -> None:
     request = parse_curl(words[1:])
-    if request.body is not None:
-        json.loads(request.body)  # the body must be JSON as written
+    try:
+        json.loads(request.body or "null")  # the body must be JSON as written
+    except ValueError as error:
+        raise Broken(f"curl -d: not JSON ({error})") from None
     target = request.url.split("://", 1)[1]
     host = target.split("/", 1)[0]
     if host in {"localhost:8000", "127.0.0.1:8000"}:  # nlprec-serve's default address
