@@ -776,6 +776,7 @@ WRONG_COMMANDS = [
     "curl -s localhost:8000/v1/serch -H 'content-type: application/json' -d '{\"query\": \"x\"}'",
     "curl -s localhost:8000/v1/search -H 'content-type: application/json' -d '{\"qery\": \"x\"}'",
     "pip install no-such-package-anywhere",
+    "curl -s localhost:8000/v1/search -d '{query: x}'",  # not JSON
 ]
 WRONG_YAML_BLOCKS = [
     "name: core-demo\nseed: 0\nsteps:\n  - {name: generate, uses: nlprec.core.demo:generate}\n",
