@@ -80,6 +80,19 @@ def test_documents_add_delete_save_load(engine, tmp_path):
     assert loaded.model_versions["encoder"].startswith("minilm@")
 
 
+def test_snapshot_writes_the_state_it_copied(engine, tmp_path):
+    write = engine.snapshot()
+    engine.add_documents([{"id": "later", "title": "Later", "text": "Written after the copy."}])
+    engine.delete_document("d2")
+    write(tmp_path / "copy")
+    loaded = SearchEngine.load(tmp_path / "copy")
+    assert "later" not in loaded.documents and "d2" in loaded.documents
+    assert loaded.dense.live_doc_ids() == set(loaded.documents)
+    assert loaded.bm25.n_live == len(loaded.documents)
+    assert "later" not in {h.doc_id for h in loaded.search(["written after copy"], 40, "bm25")[0]}
+    assert "later" in {h.doc_id for h in engine.search(["written after copy"], 40, "bm25")[0]}
+
+
 def test_load_rejects_non_engine_folders(tmp_path):
     with pytest.raises(DataError, match="not a SearchEngine folder"):
         SearchEngine.load(tmp_path)

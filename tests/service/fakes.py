@@ -87,13 +87,17 @@ class FakeEngine:
         )
 
     def save(self, directory: str | Path) -> None:
+        self.snapshot()(directory)
+
+    def snapshot(self):
+        """The state as of now; the returned function writes it (as SearchEngine.snapshot)."""
         state = {
             "documents": list(self.docs.values()),
             "delay_s": self.delay_s,
             "has_reranker": self.has_reranker,
             "rerank_delay_s": self.rerank_delay_s,
         }
-        _atomic_json(Path(directory), state)
+        return lambda directory: _atomic_json(Path(directory), state)
 
     @property
     def model_versions(self) -> dict[str, str]:

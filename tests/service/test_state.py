@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import threading
 
 import httpx
 import pytest
 from nlprec.service.app import create_app
 from nlprec.service.state import EventLog, Snapshots
-from service_support import auth, fake_loaders, running
+from service_support import auth, fake_loaders, fakes, running
 
 pytestmark = pytest.mark.anyio
 
@@ -151,4 +152,50 @@ async def test_logged_document_writes_survive_a_crash(make_config):
         engine = restarted.app.state.models.search.engine
         assert engine.document("n1")["text"] == "logged only"
         assert (await restarted.delete("/v1/documents/d1", headers=auth())).status_code == 404
+    app.state.models.executor.shutdown(wait=False)
+
+
+async def test_writes_during_a_checkpoint_are_answered_kept_and_survive_a_crash(
+    make_config, monkeypatch
+):
+    saving, release = threading.Event(), threading.Event()
+    atomic_json = fakes._atomic_json
+
+    def slow_write(path, data):  # the checkpoint's file writing, held until released
+        saving.set()
+        assert release.wait(10)
+        atomic_json(path, data)
+
+    monkeypatch.setattr(fakes, "_atomic_json", slow_write)
+    app = create_app(make_config(compact_every_documents=2), fake_loaders())
+    lifespan = app.router.lifespan_context(app)
+    await lifespan.__aenter__()
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s")
+    while (await client.get("/ready", headers=auth())).status_code != 200:
+        await asyncio.sleep(0.01)
+    backend = app.state.models.search
+
+    def add(doc_id: str):
+        body = {"documents": [{"id": doc_id, "title": "", "text": f"text of {doc_id}"}]}
+        return client.post("/v1/documents", json=body, headers=auth())
+
+    for doc_id in ("n1", "n2"):  # the second reaches compact_every_documents
+        assert (await add(doc_id)).status_code == 201
+    while not saving.is_set():
+        await asyncio.sleep(0.01)
+    # The copy is being written: writes are answered meanwhile, not held up by the save.
+    for doc_id in ("n3", "n4"):
+        assert (await asyncio.wait_for(add(doc_id), 5)).status_code == 201
+    assert (await client.delete("/v1/documents/d1", headers=auth())).status_code == 200
+    release.set()
+    await backend._compacting
+    saved = fakes.FakeEngine.load(backend.save_dir).docs
+    assert {"n1", "n2", "d1"} <= saved.keys() and "n3" not in saved  # the copy, as taken
+    logged = list(backend.log.read())
+    assert [r.get("id") or r["documents"][0]["id"] for r in logged] == ["n3", "n4", "d1"]
+    # No lifespan exit: the process "died". The restart replays the trimmed log on the copy.
+    monkeypatch.setattr(fakes, "_atomic_json", atomic_json)
+    async with running(make_config()) as restarted:
+        docs = restarted.app.state.models.search.engine.docs
+        assert {"n1", "n2", "n3", "n4"} <= docs.keys() and "d1" not in docs
     app.state.models.executor.shutdown(wait=False)

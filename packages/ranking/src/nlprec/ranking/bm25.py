@@ -12,11 +12,12 @@ Two parts, searched together:
 
 What holds between builds: an added document scores exactly as in a from-scratch bm25s index over
 main + delta (deleted documents still counted, as a build counts what it was given); a main
-document keeps the score of the last build (statistics of the main documents then). Once the delta
-holds `delta_limit` changes (added + deleted documents), a background thread rebuilds the main
-index from the live documents (the build itself in a subprocess) and swaps it in: reads and writes
-go on meanwhile, and what was written during the rebuild stays in the new delta. After a compaction every score equals
-a from-scratch index over the live documents.
+document keeps the score of the last build (statistics of the main documents then), so its score
+is off by the change in idf and avgdl that the delta brings (small while the delta is small).
+Once the delta holds `delta_limit` changes (added + deleted documents), a background thread
+rebuilds the main index from the live documents (the build itself in a subprocess) and swaps it in:
+reads and writes go on meanwhile, and what was written during the build stays in the new delta.
+After a compaction every score equals a from-scratch index over the live documents.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ import json
 import logging
 import multiprocessing
 import threading
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import bm25s
 import numpy as np
 import Stemmer
+from nlprec.core.io import atomic_write_text
 from nlprec.ranking.bm25_delta import METHODS_WITHOUT_DELTA, CorpusStatistics, DeltaIndex
 from nlprec.ranking.data import DataError, document_text, normalise_document
 from pydantic import BaseModel, Field
@@ -183,7 +186,15 @@ class BM25Retriever:
         with self._lock:
             self._swap(cut, positions, ids, texts, main, stats)
 
-    def _swap(self, cut, positions, ids, texts, main, stats) -> None:
+    def _swap(
+        self,
+        cut: int,
+        positions: list[int],
+        ids: list[str],
+        texts: list[str],
+        main: bm25s.BM25,
+        stats: CorpusStatistics,
+    ) -> None:
         """Install a main index built over the live documents at position `cut`: documents
         deleted since are masked in it, documents added since form the new delta."""
         mask = np.ones(len(ids), dtype=np.float32)
@@ -281,16 +292,24 @@ class BM25Retriever:
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
-        """The live documents' ids and texts; `load` builds the index from them."""
+        self.snapshot()(directory)
+
+    def snapshot(self) -> Callable[[str | Path], None]:
+        """The live documents' ids and texts as of now; the returned function writes them (and
+        `load` builds the index from them), so the retriever may change while it does."""
         with self._lock:
             positions = sorted(self._live.values())
             doc_ids = [self._ids[p] for p in positions]
             texts = [self._texts[p] for p in positions]
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         state = {"config": self.config.model_dump(), "doc_ids": doc_ids, "deleted": []}
-        (directory / "bm25.json").write_text(json.dumps(state))
-        (directory / "texts.json").write_text(json.dumps(texts))
+
+        def write(directory: str | Path) -> None:
+            directory = Path(directory)
+            directory.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(directory / "bm25.json", json.dumps(state))
+            atomic_write_text(directory / "texts.json", json.dumps(texts))
+
+        return write
 
     @classmethod
     def load(cls, directory: str | Path, delta_limit: int = DELTA_LIMIT) -> BM25Retriever:

@@ -8,13 +8,14 @@ remove) and every other kind filter deleted documents the same way.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import faiss
 import numpy as np
 from nlprec.core.hashing import hash_file
-from nlprec.core.io import atomic_write_text
+from nlprec.core.io import atomic_write_bytes, atomic_write_text
 from nlprec.core.threads import set_threads
 from nlprec.ranking import encoder as enc
 from nlprec.ranking.data import DataError, document_text, normalise_document
@@ -205,21 +206,32 @@ class DenseRetriever:
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self.index, str(directory / "index.faiss"))
+        self.snapshot()(directory)
+
+    def snapshot(self) -> Callable[[str | Path], None]:
+        """Copy the index now (a memory copy); the returned function writes that copy, so the
+        retriever may change while it does."""
+        index_bytes = faiss.serialize_index(self.index)  # (n_bytes,) uint8, a copy
+        entries, tombstones = list(self.entries), sorted(self.tombstones)
         meta = {
             "config": self.config.model_dump(),
             "fingerprint": self.fingerprint,
             "dim": int(self.index.d),
             "kind": self.kind,
             "ntotal": int(self.index.ntotal),
-            "index_sha256": hash_file(directory / "index.faiss"),
-            "tombstones": sorted(self.tombstones),
+            "tombstones": tombstones,
             "truncated": self.truncated,
         }
-        atomic_write_text(directory / "entries.json", json.dumps(self.entries))
-        atomic_write_text(directory / "meta.json", json.dumps(meta))
+
+        def write(directory: str | Path) -> None:
+            directory = Path(directory)
+            directory.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(directory / "index.faiss", memoryview(index_bytes))
+            meta["index_sha256"] = hash_file(directory / "index.faiss")
+            atomic_write_text(directory / "entries.json", json.dumps(entries))
+            atomic_write_text(directory / "meta.json", json.dumps(meta))
+
+        return write
 
     @classmethod
     def load(cls, directory: str | Path, model: str | None = None) -> DenseRetriever:

@@ -10,13 +10,15 @@ One folder holds everything a search needs::
     reranker/         the cross-encoder, optional
 
 ``save`` writes a temporary sibling folder and renames it into place, so a reader never sees a
-half-written engine.
+half-written engine. ``snapshot`` copies the state in memory and returns the writer, so a server
+saves while it goes on taking writes.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -182,21 +184,33 @@ class SearchEngine:
     # -- persistence ----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Write to a temporary sibling folder, then swap it into place (atomic for readers)."""
-        target = Path(directory).resolve()
-        with atomic_directory(target) as staging:
-            self._write(staging)
-        return target
+        return self.snapshot()(directory)
 
-    def _write(self, folder: Path) -> None:
+    def snapshot(self) -> Callable[[str | Path], Path]:
+        """Copy the engine's changing state now (documents, BM25 texts, the FAISS index: memory
+        copies); the returned function saves that copy as `save` does, while the engine goes on
+        taking writes."""
+        documents = list(self.documents.values())
+        write_bm25, write_dense = self.bm25.snapshot(), self.dense.snapshot()
+
+        def write(directory: str | Path) -> Path:
+            target = Path(directory).resolve()
+            with atomic_directory(target) as staging:
+                self._write(staging, documents, write_bm25, write_dense)
+            return target
+
+        return write
+
+    def _write(self, folder: Path, documents: list[dict], write_bm25, write_dense) -> None:
         with (folder / "documents.jsonl").open("w", encoding="utf-8") as handle:
-            for doc in self.documents.values():
+            for doc in documents:
                 handle.write(json.dumps(doc) + "\n")
-        self.bm25.save(folder / "bm25")
+        write_bm25(folder / "bm25")
         encoder_ref = self.dense.config.model
         if Path(encoder_ref).is_dir():  # a local (e.g. fine-tuned) encoder travels with the engine
             shutil.copytree(self.dense.model_dir, folder / "encoder")
             encoder_ref = "encoder"
-        self.dense.save(folder / "dense")
+        write_dense(folder / "dense")
         reranker = None
         if self.reranker is not None:
             self.reranker.save(folder / "reranker")
@@ -206,7 +220,7 @@ class SearchEngine:
             "settings": self.settings.model_dump(),
             "encoder": encoder_ref,
             "reranker": reranker,
-            "n_documents": len(self.documents),
+            "n_documents": len(documents),
         }
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
 

@@ -13,11 +13,14 @@ Which call goes where (lanes: `nlprec.service.lanes`):
   per call therefore never hold up plain searches, and its admitted backlog is small.
 
 Document updates are writes: they wait for running reads and run alone. A write costs what it
-writes, not the corpus: the change is applied to the engine in memory (FAISS `add` for the dense
-index) and appended, fsynced, to `documents.jsonl` before the answer; every
-`compact_every_documents` logged documents (and at shutdown) a background compaction saves the
-engine (atomically) and empties the log. On start the saved engine is loaded and the log replayed
-(`replay_documents`), skipping what the saved engine already holds.
+writes, not the corpus: the change is applied to the engine in memory (FAISS `add`; BM25 keeps
+added documents in a delta that the ranking package folds into its index in the background) and
+appended, fsynced, to `documents.jsonl` before the answer. Every `compact_every_documents` logged
+documents (and at shutdown) a checkpoint saves the engine: `snapshot` copies its state in memory
+while writes wait (a memory copy), the copy is written with reads and writes going on, then the
+log loses the records the copy holds (those appended meanwhile stay). On start the saved engine
+is loaded and the log replayed (`replay_documents`), skipping what the saved engine already holds,
+so a crash between the save and the log's trim only replays records that change nothing.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class Engine(Protocol):
     def document(self, doc_id: str) -> dict[str, str]: ...
     def add_documents(self, documents: list[dict[str, str]]) -> Any: ...
     def delete_document(self, doc_id: str) -> Any: ...
-    def save(self, directory: str | Path) -> Any: ...
+    def snapshot(self) -> Callable[[Path], Any]: ...
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ class SearchBackend:
         if self._compacting is not None:
             await self._compacting
         if self._logged:
-            await self.runner.read(self._compact)
+            await self._checkpoint()
         for lane in (self.search_lane, self.rerank_lane):
             lane.shutdown()
 
@@ -193,18 +196,27 @@ class SearchBackend:
         self._logged += len(record.get("documents", [None]))
         return result
 
-    def _compact(self) -> None:
-        """Save the engine (atomic in the ranking package) and empty the log. Runs as a read:
-        searches go on, writes wait."""
-        self.engine.save(self.save_dir)
-        self.log.clear()
-        self._logged = 0
+    def _snapshot(self) -> tuple[Callable[[Path], Any], int, int]:
+        """The engine's state copied in memory, the log's size in bytes and documents logged."""
+        return self.engine.snapshot(), self.log.size(), self._logged
+
+    def _trim_log(self, offset: int, documents: int) -> None:
+        self.log.drop_before(offset)
+        self._logged -= documents
+
+    async def _checkpoint(self) -> None:
+        """Save the engine without holding writes up for the save itself: copy its state (as a
+        read: writes wait, searches go on), write the copy in a worker thread (no lock), then
+        drop from the log what the copy holds (as a read: no append runs meanwhile)."""
+        write, offset, documents = await self.runner.read(self._snapshot)
+        await asyncio.to_thread(write, self.save_dir)
+        await self.runner.read(self._trim_log, offset, documents)
 
     def _maybe_compact(self) -> None:
         if self._logged >= self.compact_every and (
             self._compacting is None or self._compacting.done()
         ):
-            self._compacting = asyncio.create_task(self.runner.read(self._compact))
+            self._compacting = asyncio.create_task(self._checkpoint())
 
     # ------------------------------------------------------------ async API (event loop)
 

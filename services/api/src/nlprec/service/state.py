@@ -2,8 +2,8 @@
 
 Layout under `state_dir`, one folder per served model source (a new champion starts afresh):
 
-    ranking-<key>/index/            the SearchEngine as last compacted (its save() is atomic)
-    ranking-<key>/documents.jsonl   document writes since then (write-ahead log, replayed at start)
+    ranking-<key>/index/            the SearchEngine as last checkpointed (written atomically)
+    ranking-<key>/documents.jsonl   document writes since that copy (write-ahead log, replayed at start)
     sessionrec-<key>/snapshots/N/   recommender snapshots; CURRENT names the live one
     sessionrec-<key>/events.jsonl   events accepted since that snapshot (write-ahead log)
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nlprec.core.hashing import hash_text
-from nlprec.core.io import atomic_write_text
+from nlprec.core.io import atomic_write_bytes, atomic_write_text
 
 logger = logging.getLogger("nlprec.service")
 
@@ -85,6 +85,17 @@ class EventLog:
 
     def clear(self) -> None:
         atomic_write_text(self.path, "")
+
+    def size(self) -> int:
+        """Bytes in the log: an offset for `drop_before`."""
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def drop_before(self, offset: int) -> None:
+        """Keep only what was appended after `offset` (atomically); appends must not run meanwhile."""
+        with self.path.open("rb") as handle:
+            handle.seek(offset)
+            tail = handle.read()
+        atomic_write_bytes(self.path, tail)
 
 
 class Snapshots:
