@@ -53,6 +53,20 @@ def test_classifier_trains_saves_and_reloads(tiny_bert, tokenizer, tmp_path, str
     assert before.shape == (3, 4) and torch.allclose(before.sum(-1), torch.ones(3))
 
 
+def test_classifier_keeps_the_best_dev_epoch_scored_as_evaluate_scores(tiny_bert, tokenizer):
+    """transformers.Trainer scores dev each epoch (compute_metrics: macro-F1 on label names, an
+    unseen dev label an error) and ends on the best epoch's weights."""
+    notes = generate_notes(12, seed=0, filler_sentences=(2, 4))
+    labels = sorted(set(notes.labels))
+    dev = DocumentSet(notes.texts[:6], notes.labels[:5] + ["unseen"])
+    model = DocumentClassifierModel(LongEncoder(tiny_bert), tokenizer, labels, "chunk_mean", 32)
+    settings = TrainSettings(epochs=3, lr=5e-3, head_lr=5e-2, max_batch=4, progress=False, seed=1)
+    history = model.fit(notes, dev, settings)
+    assert len(history["dev"]) == 3 and len(history["loss"]) == 3
+    assert history["dev"][history["best_epoch"]] == max(history["dev"])
+    assert model.evaluate(dev, settings)["macro_f1"] == pytest.approx(max(history["dev"]))
+
+
 def test_classifier_scores_unseen_labels_as_errors(tiny_bert, tokenizer, caplog):
     model = DocumentClassifierModel(_long(tiny_bert), tokenizer, ["a", "b"])
     data = DocumentSet(["first note text", "second note text"], ["a", "zebra"])
@@ -200,6 +214,19 @@ def test_qa_trains_answers_and_reloads(tiny_bert, tokenizer, tmp_path):
     assert 0.0 <= scores["f1"] <= 1.0 and scores["lt512_n"] == 1
     model.save(tmp_path / "qa")
     assert QAModel.load(tmp_path / "qa").predict([example], FAST) == model.predict([example], FAST)
+
+
+def test_qa_keeps_the_best_dev_epoch_scored_as_evaluate_scores(tiny_bert, tokenizer):
+    """Dev F1 (compute_metrics: best span over each question's windows) is what evaluate gives."""
+    example = _qa_example()
+    other = QAExample("Where is it?", example.context, "More text.", example.context.rindex("More"),
+                      "doc1", "q2")  # fmt: skip
+    model = QAModel(LongEncoder(tiny_bert), tokenizer, max_length=48, stride=8, max_answer_tokens=8)
+    settings = TrainSettings(epochs=2, lr=5e-3, head_lr=5e-2, max_tokens=48 * 8, progress=False)
+    history = model.fit([example, other], [example, other], settings, negative_keep=0.5)
+    assert len(history["dev"]) == 2 and history["windows"]["with_answer"] >= 2
+    assert history["dev"][history["best_epoch"]] == max(history["dev"])
+    assert model.evaluate([example, other], settings)["f1"] == pytest.approx(max(history["dev"]))
 
 
 def test_answer_alignment_and_dropping(caplog, tmp_path):
