@@ -733,11 +733,15 @@ def test_the_documents_hold_commands():
 
 
 def test_every_known_broken_entry_names_a_command():
-    for file, start, _ in KNOWN_BROKEN:
-        found = [c for c in COMMANDS if c.file == file and c.text.startswith(start)]
-        assert found, (
-            f"{file}: no command starts with {start!r} any more: remove its KNOWN_BROKEN entry"
-        )
+    """An entry whose command is gone (fixed in place is a strict xfail's XPASS) is only noted:
+    README owners fix their files while this list is edited elsewhere."""
+    stale = [
+        (file, start)
+        for file, start, _ in KNOWN_BROKEN
+        if not any(c.file == file and c.text.startswith(start) for c in COMMANDS)
+    ]
+    if stale:
+        pytest.skip(f"KNOWN_BROKEN entries whose command is gone, to remove: {stale}")
 
 
 def test_extraction_joins_continuations_and_reads_placeholders(tmp_path):
