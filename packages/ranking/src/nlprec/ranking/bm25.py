@@ -22,6 +22,7 @@ After a compaction every score equals a from-scratch index over the live documen
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import multiprocessing
@@ -96,6 +97,7 @@ class BM25Retriever:
         self._main_stats = CorpusStatistics()
         self._main_mask = np.ones(0, dtype=np.float32)  # 0 where a main document was deleted
         self._masked = 0  # zeros in the mask
+        self._deleted: list[int] = []  # positions deleted since the last build, in order
         self._delta = self._new_delta()
         self._background: threading.Thread | None = None
         self.builds = 0  # main index builds so far (the first one included)
@@ -122,6 +124,7 @@ class BM25Retriever:
                 self._live = {doc_id: position for position, doc_id in enumerate(self._ids)}
                 self._main, self._main_stats = None, CorpusStatistics()
                 self._main_mask, self._masked = np.ones(0, dtype=np.float32), 0
+                self._deleted = []
                 self._delta = self._new_delta()
             self._rebuild()
         return self
@@ -153,6 +156,7 @@ class BM25Retriever:
             if doc_id not in self._live:
                 raise KeyError(f"document {doc_id!r} is not in the BM25 index")
             position = self._live.pop(doc_id)
+            self._deleted.append(position)
             if position < len(self._main_mask):
                 self._main_mask[position] = 0.0
                 self._masked += 1
@@ -176,46 +180,49 @@ class BM25Retriever:
 
     def _rebuild(self, build=build_main) -> None:
         with self._lock:
-            cut = len(self._ids)
+            cut, deletions_seen = len(self._ids), len(self._deleted)
             positions = sorted(self._live.values())
             ids = [self._ids[p] for p in positions]
             texts = [self._texts[p] for p in positions]
         if not ids:
             return  # nothing live: keep the masked index rather than build an empty one
         main, stats = build(texts, self.config)
+        live = {doc_id: new for new, doc_id in enumerate(ids)}  # as at the cut
         with self._lock:
-            self._swap(cut, positions, ids, texts, main, stats)
+            self._swap(cut, deletions_seen, positions, live, texts, main, stats)
 
     def _swap(
         self,
         cut: int,
+        deletions_seen: int,
         positions: list[int],
-        ids: list[str],
+        live: dict[str, int],
         texts: list[str],
         main: bm25s.BM25,
         stats: CorpusStatistics,
     ) -> None:
-        """Install a main index built over the live documents at position `cut`: documents
-        deleted since are masked in it, documents added since form the new delta."""
+        """Install a main index built over the documents live at position `cut` (`live`: id ->
+        new position): documents deleted since are masked in it, documents added since form the
+        new delta. Costs the changes since the cut, not the corpus (it runs under the lock)."""
+        ids = list(live)
         mask = np.ones(len(ids), dtype=np.float32)
-        live: dict[str, int] = {}
-        for new, (old, doc_id) in enumerate(zip(positions, ids, strict=True)):
-            if self._live.get(doc_id) == old:
-                live[doc_id] = new
-            else:
+        for old in self._deleted[deletions_seen:]:
+            new = bisect.bisect_left(positions, old)
+            if new < len(positions) and positions[new] == old:
                 mask[new] = 0.0
+                del live[ids[new]]
         delta = self._new_delta()
         start = len(self._main_mask)
         for old in range(cut, len(self._ids)):
-            new = len(ids) + (old - cut)
             if delta is not None:
                 delta.add(self._delta.tokens[old - start])
             if self._live.get(self._ids[old]) == old:
-                live[self._ids[old]] = new
+                live[self._ids[old]] = len(ids) + (old - cut)
         self._ids = ids + self._ids[cut:]
         self._texts = texts + self._texts[cut:]
         self._live, self._main, self._main_stats = live, main, stats
         self._main_mask, self._masked, self._delta = mask, int(len(mask) - mask.sum()), delta
+        self._deleted = []
         self.builds += 1
 
     def _maybe_compact(self) -> None:
