@@ -43,19 +43,20 @@ def test_two_gloo_processes_distil_what_one_process_distils(tmp_path, tokenizer)
     tokenizer.save_pretrained(tmp_path / "teacher")
     texts = tmp_path / "train.jsonl"
     texts.write_text("".join(json.dumps(t) + "\n" for t in clinical_notes(24)))
-    inputs = {"teacher": {"model_dir": str(tmp_path / "teacher")}, "corpus": {"train": str(texts)}}
 
     def run(nproc: int) -> tuple[dict, StepContext]:
         ctx = StepContext(
             name="s",
             output_dir=tmp_path / f"n{nproc}",
-            inputs=inputs,
+            inputs={},
             params={},
             seed=0,
             device="cpu",
         )
         ctx.output_dir.mkdir()
         cfg = DistillStepConfig(
+            teacher=tmp_path / "teacher",
+            texts=texts,
             name="s",
             student={"kind": "layer_subset", "layers": [1, 3]},
             distill=DISTILL,
@@ -81,8 +82,8 @@ def test_two_gloo_processes_distil_what_one_process_distils(tmp_path, tokenizer)
             value,
             two_ctx.metrics[key],
         )
-    one_w = load_file(f"{one['model_dir']}/model.safetensors")
-    two_w = load_file(f"{two['model_dir']}/model.safetensors")
+    one_w = load_file(one.model_dir / "model.safetensors")
+    two_w = load_file(two.model_dir / "model.safetensors")
     teacher = load_file(tmp_path / "teacher" / "model.safetensors")
     assert one_w.keys() == two_w.keys()
     for name, tensor in one_w.items():  # float32 sums in another order: equal to ~1e-5

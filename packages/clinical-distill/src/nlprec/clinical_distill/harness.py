@@ -71,7 +71,8 @@ def evaluate_on_task(
     """Fine-tune the encoder at `model_path` on data["train"] (`finetune.train_classifier`, its
     checkpoints in a temporary folder under `work_dir`), keep the epoch with the best dev score,
     and score data[split] with that model only; keys `ner_f1`, `section_acc`, ..., `best_epoch`,
-    and `units` (per-example scores, keyed by position in the split, for paired tests).
+    the best epoch's dev score (`dev_metric(task)`), and `units` (per-example scores, keyed by
+    position in the split, for paired tests).
     `log_metrics(metrics, step=...)` receives the training curves."""
     if not data.get("dev"):
         raise ValueError(
@@ -99,10 +100,17 @@ def evaluate_on_task(
         model.save_pretrained(save_dir)
         tokenizer.save_pretrained(save_dir)
     scores, units = task_scores(task, model, tokenizer, scored, settings.max_len, device)
-    return {**scores, "best_epoch": history["best_epoch"], "units": units}
+    dev = {dev_metric(task): max(history["dev"])} if history["dev"] else {}
+    return {**scores, **dev, "best_epoch": history["best_epoch"], "units": units}
 
 
 SELECT_ON = {"ner": "f1", "section": "macro_f1", "nli": "acc"}  # keys of finetune.dev_metrics
+
+
+def dev_metric(task: str) -> str:
+    """The row key of the best epoch's dev score (`ner_dev_f1`, ...): what registered models are
+    promoted on (never a test score)."""
+    return f"{task}_dev_{SELECT_ON[task]}"
 
 
 def task_scores(task: str, model, tokenizer, examples: list[dict], max_len: int, device: str):
@@ -232,7 +240,9 @@ def aggregate(rows: list[dict]) -> dict[str, dict[str, tuple[float, float, int]]
         for key, value in row.items():
             if key not in ("model", "task", "seed", "seconds", "units"):  # seconds span every task
                 values.setdefault(row["model"], {}).setdefault(key, []).append(value)
-    stats = {m: {k: seed_statistics(v) for k, v in metrics.items()} for m, metrics in values.items()}
+    stats = {
+        m: {k: seed_statistics(v) for k, v in metrics.items()} for m, metrics in values.items()
+    }
     return {
         model: {k: (s["mean"], s.get("std", 0.0), s["n"]) for k, s in metrics.items()}
         for model, metrics in stats.items()

@@ -1,4 +1,9 @@
-"""Pipeline steps (nlprec runner contract): corpus, tasks, teacher, students, baselines, continual, evaluate, export."""
+"""Pipeline steps (nlprec runner contract): corpus, tasks, teacher, students, baselines, continual,
+evaluate (which registers the fine-tuned task models), promote, export.
+
+Steps exchange typed outputs (`CorpusOutput`, `TasksOutput`, `ModelOutput`, ...); a step names what
+it reads from an earlier one with a `${steps.<step>.<field>}` reference in its config (docs/steps.md).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ from typing import Literal
 import torch
 from nlprec.core.data import dataset_path
 from nlprec.core.distributed import DistributedContext
+from nlprec.core.hashing import hash_file
 from nlprec.core.launch import run_distributed
-from nlprec.core.step import StepContext, across_seeds
+from nlprec.core.registry import PromoteConfig, promote
+from nlprec.core.step import StepContext, StepOutput, StepSkipped, across_seeds
 from nlprec.core.threads import quiet_libraries
 from pydantic import BaseModel, Field
 
@@ -23,9 +30,11 @@ from .export import export_hf, export_onnx, onnx_max_difference
 from .factorised import token_counts
 from .harness import (
     DEFAULT_SETTINGS,
+    TASK_KIND,
     TaskName,
     TaskSettings,
     aggregate,
+    dev_metric,
     run_harness,
     unit_scores,
 )
@@ -42,7 +51,7 @@ def _write_lines(path: Path, texts: list[str]) -> str:
     return str(path)
 
 
-def _read_lines(path: str) -> list[str]:
+def _read_lines(path: str | Path) -> list[str]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
 
 
@@ -57,7 +66,17 @@ class CorpusConfig(BaseModel):
     n_generated: int = Field(400, ge=10)
 
 
-def build_corpus(ctx: StepContext, cfg: CorpusConfig) -> dict:
+class CorpusOutput(StepOutput):
+    """JSON-lines files of texts: adaptation/distillation text, held-out clinical text, general text
+    to replay and held-out general text."""
+
+    train: Path
+    heldout: Path
+    general_replay: Path
+    general_heldout: Path
+
+
+def build_corpus(ctx: StepContext, cfg: CorpusConfig) -> CorpusOutput:
     """Texts for adaptation/distillation and held-out clinical and general text (JSON lines)."""
     if cfg.source == "generated":
         parts = {
@@ -80,7 +99,9 @@ def build_corpus(ctx: StepContext, cfg: CorpusConfig) -> dict:
         }
         ctx.log_input(name="clinical", source=clinical_root, context="adaptation corpus")
     ctx.log_metrics({f"corpus.n_{k}": len(v) for k, v in parts.items()})
-    return {k: _write_lines(ctx.output_dir / f"{k}.jsonl", v) for k, v in parts.items()}
+    return CorpusOutput(
+        **{k: _write_lines(ctx.output_dir / f"{k}.jsonl", v) for k, v in parts.items()}
+    )
 
 
 class TasksConfig(BaseModel):
@@ -95,8 +116,12 @@ class TasksConfig(BaseModel):
     section: str | None = None
 
 
+class TasksOutput(StepOutput):
+    tasks: Path  # JSON {task: {split: [examples]}}
+
+
 @across_seeds
-def load_eval_tasks(ctx: StepContext, cfg: TasksConfig) -> dict:
+def load_eval_tasks(ctx: StepContext, cfg: TasksConfig) -> TasksOutput:
     """The evaluation tasks as one JSON file {task: {split: [examples]}}; every task has a dev
     split for selection (the user's data without one: 10 % of train, logged as `tasks.<t>.dev_carved`)."""
     if cfg.source == "generated":
@@ -131,33 +156,38 @@ def load_eval_tasks(ctx: StepContext, cfg: TasksConfig) -> dict:
         {f"tasks.{t}.n_{s}": len(v) for t, splits in tasks.items() for s, v in splits.items()}
         | {f"tasks.{t}.dev_carved": float(c) for t, c in carved.items()}
     )
-    return {"tasks": str(path)}
+    return TasksOutput(tasks=path)
 
 
 # ---------------------------------------------------------------------------------------- models
 
 
+class ModelOutput(StepOutput):
+    model_dir: Path  # a Hugging Face masked-LM folder with its tokenizer
+
+
 class TeacherConfig(BaseModel):
     model_config = {"extra": "forbid"}
+    corpus: CorpusOutput = Field(description="${steps.<corpus step>}")
     model: str = "minilm"
     mlm: MLMConfig = MLMConfig()
     # load with eager attention (needed by attention-transfer students)
     attention_outputs: bool = False
 
 
-def adapt_teacher(ctx: StepContext, cfg: TeacherConfig) -> dict:
+def adapt_teacher(ctx: StepContext, cfg: TeacherConfig) -> ModelOutput:
     """Teacher = encoder + MLM head, adapted to clinical text by continued MLM (never on evaluation text)."""
     quiet_libraries()
-    corpus = ctx.inputs["corpus"]
+    corpus = cfg.corpus
     tokenizer = load_tokenizer(cfg.model)
     teacher = load_masked_lm(cfg.model, attention_outputs=cfg.attention_outputs)
-    heldout = _read_lines(corpus["heldout"])
+    heldout = _read_lines(corpus.heldout)
     before = evaluate_mlm(teacher, tokenizer, heldout, cfg.mlm.max_len, ctx.device)
     losses = train_mlm(
-        teacher, tokenizer, _read_lines(corpus["train"]), cfg.mlm, ctx.device, desc="adapt teacher"
+        teacher, tokenizer, _read_lines(corpus.train), cfg.mlm, ctx.device, desc="adapt teacher"
     )
     after = evaluate_mlm(teacher, tokenizer, heldout, cfg.mlm.max_len, ctx.device)
-    ctx.log_params(cfg.model_dump())
+    ctx.log_params(cfg.model_dump(exclude={"corpus"}))
     ctx.log_metrics(
         {
             "teacher.mlm_acc_before": before["accuracy"],
@@ -165,12 +195,13 @@ def adapt_teacher(ctx: StepContext, cfg: TeacherConfig) -> dict:
             "teacher.train_loss_last": losses[-1],
         }
     )
-    model_dir = export_hf(teacher.cpu(), tokenizer, ctx.output_dir / "model")
-    return {"model_dir": str(model_dir)}
+    return ModelOutput(model_dir=export_hf(teacher.cpu(), tokenizer, ctx.output_dir / "model"))
 
 
 class DistillStepConfig(BaseModel):
     model_config = {"extra": "forbid"}
+    teacher: Path = Field(description="the adapted teacher: ${steps.<teacher step>.model_dir}")
+    texts: Path = Field(description="distillation text (JSON lines): ${steps.<corpus step>.train}")
     name: str = "student"
     student: StudentConfig = StudentConfig()
     distill: DistillConfig = DistillConfig()
@@ -179,9 +210,7 @@ class DistillStepConfig(BaseModel):
     threads: int = Field(1, ge=1)  # torch threads per process under torchrun
 
 
-def _distill_with_torchrun(
-    ctx: StepContext, cfg: DistillStepConfig, teacher_dir: str
-) -> tuple[str, list[dict]]:
+def _distill_with_torchrun(ctx: StepContext, cfg: DistillStepConfig) -> tuple[Path, list[dict]]:
     """Run :func:`distill_worker` in `cfg.nproc_per_node` processes; rank 0 writes the student."""
     out = ctx.output_dir / "ddp"
     settings = {
@@ -189,10 +218,10 @@ def _distill_with_torchrun(
         "distill": cfg.distill.model_dump(),
         "seed": ctx.seed,
     }
-    inputs = {"teacher": teacher_dir, "texts": ctx.inputs["corpus"]["train"]}
+    inputs = {"teacher": str(cfg.teacher), "texts": str(cfg.texts)}
     result = run_distributed("nlprec.clinical_distill.steps:distill_worker", settings, inputs, out,
                              cfg.nproc_per_node, threads=cfg.threads)  # fmt: skip
-    return str(out / "model"), result["history"]
+    return out / "model", result["history"]
 
 
 def distill_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, out: Path) -> dict:
@@ -226,30 +255,28 @@ def new_student(teacher, tokenizer, cfg: StudentConfig, texts: list[str]):
     return build_student(teacher, cfg, counts)
 
 
-def distill_student(ctx: StepContext, cfg: DistillStepConfig) -> dict:
+def distill_student(ctx: StepContext, cfg: DistillStepConfig) -> ModelOutput:
     """Build a student from the adapted teacher and distil it on the corpus (in one or N processes)."""
     quiet_libraries()
     needs_attention = cfg.distill.attention_weight > 0
-    teacher_dir = ctx.inputs["teacher"]["model_dir"]
-    teacher = load_masked_lm(teacher_dir, attention_outputs=needs_attention)
-    tokenizer = load_tokenizer(teacher_dir)
+    teacher = load_masked_lm(str(cfg.teacher), attention_outputs=needs_attention)
+    tokenizer = load_tokenizer(str(cfg.teacher))
     if cfg.student.kind == "pretrained":
         check_same_tokenizer(tokenizer, load_tokenizer(cfg.student.path))
     distill_cfg = copied_layer_maps(cfg.distill, student_layers(teacher, cfg.student))
-    ctx.log_params(cfg.model_dump())
+    ctx.log_params(cfg.model_dump(exclude={"teacher", "texts"}))
     if cfg.nproc_per_node > 1:
-        model_dir, history = _distill_with_torchrun(ctx, cfg, teacher_dir)
+        model_dir, history = _distill_with_torchrun(ctx, cfg)
         _log_history(ctx, cfg.name, history)
-        return {"model_dir": model_dir}
-    texts = _read_lines(ctx.inputs["corpus"]["train"])
+        return ModelOutput(model_dir=model_dir)
+    texts = _read_lines(cfg.texts)
     torch.manual_seed(ctx.seed)
     student = new_student(teacher, tokenizer, cfg.student, texts)
     history = distill(
         teacher, student, tokenizer, texts, distill_cfg, ctx.device, desc=f"distill {cfg.name}"
     )
     _log_history(ctx, cfg.name, history)
-    model_dir = export_hf(student.cpu(), tokenizer, ctx.output_dir / "model")
-    return {"model_dir": str(model_dir)}
+    return ModelOutput(model_dir=export_hf(student.cpu(), tokenizer, ctx.output_dir / "model"))
 
 
 def _log_history(ctx: StepContext, name: str, history: list[dict]) -> None:
@@ -261,56 +288,65 @@ def _log_history(ctx: StepContext, name: str, history: list[dict]) -> None:
 
 class MLMStudentConfig(BaseModel):
     model_config = {"extra": "forbid"}
+    teacher: Path = Field(
+        description="the adapted teacher (the student's init): ${steps.<teacher step>.model_dir}"
+    )
+    texts: Path = Field(description="training text (JSON lines): ${steps.<corpus step>.train}")
     name: str = "mlm_only"
     student: StudentConfig = StudentConfig()
     mlm: MLMConfig = MLMConfig()
     train: bool = True  # False: the untrained random-init baseline
 
 
-def train_mlm_student(ctx: StepContext, cfg: MLMStudentConfig) -> dict:
+def train_mlm_student(ctx: StepContext, cfg: MLMStudentConfig) -> ModelOutput:
     """Baselines with the student's architecture: MLM-only training (same steps), or no training at all."""
     quiet_libraries()
-    teacher_dir = ctx.inputs["teacher"]["model_dir"]
-    teacher = load_masked_lm(teacher_dir)
-    tokenizer = load_tokenizer(teacher_dir)
-    texts = _read_lines(ctx.inputs["corpus"]["train"])
+    teacher = load_masked_lm(str(cfg.teacher))
+    tokenizer = load_tokenizer(str(cfg.teacher))
+    texts = _read_lines(cfg.texts)
     student = new_student(teacher, tokenizer, cfg.student, texts)
     if cfg.train:
         losses = train_mlm(student, tokenizer, texts, cfg.mlm, ctx.device, desc=cfg.name)
         ctx.log_metrics({f"{cfg.name}.train_loss_last": losses[-1]})
-    ctx.log_params(cfg.model_dump())
-    return {"model_dir": str(export_hf(student.cpu(), tokenizer, ctx.output_dir / "model"))}
+    ctx.log_params(cfg.model_dump(exclude={"teacher", "texts"}))
+    return ModelOutput(model_dir=export_hf(student.cpu(), tokenizer, ctx.output_dir / "model"))
 
 
 class ContinualStepConfig(ContinualConfig):
+    corpus: CorpusOutput = Field(description="${steps.<corpus step>}")
     name: str = "continual"
     model: str = "minilm"  # any masked-LM encoder, or an upstream one: ${steps.<step>.model_dir}
 
 
-def continual(ctx: StepContext, cfg: ContinualStepConfig) -> dict:
+class ContinualOutput(ModelOutput):
+    """The model trained with the last replay ratio, and every run's scores."""
+
+    scores: dict[str, dict[str, float]]
+
+
+def continual(ctx: StepContext, cfg: ContinualStepConfig) -> ContinualOutput:
     """Continued MLM of a compact model on clinical text with and without replay; forgetting measured."""
     quiet_libraries()
-    model_ref = cfg.model
-    corpus = ctx.inputs["corpus"]
-    tokenizer = load_tokenizer(model_ref)
+    corpus = cfg.corpus
+    tokenizer = load_tokenizer(cfg.model)
     scores, models = continual_learning(
-        load_masked_lm(model_ref),
+        load_masked_lm(cfg.model),
         tokenizer,
-        _read_lines(corpus["train"]),
-        _read_lines(corpus["general_replay"]),
-        _read_lines(corpus["heldout"]),
-        _read_lines(corpus["general_heldout"]),
+        _read_lines(corpus.train),
+        _read_lines(corpus.general_replay),
+        _read_lines(corpus.heldout),
+        _read_lines(corpus.general_heldout),
         cfg,
         ctx.device,
     )
-    ctx.log_params(cfg.model_dump())
+    ctx.log_params(cfg.model_dump(exclude={"corpus"}))
     ctx.log_metrics(
         {f"{cfg.name}.{run}.{k}": v for run, values in scores.items() for k, v in values.items()}
     )
     ctx.log_dict(scores, "continual.json")
     last_ratio = cfg.replay_ratios[-1]
     model_dir = export_hf(models[last_ratio].cpu(), tokenizer, ctx.output_dir / "model")
-    return {"model_dir": str(model_dir), "scores": scores}
+    return ContinualOutput(model_dir=model_dir, scores=scores)
 
 
 # ---------------------------------------------------------------------------------------- evaluation
@@ -318,6 +354,7 @@ def continual(ctx: StepContext, cfg: ContinualStepConfig) -> dict:
 
 class EvaluateConfig(BaseModel):
     model_config = {"extra": "forbid"}
+    tasks: Path = Field(description="the evaluation tasks: ${steps.<tasks step>.tasks}")
     models: dict[str, str]  # table name -> model folder to evaluate: ${steps.<step>.model_dir}
     # fine-tuning seeds; None: the run's seed (the pipeline's `seeds:` repeat distillation and all)
     seeds: list[int] | None = Field(None, min_length=1)
@@ -331,12 +368,21 @@ class EvaluateConfig(BaseModel):
     mlm_only: str = "mlm_only"
 
 
-def evaluate_models(ctx: StepContext, cfg: EvaluateConfig) -> dict:
-    """Fine-tune each model on each task over the seeds; log `<model>.<metric>` and the size/speed columns."""
+class EvaluateOutput(StepOutput):
+    table: Path
+    rows: Path
+    finetuned: Path  # <model>-<task>/: each model's first-seed fine-tuned model (best dev epoch)
+    evaluation: str  # fingerprint of the tasks file: the data the metrics were measured on
+
+
+def evaluate_models(ctx: StepContext, cfg: EvaluateConfig) -> EvaluateOutput:
+    """Fine-tune each model on each task over the seeds; log `<model>.<metric>` and the size/speed
+    columns; keep each model's fine-tuned task models (`finetuned/<model>-<task>`)."""
     quiet_libraries()
     model_dirs = dict(cfg.models)
-    tasks = json.loads(Path(ctx.inputs["tasks"]["tasks"]).read_text())
+    tasks = json.loads(cfg.tasks.read_text())
     settings = {task: cfg.settings.get(task, DEFAULT_SETTINGS[task]) for task in tasks}
+    finetuned = ctx.output_dir / "finetuned"
     rows = run_harness(
         model_dirs,
         tasks,
@@ -344,7 +390,7 @@ def evaluate_models(ctx: StepContext, cfg: EvaluateConfig) -> dict:
         ctx.device,
         settings,
         cfg.workers,
-        save_root=str(ctx.output_dir / "finetuned"),
+        save_root=str(finetuned),
         task_seeds=cfg.task_seeds,
         split="dev" if ctx.split == "validation" else "test",
         work_dir=str(ctx.output_dir),
@@ -362,20 +408,84 @@ def evaluate_models(ctx: StepContext, cfg: EvaluateConfig) -> dict:
     (ctx.output_dir / "table.md").write_text(table)
     (ctx.output_dir / "rows.json").write_text(json.dumps({"rows": rows, "speed": speed}, indent=1))
     ctx.log_text(table, "table.md")
-    return {
-        "table": str(ctx.output_dir / "table.md"),
-        "rows": str(ctx.output_dir / "rows.json"),
-        "finetuned": str(ctx.output_dir / "finetuned"),
-    }
+    return EvaluateOutput(
+        table=ctx.output_dir / "table.md",
+        rows=ctx.output_dir / "rows.json",
+        finetuned=finetuned,
+        evaluation=hash_file(cfg.tasks, length=16),
+    )
+
+
+# ---------------------------------------------------------------------------------------- registry
+
+PIPELINE_TASKS = {"token": "token-classification", "sequence": "text-classification"}
+
+
+class RegisterConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    name: str = Field(min_length=1, description="prefix of the registered names: the pipeline's name")
+    finetuned: Path = Field(description="${steps.<evaluate step>.finetuned}")
+    evaluation: str = Field(description="${steps.<evaluate step>.evaluation}")
+    student: str = Field("student_fact", description="the model registered as <name>-<task>")
+    teacher: str = Field("teacher", description="the model registered as <name>-<task>-teacher")
+    tasks: list[TaskName] = Field(["ner", "section", "nli"], min_length=1)
+    min_gain: float = Field(0.0, ge=0, description="least dev-score gain over the champion to promote")
+
+
+class RegisteredModels(StepOutput):
+    models: dict[str, str]  # registered name -> models:/name@alias (the local folder when untracked)
+    promoted: dict[str, bool]  # empty without an MLflow registry
+
+
+@across_seeds  # one version per pipeline run, and one decision on the mean over the seeds
+def register_task_models(ctx: StepContext, cfg: RegisterConfig) -> RegisteredModels:
+    """Register each task's fine-tuned student as `<name>-<task>` and teacher as
+    `<name>-<task>-teacher` (MLflow transformers flavor, a new `@challenger` version: the first
+    seed's fine-tuning run, best dev epoch), then move `@champion` where the mean best-epoch dev
+    score over the seeds beats the champion's on the same tasks by `min_gain`
+    (`nlprec.core.registry.promote`; never in a smoke run; an exported run registers on import)."""
+    models, metrics = {}, {}
+    for task in cfg.tasks:
+        for model, name in ((cfg.student, f"{cfg.name}-{task}"), (cfg.teacher, f"{cfg.name}-{task}-teacher")):
+            folder = cfg.finetuned / f"{model}-{task}"
+            if not folder.is_dir():
+                raise ValueError(f"{folder}: no fine-tuned {model!r} for {task!r} (not an evaluated model?)")
+            flavor_task = PIPELINE_TASKS[TASK_KIND[task]]
+            models[name] = ctx.log_model(str(folder), name=name, flavor="transformers", task=flavor_task)
+            metrics[name] = f"{model}.{dev_metric(task)}"
+    return RegisteredModels(models=models, promoted=_promote(ctx, metrics, cfg))
+
+
+def _promote(ctx: StepContext, metrics: dict[str, str], cfg: RegisterConfig) -> dict[str, bool]:
+    promoted = {}
+    for name, metric in metrics.items():
+        rule = PromoteConfig(name=name, metric=metric, min_gain=cfg.min_gain, evaluation=cfg.evaluation)
+        try:
+            promoted[name] = promote(ctx, rule)["promoted"]
+        except StepSkipped as skip:  # untracked or exported: nothing to promote here
+            ctx.logger.info("registered, not promoted: %s", skip.reason)
+            return {}
+    return promoted
+
+
+# ---------------------------------------------------------------------------------------- export
 
 
 class ExportConfig(BaseModel):
     model_config = {"extra": "forbid"}
     models: dict[str, str]  # student name -> its model folder: ${steps.<step>.model_dir}
-    register_models: bool = True
 
 
-def export_students(ctx: StepContext, cfg: ExportConfig) -> dict:
+class ExportedStudent(BaseModel):
+    hf: Path
+    onnx: Path
+
+
+class ExportOutput(StepOutput):
+    students: dict[str, ExportedStudent]
+
+
+def export_students(ctx: StepContext, cfg: ExportConfig) -> ExportOutput:
     """Each student as a Hugging Face directory and an ONNX encoder; checks ONNX agrees with PyTorch."""
     quiet_libraries()
     probe = ["The patient denies chest pain.", "Metformin 500 mg twice daily for type 2 diabetes."]
@@ -388,7 +498,5 @@ def export_students(ctx: StepContext, cfg: ExportConfig) -> dict:
         ctx.log_metrics(
             {f"{step}.onnx_max_abs_diff": onnx_max_difference(hf_dir, onnx_path, probe)}
         )
-        if cfg.register_models:
-            ctx.log_model(str(hf_dir), name=f"clinical-distill-{step}", flavor="dir")
-        exported[step] = {"hf": str(hf_dir), "onnx": str(onnx_path)}
-    return exported
+        exported[step] = ExportedStudent(hf=hf_dir, onnx=onnx_path)
+    return ExportOutput(students=exported)
