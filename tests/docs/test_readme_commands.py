@@ -76,10 +76,6 @@ COVERED_BY = {
     ),
 }
 KNOWN_BROKEN = [  # (file, how the command starts, what is wrong and the fix): their owners fix them
-    ("README.md", ".venv/bin/nlprec run pipelines/core-demo.yaml --force train",
-     "core-demo has no step 'train' (generate, bow, bow_first2, compare): --force bow"),
-    ("README.md", ".venv/bin/nlprec cache ls | prune",
-     "a pipe into a command 'prune': two lines, `nlprec cache ls`, `nlprec cache prune`"),
     ("packages/clinical-distill/README.md", "python benchmarks/clinical_distill_gpu.py",
      "the driver was deleted (at effbf3f): name the pipeline's GPU command instead"),
     ("packages/clinical-distill/README.md", "nlprec run pipelines/distill-demo.yaml --no-cache --set steps.export",
