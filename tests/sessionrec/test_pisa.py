@@ -183,3 +183,27 @@ def test_session_clock_setting_reaches_features_and_survives_save(split, tmp_pat
     events = [(float(t), int(i)) for s, t in zip(u.sessions, u.times) for i in s.tolist()]
     soon, later = (loaded.score_events(events, events[-1][0] + dt, 1200.0) for dt in (60, 9e6))
     assert np.allclose(soon, later)
+
+
+def test_long_term_score_adds_the_long_term_vector_to_every_score(split):
+    """λ_ls (the reference code's long-term score): full-catalogue scores and the training
+    scores of candidates agree, and λ_ls = 0 is the paper's z alone."""
+    model = PISARecommender(PISAConfig(**{**TINY, "epochs": 1}, long_term_score=0.5)).fit(split)
+    net = model.net.eval()
+    cases = split.test_cases[:3]
+    model.score(split.data, cases)  # fills the case windows
+    windows = [model.features["cases"][(c.user, c.position)] for c in cases]
+    from nlprec.sessionrec.features import stack_windows
+
+    batch = model.to_tensors(stack_windows(windows))
+    with torch.no_grad():
+        full = net.full_scores(batch)
+        z = net.represent(batch)
+        last = batch["length"] - 1
+        rows = torch.arange(len(last))
+        items = torch.arange(split.data.n_items).expand(len(cases), 1, -1)
+        sub = {k: v[rows, last].unsqueeze(1) for k, v in batch.items() if v.dim() > 1}
+        candidates = net.candidate_scores(sub, z[rows, last].unsqueeze(1), items).squeeze(1)
+        torch.testing.assert_close(full, candidates, rtol=1e-4, atol=1e-5)
+        net.cfg = net.cfg.model_copy(update={"long_term_score": 0.0})
+        assert not torch.allclose(net.full_scores(batch), full)

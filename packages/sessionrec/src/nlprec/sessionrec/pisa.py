@@ -70,6 +70,9 @@ class PISAConfig(BaseModel):
     model_config = {"extra": "forbid"}
     components: tuple[str, ...] = COMPONENTS  # () = mean pooling of the session's items
     long_term: bool = True
+    # λ_ls of the reference code: λ_ls·⟨norm(m), e_v⟩ (the long-term vector alone) added to
+    # every score, in training and at prediction (0: z alone, as the paper's equations)
+    long_term_score: float = Field(0.0, ge=0)
     repeat_term: bool = False  # our extension (variant pisa_repeat), not in the paper
     # spreading context: the previous session, or (the reference code's) the same session
     spreading: Literal["previous", "session"] = "previous"
@@ -167,11 +170,14 @@ class PISANet(nn.Module):
         h = self.transformer(x + self.position.weight[:T], mask=causal)  # [N, T, d]
         z = F.normalize(h, dim=-1)
         if self.cfg.long_term:
-            fav_w = torch.softmax(batch["fav_bl"], dim=-1).nan_to_num(0.0)  # [N, T, B]
-            m = torch.einsum("ntb,ntbd->ntd", fav_w, self.item(batch["fav"]))
             g = torch.sigmoid(self.fusion_gate)
-            z = g * z + (1 - g) * F.normalize(m, dim=-1)
+            z = g * z + (1 - g) * self.long_term_vector(batch)
         return F.normalize(z + F.normalize(x, dim=-1), dim=-1)
+
+    def long_term_vector(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """norm(m), m = Σ_b softmax(B)_b e_b over the top-B items → [N, T, d]."""
+        fav_w = torch.softmax(batch["fav_bl"], dim=-1).nan_to_num(0.0)  # [N, T, B]
+        return F.normalize(torch.einsum("ntb,ntbd->ntd", fav_w, self.item(batch["fav"])), dim=-1)
 
     def repeat_scores(
         self, batch: dict[str, torch.Tensor], candidates: torch.Tensor
@@ -194,7 +200,11 @@ class PISANet(nn.Module):
 
     def candidate_scores(self, batch, z: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """s_v for candidates [N, T, K] → [N, T, K]."""
-        dot = torch.einsum("ntd,ntkd->ntk", z, self.item(candidates))
+        e = self.item(candidates)
+        dot = torch.einsum("ntd,ntkd->ntk", z, e)
+        if self.cfg.long_term_score > 0:
+            m = self.long_term_vector(batch)
+            dot = dot + self.cfg.long_term_score * torch.einsum("ntd,ntkd->ntk", m, e)
         scores = self.log_temperature.exp() * dot
         if self.cfg.repeat_term:
             scores = scores + self.repeat_scores(batch, candidates)
@@ -206,6 +216,8 @@ class PISANet(nn.Module):
         last = (batch["length"] - 1).clamp(min=0)
         rows = torch.arange(len(last), device=z.device)
         z_last = z[rows, last]  # [N, d]
+        if self.cfg.long_term_score > 0:
+            z_last = z_last + self.cfg.long_term_score * self.long_term_vector(batch)[rows, last]
         scores = self.log_temperature.exp() * z_last @ self.item.weight[: self.n_items].T  # [N, n]
         if self.cfg.repeat_term:
             sub = {
