@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 
@@ -65,6 +66,48 @@ def test_classifier_keeps_the_best_dev_epoch_scored_as_evaluate_scores(tiny_bert
     assert len(history["dev"]) == 3 and len(history["loss"]) == 3
     assert history["dev"][history["best_epoch"]] == max(history["dev"])
     assert model.evaluate(dev, settings)["macro_f1"] == pytest.approx(max(history["dev"]))
+
+
+def test_trainer_takes_the_steps_of_a_plain_adamw_loop(tiny_bert, tokenizer):
+    """One full batch per epoch, no dropout: the weights after `transformers.Trainer` equal those of
+    a plain loop with the same recipe (AdamW, encoder matrices decayed, vectors and head not, head
+    learning rate, linear warm-up over 10 % then linear decay to 0, gradients clipped at 1)."""
+    notes = generate_notes(8, seed=0, filler_sentences=(2, 4))
+    labels = sorted(set(notes.labels))
+    settings = TrainSettings(epochs=3, lr=1e-3, head_lr=1e-2, max_tokens=64 * 8, max_batch=8,
+                             progress=False)  # fmt: skip
+
+    def build() -> DocumentClassifierModel:
+        torch.manual_seed(0)
+        encoder = LongEncoder(copy.deepcopy(tiny_bert))
+        return DocumentClassifierModel(encoder, tokenizer, labels, "head", 64, dropout=0.0)
+
+    trained, reference = build(), build()
+    start = {k: v.clone() for k, v in trained.network.state_dict().items()}
+    trained.fit(notes, None, settings)
+    network = reference.network
+    encoder = [(n, p) for n, p in network.named_parameters() if n.startswith("encoder.")]
+    optimizer = torch.optim.AdamW([
+        {"params": [p for _, p in encoder if p.ndim >= 2], "lr": 1e-3, "weight_decay": 0.01},
+        {"params": [p for _, p in encoder if p.ndim < 2], "lr": 1e-3, "weight_decay": 0.0},
+        {"params": list(network.classifier.parameters()), "lr": 1e-2, "weight_decay": 0.0},
+    ])  # fmt: skip
+    rates = [1.0, 1.0, 0.5]  # warm-up of max(1, round(0.3)) = 1 step, then linear decay over 2
+    batch = reference._collate(reference.segments(notes.texts))
+    targets = torch.tensor([reference.label_to_id[y] for y in notes.labels])
+    network.train()
+    for rate in rates:
+        for group in optimizer.param_groups:
+            group["lr"] = rate * (1e-2 if group["params"][0] is network.classifier.weight else 1e-3)
+        loss = torch.nn.functional.cross_entropy(reference.document_logits(batch), targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+    after = trained.network.state_dict()
+    for name, value in network.state_dict().items():
+        torch.testing.assert_close(after[name], value, rtol=1e-4, atol=1e-6, msg=name)
+    assert max((after[k] - start[k]).abs().max().item() for k in start) > 1e-3
 
 
 def test_classifier_scores_unseen_labels_as_errors(tiny_bert, tokenizer, caplog):
