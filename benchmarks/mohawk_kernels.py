@@ -1,7 +1,8 @@
 """Speed of the SSD kernels (no quality): the three computations of ssd.py, and one decode step.
 
-    nice -n 10 .venv/bin/python benchmarks/mohawk_kernels.py                 # CPU, records its section
-    python benchmarks/mohawk_kernels.py --device cuda --out $OUT             # a GPU node: prints, saves
+    nice -n 10 .venv/bin/python benchmarks/mohawk_kernels.py --threads 1 --record    # CPU
+    python benchmarks/mohawk_kernels.py --device cuda --out $OUT                       # a GPU node
+    .venv/bin/python benchmarks/mohawk_kernels.py --from-json OUT/mohawk_kernels.json --record
 
 Scan (random x, ℓ, B, C scaled as a trained mixer's, float32): the chunked scan (``ssd_chunked_scan``,
 and every fused backend of kernels.py installed here), the quadratic form (``ssd_by_matrix``: the
@@ -15,13 +16,15 @@ given context, the per-token work of a transformer layer's mixer with the same h
 
 Imports only torch, einops and nlprec.mohawk's ssd / kernels modules (from packages/mohawk/src
 when the package is not installed), so it runs on a GPU node without the project's environment.
-``--record`` writes the section into benchmarks/RESULTS.md (needs nlprec-core).
+``--record`` writes its two sections into benchmarks/RESULTS.md (needs nlprec-core); a GPU node's
+``$OUT/mohawk_kernels.json`` is recorded here with ``--from-json FILE --record``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -164,42 +167,92 @@ def fmt(value) -> str:
     return "–" if value is None else f"{value:.3f}" if value < 10 else f"{value:.1f}"
 
 
-def markdown(args, device: torch.device, scans: list[dict], decodes: list[dict]) -> str:
-    shape = f"b={args.batch} h={args.heads} p={args.head_dim} n={args.state_size}, chunk {args.chunk_size}, float32"
+# per part of a result: (column titles, row keys); every table ends with a note column
+COLUMNS = {
+    "scan": (
+        ["length", "computation", "forward ms", "forward + backward ms"],
+        ["length", "method", "forward_ms", "forward_backward_ms"],
+    ),
+    "decode": (
+        ["context", "SSD step ms", "attention step ms", "SSD state MiB", "KV cache MiB"],
+        ["context", "ssd_step_ms", "attention_step_ms", "ssd_state_mib", "kv_cache_mib"],
+    ),
+}
+
+
+def markdown(result: dict, part: str) -> str:
+    """The ``part`` ("scan" or "decode") of a result: what was measured, then its table."""
+    a = result["settings"]
+    machine = (
+        f"Device: {result['device']}; torch {result['torch']}; {result['threads']} CPU threads. "
+    )
+    if part == "scan":
+        about = (
+            f"Random x, ℓ, B, C, b={a['batch']} h={a['heads']} p={a['head_dim']} n={a['state_size']}, "
+            f"chunk {a['chunk_size']}, float32; median of {a['repeats']} after a warm-up. Chunked: "
+            "`ssd_chunked_scan` (and fused kernels.py backends where installed); quadratic: "
+            "`ssd_by_matrix`; loop: `ssd_recurrent_scan`. Speed only."
+        )
+    else:
+        about = (
+            f"One new token per sequence, batch {a['decode_batch']}, h={a['heads']} p={a['head_dim']} "
+            f"n={a['state_size']}, float32: the SSD recurrent step (`ssd_recurrent_step`, "
+            "constant-size state) against softmax attention over a KV cache of the context (a "
+            f"transformer mixer's per-token work, SDPA); median of {a['repeats']}. Speed only."
+        )
+    titles, keys = COLUMNS[part]
     lines = [
-        f"Device: {describe(device)}; torch {torch.__version__}; {torch.get_num_threads()} CPU threads. "
-        f"Median of {args.repeats} after a warm-up. Scan: {shape}.",
+        machine + about,
         "",
-        "| length | computation | forward ms | forward + backward ms | note |",
-        "|---|---|---|---|---|",
+        f"| {' | '.join(titles)} | note |",
+        "|" + "---|" * (len(titles) + 1),
     ]
-    for r in scans:
-        lines.append(
-            f"| {r['length']} | {r['method']} | {fmt(r.get('forward_ms'))} | "
-            f"{fmt(r.get('forward_backward_ms'))} | {r.get('note', '')} |"
-        )
-    lines += [
-        "",
-        f"Decode, one token, batch {args.decode_batch}, h={args.heads} p={args.head_dim} n={args.state_size}: "
-        "the SSD recurrent step against softmax attention over a KV cache of the context.",
-        "",
-        "| context | SSD step ms | attention step ms | SSD state MiB | KV cache MiB | note |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in decodes:
-        lines.append(
-            f"| {r['context']} | {fmt(r['ssd_step_ms'])} | {fmt(r.get('attention_step_ms'))} | "
-            f"{fmt(r['ssd_state_mib'])} | {fmt(r.get('kv_cache_mib'))} | {r.get('note', '')} |"
-        )
+    for row in result[part]:
+        cells = [
+            fmt(v) if v is None or isinstance(v, float) else str(v) for v in map(row.get, keys)
+        ]
+        lines.append(f"| {' | '.join(cells)} | {row.get('note', '')} |")
     return "\n".join(lines)
 
 
 def describe(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return f"GPU {torch.cuda.get_device_name(device)}"
     import platform
 
     return f"{platform.machine()} CPU"
+
+
+def measure(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here")
+    torch.manual_seed(0)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    return {
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "settings": settings,
+        "device": describe(device),
+        "gpu": device.type == "cuda",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "scan": scan_rows(args, device),
+        "decode": decode_rows(args, device),
+    }
+
+
+def record(result: dict) -> None:
+    """Write the two sections of benchmarks/RESULTS.md (needs nlprec-core)."""
+    from nlprec.core.bench import record_section
+
+    where = "GPU" if result["gpu"] else "CPU"
+    kwargs = {"command": result["command"], "machine": result["device"]}
+    record_section(f"mohawk: SSD kernels on {where}", markdown(result, "scan"), **kwargs)
+    record_section(
+        f"mohawk: decode step against context ({where})", markdown(result, "decode"), **kwargs
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -219,15 +272,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--loop-max-length", type=int, default=1024)
     parser.add_argument("--decode-batch", type=int, default=64)
     parser.add_argument("--decode-contexts", type=int, nargs="+", default=[256, 1024, 4096, 16384])
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
-    )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument(
         "--out", type=Path, help="write mohawk_kernels.json and mohawk_kernels.md here"
     )
     parser.add_argument(
-        "--record", action="store_true", help="write the section into benchmarks/RESULTS.md"
+        "--record", action="store_true", help="write its sections into benchmarks/RESULTS.md"
     )
+    parser.add_argument(
+        "--from-json", type=Path, metavar="FILE",
+        help="measure nothing: take a run's mohawk_kernels.json (from a GPU node), print / --record it",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.lengths is None:
         args.lengths = [256, 1024, 2048] if args.device == "cpu" else [256, 1024, 4096, 16384]
@@ -236,35 +291,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device here")
-    torch.manual_seed(0)
-    scans, decodes = scan_rows(args, device), decode_rows(args, device)
-    table = markdown(args, device, scans, decodes)
-    print(table)
+    result = json.loads(args.from_json.read_text()) if args.from_json else measure(args)
+    text = markdown(result, "scan") + "\n\n" + markdown(result, "decode")
+    print(text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        (args.out / "mohawk_kernels.json").write_text(
-            json.dumps(
-                {
-                    "settings": settings,
-                    "device": describe(device),
-                    "scan": scans,
-                    "decode": decodes,
-                },
-                indent=1,
-            )
-        )
-        (args.out / "mohawk_kernels.md").write_text(table + "\n")
+        (args.out / "mohawk_kernels.json").write_text(json.dumps(result, indent=1))
+        (args.out / "mohawk_kernels.md").write_text(text + "\n")
     if args.record:
-        from nlprec.core.bench import record_section
-
-        where = "GPU" if device.type == "cuda" else "CPU"
-        record_section(f"mohawk: SSD kernels ({where})", table)
+        record(result)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""The demo pipeline end to end through the CLI (tiny settings), and the real-data corpus loaders."""
+"""The demo pipeline end to end through the CLI (tiny settings; the student registered and the
+promote rule applied in a temporary store), and the real-data corpus loaders."""
 
 import json
 from pathlib import Path
 
+import mlflow
+import pandas as pd
 import pytest
 from nlprec.core.cli import main
 from nlprec.mohawk.data import load_corpus
@@ -18,7 +21,7 @@ TINY = [
     "--set", "params.teacher_tokens=12000",
     "--set", "params.distill_tokens=4000",
     "--set", "params.eval_windows=4",
-    "--set", "params.register=null",
+    "--set", "params.register=mohawk-tiny",
 ]  # fmt: skip
 
 
@@ -41,6 +44,19 @@ def test_demo_pipeline_runs_and_reports_every_key(nlprec_env):
     assert metrics["student.stage1.matrix_rel"] < 1.0
     # distillation from the teacher starts far ahead of random weights at equal tokens
     assert metrics["student.ppl"] < metrics["scratch.ppl"]
+
+    # one version per seed; the first version of a name serves, the promote step records the mean
+    # validation perplexity on the run's versions and keeps the champion (no gain over itself)
+    client = mlflow.MlflowClient()
+    assert len(client.search_model_versions("name = 'mohawk-tiny'")) == 3
+    champion = client.get_model_version_by_alias("mohawk-tiny", "champion")
+    assert str(client.get_model_version_by_alias("mohawk-tiny", "challenger").version) == "3"
+    assert str(champion.version) == "1"
+    assert float(champion.tags["nlprec.metric.student.val_ppl"]) == pytest.approx(metrics["student.val_ppl"])
+    assert metrics["promote.mohawk-tiny.promoted"] == 0.0
+    generator = mlflow.pyfunc.load_model("models:/mohawk-tiny@champion")
+    out = generator.predict(pd.DataFrame({"prompt": ["def "]}), params={"max_new_tokens": 4})
+    assert out.generated_text[0]
 
 
 @pytest.mark.data

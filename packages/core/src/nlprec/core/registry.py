@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nlprec.core.hashing import hash_text
-from nlprec.core.step import StepSkipped
+from nlprec.core.step import StepSkipped, across_seeds
 from nlprec.core.tracking import mlflow_key
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -299,13 +299,19 @@ def metric_tag(metric: str) -> str:
     return f"{TAG}metric.{mlflow_key(metric)}"
 
 
+def record_evidence(client: Any, name: str, version: str, metric: str, value: float, evaluation: str) -> str:
+    """Tag the version with its metric on this evaluation; returns the evaluation's id."""
+    evaluation = evaluation_id(metric, evaluation)
+    client.set_model_version_tag(name, version, metric_tag(metric), repr(float(value)))
+    client.set_model_version_tag(name, version, f"{TAG}evaluation", evaluation)
+    return evaluation
+
+
 def promote_by_evidence(
     client: Any, name: str, version: str, rule: PromoteRule, value: float, evaluation: str, smoke: bool
 ) -> Decision:
     """Record `value` on the version, then move `@champion` to it if the evidence says so."""
-    evaluation = evaluation_id(rule.metric, evaluation)
-    client.set_model_version_tag(name, version, metric_tag(rule.metric), repr(float(value)))
-    client.set_model_version_tag(name, version, f"{TAG}evaluation", evaluation)
+    evaluation = record_evidence(client, name, version, rule.metric, value, evaluation)
     champion = _alias_version(client, name, CHAMPION)
     current = champion.version if champion is not None else None
     if smoke:
@@ -339,7 +345,7 @@ class PromoteConfig(BaseModel):
     evaluate it (list them in `needs:`)."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(description="registered model name")
+    name: str | None = Field(description="registered model name; null: nothing was registered (skipped)")
     metric: str = Field(description="run-summary key, e.g. hybrid_ft.ndcg@10 (mean over seeds)")
     direction: Literal["maximize", "minimize"] = "maximize"
     min_gain: float = Field(0.0, ge=0, description="least improvement over the champion to promote")
@@ -349,9 +355,15 @@ class PromoteConfig(BaseModel):
     smoke: bool | None = Field(None, description="null: a subsampling pipeline param says (is_smoke)")
 
 
+@across_seeds
 def promote(ctx: Any, cfg: PromoteConfig) -> dict:
     """Compare this run's version of `cfg.name` with the champion on `cfg.metric`; move `@champion`
-    when it gains at least `min_gain` on the same evaluation (never in a smoke run)."""
+    when it gains at least `min_gain` on the same evaluation (never in a smoke run).
+
+    Runs once per pipeline run, after every seed: the metric is the mean over the seeds' runs, the
+    candidate the newest version the run registered."""
+    if cfg.name is None:
+        raise StepSkipped("no registered model name (the pipeline registers nothing)")
     tracker = ctx.tracker
     if tracker is None or not hasattr(tracker, "mlflow"):
         raise StepSkipped("no MLflow registry in this run (untracked or exported)")
@@ -360,13 +372,14 @@ def promote(ctx: Any, cfg: PromoteConfig) -> dict:
     with tracker.locked():
         active = mlflow.active_run()
         parent = active.data.tags.get("mlflow.parentRunId", "")
-        version = _version_of_run(client, cfg.name, parent)
+        *earlier, version = _versions_of_run(client, cfg.name, parent)
         value = _run_metric(mlflow, active.info.experiment_id, parent, cfg.metric)
         smoke = is_smoke(ctx.params) if cfg.smoke is None else cfg.smoke
         rule = PromoteRule(cfg.metric, cfg.direction, cfg.min_gain)
-        decision = promote_by_evidence(
-            client, cfg.name, version, rule, value, cfg.evaluation or _data_params(ctx.params), smoke
-        )
+        evaluation = cfg.evaluation or _data_params(ctx.params)
+        for seed_version in earlier:  # the other seeds' versions share the run's evidence
+            record_evidence(client, cfg.name, seed_version, cfg.metric, value, evaluation)
+        decision = promote_by_evidence(client, cfg.name, version, rule, value, evaluation, smoke)
     ctx.logger.info("%s v%s: %s", cfg.name, version, decision.reason)
     ctx.log_metrics({f"promote.{mlflow_key(cfg.name)}.promoted": float(decision.promoted)})
     return {
@@ -379,8 +392,8 @@ def promote(ctx: Any, cfg: PromoteConfig) -> dict:
     }
 
 
-def _version_of_run(client: Any, name: str, parent_run_id: str) -> str:
-    """The newest version of `name` registered under this pipeline run."""
+def _versions_of_run(client: Any, name: str, parent_run_id: str) -> list[str]:
+    """The versions of `name` registered under this pipeline run (one per seed), oldest first."""
     from nlprec.core.errors import UserError
 
     try:
@@ -392,7 +405,7 @@ def _version_of_run(client: Any, name: str, parent_run_id: str) -> str:
         raise UserError(
             f"promote: no version of {name!r} was registered in this run; list the registering step in needs:"
         )
-    return str(max(mine))
+    return [str(v) for v in sorted(mine)]
 
 
 def _run_metric(mlflow: Any, experiment_id: str, parent_run_id: str, metric: str) -> float:

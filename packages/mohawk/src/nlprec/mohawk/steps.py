@@ -1,4 +1,9 @@
-"""Pipeline steps: corpus → teacher → distilled students / scratch baseline → report."""
+"""Pipeline steps: corpus → teacher → distilled students / scratch baseline → report.
+
+Each step returns a typed output (``CorpusOutput``, ``TeacherOutput``, ``StudentOutput``,
+``ScratchOutput``); the next steps take them through ``${steps.<step>}`` references in their
+config (docs/steps.md), so a misspelt step fails validation before anything runs.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ import torch
 from nlprec.core.data import data_root
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.launch import run_distributed
-from nlprec.core.step import StepContext, across_seeds
+from nlprec.core.step import StepContext, StepOutput, across_seeds
 from nlprec.core.threads import limited_threads
+from nlprec.mohawk.evaluate import perplexity
 from nlprec.mohawk.stages import DistillConfig, stage3_distillation
 from nlprec.mohawk.student import StudentConfig, load_student, save_student
 from nlprec.mohawk.teacher import TeacherConfig, load_teacher
@@ -36,14 +42,27 @@ TOKENS_FILE = "tokens.safetensors"  # train and validation streams
 TEST_TOKENS_FILE = "test_tokens.safetensors"
 
 
-def _tokens(ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+class CorpusOutput(StepOutput):
+    tokenizer_dir: Path
+    tokens: Path  # train and validation streams
+    test_tokens: Path | None = None  # None in search trials
+    vocab_size: int
+    train_tokens: int
+
+
+class TeacherOutput(StepOutput):
+    teacher_dir: Path
+    ppl: float
+    train_tokens: int
+
+
+def _tokens(ctx: StepContext, corpus: CorpusOutput) -> tuple[torch.Tensor, torch.Tensor]:
     """(training tokens, evaluation tokens of ``ctx.split``): the validation stream in search
-    trials, the test stream otherwise (a trial's inputs hold no ``test_tokens``)."""
-    corpus_out = ctx.inputs["corpus"]
-    tensors = load_file(corpus_out["tokens"])
+    trials, the test stream otherwise (a trial's corpus output holds no ``test_tokens``)."""
+    tensors = load_file(corpus.tokens)
     if ctx.split == "validation":
         return tensors["train"], tensors["validation"]
-    return tensors["train"], load_file(corpus_out["test_tokens"])["test"]
+    return tensors["train"], load_file(corpus.test_tokens)["test"]
 
 
 def _log_window_nll(
@@ -92,7 +111,7 @@ class CorpusConfig(BaseModel):
 
 
 @across_seeds
-def corpus(ctx: StepContext, cfg: CorpusConfig) -> dict:
+def corpus(ctx: StepContext, cfg: CorpusConfig) -> CorpusOutput:
     """Fit the tokenizer (or load the given one) and tokenize the training and held-out text."""
     root = None if cfg.corpus == "stdlib" else data_root()
     tokenizer, train_ids, validation_ids, test_ids = prepare_corpus(
@@ -111,13 +130,13 @@ def corpus(ctx: StepContext, cfg: CorpusConfig) -> dict:
             "corpus.test_tokens": test_ids.numel(),
         }
     )
-    return {
-        "tokenizer_dir": str(ctx.output_dir / "tokenizer"),
-        "tokens": str(ctx.output_dir / TOKENS_FILE),
-        "test_tokens": str(ctx.output_dir / TEST_TOKENS_FILE),
-        "vocab_size": len(tokenizer),
-        "train_tokens": train_ids.numel(),
-    }
+    return CorpusOutput(
+        tokenizer_dir=ctx.output_dir / "tokenizer",
+        tokens=ctx.output_dir / TOKENS_FILE,
+        test_tokens=ctx.output_dir / TEST_TOKENS_FILE,
+        vocab_size=len(tokenizer),
+        train_tokens=train_ids.numel(),
+    )
 
 
 # --------------------------------------------------------------------------- teacher
@@ -126,6 +145,7 @@ def corpus(ctx: StepContext, cfg: CorpusConfig) -> dict:
 class TeacherStepConfig(BaseModel):
     model_config = {"extra": "forbid"}
 
+    corpus: CorpusOutput = Field(description="${steps.<corpus step>}")
     path: str | None = Field(None, description="a saved Hugging Face causal LM; else train one")
     size: TeacherConfig = TeacherConfig()
     optim: OptimConfig = OptimConfig(lr=2e-3, warmup_fraction=0.05, decay_fraction=0.3)
@@ -137,15 +157,15 @@ class TeacherStepConfig(BaseModel):
 
 
 @across_seeds
-def teacher(ctx: StepContext, cfg: TeacherStepConfig) -> dict:
+def teacher(ctx: StepContext, cfg: TeacherStepConfig) -> TeacherOutput:
     """Train (or load) the teacher once per pipeline run: the seeds vary the students."""
     with limited_threads(cfg.threads):
         return _teacher(ctx, cfg)
 
 
-def _teacher(ctx: StepContext, cfg: TeacherStepConfig) -> dict:
-    train_ids, eval_ids = _tokens(ctx)
-    vocab_size = ctx.inputs["corpus"]["vocab_size"]
+def _teacher(ctx: StepContext, cfg: TeacherStepConfig) -> TeacherOutput:
+    train_ids, eval_ids = _tokens(ctx, cfg.corpus)
+    vocab_size = cfg.corpus.vocab_size
     trained_tokens = 0
     if cfg.path:
         model = load_teacher(cfg.path, ctx.device)
@@ -163,16 +183,14 @@ def _teacher(ctx: StepContext, cfg: TeacherStepConfig) -> dict:
     windows = eval_windows(eval_ids, cfg.eval)
     metrics = evaluate_against_teacher(model, None, windows, cfg.eval, ctx.device)
     nll = _log_window_nll(ctx, "teacher", model, None, windows, cfg.eval)
-    ctx.log_params({"teacher": cfg.model_dump()})
+    ctx.log_params({"teacher": cfg.model_dump(exclude={"corpus"})})
     ctx.log_metrics(
         {"teacher.ppl": metrics["ppl"], "teacher.nll": nll, "teacher.train_tokens": trained_tokens}
     )
     model.save_pretrained(ctx.output_dir / "teacher")
-    return {
-        "teacher_dir": str(ctx.output_dir / "teacher"),
-        "ppl": metrics["ppl"],
-        "train_tokens": trained_tokens,
-    }
+    return TeacherOutput(
+        teacher_dir=ctx.output_dir / "teacher", ppl=metrics["ppl"], train_tokens=trained_tokens
+    )
 
 
 # --------------------------------------------------------------------------- students
@@ -181,6 +199,8 @@ def _teacher(ctx: StepContext, cfg: TeacherStepConfig) -> dict:
 class DistillStepConfig(BaseModel):
     model_config = {"extra": "forbid"}
 
+    corpus: CorpusOutput = Field(description="${steps.<corpus step>}")
+    teacher: TeacherOutput = Field(description="${steps.<teacher step>}")
     name: str = Field("student", description="metric prefix: student, hybrid, ablation.s3, ...")
     attention_layers: list[int] = []
     from_attention: bool = True
@@ -219,9 +239,9 @@ def torchrun_stage3(ctx: StepContext, cfg: DistillStepConfig):
             "seed": seed,
         }
         inputs = {
-            "teacher": ctx.inputs["teacher"]["teacher_dir"],
+            "teacher": str(cfg.teacher.teacher_dir),
             "student": str(work / "start"),
-            "tokens": ctx.inputs["corpus"]["tokens"],
+            "tokens": str(cfg.corpus.tokens),
         }
         result = run_distributed(
             "nlprec.mohawk.steps:stage3_worker", settings, inputs, work / "end",
@@ -249,16 +269,22 @@ def stage3_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, out:
     return {"rank0_losses": losses}
 
 
-def distill(ctx: StepContext, cfg: DistillStepConfig) -> dict:
+class StudentOutput(StepOutput):
+    student_dir: Path
+    ppl: float
+    metrics: dict[str, float]  # ppl, ppl_ratio, nll, kl, ... and the per-stage summaries
+    budgets: dict[int, int]  # tokens per stage
+
+
+def distill(ctx: StepContext, cfg: DistillStepConfig) -> StudentOutput:
     """MOHAWK: initialise from the teacher, run the configured stages, evaluate, save."""
     with limited_threads(cfg.threads):
         return _distill(ctx, cfg)
 
 
-def _distill(ctx: StepContext, cfg: DistillStepConfig) -> dict:
-    train_ids, eval_ids = _tokens(ctx)
-    teacher_out = ctx.inputs["teacher"]
-    model = load_teacher(teacher_out["teacher_dir"], ctx.device)
+def _distill(ctx: StepContext, cfg: DistillStepConfig) -> StudentOutput:
+    train_ids, eval_ids = _tokens(ctx, cfg.corpus)
+    model = load_teacher(cfg.teacher.teacher_dir, ctx.device)
     windows = eval_windows(eval_ids, cfg.eval)
     teacher_ppl = evaluate_against_teacher(model, None, windows, cfg.eval, ctx.device)["ppl"]
     student, history = distill_student(
@@ -280,7 +306,7 @@ def _distill(ctx: StepContext, cfg: DistillStepConfig) -> dict:
     logged.update({f"{prefix}.ppl": metrics["ppl"] for prefix in cfg.also_log_as})
     if cfg.report_stages:
         logged.update({k: v for k, v in stages.items() if k.startswith(("stage1.", "stage2."))})
-    ctx.log_params({cfg.name: cfg.model_dump()})
+    ctx.log_params({cfg.name: cfg.model_dump(exclude={"corpus", "teacher"})})
     ctx.log_metrics(logged)
     per_layer = {k: v for k, v in history.items() if k != "budgets"}
     per_layer = {
@@ -294,17 +320,30 @@ def _distill(ctx: StepContext, cfg: DistillStepConfig) -> dict:
     ctx.log_text(table, f"{cfg.name}_per_layer.md")
     curves = {f"stage {s[-1]}": history[s]["losses"] for s in history if s.startswith("stage")}
     ctx.log_figure(_loss_figure(curves, f"{cfg.name}: MOHAWK stages"), f"{cfg.name}_stages.png")
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(ctx.inputs["corpus"]["tokenizer_dir"])
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(cfg.corpus.tokenizer_dir)
     out = save_student(student, ctx.output_dir / "student", tokenizer)
     (ctx.output_dir / "alignment.json").write_text(json.dumps(per_layer, indent=1))
     if cfg.register_as:
         ctx.log_model(out, name=cfg.register_as, flavor="dir")
-    return {"student_dir": str(out), **metrics, **stages, "budgets": history["budgets"]}
+    if ctx.split == "test":  # in a search trial the headline ppl is already on validation
+        ctx.log_metrics({f"{cfg.name}.val_ppl": _validation_ppl(cfg, student, ctx.device)})
+    return StudentOutput(
+        student_dir=out, ppl=metrics["ppl"], metrics={**metrics, **stages}, budgets=history["budgets"]
+    )
+
+
+def _validation_ppl(cfg: DistillStepConfig, student, device: str) -> float:
+    """Perplexity on the validation stream (the windows a search trial evaluates): the evidence a
+    promote rule compares, since choosing the model to serve is a selection."""
+    windows = eval_windows(load_file(cfg.corpus.tokens)["validation"], cfg.eval)
+    return perplexity(student, windows, cfg.eval.batch_size, device)
 
 
 class ScratchStepConfig(BaseModel):
     model_config = {"extra": "forbid"}
 
+    corpus: CorpusOutput = Field(description="${steps.<corpus step>}")
+    teacher: TeacherOutput = Field(description="${steps.<teacher step>}: its size and evaluation")
     name: str = "scratch"
     total_tokens: int = Field(ge=1)
     normalized_mixer: bool = Field(False, description="the same mixer as the student's")
@@ -315,15 +354,20 @@ class ScratchStepConfig(BaseModel):
     )
 
 
-def scratch(ctx: StepContext, cfg: ScratchStepConfig) -> dict:
+class ScratchOutput(StepOutput):
+    ppl: float
+    metrics: dict[str, float]
+
+
+def scratch(ctx: StepContext, cfg: ScratchStepConfig) -> ScratchOutput:
     """The same-size SSM trained from random weights on the same budget as the student."""
     with limited_threads(cfg.threads):
         return _scratch(ctx, cfg)
 
 
-def _scratch(ctx: StepContext, cfg: ScratchStepConfig) -> dict:
-    train_ids, eval_ids = _tokens(ctx)
-    model = load_teacher(ctx.inputs["teacher"]["teacher_dir"], ctx.device)
+def _scratch(ctx: StepContext, cfg: ScratchStepConfig) -> ScratchOutput:
+    train_ids, eval_ids = _tokens(ctx, cfg.corpus)
+    model = load_teacher(cfg.teacher.teacher_dir, ctx.device)
     config: StudentConfig = student_config_for(model.config, normalized_mixer=cfg.normalized_mixer)
     ssm, losses = train_from_scratch(
         config, train_ids, cfg.optim, cfg.total_tokens, ctx.seed, ctx.device
@@ -333,7 +377,7 @@ def _scratch(ctx: StepContext, cfg: ScratchStepConfig) -> dict:
     metrics["nll"] = _log_window_nll(ctx, cfg.name, model, ssm, windows, cfg.eval)
     ctx.log_metrics({f"{cfg.name}.{k}": v for k, v in metrics.items()})
     ctx.log_figure(_loss_figure({cfg.name: losses}, "SSM from scratch"), f"{cfg.name}_loss.png")
-    return metrics
+    return ScratchOutput(ppl=metrics["ppl"], metrics=metrics)
 
 
 # --------------------------------------------------------------------------- report
@@ -342,16 +386,17 @@ def _scratch(ctx: StepContext, cfg: ScratchStepConfig) -> dict:
 class ReportConfig(BaseModel):
     model_config = {"extra": "forbid"}
 
+    teacher_ppl: float = Field(description="${steps.<teacher step>.ppl}")
+    models: dict[str, float] = Field(
+        description="row name -> held-out perplexity: ${steps.<step>.ppl}; the targets read the "
+        "rows student, hybrid and ablation_s3"
+    )
     ppl_ratio_target: float = Field(1.10, gt=1)
 
 
 def report(ctx: StepContext, cfg: ReportConfig) -> dict:
     """One table of every model's perplexity, the targets checked, and a bar chart."""
-    teacher_out = ctx.inputs["teacher"]
-    rows = {"teacher": teacher_out["ppl"]}
-    for name, out in ctx.inputs.items():
-        if name not in ("corpus", "teacher") and "ppl" in out:
-            rows[name] = out["ppl"]
+    rows = {"teacher": cfg.teacher_ppl, **cfg.models}
     lines = ["| model | held-out ppl | × teacher |", "|---|---|---|"]
     lines += [f"| {n} | {p:.3f} | {p / rows['teacher']:.3f} |" for n, p in rows.items()]
     table = "\n".join(lines)
