@@ -49,3 +49,15 @@ def add_upstream(ctx, cfg: AddConfig) -> dict:
 
 def no_config_annotation(ctx, cfg) -> dict:
     return {}
+
+
+class AllocateConfig(BaseModel):
+    mb: int = 200
+
+
+def allocate(ctx, cfg: AllocateConfig) -> dict:
+    """Touches cfg.mb of memory, then frees it: the step's peak, not what it keeps."""
+    block = bytearray(cfg.mb * 1024 * 1024)
+    block[:: 4096] = b"x" * len(block[:: 4096])
+    del block
+    return {}

@@ -131,7 +131,7 @@ def _assert_wheelhouse_covers(modules):
 
 # ---------------------------------------------------------------------- tracked vs exported + imported
 
-VOLATILE_METRIC = "seconds"  # timings differ between two runs; their keys and steps must still match
+VOLATILE_METRICS = ("seconds", "peak_rss_mb")  # timings and memory differ between two runs; their keys and steps must still match
 VOLATILE_TAGS = {"nlprec.command", "nlprec.record_run_id", "mlflow.source.name", "mlflow.source.type",
                  "mlflow.user", "mlflow.source.git.commit", "mlflow.parentRunId", "mlflow.log-model.history",
                  "nlprec.pipeline_file",
@@ -142,7 +142,7 @@ VOLATILE_TAGS = {"nlprec.command", "nlprec.record_run_id", "mlflow.source.name",
 def _tree(client, run, prefix=""):
     """Every run under `run` keyed by its path of run names, with what MLflow shows for it."""
     path = f"{prefix}/{run.info.run_name}"
-    histories = {key: [(m.step, None if VOLATILE_METRIC in key else m.value)
+    histories = {key: [(m.step, None if any(v in key for v in VOLATILE_METRICS) else m.value)
                        for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
                  for key in run.data.metrics}
     artifacts, stack = [], [""]

@@ -153,7 +153,7 @@ def compact_record(view: RunView) -> dict[str, Any]:
         report = (yaml.safe_load(view.pipeline_yaml) or {}).get("report")
     steps = {}
     for name, step in summary.get("steps", {}).items():
-        kept = {k: step[k] for k in ("status", "cached", "seconds", "selected", "trials", "search", "over_budget") if k in step}
+        kept = {k: step[k] for k in ("status", "cached", "seconds", "memory", "selected", "trials", "search", "over_budget") if k in step}
         steps[name] = kept
     unit_scores = [
         {"run": item["run"], "system": item["system"], "metric": item["metric"], "seed": item.get("seed"),

@@ -27,6 +27,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from nlprec.core.cache import StepCache, package_versions, step_key
 from nlprec.core.errors import UserError
 from nlprec.core.hashing import hash_text
 from nlprec.core.io import atomic_write_json
+from nlprec.core.memory import PeakMemory
 from nlprec.core.paths import cache_root
 from nlprec.core.spec import Pipeline, Reference, ResolvedStep, SearchSpec
 from nlprec.core.stats import metrics_over_seeds
@@ -75,6 +77,7 @@ class StepReport:
     selected: dict[str, Any] | None = None
     trials: list[dict[str, Any]] | None = None
     skipped: str | None = None  # the reason a step raised StepSkipped
+    memory: dict[str, float] = field(default_factory=dict)  # peak_rss_mb and friends (core.memory)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -89,6 +92,8 @@ class StepReport:
             data["skipped"] = self.skipped
         if self.over_budget:
             data["over_budget"] = True
+        if self.memory:
+            data["memory"] = self.memory
         if self.seeds:
             data["seeds"] = {str(seed): report.to_json() for seed, report in self.seeds.items()}
         if self.search is not None:
@@ -249,6 +254,15 @@ def stored_outputs(name: str, result: Any, output_class: type[StepOutput] | None
 def loaded_outputs(outputs: dict[str, Any], output_class: type[StepOutput] | None) -> Any:
     """Stored JSON back as the step's output model (or the dict a dict step returned)."""
     return output_class.model_validate(outputs) if output_class is not None else outputs
+
+
+def _largest(memories: Iterable[dict[str, float]]) -> dict[str, float]:
+    """Per key, the largest value over a step's seeds (a peak over seeds is the largest seed's)."""
+    largest: dict[str, float] = {}
+    for memory in memories:
+        for key, value in memory.items():
+            largest[key] = max(value, largest.get(key, value))
+    return largest
 
 
 def _qualified(metrics: dict[str, float], step_name: str) -> dict[str, float]:
@@ -431,6 +445,7 @@ class Runner:
             seconds=sum(r.seconds for r in reports),
             key=first.key, run_id=first.run_id, result=first.result, output_dir=first.output_dir,
             over_budget=any(r.over_budget for r in reports), seeds=per_seed, skipped=skipped,
+            memory=_largest(r.memory for r in reports),
         )
 
     # ------------------------------------------------------------------ search
@@ -540,6 +555,7 @@ class Runner:
         if not unit.trial:
             self.console.print(f"  [cyan]▶[/cyan] {unit.run_name or name} [dim]({step.spec.uses})[/dim]")
         seed_everything(unit.seed)
+        memory = PeakMemory.start()
         started = time.perf_counter()
         context.started_at = time.monotonic()
         output_class, skipped = output_class_of(step.function), None
@@ -562,6 +578,7 @@ class Runner:
             log.debug("step failed", exc_info=True)
             raise StepFailed(name, exc) from exc
         seconds = time.perf_counter() - started
+        peak = memory.peak_mb()
         over_budget = step.spec.max_seconds is not None and seconds > step.spec.max_seconds
         stored = {
             "outputs": outputs,
@@ -573,7 +590,7 @@ class Runner:
         }
         entry = self.cache.commit(staging, name, key, stored, replace=self._replace)
         if self.tracker:
-            self.tracker.log_metrics({"step.seconds": seconds})
+            self.tracker.log_metrics({"step.seconds": seconds, "step.peak_rss_mb": peak["peak_rss_mb"]})
             if over_budget:
                 self.tracker.set_tags({"nlprec.over_budget": "true"})
             self.tracker.end_run("FINISHED")
@@ -584,7 +601,7 @@ class Runner:
         self._print_done(unit, f"[dim]{seconds:.1f}s[/dim]{extra}", context.metrics, skipped=status == "skipped")
         result = loaded_outputs(entry.result["outputs"], output_class) if skipped is None else {}
         return StepReport(status, False, context.metrics, seconds, key, child_id, result,
-                          output_dir=str(entry.outputs), over_budget=over_budget, skipped=skipped)
+                          output_dir=str(entry.outputs), over_budget=over_budget, skipped=skipped, memory=peak)
 
     def _print_done(self, unit: _Unit, detail: str, metrics: dict[str, float], skipped: bool = False) -> None:
         label = unit.run_name or unit.step.spec.name
