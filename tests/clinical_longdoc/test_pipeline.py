@@ -119,3 +119,36 @@ def test_ner_pipeline_on_a_user_iob2_folder(nlprec_env, tmp_path, tiny_source, s
         for path in nlprec_env.rglob("unit_scores/short.sentence_f1.json")
     ]
     assert {(t["split"], len(t["scores"])) for t in tested} == {("validation", 8), ("test", 8)}
+
+
+def _squad(n_articles: int) -> dict:
+    """Articles of filler with one answerable question each (a SQuAD json)."""
+    data = []
+    for a in range(n_articles):
+        answer = f"drug number {a}"
+        context = "Background text. " * 20 + f"The treatment was {answer}. " + "More text. " * 20
+        qa = {"id": f"q{a}", "question": "What was the treatment?",
+              "answers": [{"text": answer, "answer_start": context.index(answer)}]}  # fmt: skip
+        data.append({"title": f"article {a}", "paragraphs": [{"context": context, "qas": [qa]}]})
+    return {"data": data}
+
+
+@pytest.mark.slow
+def test_qa_pipeline_on_a_user_squad_file(nlprec_env, tmp_path, tiny_source):
+    """A SQuAD json (split by article) through load_qa -> fine_tune_qa -> compare, tiny and fast."""
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps(_squad(20)))
+    summary_path = tmp_path / "summary.json"
+    settings = {"data": squad, "source": tiny_source, "epochs": 1, "max_length": 128, "max_tokens": 1024}
+    overrides = [a for k, v in settings.items() for a in ("--set", f"params.{k}={v}")]
+    narrow = ["--set", "seeds=[0]", "--set", "steps.long.search.space.lr=[0.001]",
+              "--set", "steps.sliding_window.search.space.lr=[0.001]",
+              "--set", "steps.long.with.attention_window=32", "--set", "steps.compare.with.metrics=[f1]",
+              "--set", "steps.sliding_window.with.short_length=64"]  # fmt: skip
+    pipeline = str(ROOT / "pipelines" / "longdoc-covidqa.yaml")
+    assert cli.main(["run", pipeline, *overrides, *narrow, "--summary", str(summary_path)]) in (0, None)
+    summary = json.loads(summary_path.read_text())
+    for system in ("long", "sliding_window"):
+        assert 0.0 <= summary["metrics"][f"{system}.f1"] <= 1.0
+        assert len(summary["steps"][system]["trials"]) == 1
+    assert "long.f1.p_vs_sliding_window" in summary["metrics"]

@@ -171,7 +171,7 @@ def load_ner(ctx: StepContext, cfg: NERDataConfig) -> TaskSplits:
 
 
 def _write_splits(
-    ctx: StepContext, splits: dict, caps: dict, how: str, labels: list[str] = ()
+    ctx: StepContext, splits: dict, caps: dict, how: str, labels: list[str] | None = None
 ) -> TaskSplits:
     if how != "the folder's own splits":
         logger.warning("%s: %s", ctx.name, how)
@@ -181,7 +181,7 @@ def _write_splits(
         out[name] = _dump([item.__dict__ for item in items], ctx.output_dir / f"{name}.json")
         rows[name] = len(items)
     ctx.log_params({**{f"rows_{name}": n for name, n in rows.items()}, "splits": how})
-    return TaskSplits(**out, rows=rows, labels=list(labels))
+    return TaskSplits(**out, rows=rows, labels=labels or [])
 
 
 # ------------------------------------------------------------------ model steps
