@@ -153,3 +153,16 @@ def test_save_keeps_live_documents_only(tmp_path):
     live = [d for d in corpus if d["id"] not in ("d5", "d25")]
     queries = _queries(10)
     assert _scores(loaded, queries) == _scores(BM25Retriever().index(live), queries)
+
+
+def test_a_build_in_a_subprocess_scores_as_one_in_process():
+    texts = [d["text"] for d in _random_corpus(80)]
+    config = BM25Config()
+    (here, here_stats), (there, there_stats) = (
+        bm25_module.build_main(texts, config),
+        bm25_module.build_main_in_subprocess(texts, config),
+    )
+    assert there_stats == here_stats
+    tokens = bm25_module.tokenize(_queries(10), config)
+    for query in tokens:  # token ids may differ (bm25s' vocabulary order), scores may not
+        assert (there.get_scores(query) == here.get_scores(query)).all()

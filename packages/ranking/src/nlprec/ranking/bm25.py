@@ -22,13 +22,15 @@ After a compaction every score equals a from-scratch index over the live documen
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import json
 import logging
-import multiprocessing
+import pickle
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import bm25s
@@ -70,14 +72,45 @@ def build_main(texts: list[str], config: BM25Config) -> tuple[bm25s.BM25, Corpus
     return main, CorpusStatistics.of(tokens)
 
 
+_running_builds: set[subprocess.Popen] = set()
+
+
+@atexit.register
+def _stop_running_builds() -> None:
+    """A build left running when the process exits would only burn a core: stop it."""
+    for process in list(_running_builds):
+        process.kill()
+
+
 def build_main_in_subprocess(
     texts: list[str], config: BM25Config
 ) -> tuple[bm25s.BM25, CorpusStatistics]:
-    """`build_main` in a fresh process: a build holds the interpreter lock for long stretches
-    (tokenising, scipy's sparse matrix), which would stall the searches of a serving process."""
-    context = multiprocessing.get_context("spawn")  # no fork of a threaded server
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(build_main, texts, config).result()
+    """`build_main` in a fresh interpreter (`python -m nlprec.ranking.bm25`, texts in and index
+    out as pickles on its pipes): a build holds the interpreter lock for long stretches
+    (tokenising, scipy's sparse matrix), which would stall the searches of a serving process.
+    Not multiprocessing: its spawn would import the caller's main script again."""
+    command = [sys.executable, "-m", "nlprec.ranking.bm25"]
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    _running_builds.add(process)
+    try:
+        built, errors = process.communicate(pickle.dumps((texts, config.model_dump())))
+    finally:
+        _running_builds.discard(process)
+    if process.returncode != 0:
+        tail = errors.decode(errors="replace")[-2000:]
+        raise RuntimeError(f"the BM25 build process failed ({process.returncode}): {tail}")
+    return pickle.loads(built)
+
+
+def _build_from_pipes() -> None:
+    """The subprocess' side: (texts, config) pickled on stdin, (index, statistics) on stdout."""
+    result = sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing a library prints may corrupt the result
+    texts, config = pickle.load(sys.stdin.buffer)
+    pickle.dump(build_main(texts, BM25Config(**config)), result)
+    result.flush()
 
 
 class BM25Retriever:
@@ -335,3 +368,7 @@ class BM25Retriever:
         kept = [i for i, doc_id in enumerate(state["doc_ids"]) if doc_id not in deleted]
         retriever = cls(BM25Config(**state["config"]), delta_limit)
         return retriever._index_texts([state["doc_ids"][i] for i in kept], [texts[i] for i in kept])
+
+
+if __name__ == "__main__":
+    _build_from_pipes()
