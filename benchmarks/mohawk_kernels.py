@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import statistics
 import sys
@@ -184,8 +185,12 @@ def markdown(result: dict, part: str) -> str:
     """The ``part`` ("scan" or "decode") of a result: what was measured, then its table."""
     a = result["settings"]
     machine = (
-        f"Device: {result['device']}; torch {result['torch']}; {result['threads']} CPU threads. "
+        f"Device: {result['device']}; torch {result['torch']}; {result['threads']} CPU threads"
     )
+    if result.get("load"):  # other jobs on the machine inflate CPU times
+        start, end = result["load"]
+        machine += f"; load average {start:.1f} at the start, {end:.1f} at the end"
+    machine += ". "
     if part == "scan":
         about = (
             f"Random x, ℓ, B, C, b={a['batch']} h={a['heads']} p={a['head_dim']} n={a['state_size']}, "
@@ -231,6 +236,8 @@ def measure(args: argparse.Namespace) -> dict:
         raise SystemExit("--device cuda: no CUDA device here")
     torch.manual_seed(0)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    load_at_start = os.getloadavg()[0]
+    scans, decodes = scan_rows(args, device), decode_rows(args, device)
     return {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "settings": settings,
@@ -238,8 +245,9 @@ def measure(args: argparse.Namespace) -> dict:
         "gpu": device.type == "cuda",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "scan": scan_rows(args, device),
-        "decode": decode_rows(args, device),
+        "load": [load_at_start, os.getloadavg()[0]],
+        "scan": scans,
+        "decode": decodes,
     }
 
 
@@ -267,8 +275,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
-        "--max-matrix-gib", type=float, default=1.0, help="skip larger L×L matrices / KV caches"
-    )
+        "--max-matrix-gib", type=float,
+        help="skip larger L×L matrices / KV caches (default: 1 on CPU, 8 on a GPU)",
+    )  # fmt: skip
     parser.add_argument("--loop-max-length", type=int, default=1024)
     parser.add_argument("--decode-batch", type=int, default=64)
     parser.add_argument("--decode-contexts", type=int, nargs="+", default=[256, 1024, 4096, 16384])
@@ -284,8 +293,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="measure nothing: take a run's mohawk_kernels.json (from a GPU node), print / --record it",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    on_cpu = args.device == "cpu"
     if args.lengths is None:
-        args.lengths = [256, 1024, 2048] if args.device == "cpu" else [256, 1024, 4096, 16384]
+        args.lengths = [256, 1024, 2048] if on_cpu else [256, 1024, 4096, 16384]
+    if args.max_matrix_gib is None:
+        args.max_matrix_gib = 1.0 if on_cpu else 8.0
     return args
 
 
