@@ -88,3 +88,20 @@ def test_peak_rss_resets_between_steps():
         assert peak_rss_mb() < before + 100, (before, peak_rss_mb())
     """)
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_seed_independent_steps_run_once_and_seeded_ones_per_seed():
+    from nlprec.core.step import runs_across_seeds
+
+    assert runs_across_seeds(steps.load_beir) and runs_across_seeds(steps.dense_pretrained)
+    assert not runs_across_seeds(steps.dense_retrieve)  # a fine-tuned encoder differs by seed
+    assert not runs_across_seeds(steps.finetune_biencoder) and not runs_across_seeds(steps.train_reranker)
+
+
+def test_disabled_bi_encoder_fine_tuning_is_skipped_with_its_reason(data, tmp_path):
+    from nlprec.core.step import StepSkipped
+
+    described, _ = data
+    cfg = steps.FinetuneBiencoderConfig(enabled=False, negatives={"system": "bm25", "runs": {}})
+    with pytest.raises(StepSkipped, match="disabled"):
+        steps.finetune_biencoder(_ctx(tmp_path, "finetune", {"data": described}), cfg)
