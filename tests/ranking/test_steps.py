@@ -64,32 +64,6 @@ def test_dense_chooses_the_passage_aggregation_on_validation(data, tmp_path):
     assert out["aggregation"] == max(trials, key=lambda how: trials[how])
 
 
-def test_peak_rss_resets_between_steps():
-    """In a fresh process: memory that earlier tests freed but the allocator kept resident would
-    be reused by the 200 MB block without raising the resident size."""
-    import subprocess
-    import sys
-    import textwrap
-
-    from nlprec.ranking.memory import reset_peak_rss
-
-    if not reset_peak_rss():
-        pytest.skip("no /proc/self/clear_refs here")
-    script = textwrap.dedent("""
-        import numpy as np
-        from nlprec.ranking.memory import peak_rss_mb, reset_peak_rss
-
-        reset_peak_rss()
-        before = peak_rss_mb()
-        block = np.ones(25_000_000)  # 200 MB
-        assert peak_rss_mb() > before + 150, (before, peak_rss_mb())
-        del block
-        reset_peak_rss()
-        assert peak_rss_mb() < before + 100, (before, peak_rss_mb())
-    """)
-    subprocess.run([sys.executable, "-c", script], check=True)
-
-
 def test_seed_independent_steps_run_once_and_seeded_ones_per_seed():
     from nlprec.core.step import runs_across_seeds
 

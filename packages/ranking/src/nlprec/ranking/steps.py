@@ -22,6 +22,7 @@ from nlprec.core.data import dataset_path
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.io import atomic_write_text
 from nlprec.core.launch import run_distributed
+from nlprec.core.memory import PeakMemory
 from nlprec.core.step import StepContext, StepOutput, StepSkipped, across_seeds
 from nlprec.ranking import data as beir
 from nlprec.ranking.bm25 import BM25Config, BM25Retriever
@@ -38,7 +39,6 @@ from nlprec.ranking.evaluate import (
 )
 from nlprec.ranking.faiss_index import FaissConfig
 from nlprec.ranking.fusion import fuse, tune_fusion_weights
-from nlprec.ranking.memory import peak_rss_mb, reset_peak_rss
 from nlprec.ranking.passages import Aggregation
 from nlprec.ranking.rerank import (
     CrossEncoderReranker,
@@ -65,11 +65,11 @@ def measured(step):
 
     @functools.wraps(step)
     def run(ctx: StepContext, cfg):
-        reset_peak_rss()
+        memory = PeakMemory.start()
         try:
             return step(ctx, cfg)
         finally:
-            ctx.log_metrics({f"{ctx.name}.peak_rss_mb": peak_rss_mb()})
+            ctx.log_metrics({f"{ctx.name}.peak_rss_mb": memory.peak_mb()["peak_rss_mb"]})
 
     return run
 
