@@ -25,6 +25,34 @@ def test_generator_is_deterministic_and_controls_length():
     assert generate_stories(cfg.model_copy(update={"seed": 4}))[0].sentences != first[0].sentences
 
 
+GENERATE = """
+import json
+from nlprec.beliefs.generator import GeneratorConfig, generate_stories
+stories = generate_stories(GeneratorConfig(n_stories=40, max_sentences=8, n_persons=3, seed=7))
+print(json.dumps([s.to_dict() for s in stories], sort_keys=True, default=str))
+"""
+
+
+def test_generated_stories_do_not_depend_on_the_hash_seed():
+    """Sets iterate in an order that changes with PYTHONHASHSEED: another process must generate
+    the same stories and questions (the demo's metrics are compared across runs)."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", GENERATE],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1
+
+
 def test_generated_beliefs_never_contradict_the_simulated_world():
     rng = random.Random(0)
     cfg = GeneratorConfig(max_sentences=15)

@@ -8,7 +8,7 @@ import json
 
 import torch
 from nlprec.beliefs.generator import GeneratorConfig, generate_stories
-from nlprec.beliefs.steps import BreakpointStepConfig, breakpoint_model
+from nlprec.beliefs.steps import BreakpointStepConfig, StoriesOutput, breakpoint_model
 from nlprec.core import launch
 from nlprec.core.data import write_jsonl_atomic
 from nlprec.core.step import StepContext
@@ -50,15 +50,18 @@ def test_two_gloo_processes_train_what_one_process_trains(no_dropout_encoder, tm
     ctx = StepContext(
         name="breakpoint",
         output_dir=tmp_path / "step",
-        inputs={"load": {"train": str(train), "test": str(train)}},
+        inputs={},
         params={},
         seed=0,
         device="cpu",
     )
     ctx.output_dir.mkdir()
-    out = breakpoint_model(ctx, BreakpointStepConfig(**settings, nproc_per_node=2))
-    assert out["efficiency"]["world_size"] == 2 and out["efficiency"]["train_steps"] == 4
-    one, two = _weights(tmp_path / "one" / "model"), _weights(out["model_dir"])
+    stories = StoriesOutput(train=train, test=train, n_train=6, n_validation=0, eval_set="train")
+    out = breakpoint_model(
+        ctx, BreakpointStepConfig(**settings, stories=stories, nproc_per_node=2)
+    )
+    assert out.efficiency["world_size"] == 2 and out.efficiency["train_steps"] == 4
+    one, two = _weights(tmp_path / "one" / "model"), _weights(out.model_dir)
     assert one.keys() == two.keys()
     for name, tensor in one.items():
         torch.testing.assert_close(two[name], tensor, rtol=1e-3, atol=1e-4, msg=name)

@@ -98,7 +98,9 @@ def test_babi_pipeline_uses_the_recipe_that_met_the_targets(monkeypatch):
 
     monkeypatch.setenv("NLPREC_DATA", "/nonexistent")  # loading does not read the data
     pipeline = load_pipeline(ROOT / "pipelines" / "beliefs-babi.yaml")
-    configs = {s.spec.name: s.config for s in pipeline.steps}
+    stories = {"train": "train.jsonl", "n_train": 1, "n_validation": 0, "eval_set": "bAbI"}
+    # the configs as the runner validates them, ${steps.load} resolved to a stand-in output
+    configs = {s.spec.name: s.config_with({}, lambda reference: stories) for s in pipeline.steps}
     for name in ("breakpoint", "breakpoint_bidirectional"):
         cfg = configs[name]
         assert cfg.model.reader == "attention"
@@ -107,4 +109,5 @@ def test_babi_pipeline_uses_the_recipe_that_met_the_targets(monkeypatch):
     assert configs["breakpoint_bidirectional"].model.attention == "bidirectional"
 
     shorter = load_pipeline(ROOT / "pipelines" / "beliefs-babi.yaml", ["params.train_seconds=5"])
-    assert {s.spec.name: s.config for s in shorter.steps}["breakpoint"].train.max_seconds == 5
+    breakpoint = next(s for s in shorter.steps if s.spec.name == "breakpoint")
+    assert breakpoint.config_with({}, lambda reference: stories).train.max_seconds == 5

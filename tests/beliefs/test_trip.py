@@ -6,6 +6,7 @@ import copy
 import json
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from nlprec.beliefs.records import FALSE, IGNORE, TRUE, UNKNOWN, StoryError
@@ -243,6 +244,12 @@ def test_trip_pipeline_on_a_tiny_slice(nlprec_env, shared_data, tiny_encoder, tm
     for prefix in ("learned", "learned_pair"):  # params.trip_detector: learned
         tiers = [metrics[f"breakpoint.{prefix}.trip_{t}"] for t in ("plausibility", "consistency")]
         assert 1.0 >= tiers[0] >= tiers[1] >= 0.0
+    # the promote rule reads validation consistency; a train_limit run is a smoke run: every seed's
+    # tracker is registered as a challenger, none becomes champion
+    assert 0.0 <= metrics["breakpoint.val_trip_consistency"] <= 1.0
+    assert metrics["promote.beliefs-trip.promoted"] == 0.0
+    aliases = mlflow.MlflowClient().get_registered_model("beliefs-trip").aliases
+    assert set(aliases) == {"challenger"}
 
 
 # ---------------------------------------------------------------------------------------- learned

@@ -87,13 +87,13 @@ def narrate(kind: str, subject: str, arg: str, recipient: str | None, rng: rando
 def _question(world: SimulatedWorld, mentioned: list[str], moved: set[str], held: set[str], rng):
     """A question whose answer the narration so far determines, or None."""
     options = []
-    for person in moved:
+    for person in sorted(moved):  # sets iterate in a per-process hash order
         options.append((f"Where is {person}?", world.location[person]))
         loc = rng.choice(world.locations)
         options.append(
             (f"Is {person} in the {loc}?", "yes" if world.location[person] == loc else "no")
         )
-    for obj in held:
+    for obj in sorted(held):
         holder = world.holder[obj]
         if holder is None or holder in moved:
             options.append((f"Where is the {obj}?", world.where_is_object(obj)))

@@ -1,4 +1,9 @@
-"""Pipeline steps (see pipelines/beliefs-*.yaml). Metrics are logged as ``<model>.<metric>``."""
+"""Pipeline steps (see pipelines/beliefs-*.yaml). Metrics are logged as ``<model>.<metric>``.
+
+``load`` returns the stories as a typed ``StoriesOutput``; every other step takes it through a
+``stories: ${steps.<load step>}`` reference (docs/steps.md). Model steps return their prediction
+files (``PredictionsOutput``); ``compare`` reads those of the steps in its ``needs:``.
+"""
 
 from __future__ import annotations
 
@@ -29,33 +34,53 @@ from nlprec.beliefs.training import TrainConfig, predict_breakpoint, train_break
 from nlprec.core.data import read_jsonl, write_jsonl_atomic
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.launch import run_distributed
-from nlprec.core.step import StepContext, StepSkipped, across_seeds
+from nlprec.core.step import StepContext, StepOutput, StepSkipped, across_seeds
 from nlprec.core.threads import cpu_threads, set_threads
 from pydantic import BaseModel, Field
 
 
-def _stories(path: str) -> list[Story]:
+class StoriesOutput(StepOutput):
+    """What ``load`` wrote: JSONL files of stories (``Story.to_dict``) and how they were made."""
+
+    train: Path
+    validation: Path | None = None  # None without validation_fraction
+    test: Path | None = None  # None in search trials
+    n_train: int
+    n_validation: int
+    test_stories: int | None = None
+    eval_set: str
+    task_hooks: str | None = None  # "module:Class" of the dataset's TaskHooks (tasks.py)
+
+
+class PredictionsOutput(StepOutput):
+    """A model step's per-story probabilities on the eval stories, by model name."""
+
+    predictions: dict[str, Path]
+    model_dir: Path | None = None
+    efficiency: dict[str, Any] = {}
+
+
+def _stories(path: str | Path) -> list[Story]:
     return [Story.from_dict(r) for r in read_jsonl(path)]
 
 
-def _inputs(ctx: StepContext) -> tuple[list[Story], list[Story]]:
-    """(train, eval) stories written by the upstream ``load`` step, eval being the validation
-    stories in search trials (``ctx.split``) and the test stories otherwise; sets the CPU threads (NLPREC_THREADS)."""
+def _inputs(ctx: StepContext, stories: StoriesOutput) -> tuple[list[Story], list[Story]]:
+    """(train, eval) stories written by the ``load`` step, eval being the validation stories in
+    search trials (``ctx.split``) and the test stories otherwise; sets the CPU threads (NLPREC_THREADS)."""
     set_threads(cpu_threads())
-    data = ctx.inputs["load"]
     if ctx.split == "validation":
-        if "validation" not in data:
+        if stories.validation is None:
             raise ValueError("a search needs validation stories: set validation_fraction in load")
-        return _stories(data["train"]), _stories(data["validation"])
-    return _stories(data["train"]), _stories(data["test"])
+        return _stories(stories.train), _stories(stories.validation)
+    return _stories(stories.train), _stories(stories.test)
 
 
-def _hooks(ctx: StepContext, **options) -> TaskHooks:
+def _hooks(stories: StoriesOutput, **options) -> TaskHooks:
     """The task hooks the load step named (TRIP's tiers, ...); with ``options`` (a learned rule)
     fitted on the train stories."""
-    hooks = hooks_for(ctx.inputs["load"].get("task_hooks"), **options)
+    hooks = hooks_for(stories.task_hooks, **options)
     if options:
-        hooks.fit(_stories(ctx.inputs["load"]["train"]))
+        hooks.fit(_stories(stories.train))
     return hooks
 
 
@@ -85,6 +110,7 @@ def evenly_spaced(n_items: int, n_wanted: int | None) -> list[int]:
 
 def _report(
     ctx: StepContext,
+    hooks: TaskHooks,
     name: str,
     stories: list[Story],
     predictions: list[np.ndarray],
@@ -92,7 +118,6 @@ def _report(
 ) -> dict:
     """Log ``<name>.<metric>``; with ``units``, also the per-unit scores of paired tests (per
     story, and the task's own units such as TRIP example pairs)."""
-    hooks = _hooks(ctx)
     metrics = evaluate(stories, predictions, hooks)
     ctx.log_metrics({f"{name}.{k}": v for k, v in metrics.items()})
     if units:
@@ -105,7 +130,7 @@ def _report(
 
 # ---------------------------------------------------------------------------------------- data
 @across_seeds
-def load(ctx: StepContext, cfg: SourceConfig) -> dict[str, Any]:
+def load(ctx: StepContext, cfg: SourceConfig) -> StoriesOutput:
     """Read (or generate) the stories; write train.jsonl and eval.jsonl."""
     train, evaluation, described = load_sources(cfg)
     train, validation = carve_validation(train, cfg.validation_fraction, cfg.seed)
@@ -125,23 +150,22 @@ def load(ctx: StepContext, cfg: SourceConfig) -> dict[str, Any]:
             "n_eval": len(evaluation),
         }
     )
-    result = {
-        "train": str(out / "train.jsonl"),
-        "test": str(out / "test.jsonl"),
-        "n_train": len(train),
-        "n_validation": len(validation),
-        "test_stories": len(evaluation),
-        "eval_set": described,
-        "task_hooks": task_hooks_path(cfg),
-    }
-    if validation:
-        result["validation"] = str(out / "validation.jsonl")
-    return result
+    return StoriesOutput(
+        train=out / "train.jsonl",
+        validation=out / "validation.jsonl" if validation else None,
+        test=out / "test.jsonl",
+        n_train=len(train),
+        n_validation=len(validation),
+        test_stories=len(evaluation),
+        eval_set=described,
+        task_hooks=task_hooks_path(cfg),
+    )
 
 
 # ---------------------------------------------------------------------------------------- models
 class BreakpointStepConfig(BaseModel):
     model_config = {"extra": "forbid"}
+    stories: StoriesOutput = Field(description="${steps.<load step>}")
     name: str = Field("breakpoint", description="metric prefix")
     model: BreakpointConfig = BreakpointConfig()
     train: TrainConfig = TrainConfig()
@@ -161,7 +185,7 @@ def _train_with_torchrun(
     stats = run_distributed(
         "nlprec.beliefs.steps:train_worker",
         settings,
-        {"train": ctx.inputs["load"]["train"]},
+        {"train": str(cfg.stories.train)},
         out,
         cfg.nproc_per_node,
     )
@@ -182,9 +206,9 @@ def train_worker(dist_ctx: DistributedContext, config: dict, inputs: dict, out: 
     return stats
 
 
-def breakpoint_model(ctx: StepContext, cfg: BreakpointStepConfig) -> dict[str, Any]:
+def breakpoint_model(ctx: StepContext, cfg: BreakpointStepConfig) -> PredictionsOutput:
     """Train the breakpoint transformer, evaluate it, save and register it."""
-    train_stories, eval_stories = _inputs(ctx)
+    train_stories, eval_stories = _inputs(ctx, cfg.stories)
     if not train_stories:
         raise StepSkipped("no training stories")
     ctx.log_params({"model": cfg.model.model_dump(), "train": cfg.train.model_dump()})
@@ -198,23 +222,37 @@ def breakpoint_model(ctx: StepContext, cfg: BreakpointStepConfig) -> dict[str, A
     predictions, infer_rate = predict_breakpoint(
         model, eval_stories, ctx.device, cfg.eval_batch_size
     )
-    _report(ctx, cfg.name, eval_stories, predictions)
+    hooks = _hooks(cfg.stories)
+    _report(ctx, hooks, cfg.name, eval_stories, predictions)
+    if ctx.split == "test" and cfg.stories.validation is not None:
+        _log_validation(ctx, cfg, model, hooks)
     out = ctx.output_dir
     efficiency = {**stats, "infer_pairs_per_s": infer_rate, "device": ctx.device}
     ctx.log_dict(efficiency, f"{cfg.name}_efficiency.json")
     model_dir = model.save(out / "model")
     if cfg.register_as:
         ctx.log_model(model_dir, name=cfg.register_as, flavor="dir")
-    return {
-        "model_dir": str(model_dir),
-        "name": cfg.name,
-        "efficiency": efficiency,
-        "predictions": _save_predictions(out / "predictions.npz", predictions),
-    }
+    return PredictionsOutput(
+        predictions={cfg.name: _save_predictions(out / "predictions.npz", predictions)},
+        model_dir=model_dir,
+        efficiency=efficiency,
+    )
+
+
+def _log_validation(
+    ctx: StepContext, cfg: BreakpointStepConfig, model: BreakpointModel, hooks: TaskHooks
+) -> None:
+    """``<name>.val_<metric>`` on the validation stories: the evidence a promote rule compares
+    (choosing the model to serve is a selection, so it never reads test metrics)."""
+    stories = _stories(cfg.stories.validation)
+    predictions, _ = predict_breakpoint(model, stories, ctx.device, cfg.eval_batch_size)
+    metrics = evaluate(stories, predictions, hooks)
+    ctx.log_metrics({f"{cfg.name}.val_{k}": v for k, v in metrics.items()})
 
 
 class FlatStepConfig(BaseModel):
     model_config = {"extra": "forbid"}
+    stories: StoriesOutput = Field(description="${steps.<load step>}")
     name: str = "flat"
     encoder: str = "minilm"
     encoder_layers: int | None = Field(None, ge=1)
@@ -227,51 +265,52 @@ class FlatStepConfig(BaseModel):
     eval_batch_size: int = Field(128, ge=1)
 
 
-def flat(ctx: StepContext, cfg: FlatStepConfig) -> dict[str, Any]:
+def flat(ctx: StepContext, cfg: FlatStepConfig) -> PredictionsOutput:
     """The flat pairwise cross-encoder (or its hypothesis-only variant)."""
-    train_stories, eval_stories = _inputs(ctx)
+    train_stories, eval_stories = _inputs(ctx, cfg.stories)
     if not train_stories:
         raise StepSkipped("no training stories")
-    ctx.log_params(cfg.model_dump())
+    ctx.log_params(cfg.model_dump(exclude={"stories"}))
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": ctx.seed})})
     torch.manual_seed(ctx.seed)
     model = FlatPairModel(cfg.encoder, cfg.encoder_layers, cfg.hypothesis_only)
     stats = train_flat(model, train_stories, cfg.train, ctx.device, cfg.pairs_per_epoch)
     every = len(eval_stories)
-    subset = _hooks(ctx).eval_subset(evenly_spaced(every, cfg.eval_stories), eval_stories)
+    hooks = _hooks(cfg.stories)
+    subset = hooks.eval_subset(evenly_spaced(every, cfg.eval_stories), eval_stories)
     eval_stories = [eval_stories[i] for i in subset]
     predictions, infer_rate = predict_flat(model, eval_stories, ctx.device, cfg.eval_batch_size)
     # paired tests need the same units as every other model: only when all stories were scored
-    _report(ctx, cfg.name, eval_stories, predictions, units=len(subset) == every)
+    _report(ctx, hooks, cfg.name, eval_stories, predictions, units=len(subset) == every)
     efficiency = {**stats, "infer_pairs_per_s": infer_rate, "device": ctx.device}
     ctx.log_dict(efficiency, f"{cfg.name}_efficiency.json")
-    return {
-        "name": cfg.name,
-        "efficiency": efficiency,
-        "predictions": _save_predictions(ctx.output_dir / "predictions.npz", predictions, subset),
-    }
+    path = _save_predictions(ctx.output_dir / "predictions.npz", predictions, subset)
+    return PredictionsOutput(predictions={cfg.name: path}, efficiency=efficiency)
 
 
 class RuleBaselinesConfig(BaseModel):
     model_config = {"extra": "forbid"}
+    stories: StoriesOutput = Field(description="${steps.<load step>}")
 
 
-def rule_baselines(ctx: StepContext, cfg: RuleBaselinesConfig) -> dict[str, Any]:
+def rule_baselines(ctx: StepContext, cfg: RuleBaselinesConfig) -> PredictionsOutput:
     """majority (most frequent training label) and last_mention."""
-    train_stories, eval_stories = _inputs(ctx)
-    out: dict[str, Any] = {}
+    train_stories, eval_stories = _inputs(ctx, cfg.stories)
+    hooks = _hooks(cfg.stories)
+    out: dict[str, Path] = {}
     baselines = {"last_mention": predict_last_mention(eval_stories)}
     if train_stories:
         baselines["majority"] = MajorityBaseline().fit(train_stories).predict(eval_stories)
     for name, predictions in baselines.items():
-        _report(ctx, name, eval_stories, predictions)
+        _report(ctx, hooks, name, eval_stories, predictions)
         out[name] = _save_predictions(ctx.output_dir / f"{name}.npz", predictions)
-    return {"predictions": out}
+    return PredictionsOutput(predictions=out)
 
 
 # ---------------------------------------------------------------------------------------- report
 class CompareConfig(BaseModel):
     model_config = {"extra": "forbid"}
+    stories: StoriesOutput = Field(description="${steps.<load step>}")
     group_by: str = Field("length", description="story meta field for the accuracy breakdown")
     task_options: dict[str, Any] = Field(
         {},
@@ -280,28 +319,26 @@ class CompareConfig(BaseModel):
     )
 
 
-def _collect_predictions(ctx: StepContext) -> dict[str, str]:
-    found: dict[str, str] = {}
+def _collect_predictions(ctx: StepContext) -> dict[str, Path]:
+    """Prediction files of the model steps in ``needs:`` (skipped ones are absent)."""
+    found: dict[str, Path] = {}
     for output in ctx.inputs.values():
-        predictions = output.get("predictions")
-        if isinstance(predictions, str):
-            found[output["name"]] = predictions
-        elif isinstance(predictions, dict):
-            found.update(predictions)
+        if isinstance(output, PredictionsOutput):
+            found.update(output.predictions)
     return found
 
 
 def compare(ctx: StepContext, cfg: CompareConfig) -> dict[str, Any]:
     """One table of every model's metrics and a figure of accuracy by ``group_by``."""
-    _, eval_stories = _inputs(ctx)
-    hooks = _hooks(ctx, **cfg.task_options)
+    _, eval_stories = _inputs(ctx, cfg.stories)
+    hooks = _hooks(cfg.stories, **cfg.task_options)
     rows, breakdown = [], {}
     for name, path in _collect_predictions(ctx).items():
         predictions, indices = _load_predictions(path)
         scored = [eval_stories[i] for i in indices]  # flat models may score a subset
         metrics = evaluate(scored, predictions, hooks)
         if cfg.task_options:  # what the options add to what the model's own step logged
-            logged = evaluate(scored, predictions, _hooks(ctx))
+            logged = evaluate(scored, predictions, _hooks(cfg.stories))
             ctx.log_metrics({f"{name}.{k}": v for k, v in metrics.items() if k not in logged})
         rows.append({"model": name, "stories": len(scored), **metrics})
         breakdown[name] = accuracy_by(scored, predictions, cfg.group_by)
