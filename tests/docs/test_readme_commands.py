@@ -75,18 +75,7 @@ COVERED_BY = {
         "test_mlflow_models_serve_answers_a_search",
     ),
 }
-KNOWN_BROKEN = [  # (file, how the command starts, what is wrong and the fix): their owners fix them
-    ("packages/clinical-distill/README.md", "python benchmarks/clinical_distill_gpu.py",
-     "the driver was deleted (at effbf3f): name the pipeline's GPU command instead"),
-    ("packages/clinical-distill/README.md", "nlprec run pipelines/distill-demo.yaml --no-cache --set steps.export",
-     "the export step has no register_models key any more"),
-    ("packages/mohawk/README.md", "python benchmarks/mohawk_gpu.py",
-     "the driver was deleted (at effbf3f): name the pipeline's GPU command instead"),
-    ("benchmarks/RESULTS.md", "python benchmarks/mohawk_gpu.py",
-     "the driver was deleted (at effbf3f): re-measure with benchmarks/mohawk_kernels.py or withdraw"),
-    ("benchmarks/RESULTS.md", "python benchmarks/sessionrec_throughput.py --gpu-json",
-     "the script takes no arguments: its GPU rows name a deleted sessionrec_tuned.py"),
-]  # fmt: skip
+KNOWN_BROKEN: list[tuple[str, str, str]] = []  # (file, how the command starts, what is wrong and the fix): their owners fix them
 
 
 class Broken(AssertionError):
