@@ -5,6 +5,7 @@ import os
 import time
 from pathlib import Path
 
+from nlprec.core.step import never_cached
 from pydantic import BaseModel, ConfigDict
 
 
@@ -61,3 +62,9 @@ def allocate(ctx, cfg: AllocateConfig) -> dict:
     block[:: 4096] = b"x" * len(block[:: 4096])
     del block
     return {}
+
+
+@never_cached
+def write_value_always(ctx, cfg: WriteConfig) -> dict:
+    """write_value with an outside effect: runs on every invocation."""
+    return write_value(ctx, cfg)

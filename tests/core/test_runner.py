@@ -178,3 +178,27 @@ def test_demo_pipeline_searches_repeats_compares_and_registers(nlprec_env):
     assert version.run_id in {r.run_id for r in summary.steps["bow"].seeds.values()}  # trials register nothing
     local = resolve("models:/core-demo@champion")
     assert (local / "model.json").exists()
+
+
+def test_never_cached_step_runs_every_time_and_the_rest_is_reused(nlprec_env, monkeypatch):
+    """A step acting outside its outputs (promotion) must act again: a hit would only replay it."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    counter = nlprec_env / "executions.txt"
+    monkeypatch.setenv("NLPREC_TEST_COUNTER", str(counter))
+    path = nlprec_env / "never.yaml"
+    path.write_text(textwrap.dedent("""
+        name: never
+        experiment: runner-tests
+        steps:
+          - name: a
+            uses: steps_for_tests:write_value
+          - name: act
+            uses: steps_for_tests:write_value_always
+            needs: [a]
+            with: {value: 2}
+    """))
+    run(path)
+    second = run(path)
+    assert executed(counter) == ["a", "act", "act"]
+    assert second.steps["a"].cached and not second.steps["act"].cached
+    assert second.steps["act"].result["value"] == 2

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nlprec.core.hashing import hash_text
-from nlprec.core.step import StepSkipped, across_seeds
+from nlprec.core.step import StepSkipped, across_seeds, never_cached
 from nlprec.core.tracking import mlflow_key
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -355,6 +355,7 @@ class PromoteConfig(BaseModel):
     smoke: bool | None = Field(None, description="null: a subsampling pipeline param says (is_smoke)")
 
 
+@never_cached
 @across_seeds
 def promote(ctx: Any, cfg: PromoteConfig) -> dict:
     """Compare this run's version of `cfg.name` with the champion on `cfg.metric`; move `@champion`

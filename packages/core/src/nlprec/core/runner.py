@@ -40,7 +40,7 @@ from nlprec.core.memory import PeakMemory
 from nlprec.core.paths import cache_root
 from nlprec.core.spec import Pipeline, Reference, ResolvedStep, SearchSpec
 from nlprec.core.stats import metrics_over_seeds
-from nlprec.core.step import StepContext, StepOutput, StepSkipped, output_class_of
+from nlprec.core.step import StepContext, StepOutput, StepSkipped, is_never_cached, output_class_of
 from nlprec.core.tracking import Tracker, git_commit, nlprec_versions
 from pydantic import BaseModel
 from rich.console import Console
@@ -513,7 +513,8 @@ class Runner:
             return StepReport("skipped", key=key, skipped=unit.skipped)
         tags = {"nlprec.step": name, "nlprec.step_key": key, "nlprec.uses": unit.step.spec.uses, **unit.tags}
         tags.update({f"version.{k}": v for k, v in package_versions(unit.step.function.__module__).items()})
-        entry = self.cache.lookup(name, key) if self._use_cache else None
+        cacheable = self._use_cache and not is_never_cached(unit.step.function)
+        entry = self.cache.lookup(name, key) if cacheable else None
         child_id = ""
         if self.tracker:
             tags["cache_hit"] = "true" if entry else "false"
@@ -588,7 +589,8 @@ class Runner:
             "model_requests": context.model_requests,
             "seconds": seconds,
         }
-        entry = self.cache.commit(staging, name, key, stored, replace=self._replace)
+        replace = self._replace or is_never_cached(step.function)  # a never-cached step's newest result stands
+        entry = self.cache.commit(staging, name, key, stored, replace=replace)
         if self.tracker:
             self.tracker.log_metrics({"step.seconds": seconds, "step.peak_rss_mb": peak["peak_rss_mb"]})
             if over_budget:

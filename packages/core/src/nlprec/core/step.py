@@ -31,6 +31,7 @@ F = TypeVar("F", bound=Callable)
 
 UNIT_SCORES_DIR = "unit_scores"
 _ACROSS_SEEDS = "_nlprec_across_seeds"
+_NEVER_CACHED = "_nlprec_never_cached"
 
 
 class StepOutput(BaseModel):
@@ -79,6 +80,18 @@ def across_seeds(function: F) -> F:
 
 def runs_across_seeds(function: Callable) -> bool:
     return bool(getattr(function, _ACROSS_SEEDS, False))
+
+
+def never_cached(function: F) -> F:
+    """Mark a step that acts on the world outside its outputs (moving a registry alias): it runs on
+    every invocation, because a cached result would replay what it decided, not do it again. A
+    promotion skipped in an untracked run must still happen in the next tracked one."""
+    setattr(function, _NEVER_CACHED, True)
+    return function
+
+
+def is_never_cached(function: Callable) -> bool:
+    return bool(getattr(function, _NEVER_CACHED, False))
 
 
 def unit_scores_path(output_dir: Path, system: str, metric: str) -> Path:
