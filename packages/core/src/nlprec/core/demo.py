@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from nlprec.core.step import StepContext, across_seeds
+from nlprec.core.step import StepContext, StepOutput, across_seeds
 from pydantic import BaseModel, ConfigDict, Field
 
 TOPIC_WORDS = {
@@ -29,8 +29,17 @@ class GenerateConfig(BaseModel):
     noise: float = Field(0.3, ge=0.0, le=1.0, description="share of filler words")
 
 
+class Sentences(StepOutput):
+    """The generated splits as JSONL files; `test` is None in search trials (the runner hides it)."""
+
+    n: int
+    train: Path
+    validation: Path
+    test: Path | None = None
+
+
 @across_seeds
-def generate(ctx: StepContext, cfg: GenerateConfig) -> dict:
+def generate(ctx: StepContext, cfg: GenerateConfig) -> Sentences:
     """Sentences of topic and filler words, split 60/20/20; the data is the same for every seed."""
     rng = np.random.default_rng(ctx.seed)
     topics = sorted(TOPIC_WORDS)
@@ -53,11 +62,12 @@ def generate(ctx: StepContext, cfg: GenerateConfig) -> dict:
         outputs[split] = str(path)
         start = stop
     ctx.log_params({"n": cfg.n})
-    return outputs
+    return Sentences(**outputs)
 
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    data: Sentences = Field(description="${steps.<generate step>}")
     system: str = Field("bow", min_length=1, description="the name metrics and unit scores are logged under")
     epochs: int = Field(10, ge=1)
     lr: float = Field(0.5, gt=0)
@@ -66,7 +76,7 @@ class TrainConfig(BaseModel):
     register_as: str | None = None
 
 
-def _read(path: str) -> list[dict]:
+def _read(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
@@ -107,14 +117,13 @@ def _fit(ctx: StepContext, cfg: TrainConfig, x: np.ndarray, y: np.ndarray) -> tu
 
 def train(ctx: StepContext, cfg: TrainConfig) -> dict:
     """Fit on the training split, score `ctx.split` (validation in search trials, test otherwise)."""
-    data = ctx.inputs["generate"]
-    training = _read(data["train"])
+    training = _read(cfg.data.train)
     vocabulary = _vocabulary(training)
     x = _featurise([r["text"] for r in training], vocabulary, cfg.max_words)
     y = np.array([r["label"] == "sport" for r in training], dtype=np.float32)
     weights, bias = _fit(ctx, cfg, x, y)
 
-    evaluated = _read(data[ctx.split])
+    evaluated = _read(getattr(cfg.data, ctx.split))
     predicted = _featurise([r["text"] for r in evaluated], vocabulary, cfg.max_words) @ weights + bias > 0
     correct = {r["id"]: float(p == (r["label"] == "sport")) for r, p in zip(evaluated, predicted, strict=True)}
     accuracy = float(np.mean(list(correct.values())))
