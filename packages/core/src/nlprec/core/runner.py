@@ -256,6 +256,22 @@ def loaded_outputs(outputs: dict[str, Any], output_class: type[StepOutput] | Non
     return output_class.model_validate(outputs) if output_class is not None else outputs
 
 
+def _tracked_params(config: BaseModel, references: dict[tuple, Reference]) -> dict[str, Any]:
+    """The step's config as MLflow params, each upstream reference logged as written
+    (`${steps.generate}`): what an upstream step produced is an input, not a parameter, and its
+    paths differ from machine to machine."""
+    params = config.model_dump(mode="json")
+    for location, reference in references.items():
+        target = params
+        try:
+            for part in location[:-1]:
+                target = target[part]
+            target[location[-1]] = reference.text
+        except (KeyError, IndexError, TypeError):  # a config that reshapes its input keeps its dump
+            continue
+    return params
+
+
 def _largest(memories: Iterable[dict[str, float]]) -> dict[str, float]:
     """Per key, the largest value over a step's seeds (a peak over seeds is the largest seed's)."""
     largest: dict[str, float] = {}
@@ -519,7 +535,7 @@ class Runner:
         if self.tracker:
             tags["cache_hit"] = "true" if entry else "false"
             child_id = self.tracker.start_run(self._experiment_id, unit.run_name or name, nested=True, tags=tags)
-            self.tracker.log_params(unit.config.model_dump(mode="json"))
+            self.tracker.log_params(_tracked_params(unit.config, unit.step.references))
         if entry is None:
             return self._execute(unit, key, child_id)
         stored = entry.result
