@@ -47,14 +47,9 @@ def build_engines(data: Path, docs: int, root: Path) -> tuple[Path, Path]:
 
 
 def register(folder: Path) -> str:
-    from nlprec.core.tracking import Tracker
+    from nlprec.core.registry import register_folder
 
-    tracker = Tracker()
-    tracker.start_run(tracker.experiment_id("service-swap"), f"register-{folder.name}", False, {})
-    try:
-        return tracker.log_model(folder, name=NAME, flavor="dir", alias=None)
-    finally:
-        tracker.end_run("FINISHED")
+    return register_folder(folder, NAME, experiment="service-swap")
 
 
 def free_port() -> int:

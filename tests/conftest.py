@@ -61,17 +61,9 @@ def nlprec_env(tmp_path, monkeypatch, _migrated_mlflow_db) -> Path:
 def register_directory(nlprec_env):
     """register(directory, name) -> URI: log a saved model folder in a run of its own and register it
     (`Tracker.log_model`, the flavor detected from the folder), in the isolated store."""
-    from nlprec.core.tracking import Tracker
+    from nlprec.core.registry import register_folder
 
-    def register(directory: Path, name: str) -> str:
-        tracker = Tracker()
-        tracker.start_run(tracker.experiment_id("registered-models"), f"register-{name}", False, {})
-        try:
-            return tracker.log_model(directory, name=name, flavor="dir", alias=None)
-        finally:
-            tracker.end_run("FINISHED")
-
-    return register
+    return register_folder
 
 
 def _free_port() -> int:

@@ -337,6 +337,19 @@ def promote_by_evidence(
     return Decision(True, f"{rule.metric} gain {gain:+.4f} over v{champion.version}", str(version), gain)
 
 
+def register_folder(folder: Path, name: str, experiment: str = "registered-models") -> str:
+    """Register a saved model folder outside a pipeline (a run of its own, the flavor detected from
+    the folder, no alias): for benchmarks, tests and hand registration. Returns its models:/ URI."""
+    from nlprec.core.tracking import Tracker
+
+    tracker = Tracker()
+    tracker.start_run(tracker.experiment_id(experiment), f"register-{Path(folder).name}", False, {})
+    try:
+        return tracker.log_model(folder, name=name, flavor="dir", alias=None)
+    finally:
+        tracker.end_run("FINISHED")
+
+
 # ------------------------------------------------------------------------------------ the step
 
 
