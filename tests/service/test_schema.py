@@ -40,15 +40,25 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
 @pytest.fixture(scope="module", autouse=True)
+def cleanup():
+    yield
+    asgi.shutdown_lifespans()
+    shutil.rmtree(ROOT, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
 def models_loaded():
+    """Every test starts with the models loaded.
+
+    schemathesis' pytest plugin ends the app's lifespan after each test, so each operation's test
+    starts a fresh one, whose models load in the background: until then `/ready` (and every model
+    route) answers 503 loading, which the server-error check counts as a failure.
+    """
     with asgi.get_client(APP) as client:
         deadline = time.monotonic() + 30
         while client.get("/ready", headers=auth()).status_code != 200:
             assert time.monotonic() < deadline, client.get("/ready", headers=auth()).text
             time.sleep(0.02)
-    yield
-    asgi.shutdown_lifespans()
-    shutil.rmtree(ROOT, ignore_errors=True)
 
 
 @schema.parametrize()
