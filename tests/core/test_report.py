@@ -150,6 +150,26 @@ def test_spec_options_and_bad_specs(tmp_path, capsys):
     assert "unknown option 'colour'" in capsys.readouterr().err
 
 
+def test_steps_table_shows_what_each_step_cost(tmp_path):
+    record = make_record()
+    record["steps"] = {
+        "load": {"status": "finished", "cached": True, "seconds": 0.25},
+        "pisa": {"status": "finished", "cached": False, "seconds": 61.04,
+                 "memory": {"peak_rss_mb": 1843.6}, "selected": {"lr": 0.01}, "trials": [{}, {}, {}, {}]},
+    }
+    save_record(record, tmp_path / "results")
+    doc = tmp_path / "README.md"
+    doc.write_text("<!-- nlprec-report: study-t table=steps -->\n<!-- /nlprec-report -->\n")
+    assert nlprec_main(["report", "--write", str(doc)]) == 0
+    text = doc.read_text()
+    assert "| step | status | seconds | peak_rss_mb | validation trials |" in text
+    assert "| load | cached | 0.2 |  |  |" in text and "| pisa | finished | 61.0 | 1844 | 4 |" in text
+    assert "knn" not in text  # the systems table is not there
+    doc.write_text(text.replace("table=steps", "table=plots"))
+    with pytest.raises(Exception, match="unknown option 'table'"):
+        report_sections.write_sections(doc)
+
+
 def test_report_from_committed_records(tmp_path, capsys, monkeypatch):
     save_record(make_record(), tmp_path / "results")
     monkeypatch.chdir(tmp_path)

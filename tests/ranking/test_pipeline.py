@@ -21,8 +21,8 @@ def test_demo_pipeline_through_the_cli(nlprec_env, tmp_path):
         for metric in ("ndcg@10", "mrr@10", "recall@100"):
             assert 0.0 <= result["metrics"][f"{system}.{metric}"] <= 1.0
     assert result["metrics"]["bm25.ndcg@10"] > 0.5  # the generated relevance is findable
-    for step in ("data", "bm25", "finetune", "train_reranker", "rerank"):
-        assert result["metrics"][f"{step}.peak_rss_mb"] > 0
+    for step in ("data", "bm25", "dense", "train_reranker", "rerank"):
+        assert result["steps"][step]["memory"]["peak_rss_mb"] > 0
     assert 0 <= result["metrics"]["rerank.ndcg@10.p_vs_first_stage"] <= 1
 
 

@@ -24,14 +24,13 @@ def data(tmp_path_factory):
 
 
 def test_validation_is_carved_from_train_and_test_sits_under_its_key(data):
-    described, metrics = data
+    described, _ = data
     splits = json.loads(open(described["splits"]).read())
     test = json.loads(open(described["test"]["queries"]).read())
     train, val = set(splits["train"]), set(splits["validation"])
     assert train and val and test and not (train & val) and not ((train | val) & set(test))
     assert len(val) == round(0.25 * (len(train) + len(val)))
     assert described["test"]["queries"] not in json.dumps({k: v for k, v in described.items() if k != "test"})
-    assert metrics["data.peak_rss_mb"] > 0
     hidden = steps.Corpus({k: v for k, v in described.items() if k != "test"})
     assert "test" not in hidden.query_ids
 

@@ -200,6 +200,29 @@ def markdown_report(records: list[dict[str, Any]], metrics: list[str] | None = N
     return "\n\n".join(blocks) + "\n"
 
 
+def steps_report(records: list[dict[str, Any]]) -> str:
+    """Markdown tables of what each step of a run cost: wall time over its seeds and the largest
+    per-seed peak resident memory (``core.memory``), as the runner recorded them."""
+    blocks = []
+    for record in records:
+        env = record["environment"]
+        rows = []
+        for name, step in record.get("steps", {}).items():
+            memory = (step.get("memory") or {}).get("peak_rss_mb")
+            status = "cached" if step.get("cached") else step.get("status", "")
+            trials = len(step.get("trials") or [])
+            rows.append([name, status, f"{step['seconds']:.1f}" if step.get("seconds") is not None else "",
+                         f"{memory:.0f}" if memory is not None else "", str(trials) if trials else ""])
+        lines = [f"Run `{record['run_id'][:12]}` of {record['pipeline']} ({record['started']}, "
+                 f"{env['machine']}): `{env['command']}`", ""]
+        lines += _markdown_rows(["step", "status", "seconds", "peak_rss_mb", "validation trials"], rows)
+        lines += ["", "seconds: the step's wall time summed over its seeds, its search excluded; "
+                  "peak_rss_mb: the process's resident high-water mark while the step ran "
+                  "(largest over seeds); empty where the record predates it."]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
 def selection_lines(record: dict[str, Any]) -> list[str]:
     """What each searched step chose on validation, and out of how many configurations."""
     lines = []

@@ -8,9 +8,10 @@ A section is marked in any Markdown file:
 
 The spec after `nlprec-report:` lists record selectors and options, separated by spaces:
 `PIPELINE` (its latest record under results/), `PIPELINE/*` (every record), `PIPELINE/RUN_ID_PREFIX`,
-and `metrics=a,b` to show other columns than the pipeline's `report.metrics`. `nlprec report --write
-FILE` regenerates every section of FILE; `nlprec report --check FILE...` fails when a committed section
-differs from what its records give today.
+`metrics=a,b` to show other columns than the pipeline's `report.metrics`, and `table=steps` for
+what each step cost (seconds, peak resident memory, validation trials) instead of the systems.
+`nlprec report --write FILE` regenerates every section of FILE; `nlprec report --check FILE...`
+fails when a committed section differs from what its records give today.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nlprec.core.errors import UserError
-from nlprec.core.report import markdown_report
+from nlprec.core.report import markdown_report, steps_report
 from nlprec.core.results import find_records
 
 SECTION = re.compile(  # markers start their lines, so an indented example of them is left alone
@@ -44,21 +45,24 @@ def sections(text: str) -> Iterator[Section]:
 
 
 def render_section(spec: str, results_root: Path, file_label: str) -> str:
-    selectors, metrics = [], None
+    selectors, metrics, table = [], None, "systems"
     for token in spec.split():
         key, sep, value = token.partition("=")
         if not sep:
             selectors.append(token)
         elif key == "metrics":
             metrics = [m for m in value.split(",") if m]
+        elif key == "table" and value in ("systems", "steps"):
+            table = value
         else:
-            raise UserError(f"{file_label}: nlprec-report spec {spec!r}: unknown option {key!r} (expected metrics=)")
+            raise UserError(f"{file_label}: nlprec-report spec {spec!r}: unknown option {key!r} "
+                            "(expected metrics=a,b or table=systems|steps)")
     if not selectors:
         raise UserError(f"{file_label}: nlprec-report spec {spec!r} names no records (e.g. `core-demo`)")
     records = [record for selector in selectors for record in find_records(results_root, selector)]
     sources = ", ".join(f"results/{r['pipeline']}/{r['run_id']}.json.gz" for r in records)
     note = GENERATED_NOTE.format(file=file_label, sources=sources)
-    return note + markdown_report(records, metrics)
+    return note + (steps_report(records) if table == "steps" else markdown_report(records, metrics))
 
 
 def regenerate(text: str, results_root: Path, file_label: str) -> str:

@@ -5,14 +5,13 @@ train queries and held out of every training: fusion weights, passage aggregatio
 and alpha are chosen on it) and ``test`` (the dataset's evaluation split, returned by the data
 step under its ``test`` key, so search trials never see it). Every retrieval step writes TREC
 runs of each query set, logs ``<system>.<metric>`` and per-query scores on ``ctx.split``
-(validation during search trials, test otherwise) and its peak resident memory
-(``<step>.peak_rss_mb``). Upstream outputs arrive through ``${steps.<step>}`` references in the
-config (docs/steps.md); a step whose input is missing raises ``StepSkipped``.
+(validation during search trials, test otherwise); the runner records each step's peak resident
+memory. Upstream outputs arrive through ``${steps.<step>}`` references in the config
+(docs/steps.md); a step whose input is missing raises ``StepSkipped``.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 from pathlib import Path
@@ -22,7 +21,6 @@ from nlprec.core.data import dataset_path
 from nlprec.core.distributed import DistributedContext
 from nlprec.core.io import atomic_write_text
 from nlprec.core.launch import run_distributed
-from nlprec.core.memory import PeakMemory
 from nlprec.core.step import StepContext, StepOutput, StepSkipped, across_seeds
 from nlprec.ranking import data as beir
 from nlprec.ranking.bm25 import BM25Config, BM25Retriever
@@ -57,21 +55,6 @@ from pydantic import BaseModel, Field
 
 SUMMARY_METRICS = ["ndcg@10", "mrr@10", "recall@100", "recall@1000", "map"]
 AGGREGATIONS: list[Aggregation] = ["firstp", "maxp", "sump"]
-
-
-def measured(step):
-    """Log the step's peak resident memory as ``<step>.peak_rss_mb`` (this process; the high-water
-    mark is reset when the step starts)."""
-
-    @functools.wraps(step)
-    def run(ctx: StepContext, cfg):
-        memory = PeakMemory.start()
-        try:
-            return step(ctx, cfg)
-        finally:
-            ctx.log_metrics({f"{ctx.name}.peak_rss_mb": memory.peak_mb()["peak_rss_mb"]})
-
-    return run
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -136,7 +119,6 @@ def _describe(ctx: StepContext, folder: Path, cfg: LoadBeirConfig) -> dict:
 
 
 @across_seeds
-@measured
 def load_beir(ctx: StepContext, cfg: LoadBeirConfig) -> dict:
     """Validate a BEIR folder and fix the query sets (the folder itself is read where needed)."""
     return _describe(ctx, dataset_path(cfg.path, must_contain=("queries.jsonl", "qrels")), cfg)
@@ -149,7 +131,6 @@ class DemoDataConfig(BaseModel):
     validation_fraction: float = Field(0.2, ge=0, lt=1)
 
 
-@measured
 def generate_demo(ctx: StepContext, cfg: DemoDataConfig) -> dict:
     """The embedded default: a generated BEIR folder with known relevance (train and test splits)."""
     folder = write_beir_folder(
@@ -252,7 +233,6 @@ class BM25StepConfig(BM25Config):
     train_k: int = Field(100, ge=1)
 
 
-@measured
 def bm25_retrieve(ctx: StepContext, cfg: BM25StepConfig) -> dict:
     corpus = Corpus(_data_input(ctx))
     retriever = BM25Retriever(BM25Config(**cfg.model_dump(exclude={"k", "train_k"}))).index(
@@ -302,7 +282,6 @@ def _choose_aggregation(ctx, corpus: Corpus, retriever: DenseRetriever, cfg: Den
     return passages.aggregation
 
 
-@measured
 def dense_retrieve(ctx: StepContext, cfg: DenseStepConfig) -> dict:
     model = cfg.encoder or cfg.model
     corpus = Corpus(_data_input(ctx))
@@ -347,7 +326,6 @@ class FuseConfig(BaseModel):
     k: int = Field(1000, ge=1)
 
 
-@measured
 def fuse_runs(ctx: StepContext, cfg: FuseConfig) -> dict:
     """Fuse first stages with weights (and method, for ``auto``) chosen on the validation queries."""
     sources = [out["system"] for out in cfg.systems]
@@ -478,7 +456,6 @@ class TrainedModel(StepOutput):
     n_examples: int | None = None
 
 
-@measured
 def finetune_biencoder(ctx: StepContext, cfg: FinetuneBiencoderConfig) -> TrainedModel:
     if not cfg.enabled:
         raise StepSkipped("bi-encoder fine-tuning disabled (enabled: false)")
@@ -512,7 +489,6 @@ class TrainRerankerConfig(BaseModel):
     )
 
 
-@measured
 def train_reranker(ctx: StepContext, cfg: TrainRerankerConfig) -> TrainedModel:
     """Train the cross-encoder on the train queries (validation stays held out for the rerank step)."""
     if cfg.pretrained is not None:
@@ -568,7 +544,6 @@ def _choose_rerank(ctx, cfg: RerankStepConfig, corpus: Corpus, reranker, first: 
     return depth, alpha, how, f"{len(qrels)} validation queries"
 
 
-@measured
 def rerank_step(ctx: StepContext, cfg: RerankStepConfig) -> dict:
     """Rerank the first stage; depth, interpolation weight and passage aggregation chosen on the
     validation queries (held out of both trainings)."""
@@ -623,7 +598,6 @@ class PackageEngineConfig(BaseModel):
     rerank: dict | None = Field(None, description="its reranker and depth: ${steps.<rerank step> ?? null}")
 
 
-@measured
 def package_engine(ctx: StepContext, cfg: PackageEngineConfig) -> dict:
     """Assemble the SearchEngine folder from the steps' outputs and register it (@champion)."""
     corpus = Corpus(_data_input(ctx))
@@ -651,7 +625,6 @@ class ReportConfig(BaseModel):
     baseline: str = "bm25"
 
 
-@measured
 def report(ctx: StepContext, cfg: ReportConfig) -> dict:
     """Test-set table, paired significance tests against the baseline, a plot and the TREC runs."""
     corpus = Corpus(_data_input(ctx))
