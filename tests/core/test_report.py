@@ -157,6 +157,7 @@ def test_steps_table_shows_what_each_step_cost(tmp_path):
         "pisa": {"status": "finished", "cached": False, "seconds": 61.04,
                  "memory": {"peak_rss_mb": 1843.6}, "selected": {"lr": 0.01}, "trials": [{}, {}, {}, {}]},
     }
+    record["config"]["pipeline_yaml"] = "steps:\n  - {name: pisa}\n  - {name: load}\n"
     save_record(record, tmp_path / "results")
     doc = tmp_path / "README.md"
     doc.write_text("<!-- nlprec-report: study-t table=steps -->\n<!-- /nlprec-report -->\n")
@@ -164,6 +165,7 @@ def test_steps_table_shows_what_each_step_cost(tmp_path):
     text = doc.read_text()
     assert "| step | status | seconds | peak_rss_mb | validation trials |" in text
     assert "| load | cached | 0.2 |  |  |" in text and "| pisa | finished | 61.0 | 1844 | 4 |" in text
+    assert text.index("| pisa |") < text.index("| load |")  # the pipeline's order, not the record's
     assert "knn" not in text  # the systems table is not there
     doc.write_text(text.replace("table=steps", "table=plots"))
     with pytest.raises(Exception, match="unknown option 'table'"):

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 DERIVED = re.compile(r"^(?P<base>.+?)\.(?P<kind>std|ci95|n|delta_vs_.+|p_vs_.+)$")  # references may hold dots
 REFERENCE_MARK = "(reference)"
 
@@ -200,6 +202,18 @@ def markdown_report(records: list[dict[str, Any]], metrics: list[str] | None = N
     return "\n\n".join(blocks) + "\n"
 
 
+def _in_pipeline_order(record: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The record's steps in the order of its pipeline YAML (a record stores them sorted by name)."""
+    steps = record.get("steps", {})
+    try:
+        spec = yaml.safe_load(record.get("config", {}).get("pipeline_yaml") or "") or {}
+        order = [step["name"] for step in spec.get("steps", [])]
+    except (yaml.YAMLError, AttributeError, KeyError, TypeError):
+        order = []
+    position = {name: index for index, name in enumerate(order)}
+    return sorted(steps.items(), key=lambda item: (position.get(item[0], len(position)), item[0]))
+
+
 def steps_report(records: list[dict[str, Any]]) -> str:
     """Markdown tables of what each step of a run cost: wall time over its seeds and the largest
     per-seed peak resident memory (``core.memory``), as the runner recorded them."""
@@ -207,7 +221,7 @@ def steps_report(records: list[dict[str, Any]]) -> str:
     for record in records:
         env = record["environment"]
         rows = []
-        for name, step in record.get("steps", {}).items():
+        for name, step in _in_pipeline_order(record):
             memory = (step.get("memory") or {}).get("peak_rss_mb")
             status = "cached" if step.get("cached") else step.get("status", "")
             trials = len(step.get("trials") or [])
