@@ -155,7 +155,8 @@ def test_steps_table_shows_what_each_step_cost(tmp_path):
     record["steps"] = {
         "load": {"status": "finished", "cached": True, "seconds": 0.25},
         "pisa": {"status": "finished", "cached": False, "seconds": 61.04,
-                 "memory": {"peak_rss_mb": 1843.6}, "selected": {"lr": 0.01}, "trials": [{}, {}, {}, {}]},
+                 "memory": {"peak_rss_mb": 1843.6}, "selected": {"lr": 0.01},
+                 "trials": [{"seconds": 10.0}, {"seconds": 12.5}, {"seconds": 9.0}, {"seconds": 11.0}]},
     }
     record["config"]["pipeline_yaml"] = "steps:\n  - {name: pisa}\n  - {name: load}\n"
     save_record(record, tmp_path / "results")
@@ -163,8 +164,8 @@ def test_steps_table_shows_what_each_step_cost(tmp_path):
     doc.write_text("<!-- nlprec-report: study-t table=steps -->\n<!-- /nlprec-report -->\n")
     assert nlprec_main(["report", "--write", str(doc)]) == 0
     text = doc.read_text()
-    assert "| step | status | seconds | peak_rss_mb | validation trials |" in text
-    assert "| load | cached | 0.2 |  |  |" in text and "| pisa | finished | 61.0 | 1844 | 4 |" in text
+    assert "| step | status | seconds | peak_rss_mb | validation trials | search seconds |" in text
+    assert "| load | cached | 0.2 |  |  |  |" in text and "| pisa | finished | 61.0 | 1844 | 4 | 42.5 |" in text
     assert text.index("| pisa |") < text.index("| load |")  # the pipeline's order, not the record's
     assert "knn" not in text  # the systems table is not there
     doc.write_text(text.replace("table=steps", "table=plots"))

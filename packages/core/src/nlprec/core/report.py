@@ -224,15 +224,17 @@ def steps_report(records: list[dict[str, Any]]) -> str:
         for name, step in _in_pipeline_order(record):
             memory = (step.get("memory") or {}).get("peak_rss_mb")
             status = "cached" if step.get("cached") else step.get("status", "")
-            trials = len(step.get("trials") or [])
+            trials = step.get("trials") or []
+            timed = [t["seconds"] for t in trials if t.get("seconds") is not None]
             rows.append([name, status, f"{step['seconds']:.1f}" if step.get("seconds") is not None else "",
-                         f"{memory:.0f}" if memory is not None else "", str(trials) if trials else ""])
+                         f"{memory:.0f}" if memory is not None else "", str(len(trials)) if trials else "",
+                         f"{sum(timed):.1f}" if timed and len(timed) == len(trials) else ""])
         lines = [f"Run `{record['run_id'][:12]}` of {record['pipeline']} ({record['started']}, "
                  f"{env['machine']}): `{env['command']}`", ""]
-        lines += _markdown_rows(["step", "status", "seconds", "peak_rss_mb", "validation trials"], rows)
-        lines += ["", "seconds: the step's wall time summed over its seeds, its search excluded; "
-                  "peak_rss_mb: the process's resident high-water mark while the step ran "
-                  "(largest over seeds); empty where the record predates it."]
+        lines += _markdown_rows(["step", "status", "seconds", "peak_rss_mb", "validation trials", "search seconds"], rows)
+        lines += ["", "seconds: the step's wall time summed over its seeds, its search excluded (search "
+                  "seconds: every trial on every seed); peak_rss_mb: the process's resident high-water "
+                  "mark while the step ran (largest over seeds); empty where the record predates it."]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 

@@ -478,14 +478,15 @@ class Runner:
         trials: list[dict[str, Any]] = []
         try:
             for index, values in enumerate(candidates):
-                by_seed = {}
+                by_seed, seconds = {}, 0.0
                 for seed in seeds:
                     unit = self._seed_unit(pipeline, step, values, seed, VALIDATION,
                                            trial=f"trial {index + 1}/{len(candidates)}", values=values)
                     report = self._run_unit(unit)
                     by_seed[seed] = self._trial_metric(name, search.metric, report, values)
+                    seconds += report.seconds
                 value = sum(by_seed.values()) / len(by_seed)
-                trials.append({"values": values, "value": value, "by_seed": by_seed})
+                trials.append({"values": values, "value": value, "by_seed": by_seed, "seconds": seconds})
                 if self.tracker:
                     self.tracker.log_metrics({search.metric: value}, step=index)
             best = _best(trials, search.direction)
